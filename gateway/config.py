@@ -1,0 +1,392 @@
+"""Settings: one TOML file plus environment variables, validated once at start-up.
+
+Everything is parsed at the edge into frozen, typed objects; the rest of the gateway never
+sees raw TOML. Validation collects every problem before failing so `check-config` can print
+them all at once, one line each, naming the field and why. Secrets are held in `Secret`,
+whose repr never shows the value, and may be written as `env:NAME` or `file:/path` so the
+file itself holds none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+from gateway.errors import ConfigError
+
+DEFAULT_API_BASE = "https://business-api.tiktok.com"
+EVENT_SOURCES = ("web", "app", "offline", "crm")
+_PIXEL_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:\d{1,5})?$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value whose repr and str never reveal it; call `reveal()` at the point of use."""
+
+    _value: str = field(repr=False)
+    source: str = "inline"
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return f"<secret from {self.source}>"
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """One destination: a pixel (web) or an event set (app / offline / crm) with its token."""
+
+    id: str
+    access_token: Secret
+    event_source: str = "web"
+    test_event_code: str | None = None
+    limited_data_use: bool = False
+    origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's whole configuration, immutable after start-up."""
+
+    pixels: tuple[PixelConfig, ...]
+    api_base: str = DEFAULT_API_BASE
+    api_timeout_seconds: float = 10.0
+    host: str = "127.0.0.1"
+    port: int = 8080
+    default_phone_region: str = "US"
+    max_event_age_days: int = 7
+    max_clock_skew_seconds: int = 300
+    strict_event_names: bool = False
+    event_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def pixel(self, pixel_id: str) -> PixelConfig | None:
+        for pixel in self.pixels:
+            if pixel.id == pixel_id:
+                return pixel
+        return None
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log filter that scrubs them as a last line of defence."""
+        return [p.access_token.reveal() for p in self.pixels if p.access_token.reveal()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data with every secret replaced by its source."""
+        return {
+            "api_base": self.api_base,
+            "api_timeout_seconds": self.api_timeout_seconds,
+            "server": {"host": self.host, "port": self.port},
+            "default_phone_region": self.default_phone_region,
+            "max_event_age_days": self.max_event_age_days,
+            "max_clock_skew_seconds": self.max_clock_skew_seconds,
+            "strict_event_names": self.strict_event_names,
+            "log_level": self.log_level,
+            "event_names": {k: list(v) for k, v in self.event_names.items()},
+            "pixels": [
+                {
+                    "id": p.id,
+                    "access_token": str(p.access_token),
+                    "event_source": p.event_source,
+                    "test_event_code": p.test_event_code,
+                    "limited_data_use": p.limited_data_use,
+                    "origins": list(p.origins),
+                }
+                for p in self.pixels
+            ],
+        }
+
+
+class _Table:
+    """Reads typed keys from one TOML table, recording problems instead of raising."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
+        self._data = data
+        self._path = path
+        self._problems = problems
+        self._seen: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def problem(self, key: str, message: str) -> None:
+        self._problems.append(f"{self._name(key)}: {message}")
+
+    def _get(self, key: str, kind: type | tuple[type, ...], kind_name: str) -> Any:
+        self._seen.add(key)
+        if key not in self._data:
+            return None
+        value = self._data[key]
+        if isinstance(value, bool) and kind is not bool:
+            self.problem(key, f"must be {kind_name}, got a boolean")
+            return None
+        if not isinstance(value, kind):
+            self.problem(key, f"must be {kind_name}, got {type(value).__name__} {value!r}")
+            return None
+        return value
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self._get(key, str, "a string")
+        return default if value is None else value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._get(key, int, "an integer")
+        if value is None:
+            return default
+        if not low <= value <= high:
+            self.problem(key, f"must be between {low} and {high}, got {value}")
+            return default
+        return int(value)
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self._get(key, (int, float), "a number")
+        if value is None:
+            return default
+        if not low <= value <= high:
+            self.problem(key, f"must be between {low} and {high}, got {value}")
+            return default
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, bool, "true or false")
+        return default if value is None else bool(value)
+
+    def strings(self, key: str) -> list[str]:
+        value = self._get(key, list, "a list of strings")
+        if value is None:
+            return []
+        if not all(isinstance(item, str) for item in value):
+            self.problem(key, "must be a list of strings")
+            return []
+        return list(value)
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key, dict, "a table")
+        return _Table(value or {}, self._name(key), self._problems)
+
+    def tables(self, key: str) -> list[_Table]:
+        value = self._get(key, list, "an array of tables ([[...]])")
+        if value is None:
+            return []
+        tables = []
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                self.problem(f"{key}[{index}]", "must be a table")
+                continue
+            tables.append(_Table(item, f"{self._name(key)}[{index}]", self._problems))
+        return tables
+
+    def raw(self) -> Mapping[str, Any]:
+        self._seen.update(self._data)
+        return self._data
+
+    def finish(self) -> None:
+        for key in self._data:
+            if key not in self._seen:
+                self.problem(key, "unknown key")
+
+
+def _resolve_secret(ref: str, where: str, env: Mapping[str, str], problems: list[str]) -> Secret:
+    if ref.startswith("env:"):
+        name = ref[4:]
+        value = env.get(name, "").strip()
+        if not value:
+            problems.append(f"{where}: environment variable {name} is not set or empty")
+        return Secret(value, source=ref)
+    if ref.startswith("file:"):
+        path = Path(ref[5:])
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{where}: cannot read {path}: {exc.strerror}")
+            return Secret("", source=ref)
+        if not value:
+            problems.append(f"{where}: {path} is empty")
+        return Secret(value, source=ref)
+    return Secret(ref.strip(), source="inline")
+
+
+def _read_pixel(table: _Table, env: Mapping[str, str], problems: list[str]) -> PixelConfig | None:
+    pixel_id = table.string("id")
+    token_ref = table.string("access_token")
+    event_source = table.string("event_source", "web") or "web"
+    test_code = table.string("test_event_code")
+    limited = table.boolean("limited_data_use", False)
+    origins = table.strings("origins")
+    table.finish()
+    ok = True
+    if not pixel_id:
+        table.problem("id", "missing (the pixel code or event set id from TikTok Events Manager)")
+        ok = False
+    elif not _PIXEL_ID.match(pixel_id):
+        table.problem("id", f"{pixel_id!r} is not a pixel code (letters, digits, '_' or '-')")
+        ok = False
+    if not token_ref:
+        table.problem("access_token", "missing (write the token, env:NAME or file:/path)")
+        token = Secret("")
+        ok = False
+    else:
+        token = _resolve_secret(token_ref, table._name("access_token"), env, problems)
+    if event_source not in EVENT_SOURCES:
+        table.problem("event_source", f"must be one of {', '.join(EVENT_SOURCES)}")
+        ok = False
+    clean_origins = []
+    for origin in origins:
+        normal = origin.strip().lower().rstrip("/")
+        if not _ORIGIN.match(normal):
+            table.problem("origins", f"{origin!r} is not an origin like https://shop.example")
+            ok = False
+        clean_origins.append(normal)
+    if not ok or pixel_id is None:
+        return None
+    return PixelConfig(
+        id=pixel_id,
+        access_token=token,
+        event_source=event_source,
+        test_event_code=test_code or None,
+        limited_data_use=limited,
+        origins=tuple(clean_origins),
+    )
+
+
+def _read_event_names(table: _Table) -> dict[str, tuple[str, ...]]:
+    names: dict[str, tuple[str, ...]] = {}
+    for key, value in table.raw().items():
+        targets = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(targets, list)
+            or not targets
+            or not all(isinstance(t, str) and t.strip() for t in targets)
+        ):
+            table.problem(key, "must be a TikTok event name or a non-empty list of them")
+            continue
+        names[key] = tuple(t.strip() for t in targets)
+    return names
+
+
+def _apply_env_pixel(
+    pixels: list[PixelConfig], env: Mapping[str, str], problems: list[str]
+) -> list[PixelConfig]:
+    """The one-pixel quick start: TIKTOK_PIXEL_ID + TIKTOK_ACCESS_TOKEN add or override a pixel."""
+    pixel_id = env.get("TIKTOK_PIXEL_ID", "").strip()
+    token = env.get("TIKTOK_ACCESS_TOKEN", "").strip()
+    test_code = env.get("TIKTOK_TEST_EVENT_CODE", "").strip() or None
+    if not pixel_id:
+        if token:
+            problems.append("TIKTOK_PIXEL_ID: not set, but TIKTOK_ACCESS_TOKEN is")
+        return pixels
+    if not _PIXEL_ID.match(pixel_id):
+        problems.append(f"TIKTOK_PIXEL_ID: {pixel_id!r} is not a pixel code")
+        return pixels
+    existing = next((p for p in pixels if p.id == pixel_id), None)
+    if not token and existing is None:
+        problems.append("TIKTOK_ACCESS_TOKEN: missing (the Events API access token)")
+        return pixels
+    secret = Secret(token, source="TIKTOK_ACCESS_TOKEN") if token else None
+    if existing is not None:
+        updated = PixelConfig(
+            id=existing.id,
+            access_token=secret or existing.access_token,
+            event_source=existing.event_source,
+            test_event_code=test_code or existing.test_event_code,
+            limited_data_use=existing.limited_data_use,
+            origins=existing.origins,
+        )
+        return [updated if p is existing else p for p in pixels]
+    assert secret is not None
+    return [*pixels, PixelConfig(id=pixel_id, access_token=secret, test_event_code=test_code)]
+
+
+def parse_settings(
+    data: Mapping[str, Any], env: Mapping[str, str], *, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build `Settings` from parsed TOML and an environment, or raise `ConfigError`."""
+    problems: list[str] = []
+    root = _Table(data, "", problems)
+    api_base = env.get("TIKTOK_API_BASE") or root.string("api_base", DEFAULT_API_BASE)
+    api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
+    if not re.match(r"^https?://[^\s/]+", api_base):
+        problems.append(f"api_base: {api_base!r} is not an http(s) URL")
+    timeout = root.number("api_timeout_seconds", 10.0, 0.1, 120.0)
+    region = (root.string("default_phone_region", "US") or "US").upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        root.problem("default_phone_region", f"{region!r} is not a region code such as US or DE")
+    max_age = root.integer("max_event_age_days", 7, 1, 28)
+    skew = root.integer("max_clock_skew_seconds", 300, 0, 86400)
+    strict = root.boolean("strict_event_names", False)
+    log_level = (root.string("log_level", "info") or "info").lower()
+    if log_level not in _LOG_LEVELS:
+        root.problem("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    server = root.table("server")
+    host = server.string("host", "127.0.0.1") or "127.0.0.1"
+    port = server.integer("port", 8080, 1, 65535)
+    server.finish()
+    names_table = root.table("event_names")
+    event_names = _read_event_names(names_table)
+    pixels = [p for t in root.tables("pixels") if (p := _read_pixel(t, env, problems))]
+    root.finish()
+    pixels = _apply_env_pixel(pixels, env, problems)
+    seen: set[str] = set()
+    for pixel in pixels:
+        if pixel.id in seen:
+            problems.append(f"pixels: pixel {pixel.id} is configured twice")
+        seen.add(pixel.id)
+    if not pixels and not problems:
+        problems.append(
+            "pixels: none configured (set TIKTOK_PIXEL_ID and TIKTOK_ACCESS_TOKEN, "
+            "or add a [[pixels]] table to the config file)"
+        )
+    if problems:
+        raise ConfigError(problems)
+    settings = Settings(
+        pixels=tuple(pixels),
+        api_base=api_base,
+        api_timeout_seconds=timeout,
+        host=host,
+        port=port,
+        default_phone_region=region,
+        max_event_age_days=max_age,
+        max_clock_skew_seconds=skew,
+        strict_event_names=strict,
+        event_names=event_names,
+        log_level=log_level,
+    )
+    if overrides:
+        settings = _with_overrides(settings, overrides)
+    return settings
+
+
+def _with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the config file (argument, else GATEWAY_CONFIG, else none) and the environment."""
+    env = os.environ if env is None else env
+    path = path or env.get("GATEWAY_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError([f"config file {path}: not found"]) from None
+        except OSError as exc:
+            raise ConfigError([f"config file {path}: {exc.strerror}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
+    return parse_settings(data, env, overrides=overrides)

@@ -1,0 +1,108 @@
+"""The internal Event and the one place the Events API 2.0 JSON is built.
+
+An `Event` is already normalised and hashed: it is what the outbox stores and what the
+dispatcher sends, so raw identifiers never travel past the parser. Events that share a
+`Destination` (event_source, event_source_id, test_event_code) may share one request; the
+access token is looked up from the configuration at send time and is never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RECORD_VERSION = 1
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """What one Events API request is addressed to; events with different ones never mix."""
+
+    event_source: str
+    event_source_id: str
+    test_event_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One TikTok event, normalised and hashed, ready to send."""
+
+    destination: Destination
+    event: str
+    event_time: int
+    event_id: str
+    user: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    page: Mapping[str, str] = field(default_factory=dict)
+    limited_data_use: bool | None = None
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The app / ad / lead sections, passed through for app and CRM sources."""
+
+    def to_tiktok(self) -> dict[str, Any]:
+        """One element of the request's `data` array (test_event_code is never in here)."""
+        body: dict[str, Any] = {
+            "event": self.event,
+            "event_time": self.event_time,
+            "event_id": self.event_id,
+        }
+        if self.user:
+            body["user"] = dict(self.user)
+        if self.properties:
+            body["properties"] = dict(self.properties)
+        if self.page:
+            body["page"] = dict(self.page)
+        if self.limited_data_use is not None:
+            body["limited_data_use"] = self.limited_data_use
+        for name, section in self.sections.items():
+            body[name] = dict(section)
+        return body
+
+    def to_record(self) -> dict[str, Any]:
+        """Versioned JSON-able form for durable storage (never pickle)."""
+        return {
+            "v": RECORD_VERSION,
+            "source": self.destination.event_source,
+            "source_id": self.destination.event_source_id,
+            "test_code": self.destination.test_event_code,
+            "data": self.to_tiktok(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Event:
+        if record.get("v") != RECORD_VERSION:
+            raise ValueError(f"unsupported event record version {record.get('v')!r}")
+        data = dict(record["data"])
+        known = {"event", "event_time", "event_id", "user", "properties", "page"}
+        sections = {k: v for k, v in data.items() if k not in known and k != "limited_data_use"}
+        return cls(
+            destination=Destination(record["source"], record["source_id"], record["test_code"]),
+            event=data["event"],
+            event_time=data["event_time"],
+            event_id=data["event_id"],
+            user=data.get("user", {}),
+            properties=data.get("properties", {}),
+            page=data.get("page", {}),
+            limited_data_use=data.get("limited_data_use"),
+            sections=sections,
+        )
+
+
+def request_body(destination: Destination, events: Iterable[Event]) -> dict[str, Any]:
+    """The Events API 2.0 request body: one destination, 1 to 1000 events."""
+    data = []
+    for event in events:
+        if event.destination != destination:
+            raise ValueError("events of different destinations cannot share a request")
+        data.append(event.to_tiktok())
+    if not 1 <= len(data) <= MAX_BATCH:
+        raise ValueError(f"a request carries 1 to {MAX_BATCH} events, not {len(data)}")
+    body: dict[str, Any] = {
+        "event_source": destination.event_source,
+        "event_source_id": destination.event_source_id,
+    }
+    if destination.test_event_code:
+        body["test_event_code"] = destination.test_event_code
+    body["data"] = data
+    return body

@@ -1,0 +1,339 @@
+"""Turns one input event (browser beacon, server call, file row) into TikTok `Event`s.
+
+Every source shares this parser so the rules of `tiktok-events-api.md` hold whatever the
+entry point. It validates strictly (a typo such as `event_name` is an error naming the
+field, not a silently empty event), hashes identifiers as soon as it reads them, and returns
+warnings for values it had to leave out (unparseable phones) without ever quoting them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import PixelConfig, Settings
+from gateway.errors import EventError
+from gateway.event import Destination, Event
+from gateway.event_names import EventNameMapper
+from gateway.normalize import (
+    clean_place,
+    decimal_sum,
+    event_id_string,
+    hash_email,
+    hash_external_id,
+    hash_name_or_zip,
+    hash_phone,
+    hashed_values,
+    parse_event_time,
+    parse_number,
+    require_sha256,
+    sha256_hex,
+)
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_MAX_TEXT = 2048
+_EVENT_KEYS = frozenset(
+    {
+        "event",
+        "event_id",
+        "event_time",
+        "user",
+        "properties",
+        "page",
+        "limited_data_use",
+        "test_event_code",
+        "app",
+        "ad",
+        "lead",
+    }
+)
+_RAW_USER_KEYS = ("ttclid", "ttp", "user_agent", "locale", "idfa", "idfv", "gaid", "att_status")
+_ATT_STATUS = frozenset({"AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"})
+_PROPERTY_TEXT = ("content_type", "order_id", "shop_id", "search_string", "description")
+
+
+@dataclass(frozen=True)
+class ParseRules:
+    """What the parser needs from the settings, precomputed once."""
+
+    default_phone_region: str
+    names: EventNameMapper
+    max_event_age_seconds: int
+    max_clock_skew_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParseRules:
+        return cls(
+            default_phone_region=settings.default_phone_region,
+            names=EventNameMapper(settings.event_names, strict=settings.strict_event_names),
+            max_event_age_seconds=settings.max_event_age_days * 86400,
+            max_clock_skew_seconds=settings.max_clock_skew_seconds,
+        )
+
+
+@dataclass
+class Parsed:
+    """The events one input became, and what had to be left out (never the values)."""
+
+    events: list[Event]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise EventError(field_name, "must be a string")
+    text = str(raw).strip()
+    if len(text) > limit:
+        raise EventError(field_name, f"must be at most {limit} characters")
+    return text or None
+
+
+def _table(field_name: str, raw: Any) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise EventError(field_name, "must be an object")
+    return raw
+
+
+def _parse_user(raw: Mapping[str, Any], region: str, warnings: list[str]) -> dict[str, Any]:
+    user: dict[str, Any] = {}
+    hashers = {
+        "email": (("email", "emails"), hash_email),
+        "phone": (("phone", "phone_number", "phones"), lambda v: hash_phone(v, region)),
+        "external_id": (("external_id", "external_ids"), hash_external_id),
+    }
+    seen: set[str] = set()
+    for target, (aliases, hasher) in hashers.items():
+        hashes: list[str] = []
+        for alias in aliases:
+            if alias in raw:
+                seen.add(alias)
+                values, dropped = hashed_values(f"user.{alias}", raw[alias], hasher)
+                hashes.extend(values)
+                if dropped:
+                    warnings.append(
+                        f"user.{alias}: {dropped} value(s) not a phone number, left out"
+                    )
+        for alias in (f"sha256_{target}", f"{target}_sha256"):
+            if alias in raw:
+                seen.add(alias)
+                hashes.extend(require_sha256(f"user.{alias}", raw[alias]))
+        unique = list(dict.fromkeys(hashes))
+        if unique:
+            user[target] = unique
+    for key in ("first_name", "last_name", "zip_code"):
+        for alias in (key, f"sha256_{key}"):
+            if alias in raw:
+                seen.add(alias)
+                text = _text(f"user.{alias}", raw[alias], limit=256)
+                digest = (
+                    require_sha256(f"user.{alias}", text)
+                    if alias.startswith("sha256_")
+                    else [hash_name_or_zip(text)]
+                    if text
+                    else []
+                )
+                if digest and digest[0]:
+                    user[key] = digest[0]
+    for key in ("city", "state", "country"):
+        if key in raw:
+            seen.add(key)
+            text = _text(f"user.{key}", raw[key], limit=256)
+            place = clean_place(text) if text else None
+            if place:
+                user[key] = place
+    if "ip" in raw:
+        seen.add("ip")
+        ip = _text("user.ip", raw["ip"], limit=64)
+        if ip:
+            try:
+                user["ip"] = str(ipaddress.ip_address(ip))
+            except ValueError:
+                raise EventError("user.ip", "is not an IPv4 or IPv6 address") from None
+    for key in _RAW_USER_KEYS:
+        if key in raw:
+            seen.add(key)
+            text = _text(f"user.{key}", raw[key])
+            if text:
+                user[key] = text
+    if "att_status" in user and user["att_status"] not in _ATT_STATUS:
+        raise EventError("user.att_status", f"must be one of {', '.join(sorted(_ATT_STATUS))}")
+    unknown = sorted(set(raw) - seen)
+    if unknown:
+        raise EventError(f"user.{unknown[0]}", "unknown user field")
+    return user
+
+
+def _parse_contents(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise EventError("properties.contents", "must be a list of objects")
+    contents = []
+    for index, item in enumerate(raw):
+        where = f"properties.contents[{index}]"
+        if not isinstance(item, Mapping):
+            raise EventError(where, "must be an object")
+        content: dict[str, Any] = {}
+        for key, value in item.items():
+            if key == "content_id":
+                text = _text(f"{where}.content_id", value, limit=256)
+                if text:
+                    content["content_id"] = text
+            elif key == "price":
+                content["price"] = parse_number(f"{where}.price", value)
+            elif key == "quantity":
+                if isinstance(value, bool) or not isinstance(value, int | str):
+                    raise EventError(f"{where}.quantity", "must be a positive integer")
+                try:
+                    quantity = int(value)
+                except ValueError:
+                    raise EventError(f"{where}.quantity", "must be a positive integer") from None
+                if quantity < 1:
+                    raise EventError(f"{where}.quantity", "must be a positive integer")
+                content["quantity"] = quantity
+            else:
+                text = _text(f"{where}.{key}", value, limit=512)
+                if text:
+                    content[key] = text
+        content.setdefault("quantity", 1)
+        contents.append(content)
+    return contents
+
+
+def _parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"properties.{key}"
+        if value is None:
+            continue
+        if key == "value":
+            props["value"] = parse_number(where, value)
+        elif key == "currency":
+            text = _text(where, value, limit=8)
+            if text:
+                if not _CURRENCY.match(text.upper()):
+                    raise EventError(where, "must be an ISO 4217 code such as USD")
+                props["currency"] = text.upper()
+        elif key == "contents":
+            props["contents"] = _parse_contents(value)
+        elif key == "content_ids":
+            items = value if isinstance(value, list) else [value]
+            props["content_ids"] = [
+                t for i, v in enumerate(items) if (t := _text(f"{where}[{i}]", v))
+            ]
+        elif key == "num_items":
+            number = parse_number(where, value)
+            if not float(number).is_integer():
+                raise EventError(where, "must be a whole number")
+            props["num_items"] = int(number)
+        elif key == "content_type" and value not in ("product", "product_group"):
+            raise EventError(where, "must be 'product' or 'product_group'")
+        elif key in _PROPERTY_TEXT or isinstance(value, str):
+            text = _text(where, value)
+            if text:
+                props[key] = text
+        elif isinstance(value, bool | int | float):
+            props[key] = value
+        else:
+            raise EventError(where, "custom properties must be strings, numbers or booleans")
+    contents: list[dict[str, Any]] = props.get("contents") or []
+    derivable = contents and "currency" in props and all("price" in c for c in contents)
+    if "value" not in props and derivable:
+        props["value"] = decimal_sum([(c["price"], c["quantity"]) for c in contents])
+    if "value" in props and "currency" not in props:
+        raise EventError("properties.currency", "is required when a value is sent")
+    return props
+
+
+def _resolve_time(raw: Any, *, now: float, rules: ParseRules, from_browser: bool) -> int:
+    if raw is None:
+        return int(now)
+    event_time = parse_event_time("event_time", raw)
+    if from_browser and abs(event_time - now) > rules.max_clock_skew_seconds:
+        return int(now)  # the browser's clock is wrong: the server's receive time is better
+    if event_time - now > rules.max_clock_skew_seconds:
+        raise EventError("event_time", "is in the future")
+    if now - event_time > rules.max_event_age_seconds:
+        days = rules.max_event_age_seconds // 86400
+        raise EventError("event_time", f"is older than {days} days, the oldest TikTok accepts")
+    return event_time
+
+
+def _derived_event_id(pixel_id: str, name: str, event_time: int, user: Mapping[str, Any]) -> str:
+    """A deterministic id for a server event sent without one, so a retried post dedups."""
+    keys = {k: user[k] for k in ("email", "phone", "external_id") if k in user}
+    material = json.dumps([pixel_id, name, event_time, keys], sort_keys=True)
+    return sha256_hex(material)[:32]
+
+
+def parse_event(
+    raw: Any,
+    *,
+    pixel: PixelConfig,
+    rules: ParseRules,
+    now: float,
+    from_browser: bool = False,
+    test_event_code: str | None = None,
+    extra_keys: frozenset[str] = frozenset(),
+) -> Parsed:
+    """Validate, normalise and hash one input event for one pixel; fan out mapped names."""
+    if not isinstance(raw, Mapping):
+        raise EventError("event", "each event must be a JSON object")
+    unknown = sorted(set(raw) - _EVENT_KEYS - extra_keys)
+    if unknown:
+        raise EventError(unknown[0], "unknown field")
+    warnings: list[str] = []
+    names = rules.names.map(raw.get("event"))
+    event_time = _resolve_time(
+        raw.get("event_time"), now=now, rules=rules, from_browser=from_browser
+    )
+    user = _parse_user(_table("user", raw.get("user")), rules.default_phone_region, warnings)
+    properties = _parse_properties(_table("properties", raw.get("properties")))
+    page = {}
+    for key, value in _table("page", raw.get("page")).items():
+        if key not in ("url", "referrer"):
+            raise EventError(f"page.{key}", "unknown page field (url, referrer)")
+        text = _text(f"page.{key}", value, limit=4096)
+        if text:
+            page[key] = text
+    if pixel.event_source == "web" and "url" not in page:
+        raise EventError("page.url", "is required for web events")
+    limited = raw.get("limited_data_use")
+    if limited is not None and not isinstance(limited, bool):
+        raise EventError("limited_data_use", "must be true or false")
+    sections = {k: dict(_table(k, raw[k])) for k in ("app", "ad", "lead") if raw.get(k)}
+    event_id = event_id_string("event_id", raw.get("event_id"))
+    if event_id is None:
+        event_id = (
+            str(uuid.uuid4())
+            if from_browser
+            else _derived_event_id(pixel.id, str(raw.get("event")), event_time, user)
+        )
+    code = _text("test_event_code", raw.get("test_event_code"), limit=64)
+    destination = Destination(
+        event_source=pixel.event_source,
+        event_source_id=pixel.id,
+        test_event_code=code or test_event_code or pixel.test_event_code,
+    )
+    events = [
+        Event(
+            destination=destination,
+            event=name,
+            event_time=event_time,
+            event_id=event_id,
+            user=user,
+            properties=properties,
+            page=page,
+            limited_data_use=limited if limited is not None else (pixel.limited_data_use or None),
+            sections=sections,
+        )
+        for name in names
+    ]
+    return Parsed(events=events, warnings=warnings)

@@ -1,0 +1,136 @@
+"""Configuration: the quick start, the file form, secret references and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import DEFAULT_API_BASE, load_settings, parse_settings
+from gateway.errors import ConfigError
+
+QUICK_ENV = {"TIKTOK_PIXEL_ID": "CQUICK001", "TIKTOK_ACCESS_TOKEN": "tok-quick-123"}
+
+
+def problems_of(data: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(data, env or {})
+    return caught.value.problems
+
+
+def test_quick_start_needs_only_two_variables() -> None:
+    settings = parse_settings({}, QUICK_ENV)
+    assert [p.id for p in settings.pixels] == ["CQUICK001"]
+    assert settings.pixels[0].access_token.reveal() == "tok-quick-123"
+    assert settings.api_base == DEFAULT_API_BASE
+
+
+def test_api_base_and_test_code_from_the_environment() -> None:
+    env = {**QUICK_ENV, "TIKTOK_API_BASE": "http://127.0.0.1:9/", "TIKTOK_TEST_EVENT_CODE": "T9"}
+    settings = parse_settings({}, env)
+    assert settings.api_base == "http://127.0.0.1:9"
+    assert settings.pixels[0].test_event_code == "T9"
+
+
+def test_file_form_with_several_pixels_and_secret_references(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-from-file\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+default_phone_region = "de"
+max_event_age_days = 28
+strict_event_names = true
+
+[event_names]
+checkout_done = "Purchase"
+signup = ["CompleteRegistration", "Lead"]
+
+[[pixels]]
+id = "CSHOP0001"
+access_token = "env:SHOP_TOKEN"
+test_event_code = "TEST1"
+limited_data_use = true
+origins = ["https://Shop.example/"]
+
+[[pixels]]
+id = "7300000000000000001"
+event_source = "offline"
+access_token = "file:{token_file}"
+"""
+    )
+    settings = load_settings(config, {"SHOP_TOKEN": "tok-from-env"})
+    shop, offline = settings.pixels
+    assert shop.access_token.reveal() == "tok-from-env"
+    assert shop.origins == ("https://shop.example",)
+    assert (shop.test_event_code, shop.limited_data_use) == ("TEST1", True)
+    assert offline.access_token.reveal() == "tok-from-file"
+    assert offline.event_source == "offline"
+    assert settings.default_phone_region == "DE"
+    assert settings.event_names["signup"] == ("CompleteRegistration", "Lead")
+    assert settings.strict_event_names and settings.max_event_age_days == 28
+
+
+def test_secrets_never_appear_in_repr_or_redacted_output() -> None:
+    settings = parse_settings({}, QUICK_ENV)
+    assert "tok-quick-123" not in repr(settings)
+    assert "tok-quick-123" not in str(settings.redacted())
+    assert settings.redacted()["pixels"][0]["access_token"] == "<secret from TIKTOK_ACCESS_TOKEN>"
+
+
+def test_every_problem_is_reported_with_its_field() -> None:
+    problems = problems_of(
+        {
+            "max_event_age_days": "seven",
+            "colour": "blue",
+            "pixels": [{"id": "CSHOP0001"}, {"id": "CSHOP0002", "access_token": "env:MISSING"}],
+            "server": {"port": 70000},
+        }
+    )
+    assert "max_event_age_days: must be an integer, got str 'seven'" in problems
+    assert "colour: unknown key" in problems
+    assert any(p.startswith("pixels[0].access_token: missing") for p in problems)
+    assert "pixels[1].access_token: environment variable MISSING is not set or empty" in problems
+    assert "server.port: must be between 1 and 65535, got 70000" in problems
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"max_event_age_days": 60}, "max_event_age_days: must be between 1 and 28, got 60"),
+        ({"default_phone_region": "XX"}, "default_phone_region: 'XX' is not a region code"),
+        ({"strict_event_names": "yes"}, "strict_event_names: must be true or false"),
+        ({"event_names": {"x": []}}, "event_names.x: must be a TikTok event name"),
+        ({"pixels": [{"id": "bad id!", "access_token": "t"}]}, "pixels[0].id: 'bad id!'"),
+        (
+            {"pixels": [{"id": "CSHOP1", "access_token": "t", "origin": "x"}]},
+            "pixels[0].origin: unknown key",
+        ),
+        (
+            {"pixels": [{"id": "CSHOP1", "access_token": "t", "origins": ["shop"]}]},
+            "pixels[0].origins",
+        ),
+        (
+            {"pixels": [{"id": "CSHOP1", "access_token": "t", "event_source": "tv"}]},
+            "pixels[0].event_source",
+        ),
+        ({"api_base": "ftp://x"}, "api_base"),
+    ],
+)
+def test_bad_values_are_named(data: dict[str, Any], expected: str) -> None:
+    problems = problems_of(data, QUICK_ENV)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_no_pixel_at_all_is_an_error_that_says_what_to_set() -> None:
+    assert any("TIKTOK_PIXEL_ID" in p for p in problems_of({}))
+
+
+def test_missing_and_invalid_files_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", {})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("pixels = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken, {})
