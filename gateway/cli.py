@@ -17,6 +17,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, EventError
+from gateway.outbox import OutboxUnavailable
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -26,6 +27,16 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="PATH", help="TOML config file (default: $GATEWAY_CONFIG, or none)"
     )
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more days")
+    return days
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--currency")
     test.add_argument("--test-event-code", help="code from Events Manager > Test events")
     test.add_argument("--pixel", help="pixel id (default: the first configured pixel)")
+
+    outbox = commands.add_parser("outbox", help="show what waits in the outbox, per pixel")
+    _add_config(outbox)
+    outbox.add_argument(
+        "--dead", type=int, default=0, metavar="N", help="list the N newest dead letters"
+    )
+    outbox.add_argument("--json", action="store_true", help="print JSON")
+
+    replay = commands.add_parser("replay", help="move dead letters back to pending")
+    _add_config(replay)
+    replay.add_argument("--pixel", help="only this pixel's dead letters")
+    replay.add_argument("--code", type=int, help="only dead letters with this TikTok code")
+
+    purge = commands.add_parser("purge-dead", help="delete old dead letters")
+    _add_config(purge)
+    purge.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
 
     fake = commands.add_parser(
         "fake-api", help="run a local fake TikTok Events API (to try the gateway without TikTok)"
@@ -138,6 +165,41 @@ def _send_test(args: argparse.Namespace) -> int:
     return 0 if result.outcome.delivered else EXIT_FAILED
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    from gateway.operator import outbox_report
+
+    report = asyncio.run(outbox_report(_settings(args), dead=args.dead))
+    if args.json:
+        print(
+            json.dumps({"counts": report["json"], "dead_letters": report["dead_letters"]}, indent=2)
+        )
+        return 0
+    print(report["table"])
+    for letter in report["dead_letters"]:
+        print(
+            f"dead {letter['id']}: pixel {letter['pixel']} {letter['event']} "
+            f"event_id={letter['event_id']} after {letter['attempts']} attempt(s): "
+            f"{letter['reason']}"
+        )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.operator import replay
+
+    moved = asyncio.run(replay(_settings(args), pixel=args.pixel, code=args.code))
+    print(f"{moved} dead letter(s) moved back to pending")
+    return 0
+
+
+def _purge_dead(args: argparse.Namespace) -> int:
+    from gateway.operator import purge_dead
+
+    removed = asyncio.run(purge_dead(_settings(args), older_than_days=args.older_than))
+    print(f"{removed} dead letter(s) older than {args.older_than:g} day(s) deleted")
+    return 0
+
+
 def _fake_api(args: argparse.Namespace) -> int:
     from gateway.fake_api import FakeEventsApi
 
@@ -155,6 +217,9 @@ _COMMANDS = {
     "serve": _serve,
     "check-config": _check_config,
     "send-test": _send_test,
+    "outbox": _outbox,
+    "replay": _replay,
+    "purge-dead": _purge_dead,
     "fake-api": _fake_api,
 }
 
@@ -170,4 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except EventError as exc:
         print(f"invalid event: {exc.field}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except OutboxUnavailable as exc:
+        print(f"outbox unavailable: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -13,33 +13,32 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
 
+from gateway.config_reader import TableReader
 from gateway.errors import ConfigError
+from gateway.secret import Secret, resolve_secret
+
+__all__ = [
+    "DeliverySettings",
+    "OutboxSettings",
+    "PixelConfig",
+    "Secret",
+    "ServerApiSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
 
 DEFAULT_API_BASE = "https://business-api.tiktok.com"
 EVENT_SOURCES = ("web", "app", "offline", "crm")
 _PIXEL_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:\d{1,5})?$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A secret value whose repr and str never reveal it; call `reveal()` at the point of use."""
-
-    _value: str = field(repr=False)
-    source: str = "inline"
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __str__(self) -> str:
-        return f"<secret from {self.source}>"
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,39 @@ class PixelConfig:
     test_event_code: str | None = None
     limited_data_use: bool = False
     origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """Where acknowledged events wait: `sqlite:///path` (embedded) or `redis://…` (replicas)."""
+
+    url: str = "sqlite:///tiktok-gateway-outbox.sqlite3"
+    sqlite_synchronous: str = "FULL"
+    lease_seconds: float = 300.0
+    """A claimed event not settled within this time is claimed again (by any replica)."""
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How the dispatcher batches, paces and retries requests to the Events API."""
+
+    batch_size: int = 1000
+    linger_ms: int = 50
+    concurrency: int = 4
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServerApiSettings:
+    """The server-to-server endpoint: who may post, and how much at once."""
+
+    api_keys: tuple[Secret, ...] = ()
+    max_body_bytes: int = 1_048_576
+    max_events: int = 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +101,9 @@ class Settings:
     strict_event_names: bool = False
     event_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     log_level: str = "info"
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    server_api: ServerApiSettings = field(default_factory=ServerApiSettings)
 
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:
@@ -78,7 +113,9 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that scrubs them as a last line of defence."""
-        return [p.access_token.reveal() for p in self.pixels if p.access_token.reveal()]
+        tokens = [p.access_token.reveal() for p in self.pixels]
+        keys = [k.reveal() for k in self.server_api.api_keys]
+        return [value for value in (*tokens, *keys) if value]
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data with every secret replaced by its source."""
@@ -92,6 +129,13 @@ class Settings:
             "strict_event_names": self.strict_event_names,
             "log_level": self.log_level,
             "event_names": {k: list(v) for k, v in self.event_names.items()},
+            "outbox": _redacted_url(self.outbox),
+            "delivery": asdict(self.delivery),
+            "server_api": {
+                "api_keys": [str(k) for k in self.server_api.api_keys],
+                "max_body_bytes": self.server_api.max_body_bytes,
+                "max_events": self.server_api.max_events,
+            },
             "pixels": [
                 {
                     "id": p.id,
@@ -106,116 +150,9 @@ class Settings:
         }
 
 
-class _Table:
-    """Reads typed keys from one TOML table, recording problems instead of raising."""
-
-    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
-        self._data = data
-        self._path = path
-        self._problems = problems
-        self._seen: set[str] = set()
-
-    def _name(self, key: str) -> str:
-        return f"{self._path}.{key}" if self._path else key
-
-    def problem(self, key: str, message: str) -> None:
-        self._problems.append(f"{self._name(key)}: {message}")
-
-    def _get(self, key: str, kind: type | tuple[type, ...], kind_name: str) -> Any:
-        self._seen.add(key)
-        if key not in self._data:
-            return None
-        value = self._data[key]
-        if isinstance(value, bool) and kind is not bool:
-            self.problem(key, f"must be {kind_name}, got a boolean")
-            return None
-        if not isinstance(value, kind):
-            self.problem(key, f"must be {kind_name}, got {type(value).__name__} {value!r}")
-            return None
-        return value
-
-    def string(self, key: str, default: str | None = None) -> str | None:
-        value = self._get(key, str, "a string")
-        return default if value is None else value
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = self._get(key, int, "an integer")
-        if value is None:
-            return default
-        if not low <= value <= high:
-            self.problem(key, f"must be between {low} and {high}, got {value}")
-            return default
-        return int(value)
-
-    def number(self, key: str, default: float, low: float, high: float) -> float:
-        value = self._get(key, (int, float), "a number")
-        if value is None:
-            return default
-        if not low <= value <= high:
-            self.problem(key, f"must be between {low} and {high}, got {value}")
-            return default
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key, bool, "true or false")
-        return default if value is None else bool(value)
-
-    def strings(self, key: str) -> list[str]:
-        value = self._get(key, list, "a list of strings")
-        if value is None:
-            return []
-        if not all(isinstance(item, str) for item in value):
-            self.problem(key, "must be a list of strings")
-            return []
-        return list(value)
-
-    def table(self, key: str) -> _Table:
-        value = self._get(key, dict, "a table")
-        return _Table(value or {}, self._name(key), self._problems)
-
-    def tables(self, key: str) -> list[_Table]:
-        value = self._get(key, list, "an array of tables ([[...]])")
-        if value is None:
-            return []
-        tables = []
-        for index, item in enumerate(value):
-            if not isinstance(item, dict):
-                self.problem(f"{key}[{index}]", "must be a table")
-                continue
-            tables.append(_Table(item, f"{self._name(key)}[{index}]", self._problems))
-        return tables
-
-    def raw(self) -> Mapping[str, Any]:
-        self._seen.update(self._data)
-        return self._data
-
-    def finish(self) -> None:
-        for key in self._data:
-            if key not in self._seen:
-                self.problem(key, "unknown key")
-
-
-def _resolve_secret(ref: str, where: str, env: Mapping[str, str], problems: list[str]) -> Secret:
-    if ref.startswith("env:"):
-        name = ref[4:]
-        value = env.get(name, "").strip()
-        if not value:
-            problems.append(f"{where}: environment variable {name} is not set or empty")
-        return Secret(value, source=ref)
-    if ref.startswith("file:"):
-        path = Path(ref[5:])
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            problems.append(f"{where}: cannot read {path}: {exc.strerror}")
-            return Secret("", source=ref)
-        if not value:
-            problems.append(f"{where}: {path} is empty")
-        return Secret(value, source=ref)
-    return Secret(ref.strip(), source="inline")
-
-
-def _read_pixel(table: _Table, env: Mapping[str, str], problems: list[str]) -> PixelConfig | None:
+def _read_pixel(
+    table: TableReader, env: Mapping[str, str], problems: list[str]
+) -> PixelConfig | None:
     pixel_id = table.string("id")
     token_ref = table.string("access_token")
     event_source = table.string("event_source", "web") or "web"
@@ -235,7 +172,7 @@ def _read_pixel(table: _Table, env: Mapping[str, str], problems: list[str]) -> P
         token = Secret("")
         ok = False
     else:
-        token = _resolve_secret(token_ref, table._name("access_token"), env, problems)
+        token = resolve_secret(token_ref, table.name("access_token"), env, problems)
     if event_source not in EVENT_SOURCES:
         table.problem("event_source", f"must be one of {', '.join(EVENT_SOURCES)}")
         ok = False
@@ -258,7 +195,62 @@ def _read_pixel(table: _Table, env: Mapping[str, str], problems: list[str]) -> P
     )
 
 
-def _read_event_names(table: _Table) -> dict[str, tuple[str, ...]]:
+def _redacted_url(outbox: OutboxSettings) -> dict[str, Any]:
+    """The outbox settings with any password in the URL hidden."""
+    url = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", outbox.url)
+    return {**asdict(outbox), "url": url}
+
+
+def _read_outbox(table: TableReader, env: Mapping[str, str]) -> OutboxSettings:
+    url = env.get("GATEWAY_OUTBOX_URL") or table.string("url") or OutboxSettings.url
+    synchronous = (table.string("sqlite_synchronous", "FULL") or "FULL").upper()
+    if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        table.problem("sqlite_synchronous", "must be FULL, EXTRA or NORMAL")
+    lease = table.number("lease_seconds", 300.0, 1.0, 86400.0)
+    table.finish()
+    if not url.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
+        table.problem("url", f"{url!r} is not sqlite:///path or redis://host:port/db")
+    return OutboxSettings(url=url, sqlite_synchronous=synchronous, lease_seconds=lease)
+
+
+def _read_delivery(table: TableReader) -> DeliverySettings:
+    defaults = DeliverySettings()
+    settings = DeliverySettings(
+        batch_size=table.integer("batch_size", defaults.batch_size, 1, 1000),
+        linger_ms=table.integer("linger_ms", defaults.linger_ms, 0, 60_000),
+        concurrency=table.integer("concurrency", defaults.concurrency, 1, 64),
+        backoff_initial_seconds=table.number("backoff_initial_seconds", 1.0, 0.01, 3600.0),
+        backoff_max_seconds=table.number("backoff_max_seconds", 300.0, 0.01, 86400.0),
+        breaker_failures=table.integer("breaker_failures", defaults.breaker_failures, 1, 1000),
+        breaker_cooldown_seconds=table.number("breaker_cooldown_seconds", 5.0, 0.01, 3600.0),
+        shutdown_grace_seconds=table.number("shutdown_grace_seconds", 10.0, 0.0, 600.0),
+    )
+    table.finish()
+    return settings
+
+
+def _read_server_api(
+    table: TableReader, env: Mapping[str, str], problems: list[str]
+) -> ServerApiSettings:
+    keys = [
+        resolve_secret(ref, table.name("api_keys"), env, problems)
+        for ref in table.strings("api_keys")
+    ]
+    if env.get("GATEWAY_API_KEY", "").strip():
+        keys.append(Secret(env["GATEWAY_API_KEY"].strip(), source="GATEWAY_API_KEY"))
+    for key in keys:
+        if key.reveal() and len(key.reveal()) < 16:
+            table.problem("api_keys", f"the key from {key.source} is shorter than 16 characters")
+    settings = ServerApiSettings(
+        api_keys=tuple(k for k in keys if k.reveal()),
+        max_body_bytes=table.integer("max_body_bytes", 1_048_576, 1024, 64 * 1_048_576),
+        max_events=table.integer("max_events", 1000, 1, 10_000),
+    )
+    table.finish()
+    return settings
+
+
+def _read_event_names(table: TableReader) -> dict[str, tuple[str, ...]]:
     names: dict[str, tuple[str, ...]] = {}
     for key, value in table.raw().items():
         targets = [value] if isinstance(value, str) else value
@@ -311,7 +303,7 @@ def parse_settings(
 ) -> Settings:
     """Build `Settings` from parsed TOML and an environment, or raise `ConfigError`."""
     problems: list[str] = []
-    root = _Table(data, "", problems)
+    root = TableReader(data, "", problems)
     api_base = env.get("TIKTOK_API_BASE") or root.string("api_base", DEFAULT_API_BASE)
     api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
     if not re.match(r"^https?://[^\s/]+", api_base):
@@ -333,6 +325,9 @@ def parse_settings(
     names_table = root.table("event_names")
     event_names = _read_event_names(names_table)
     pixels = [p for t in root.tables("pixels") if (p := _read_pixel(t, env, problems))]
+    outbox = _read_outbox(root.table("outbox"), env)
+    delivery = _read_delivery(root.table("delivery"))
+    server_api = _read_server_api(root.table("server_api"), env, problems)
     root.finish()
     pixels = _apply_env_pixel(pixels, env, problems)
     seen: set[str] = set()
@@ -359,6 +354,9 @@ def parse_settings(
         strict_event_names=strict,
         event_names=event_names,
         log_level=log_level,
+        outbox=outbox,
+        delivery=delivery,
+        server_api=server_api,
     )
     if overrides:
         settings = _with_overrides(settings, overrides)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 from gateway.config import Settings, parse_settings
+from gateway.event import Destination, Event
 from gateway.event_parser import ParseRules, parse_event
 from gateway.fake_api import FakeEventsApi
 from gateway.tiktok import EventsApiClient, Outcome
@@ -88,7 +91,9 @@ def free_port() -> int:
         return port
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m gateway` in a real child process with a clean gateway environment."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
     return subprocess.run(
@@ -97,6 +102,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=cwd,
     )
 
 
@@ -109,3 +115,104 @@ def wait_for_http(url: str, *, timeout: float = 15.0) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+"""Tests own database 15 of the local Redis and empty it around each test."""
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(
+            "the Redis tests need a Redis server on 127.0.0.1:6379 (./scripts/test starts one)"
+        )
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+def make_event(
+    number: int,
+    *,
+    pixel: str = PIXEL,
+    source: str = "web",
+    test_code: str | None = None,
+    event_time: int | None = None,
+) -> Event:
+    """A ready-to-send event with a recognisable id."""
+    return Event(
+        destination=Destination(source, pixel, test_code),
+        event="Purchase",
+        event_time=event_time or int(time.time()) - 60,
+        event_id=f"ev-{pixel}-{number}",
+        user={"email": ["848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"]},
+        page={"url": "https://shop.example/"} if source == "web" else {},
+    )
+
+
+class GatewayServer:
+    """The gateway app served by a real uvicorn on loopback, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
+        )
+        self._server = uvicorn.Server(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._server.serve())
+
+    def start(self) -> GatewayServer:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            assert self._thread.is_alive() and time.monotonic() < deadline, "gateway did not start"
+            time.sleep(0.02)
+        return self
+
+    def call(self, coroutine: Awaitable[Any]) -> Any:
+        """Run a coroutine on the server's event loop (to reach its outbox, say)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(20)
+        self._loop.close()
+
+
+@pytest.fixture
+def serve_gateway(
+    make_settings: SettingsFactory, tmp_path: Any
+) -> Iterator[Callable[..., GatewayServer]]:
+    """Start gateways for settings built from TOML keywords; each gets its own SQLite outbox."""
+    from gateway.app import create_app
+
+    servers: list[GatewayServer] = []
+
+    def start(**toml: Any) -> GatewayServer:
+        toml.setdefault("outbox", {"url": f"sqlite:///{tmp_path}/outbox-{len(servers)}.sqlite3"})
+        toml.setdefault("delivery", {"linger_ms": 0})
+        server = GatewayServer(create_app(make_settings(**toml))).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -77,7 +77,7 @@ def test_send_test_rejects_bad_input_clearly(fake_api: FakeEventsApi) -> None:
     assert not fake_api.requests
 
 
-def test_serve_answers_healthz_and_readyz() -> None:
+def test_serve_answers_healthz_and_readyz(tmp_path: Path) -> None:
     port = free_port()
     env = {"TIKTOK_PIXEL_ID": PIXEL, "TIKTOK_ACCESS_TOKEN": TOKEN}
     process = subprocess.Popen(
@@ -86,6 +86,7 @@ def test_serve_answers_healthz_and_readyz() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=tmp_path,
     )
     try:
         health = wait_for_http(f"http://127.0.0.1:{port}/healthz")

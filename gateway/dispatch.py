@@ -1,0 +1,274 @@
+"""The dispatcher: claims events from the outbox and delivers them to TikTok in batches.
+
+Ready events are grouped by destination (event_source, event_source_id, test_event_code —
+the token follows from the pixel) into requests of up to `batch_size`, sent with bounded
+concurrency over one keep-alive client, and each request's classified answer decides the
+fate of its events: delivered → acknowledged; retry → backoff with jitter (a server hint is
+a floor) and the circuit breaker counts it; permanent → dead letter with TikTok's code and
+message. Events older than TikTok accepts are dead-lettered instead of retried forever.
+
+Stopping is graceful: no new claims, in-flight requests get a grace period, the rest stay
+leased in the outbox and are sent after the next start. The finishing write of a request
+is shielded from cancellation so a delivered batch is not left unacknowledged by a stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.config import Secret, Settings
+from gateway.event import Destination
+from gateway.outbox import Claimed, Outbox
+from gateway.retry_policy import Backoff, CircuitBreaker
+from gateway.tiktok import EventsApiClient, Outcome, OutcomeKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    batch_size: int = 1000
+    linger_seconds: float = 0.05
+    concurrency: int = 4
+    poll_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+    max_event_age_seconds: int = 7 * 86400
+    backoff: Backoff = field(default_factory=Backoff)
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryOptions:
+        d = settings.delivery
+        return cls(
+            batch_size=d.batch_size,
+            linger_seconds=d.linger_ms / 1000,
+            concurrency=d.concurrency,
+            shutdown_grace_seconds=d.shutdown_grace_seconds,
+            max_event_age_seconds=settings.max_event_age_days * 86400,
+            backoff=Backoff(d.backoff_initial_seconds, d.backoff_max_seconds),
+            breaker_failures=d.breaker_failures,
+            breaker_cooldown_seconds=d.breaker_cooldown_seconds,
+        )
+
+
+@dataclass
+class DeliveryStats:
+    requests: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+
+
+def group_batches(
+    claimed: list[Claimed], batch_size: int
+) -> list[tuple[Destination, list[Claimed]]]:
+    """Split claimed events into requests: one destination each, at most `batch_size` events."""
+    groups: dict[Destination, list[Claimed]] = {}
+    for item in claimed:
+        groups.setdefault(item.event.destination, []).append(item)
+    return [
+        (destination, items[start : start + batch_size])
+        for destination, items in groups.items()
+        for start in range(0, len(items), batch_size)
+    ]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: EventsApiClient,
+        tokens: Mapping[str, Secret],
+        *,
+        options: DeliveryOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._client = client
+        self._tokens = dict(tokens)
+        self._options = options or DeliveryOptions()
+        self._clock = clock
+        self._breaker = CircuitBreaker(
+            failure_threshold=self._options.breaker_failures,
+            cooldown_seconds=self._options.breaker_cooldown_seconds,
+        )
+        self._semaphore = asyncio.Semaphore(self._options.concurrency)
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats = DeliveryStats()
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    def notify(self) -> None:
+        """New events were added: stop waiting for the next poll."""
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming, give in-flight requests the grace period, then cancel the rest."""
+        if self._runner is None:
+            return
+        self._stopping.set()
+        self._wakeup.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._runner
+        self._runner = None
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self._options.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            log.info(
+                "dispatcher stopped: %d request(s) finished in the grace period, %d cancelled "
+                "(their events stay in the outbox)",
+                len(pending) - len(late),
+                len(late),
+            )
+
+    async def drain(self) -> None:
+        """Deliver until no event is ready now (retries scheduled later are left): burst mode."""
+        while True:
+            claimed = await self._outbox.claim(self._claim_limit(), self._clock())
+            if not claimed:
+                return
+            await asyncio.gather(
+                *(self._deliver(d, b) for d, b in group_batches(claimed, self._options.batch_size))
+            )
+
+    def _claim_limit(self, slots: int | None = None) -> int:
+        return self._options.batch_size * (slots or self._options.concurrency)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early for new events or a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def _run(self) -> None:
+        options = self._options
+        while not self._stopping.is_set():
+            slots = self._breaker.allowed(options.concurrency) - len(self._tasks)
+            if slots <= 0:
+                await self._wait_for_a_slot()
+                continue
+            self._wakeup.clear()
+            try:
+                claimed = await self._outbox.claim(self._claim_limit(slots), self._clock())
+            except Exception as exc:  # the outbox is down: keep the loop, try again later
+                log.error("outbox claim failed: %s", exc)
+                await self._sleep(options.poll_seconds)
+                continue
+            if not claimed:
+                await self._sleep(options.poll_seconds)
+                if options.linger_seconds and not self._stopping.is_set():
+                    await asyncio.sleep(options.linger_seconds)  # let a batch fill up
+                continue
+            for destination, batch in group_batches(claimed, options.batch_size):
+                task = asyncio.create_task(self._deliver(destination, batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_a_slot(self) -> None:
+        """Until a request finishes, the breaker lets a probe through, or a stop."""
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            timeout = None if self._tasks else self._breaker.seconds_until_probe()
+            await asyncio.wait(
+                {*self._tasks, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+
+    async def _deliver(self, destination: Destination, batch: list[Claimed]) -> None:
+        try:
+            await self._deliver_batch(destination, batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one batch kill the dispatcher; its lease will expire
+            log.exception("delivery to %s failed unexpectedly", destination.event_source_id)
+
+    async def _deliver_batch(self, destination: Destination, batch: list[Claimed]) -> None:
+        now = self._clock()
+        max_age = self._options.max_event_age_seconds
+        stale = [c.id for c in batch if now - c.event.event_time > max_age]
+        if stale:
+            reason = f"older than {max_age // 86400} days, the oldest event TikTok accepts"
+            await asyncio.shield(self._dead_letter(destination, stale, reason, None))
+            batch = [c for c in batch if c.id not in set(stale)]
+        if not batch:
+            return
+        token = self._tokens.get(destination.event_source_id)
+        if token is None:
+            reason = f"pixel {destination.event_source_id} is not configured (add it, then replay)"
+            await asyncio.shield(
+                self._dead_letter(destination, [c.id for c in batch], reason, None)
+            )
+            return
+        async with self._semaphore:
+            outcome = await self._client.send(destination, [c.event for c in batch], token)
+        self.stats.requests += 1
+        await asyncio.shield(self._settle(destination, batch, outcome))
+
+    async def _settle(
+        self, destination: Destination, batch: list[Claimed], outcome: Outcome
+    ) -> None:
+        ids = [c.id for c in batch]
+        pixel = destination.event_source_id
+        if outcome.kind is OutcomeKind.DELIVERED:
+            self._breaker.success()
+            await self._outbox.ack(ids)
+            self.stats.delivered += len(ids)
+            if outcome.code != 0:
+                log.warning("pixel %s: TikTok code %s: %s", pixel, outcome.code, outcome.message)
+        elif outcome.kind is OutcomeKind.RETRY:
+            self._breaker.failure()
+            attempts = 1 + max(c.attempts for c in batch)
+            delay = self._options.backoff.delay(attempts, outcome.retry_after)
+            reason = _reason(outcome)
+            await self._outbox.retry(ids, self._clock() + delay, reason)
+            self.stats.retried += len(ids)
+            log.warning(
+                "pixel %s: %d event(s) will be retried in %.1fs (attempt %d): %s",
+                pixel, len(ids), delay, attempts, reason,
+            )  # fmt: skip
+        else:
+            self._breaker.success()  # TikTok answered: the upstream itself is fine
+            await self._dead_letter(destination, ids, _reason(outcome), outcome.code)
+            if outcome.alert:
+                log.error(
+                    "pixel %s: the access token was refused (code %s): fix the token, then "
+                    "run 'tiktok-gateway replay --pixel %s'",
+                    pixel, outcome.code, pixel,
+                )  # fmt: skip
+
+    async def _dead_letter(
+        self, destination: Destination, ids: list[str], reason: str, code: int | None
+    ) -> None:
+        await self._outbox.dead_letter(ids, reason, code, self._clock())
+        self.stats.dead_lettered += len(ids)
+        log.error(
+            "pixel %s: %d event(s) dead-lettered: %s", destination.event_source_id, len(ids), reason
+        )
+
+
+def _reason(outcome: Outcome) -> str:
+    if outcome.code is not None:
+        return f"code {outcome.code}: {outcome.message}"
+    if outcome.http_status is not None:
+        return f"HTTP {outcome.http_status}: {outcome.message}"
+    return outcome.message

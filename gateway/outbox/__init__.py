@@ -1,0 +1,56 @@
+"""Durable storage of events between acknowledgement and delivery.
+
+`open_outbox(url)` picks the backend by URL scheme: `sqlite:///path` (embedded default, one
+process per file) or `redis://host:port/db` (several replicas sharing one stream). Backends
+are imported lazily so the embedded default never needs a Redis client installed.
+"""
+
+from __future__ import annotations
+
+from gateway.config import OutboxSettings
+from gateway.outbox.base import (
+    Claimed,
+    DeadLetter,
+    Outbox,
+    OutboxCounts,
+    OutboxUnavailable,
+    PixelCounts,
+)
+
+
+def open_outbox(settings: OutboxSettings, *, operator: bool = False) -> Outbox:
+    """Build (not yet open) the outbox its URL names; `operator` for commands beside a gateway."""
+    url = settings.url
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from gateway.outbox.redis import RedisOutbox
+
+        return RedisOutbox(url, lease_seconds=settings.lease_seconds)
+    from gateway.outbox.sqlite import SqliteOutbox
+
+    return SqliteOutbox(
+        sqlite_path(url),
+        synchronous=settings.sqlite_synchronous,
+        lease_seconds=settings.lease_seconds,
+        exclusive=not operator,
+    )
+
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///rel/path`, `sqlite:////abs/path` or a plain path → a file path."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    if url.startswith("sqlite:"):
+        return url[len("sqlite:") :]
+    return url
+
+
+__all__ = [
+    "Claimed",
+    "DeadLetter",
+    "Outbox",
+    "OutboxCounts",
+    "OutboxUnavailable",
+    "PixelCounts",
+    "open_outbox",
+    "sqlite_path",
+]

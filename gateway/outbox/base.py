@@ -1,0 +1,112 @@
+"""The outbox interface: where an event lives from acknowledgement until TikTok has it.
+
+An event is added durably before its sender gets a 2xx; the dispatcher then claims ready
+events, and each claimed event ends in exactly one of: acknowledged (delivered, removed),
+scheduled for a retry at a time, or dead-lettered with a reason. A claim is a lease: if the
+process holding it dies, the event becomes claimable again, so nothing acknowledged is lost.
+Only hashed, ready-to-send events are stored.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gateway.event import Event
+
+
+class OutboxUnavailable(Exception):
+    """The outbox cannot store events right now (disk full, Redis down): answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One claimed event: its outbox id, the event, and how many sends were tried before."""
+
+    id: str
+    event: Event
+    attempts: int
+
+
+@dataclass
+class PixelCounts:
+    pending: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    dead: int = 0
+    oldest_age_seconds: float | None = None
+
+
+@dataclass
+class OutboxCounts:
+    """What an operator wants to see: totals, the oldest undelivered event, and per pixel."""
+
+    pending: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    dead: int = 0
+    oldest_age_seconds: float | None = None
+    pixels: dict[str, PixelCounts] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    event: Event
+    code: int | None
+    reason: str
+    dead_at: float
+    attempts: int
+
+
+class Outbox(abc.ABC):
+    """A durable queue of events. Implementations: `SqliteOutbox`, `RedisOutbox`."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect / create storage; release leases this owner held before a crash."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Idempotent."""
+
+    @abc.abstractmethod
+    async def add(self, events: Sequence[Event]) -> None:
+        """Store events durably; return only once they survive a crash. Raises OutboxUnavailable."""
+
+    @abc.abstractmethod
+    async def claim(self, limit: int, now: float) -> list[Claimed]:
+        """Lease up to `limit` ready events (new, or retries now due), oldest first."""
+
+    @abc.abstractmethod
+    async def ack(self, ids: Sequence[str]) -> None:
+        """Delivered: forget these events."""
+
+    @abc.abstractmethod
+    async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
+        """Transient failure: make these events claimable again at `due`."""
+
+    @abc.abstractmethod
+    async def dead_letter(
+        self, ids: Sequence[str], reason: str, code: int | None, now: float
+    ) -> None:
+        """Permanent failure: keep the events aside with TikTok's code and message."""
+
+    @abc.abstractmethod
+    async def counts(self, now: float) -> OutboxCounts: ...
+
+    @abc.abstractmethod
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+        """Move matching dead letters back to pending; returns how many."""
+
+    @abc.abstractmethod
+    async def purge_dead(self, older_than: float) -> int:
+        """Delete dead letters that died before `older_than` (a Unix time)."""
+
+    @abc.abstractmethod
+    async def check_writable(self) -> None:
+        """Raise OutboxUnavailable when a write would fail now (for /readyz)."""

@@ -1,0 +1,371 @@
+"""The embedded outbox: one SQLite file in WAL mode, written by one thread with group commit.
+
+Every operation is queued to a single writer thread, which takes everything waiting (up to
+`max_group` operations), runs it in ONE transaction — each operation in its own savepoint, so
+one failure does not sink its neighbours — commits once, and only then answers each caller.
+Durability therefore costs one fsync per group, not one per request. With
+`synchronous=FULL` (the default) a committed event survives `kill -9` and power loss.
+
+One gateway process owns a file at a time (an exclusive lock file enforces it); on open it
+releases the leases a crashed predecessor held, so those events are sent again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from gateway.event import Event
+from gateway.outbox.base import (
+    Claimed,
+    DeadLetter,
+    Outbox,
+    OutboxCounts,
+    OutboxUnavailable,
+    PixelCounts,
+)
+
+T = TypeVar("T")
+_STOP = object()
+_READY, _IN_FLIGHT = 0, 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pixel TEXT NOT NULL,
+    record TEXT NOT NULL,
+    created REAL NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS events_due ON events (due, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    pixel TEXT NOT NULL,
+    record TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    code INTEGER,
+    reason TEXT NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+Operation = Callable[[sqlite3.Connection], Any]
+
+
+def _encode(event: Event) -> str:
+    return json.dumps(event.to_record(), separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode(record: str) -> Event:
+    return Event.from_record(json.loads(record))
+
+
+class SqliteOutbox(Outbox):
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        lease_seconds: float = 300.0,
+        max_group: int = 512,
+        exclusive: bool = True,
+    ) -> None:
+        """`exclusive=False` is for operator commands beside a running gateway: they neither
+        take the owner's lock nor release its leases, and never claim."""
+        self._path = path
+        self._exclusive = exclusive
+        self._synchronous = synchronous
+        self._lease = lease_seconds
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        """Transactions committed: fewer than operations when group commit works."""
+
+    def __repr__(self) -> str:
+        return f"SqliteOutbox({self._path!r})"
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        if self._exclusive:  # the previous owner is gone: its leases are void
+            conn.execute("UPDATE events SET state = ?, due = created WHERE state = ?", (0, 1))
+        return conn
+
+    def _writer(self, conn: sqlite3.Connection) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            group = [item]
+            stop_after = False
+            while len(group) < self._max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop_after = True
+                    break
+                group.append(more)
+            self._run_group(conn, group)
+            if stop_after:
+                break
+        conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation, future in group:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = operation(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO op")
+                    results.append((future, None, OutboxUnavailable(f"outbox write failed: {exc}")))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    results.append((future, None, exc))
+                else:
+                    results.append((future, result, None))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            failure = OutboxUnavailable(f"outbox write failed: {exc}")
+            results = [(future, None, failure) for _, future in group]
+        assert self._loop is not None
+        for future, result, error in results:
+            self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None or not self._thread.is_alive():
+            raise OutboxUnavailable("the outbox is not open")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put((operation, future))
+        return await future
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _lock_file(self) -> int:
+        """Take the exclusive lock that makes this process the file's only user."""
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+            fd = os.open(self._path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise OutboxUnavailable(f"cannot use outbox {self._path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutboxUnavailable(
+                f"outbox {self._path} is in use by another gateway process "
+                "(use a redis:// outbox to run several replicas)"
+            ) from None
+        return fd
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        if self._exclusive:
+            self._lock_fd = await asyncio.to_thread(self._lock_file)
+        try:
+            conn = await asyncio.to_thread(self._connect)
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from None
+        self._thread = threading.Thread(
+            target=self._writer, args=(conn,), name="outbox-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join)
+        self._release_lock()
+
+    # --- operations ------------------------------------------------------------------------
+
+    async def add(self, events: Sequence[Event]) -> None:
+        now = time.time()
+        rows = [(e.destination.event_source_id, _encode(e), now, now) for e in events]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO events (pixel, record, created, due) VALUES (?, ?, ?, ?)", rows
+            )
+
+        await self._run(insert)
+
+    async def claim(self, limit: int, now: float) -> list[Claimed]:
+        lease_end = now + self._lease
+
+        def select(conn: sqlite3.Connection) -> list[Claimed]:
+            rows = conn.execute(
+                "SELECT id, record, attempts FROM events WHERE due <= ? ORDER BY due, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE events SET state = 1, due = ? WHERE id = ?",
+                [(lease_end, row[0]) for row in rows],
+            )
+            return [Claimed(str(row[0]), _decode(row[1]), row[2]) for row in rows]
+
+        return await self._run(select)
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        rows = [(int(i),) for i in ids]
+        await self._run(lambda conn: conn.executemany("DELETE FROM events WHERE id = ?", rows))
+
+    async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
+        rows = [(due, reason, int(i)) for i in ids]
+        await self._run(
+            lambda conn: conn.executemany(
+                "UPDATE events SET state = 0, due = ?, attempts = attempts + 1, last_error = ? "
+                "WHERE id = ?",
+                rows,
+            )
+        )
+
+    async def dead_letter(
+        self, ids: Sequence[str], reason: str, code: int | None, now: float
+    ) -> None:
+        rows = [(code, reason, now, int(i)) for i in ids]
+
+        def move(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO dead_letters "
+                "(id, pixel, record, created, attempts, code, reason, dead_at) "
+                "SELECT id, pixel, record, created, attempts + 1, ?, ?, ? FROM events WHERE id = ?",
+                rows,
+            )
+            conn.executemany("DELETE FROM events WHERE id = ?", [(r[3],) for r in rows])
+
+        await self._run(move)
+
+    async def counts(self, now: float) -> OutboxCounts:
+        def read(conn: sqlite3.Connection) -> OutboxCounts:
+            counts = OutboxCounts()
+            rows = conn.execute(
+                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
+                "GROUP BY pixel, state, attempts > 0"
+            ).fetchall()
+            for pixel, state, retried, number, oldest in rows:
+                per = counts.pixels.setdefault(pixel, PixelCounts())
+                if state == _IN_FLIGHT:
+                    per.in_flight += number
+                    counts.in_flight += number
+                elif retried:
+                    per.retrying += number
+                    counts.retrying += number
+                else:
+                    per.pending += number
+                    counts.pending += number
+                age = now - oldest
+                per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
+                counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
+            for pixel, number in conn.execute(
+                "SELECT pixel, COUNT(*) FROM dead_letters GROUP BY pixel"
+            ):
+                counts.pixels.setdefault(pixel, PixelCounts()).dead = number
+                counts.dead += number
+            return counts
+
+        return await self._run(read)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT id, record, code, reason, dead_at, attempts FROM dead_letters "
+                "ORDER BY dead_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [DeadLetter(str(r[0]), _decode(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+        return await self._run(read)
+
+    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+        where, params = _dead_filter(pixel, code)
+        now = time.time()
+
+        def move(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO events (id, pixel, record, created, due) "
+                f"SELECT id, pixel, record, created, ? FROM dead_letters {where}",
+                (now, *params),
+            )
+            conn.execute(f"DELETE FROM dead_letters {where}", params)
+            return cursor.rowcount
+
+        return await self._run(move)
+
+    async def purge_dead(self, older_than: float) -> int:
+        return await self._run(
+            lambda conn: (
+                conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
+            )
+        )
+
+    async def check_writable(self) -> None:
+        """Write (and remove) a row big enough to need fresh pages: fails when the disk is full."""
+
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', randomblob(16384))"
+            )
+            conn.execute("DELETE FROM meta WHERE key = 'probe'")
+
+        await self._run(probe)
+
+
+def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pixel is not None:
+        clauses.append("pixel = ?")
+        params.append(pixel)
+    if code is not None:
+        clauses.append("code = ?")
+        params.append(code)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
