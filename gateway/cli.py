@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--token", action="append", help="accepted access token (repeatable; default test-token)"
     )
+    fake.add_argument(
+        "--delay", type=float, default=0.0, help="answer every request after this many seconds"
+    )
+    fake.add_argument(
+        "--no-record", action="store_true", help="count events but keep no bodies (load tests)"
+    )
     return parser
 
 
@@ -201,11 +207,16 @@ def _purge_dead(args: argparse.Namespace) -> int:
 
 
 def _fake_api(args: argparse.Namespace) -> int:
-    from gateway.fake_api import FakeEventsApi
+    from gateway.fake_api import FakeEventsApi, Fault
 
     fake = FakeEventsApi(
-        {token: None for token in (args.token or ["test-token"])}, host=args.host, port=args.port
+        {token: None for token in (args.token or ["test-token"])},
+        host=args.host,
+        port=args.port,
+        record_bodies=not args.no_record,
     )
+    if args.delay:
+        fake.add_fault(Fault(delay=args.delay, times=None))
     print(f"fake TikTok Events API on http://{args.host}:{args.port} (Ctrl-C to stop)")
     print(f"point the gateway at it: TIKTOK_API_BASE=http://{args.host}:{args.port}")
     with contextlib.suppress(KeyboardInterrupt):

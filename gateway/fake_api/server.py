@@ -213,6 +213,13 @@ class FakeEventsApi:
     def _control(self, method: str, path: str, raw: bytes) -> tuple[int, bytes]:
         if path == "/_fake/requests" and method == "GET":
             return 200, json.dumps([asdict(r) for r in self.requests]).encode()
+        if path == "/_fake/stats" and method == "GET":
+            with self._state.lock:
+                stats = {
+                    "requests": len(self._state.requests),
+                    "events_accepted": self._state.events_accepted,
+                }
+            return 200, json.dumps(stats).encode()
         if path == "/_fake/events" and method == "GET":
             return 200, json.dumps(self.accepted_events()).encode()
         if path in ("/_fake/requests", "/_fake/reset") and method in ("DELETE", "POST"):
