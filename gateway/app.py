@@ -8,6 +8,7 @@ period), closes the HTTP client and the outbox, in that order. No module-level s
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,12 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.collect import BeaconEndpoint
 from gateway.config import Settings
+from gateway.cookies import VisitorCookies
 from gateway.dispatch import DeliveryOptions, Dispatcher
 from gateway.errors import EventError
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
 from gateway.pipeline import Pipeline
 from gateway.server_api import ServerEventsEndpoint
+from gateway.snippet import SnippetEndpoint
 from gateway.tiktok import EventsApiClient
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,25 @@ async def readyz(request: Request) -> Response:
     except OutboxUnavailable as exc:
         return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
     return JSONResponse({"status": "ready", "pixels": len(state.settings.pixels)})
+
+
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics, for scrapers on loopback or a private network only."""
+    peer = request.client.host if request.client else ""
+    try:
+        private = any(ipaddress.ip_address(peer) in n for n in _PRIVATE_NETWORKS)
+    except ValueError:
+        private = False
+    if not private:
+        return JSONResponse({"error": "forbidden", "message": "metrics are internal"}, 403)
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -79,6 +103,8 @@ def create_app(
     """Wire the gateway for `settings`; the client and outbox may be injected (tests)."""
     store = outbox or open_outbox(settings.outbox)
     tokens = {p.id: p.access_token for p in settings.pixels}
+    registry = Metrics()
+    snippet = SnippetEndpoint(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,7 +119,11 @@ def create_app(
         )
         pipeline = Pipeline(settings, store, dispatcher)
         app.state.outbox, app.state.dispatcher, app.state.pipeline = store, dispatcher, pipeline
-        app.state.server_events = ServerEventsEndpoint(pipeline)
+        app.state.server_events = ServerEventsEndpoint(pipeline, registry)
+        app.state.beacon = BeaconEndpoint(
+            pipeline, settings, registry, VisitorCookies(settings.cookies)
+        )
+        registry.watch_delivery(lambda: dispatcher.stats)
         await dispatcher.start()
         app.state.ready = True
         log.info("gateway ready: %d pixel(s), outbox %r", len(settings.pixels), store)
@@ -110,11 +140,18 @@ def create_app(
         endpoint: ServerEventsEndpoint = request.app.state.server_events
         return await endpoint(request)
 
+    async def beacon(request: Request) -> Response:
+        endpoint: BeaconEndpoint = request.app.state.beacon
+        return await endpoint(request)
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/events", server_events, methods=["POST"]),
+            Route(settings.browser.snippet_path, snippet, methods=["GET", "HEAD"]),
+            Route(settings.browser.beacon_path, beacon, methods=["POST", "OPTIONS"]),
         ],
         exception_handlers={
             HTTPException: _http_error,
@@ -125,5 +162,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = registry
     app.state.ready = False
     return app

@@ -20,10 +20,25 @@ from typing import Any
 import phonenumbers
 
 from gateway.config_reader import TableReader
+from gateway.config_sections import (
+    BrowserSettings,
+    CookieSettings,
+    DeliverySettings,
+    OutboxSettings,
+    ServerApiSettings,
+    read_browser,
+    read_cookies,
+    read_delivery,
+    read_outbox,
+    read_server_api,
+    redacted_outbox,
+)
 from gateway.errors import ConfigError
 from gateway.secret import Secret, resolve_secret
 
 __all__ = [
+    "BrowserSettings",
+    "CookieSettings",
     "DeliverySettings",
     "OutboxSettings",
     "PixelConfig",
@@ -51,39 +66,8 @@ class PixelConfig:
     test_event_code: str | None = None
     limited_data_use: bool = False
     origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class OutboxSettings:
-    """Where acknowledged events wait: `sqlite:///path` (embedded) or `redis://…` (replicas)."""
-
-    url: str = "sqlite:///tiktok-gateway-outbox.sqlite3"
-    sqlite_synchronous: str = "FULL"
-    lease_seconds: float = 300.0
-    """A claimed event not settled within this time is claimed again (by any replica)."""
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    """How the dispatcher batches, paces and retries requests to the Events API."""
-
-    batch_size: int = 1000
-    linger_ms: int = 50
-    concurrency: int = 4
-    backoff_initial_seconds: float = 1.0
-    backoff_max_seconds: float = 300.0
-    breaker_failures: int = 5
-    breaker_cooldown_seconds: float = 5.0
-    shutdown_grace_seconds: float = 10.0
-
-
-@dataclass(frozen=True)
-class ServerApiSettings:
-    """The server-to-server endpoint: who may post, and how much at once."""
-
-    api_keys: tuple[Secret, ...] = ()
-    max_body_bytes: int = 1_048_576
-    max_events: int = 1000
+    require_consent: bool = False
+    """Browser events are forwarded only when the visitor granted consent."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +88,8 @@ class Settings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     server_api: ServerApiSettings = field(default_factory=ServerApiSettings)
+    browser: BrowserSettings = field(default_factory=BrowserSettings)
+    cookies: CookieSettings = field(default_factory=CookieSettings)
 
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:
@@ -114,7 +100,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that scrubs them as a last line of defence."""
         tokens = [p.access_token.reveal() for p in self.pixels]
-        keys = [k.reveal() for k in self.server_api.api_keys]
+        keys = [k.reveal() for k in (*self.server_api.api_keys, *self.cookies.secrets)]
         return [value for value in (*tokens, *keys) if value]
 
     def redacted(self) -> dict[str, Any]:
@@ -129,12 +115,20 @@ class Settings:
             "strict_event_names": self.strict_event_names,
             "log_level": self.log_level,
             "event_names": {k: list(v) for k, v in self.event_names.items()},
-            "outbox": _redacted_url(self.outbox),
+            "outbox": redacted_outbox(self.outbox),
             "delivery": asdict(self.delivery),
             "server_api": {
                 "api_keys": [str(k) for k in self.server_api.api_keys],
                 "max_body_bytes": self.server_api.max_body_bytes,
                 "max_events": self.server_api.max_events,
+            },
+            "browser": {
+                **asdict(self.browser),
+                "trusted_proxies": [str(n) for n in self.browser.trusted_proxies],
+            },
+            "cookies": {
+                **asdict(self.cookies),
+                "secrets": [str(s) for s in self.cookies.secrets],
             },
             "pixels": [
                 {
@@ -144,6 +138,7 @@ class Settings:
                     "test_event_code": p.test_event_code,
                     "limited_data_use": p.limited_data_use,
                     "origins": list(p.origins),
+                    "require_consent": p.require_consent,
                 }
                 for p in self.pixels
             ],
@@ -159,6 +154,7 @@ def _read_pixel(
     test_code = table.string("test_event_code")
     limited = table.boolean("limited_data_use", False)
     origins = table.strings("origins")
+    require_consent = table.boolean("require_consent", False)
     table.finish()
     ok = True
     if not pixel_id:
@@ -192,62 +188,8 @@ def _read_pixel(
         test_event_code=test_code or None,
         limited_data_use=limited,
         origins=tuple(clean_origins),
+        require_consent=require_consent,
     )
-
-
-def _redacted_url(outbox: OutboxSettings) -> dict[str, Any]:
-    """The outbox settings with any password in the URL hidden."""
-    url = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", outbox.url)
-    return {**asdict(outbox), "url": url}
-
-
-def _read_outbox(table: TableReader, env: Mapping[str, str]) -> OutboxSettings:
-    url = env.get("GATEWAY_OUTBOX_URL") or table.string("url") or OutboxSettings.url
-    synchronous = (table.string("sqlite_synchronous", "FULL") or "FULL").upper()
-    if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-        table.problem("sqlite_synchronous", "must be FULL, EXTRA or NORMAL")
-    lease = table.number("lease_seconds", 300.0, 1.0, 86400.0)
-    table.finish()
-    if not url.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
-        table.problem("url", f"{url!r} is not sqlite:///path or redis://host:port/db")
-    return OutboxSettings(url=url, sqlite_synchronous=synchronous, lease_seconds=lease)
-
-
-def _read_delivery(table: TableReader) -> DeliverySettings:
-    defaults = DeliverySettings()
-    settings = DeliverySettings(
-        batch_size=table.integer("batch_size", defaults.batch_size, 1, 1000),
-        linger_ms=table.integer("linger_ms", defaults.linger_ms, 0, 60_000),
-        concurrency=table.integer("concurrency", defaults.concurrency, 1, 64),
-        backoff_initial_seconds=table.number("backoff_initial_seconds", 1.0, 0.01, 3600.0),
-        backoff_max_seconds=table.number("backoff_max_seconds", 300.0, 0.01, 86400.0),
-        breaker_failures=table.integer("breaker_failures", defaults.breaker_failures, 1, 1000),
-        breaker_cooldown_seconds=table.number("breaker_cooldown_seconds", 5.0, 0.01, 3600.0),
-        shutdown_grace_seconds=table.number("shutdown_grace_seconds", 10.0, 0.0, 600.0),
-    )
-    table.finish()
-    return settings
-
-
-def _read_server_api(
-    table: TableReader, env: Mapping[str, str], problems: list[str]
-) -> ServerApiSettings:
-    keys = [
-        resolve_secret(ref, table.name("api_keys"), env, problems)
-        for ref in table.strings("api_keys")
-    ]
-    if env.get("GATEWAY_API_KEY", "").strip():
-        keys.append(Secret(env["GATEWAY_API_KEY"].strip(), source="GATEWAY_API_KEY"))
-    for key in keys:
-        if key.reveal() and len(key.reveal()) < 16:
-            table.problem("api_keys", f"the key from {key.source} is shorter than 16 characters")
-    settings = ServerApiSettings(
-        api_keys=tuple(k for k in keys if k.reveal()),
-        max_body_bytes=table.integer("max_body_bytes", 1_048_576, 1024, 64 * 1_048_576),
-        max_events=table.integer("max_events", 1000, 1, 10_000),
-    )
-    table.finish()
-    return settings
 
 
 def _read_event_names(table: TableReader) -> dict[str, tuple[str, ...]]:
@@ -292,6 +234,7 @@ def _apply_env_pixel(
             test_event_code=test_code or existing.test_event_code,
             limited_data_use=existing.limited_data_use,
             origins=existing.origins,
+            require_consent=existing.require_consent,
         )
         return [updated if p is existing else p for p in pixels]
     assert secret is not None
@@ -325,9 +268,11 @@ def parse_settings(
     names_table = root.table("event_names")
     event_names = _read_event_names(names_table)
     pixels = [p for t in root.tables("pixels") if (p := _read_pixel(t, env, problems))]
-    outbox = _read_outbox(root.table("outbox"), env)
-    delivery = _read_delivery(root.table("delivery"))
-    server_api = _read_server_api(root.table("server_api"), env, problems)
+    outbox = read_outbox(root.table("outbox"), env)
+    delivery = read_delivery(root.table("delivery"))
+    server_api = read_server_api(root.table("server_api"), env, problems)
+    browser = read_browser(root.table("browser"))
+    cookies = read_cookies(root.table("cookies"), env, problems)
     root.finish()
     pixels = _apply_env_pixel(pixels, env, problems)
     seen: set[str] = set()
@@ -357,6 +302,8 @@ def parse_settings(
         outbox=outbox,
         delivery=delivery,
         server_api=server_api,
+        browser=browser,
+        cookies=cookies,
     )
     if overrides:
         settings = _with_overrides(settings, overrides)

@@ -89,6 +89,10 @@ class TableReader:
             tables.append(TableReader(item, f"{self.name(key)}[{index}]", self._problems))
         return tables
 
+    def raw_keys(self) -> set[str]:
+        """The keys present, without marking them read."""
+        return set(self._data)
+
     def raw(self) -> Mapping[str, Any]:
         self._seen.update(self._data)
         return self._data

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import EventError, PayloadTooLarge
 from gateway.event import Event
 from gateway.event_parser import parse_event
+from gateway.metrics import Metrics
 from gateway.outbox import OutboxUnavailable
 from gateway.pipeline import Pipeline
 
@@ -72,9 +73,10 @@ def parse_json(body: bytes) -> Any:
 class ServerEventsEndpoint:
     """ASGI-style handler for POST /v1/events; precomputes keys and limits once."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
         options = pipeline.settings.server_api
         self._pipeline = pipeline
+        self._metrics = metrics
         self._keys = tuple(k.reveal().encode() for k in options.api_keys)
         self._max_body = options.max_body_bytes
         self._max_events = options.max_events
@@ -97,6 +99,7 @@ class ServerEventsEndpoint:
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
+        self._metrics.received.labels("server").inc(len(events))
         return JSONResponse(
             {"accepted": len(events), "event_ids": sorted({e.event_id for e in events})},
             status_code=202,

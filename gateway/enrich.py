@@ -1,0 +1,137 @@
+"""What only the server sees: the client IP, the user agent, the click id, the locale.
+
+The client IP is the socket peer unless that peer is a configured trusted proxy; only then
+are X-Forwarded-For, Forwarded or a configured header believed — otherwise anyone could
+claim any IP. User-agent parsing costs about a millisecond, so its verdict is cached.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from urllib.parse import parse_qs, urlsplit
+
+import user_agents
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_FORWARDED_FOR = re.compile(r'for="?\[?([^\]";,]+)\]?(?::\d+)?"?', re.IGNORECASE)
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_CLICK_ID = re.compile(r"^[A-Za-z0-9._~-]{1,512}$")
+_NOT_A_BROWSER = re.compile(
+    r"headless|phantomjs|bot\b|spider|crawl|slurp|lighthouse|pagespeed|gtmetrix|"
+    r"^curl/|^wget/|python-|^go-http-client|^java/|^okhttp|^axios/|^node-fetch|^httpx",
+    re.IGNORECASE,
+)
+
+
+def _ip(text: str) -> IpAddress | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+class ClientIpResolver:
+    """Finds the client IP, believing forwarding headers only from trusted proxies."""
+
+    def __init__(self, trusted_proxies: Iterable[IpNetwork], header: str | None = None) -> None:
+        self._trusted = tuple(trusted_proxies)
+        self._header = header.lower() if header else None
+
+    def _is_trusted(self, address: IpAddress) -> bool:
+        return any(address in network for network in self._trusted)
+
+    def resolve(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
+        address = _ip(peer) if peer else None
+        if address is None or not self._trusted or not self._is_trusted(address):
+            return str(address) if address else None
+        if self._header:
+            named = _ip(headers.get(self._header, ""))
+            if named is not None:
+                return str(named)
+        hops: list[str] = []
+        forwarded_for = headers.get("x-forwarded-for")
+        if forwarded_for:
+            hops = [hop.strip() for hop in forwarded_for.split(",")]
+        elif "forwarded" in headers:
+            hops = _FORWARDED_FOR.findall(headers["forwarded"])
+        # walk from the nearest hop outwards; the first one we do not trust is the client
+        for hop in reversed(hops):
+            hop_address = _ip(hop)
+            if hop_address is None:
+                break
+            address = hop_address
+            if not self._is_trusted(hop_address):
+                break
+        return str(address)
+
+
+@lru_cache(maxsize=4096)
+def is_bot(user_agent: str) -> bool:
+    """Crawlers, headless browsers and HTTP libraries: not a person, not a conversion."""
+    if not user_agent or len(user_agent) < 10 or _NOT_A_BROWSER.search(user_agent):
+        return True
+    return bool(user_agents.parse(user_agent).is_bot)
+
+
+def locale_from_header(accept_language: str | None) -> str | None:
+    """The first language tag of Accept-Language, e.g. 'en-US'."""
+    if not accept_language:
+        return None
+    first = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
+    return first if _LOCALE.match(first) else None
+
+
+def click_id_from_url(url: str | None) -> str | None:
+    if not url or "ttclid=" not in url:
+        return None
+    try:
+        values = parse_qs(urlsplit(url).query).get("ttclid")
+    except ValueError:
+        return None
+    return valid_token(values[0]) if values else None
+
+
+def valid_token(value: object) -> str | None:
+    return value if isinstance(value, str) and _CLICK_ID.match(value) else None
+
+
+def _host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def resolve_click_id(
+    page_url: str | None, referrer: str | None, explicit: object, cookie: str | None
+) -> tuple[str | None, str]:
+    """ttclid by the spec's precedence; returns (value, where it came from).
+
+    Page URL → same-host referrer → explicit field → cookie. A referrer on another host is
+    never used: it would credit a click the visitor made on someone else's site.
+    """
+    from_page = click_id_from_url(page_url)
+    if from_page:
+        return from_page, "url"
+    if referrer and _host(referrer) == _host(page_url):
+        from_referrer = click_id_from_url(referrer)
+        if from_referrer:
+            return from_referrer, "referrer"
+    given = valid_token(explicit)
+    if given:
+        return given, "event"
+    if cookie and valid_token(cookie):
+        return cookie, "cookie"
+    return None, "none"
+
+
+def is_tag_testing(page_url: str | None, hosts: Iterable[str]) -> bool:
+    host = _host(page_url)
+    return bool(host) and any(host == h or host.endswith("." + h) for h in hosts)  # type: ignore[union-attr]
