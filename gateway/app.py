@@ -140,6 +140,9 @@ def create_app(
         endpoint: ServerEventsEndpoint = request.app.state.server_events
         return await endpoint(request)
 
+    async def serve_snippet(request: Request) -> Response:
+        return await snippet(request)
+
     async def beacon(request: Request) -> Response:
         endpoint: BeaconEndpoint = request.app.state.beacon
         return await endpoint(request)
@@ -150,7 +153,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/events", server_events, methods=["POST"]),
-            Route(settings.browser.snippet_path, snippet, methods=["GET", "HEAD"]),
+            Route(settings.browser.snippet_path, serve_snippet, methods=["GET", "HEAD"]),
             Route(settings.browser.beacon_path, beacon, methods=["POST", "OPTIONS"]),
         ],
         exception_handlers={

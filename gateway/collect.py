@@ -11,6 +11,8 @@ answer sets the first-party cookies.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -38,6 +40,14 @@ log = logging.getLogger(__name__)
 _BROWSER_ONLY_KEYS = frozenset({"consent", "pixel_id"})
 _MEDIA_TYPES = frozenset({"text/plain", "application/json"})
 _SERVER_KNOWS = ("ip", "user_agent")
+
+
+@dataclass(frozen=True, slots=True)
+class _Visitor:
+    ip: str | None
+    user_agent: str
+    ttp: str | None
+    accept_language: str | None
 
 
 class BeaconEndpoint:
@@ -116,7 +126,7 @@ class BeaconEndpoint:
         now = self._pipeline.now()
         cookies = request.cookies
         record = self._cookies.read_click(cookies.get(self._cookies.signed_name))
-        ttp = cookies.get("_ttp") or None
+        ttp = valid_token(cookies.get("_ttp"))
         events: list[Event] = []
         dropped = 0
         click: ClickRecord | None = None
@@ -135,34 +145,12 @@ class BeaconEndpoint:
                     self._metrics.dropped.labels("no_consent").inc()
                     dropped += 1
                     continue
-                user = (
-                    dict(raw.get("user") or {})
-                    if isinstance(raw.get("user"), dict)
-                    else raw.get("user")
-                )
-                if isinstance(user, dict):
-                    for key in _SERVER_KNOWS:
-                        user.pop(key, None)
-                    if ip:
-                        user["ip"] = ip
-                    if user_agent:
-                        user["user_agent"] = user_agent
-                    visitor_ttp = ttp or valid_token(user.get("ttp"))
-                    if visitor_ttp is None and self._generate_ttp:
-                        visitor_ttp = self._cookies.derived_ttp(ip, user_agent, now)
-                    if visitor_ttp:
-                        user["ttp"] = ttp = visitor_ttp
-                    ttclid, click = self._click(
-                        page_url, referrer, user.get("ttclid"), cookies.get("ttclid"), record, now
+                user = raw.get("user")
+                if user is None or isinstance(user, dict):
+                    visitor = _Visitor(ip, user_agent, ttp, headers.get("accept-language"))
+                    raw["user"], ttp, click = self._enrich_user(
+                        dict(user or {}), visitor, page_url, referrer, cookies, record, now
                     )
-                    user.pop("ttclid", None)
-                    if ttclid:
-                        user["ttclid"] = ttclid
-                    if "locale" not in user:
-                        locale = locale_from_header(headers.get("accept-language"))
-                        if locale:
-                            user["locale"] = locale
-                    raw["user"] = user
                 parsed = parse_event(
                     raw, pixel=pixel, rules=self._pipeline.rules, now=now, from_browser=True
                 )
@@ -184,6 +172,39 @@ class BeaconEndpoint:
         response = JSONResponse({"accepted": len(events), "dropped": dropped}, 202, headers=cors)
         self._set_cookies(response, click, record, ttp, cookies)
         return response
+
+    def _enrich_user(
+        self,
+        user: dict[str, Any],
+        visitor: _Visitor,
+        page_url: Any,
+        referrer: Any,
+        cookies: Mapping[str, str],
+        record: ClickRecord | None,
+        now: float,
+    ) -> tuple[dict[str, Any], str | None, ClickRecord | None]:
+        """Server-observed facts replace or complete what the browser sent about its user."""
+        for key in _SERVER_KNOWS:
+            user.pop(key, None)
+        if visitor.ip:
+            user["ip"] = visitor.ip
+        if visitor.user_agent:
+            user["user_agent"] = visitor.user_agent
+        ttp = visitor.ttp or valid_token(user.get("ttp"))
+        if ttp is None and self._generate_ttp:
+            ttp = self._cookies.derived_ttp(visitor.ip, visitor.user_agent, now)
+        if ttp:
+            user["ttp"] = ttp
+        ttclid, click = self._click(
+            page_url, referrer, user.pop("ttclid", None), cookies.get("ttclid"), record, now
+        )
+        if ttclid:
+            user["ttclid"] = ttclid
+        if "locale" not in user:
+            locale = locale_from_header(visitor.accept_language)
+            if locale:
+                user["locale"] = locale
+        return user, ttp, click
 
     def _split(
         self, item: Any, pixels: list[PixelConfig]

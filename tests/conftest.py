@@ -166,8 +166,9 @@ class GatewayServer:
         self.app = app
         self.port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
-        )
+            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
+            proxy_headers=False,  # as `serve` runs it: the gateway decides whom to trust
+        )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -1,0 +1,265 @@
+"""The beacon endpoint and the snippet over real HTTP, delivering to the fake Events API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from gateway.fake_api import FakeEventsApi
+from tests.conftest import PIXEL, TOKEN, GatewayServer
+
+SHOP = "http://shop.test"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+SECRET = "cookie-secret-0123456789abcdef"
+PAGE = {"url": "http://shop.test/product/1", "referrer": "http://shop.test/"}
+EVENT = {"event": "AddToCart", "event_id": "b-1", "page": PAGE}
+
+
+class Beacon:
+    def __init__(self, server: GatewayServer, fake: FakeEventsApi) -> None:
+        self.server, self.fake = server, fake
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+
+    def post(self, body: Any, *, origin: str | None = SHOP, **headers: str) -> httpx.Response:
+        base = {"Content-Type": "text/plain", "User-Agent": CHROME}
+        if origin is not None:
+            base["Origin"] = origin
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.http.post("/b", content=content, headers={**base, **headers})
+
+    def delivered(self, count: int = 1, within: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + within
+        while len(self.fake.accepted_events()) < count:
+            assert time.monotonic() < deadline, "events not delivered"
+            time.sleep(0.02)
+        return self.fake.accepted_events()
+
+    def nothing_delivered(self) -> None:
+        time.sleep(0.3)
+        assert self.fake.accepted_events() == []
+
+
+@pytest.fixture
+def make_beacon(
+    serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi
+) -> Iterator[Callable[..., Beacon]]:
+    made: list[Beacon] = []
+
+    def make(pixel: dict[str, Any] | None = None, **toml: Any) -> Beacon:
+        toml.setdefault(
+            "pixels", [{"id": PIXEL, "access_token": TOKEN, "origins": [SHOP], **(pixel or {})}]
+        )
+        toml.setdefault("cookies", {"secrets": [SECRET]})
+        beacon = Beacon(serve_gateway(**toml), fake_api)
+        made.append(beacon)
+        return beacon
+
+    yield make
+    for beacon in made:
+        beacon.http.close()
+
+
+@pytest.fixture
+def beacon(make_beacon: Callable[..., Beacon]) -> Beacon:
+    return make_beacon()
+
+
+def test_a_beacon_is_enriched_and_delivered(beacon: Beacon) -> None:
+    response = beacon.post(
+        {**EVENT, "user": {"email": " Alice_abc@gmail.com", "ip": "6.6.6.6"}},
+        **{"Accept-Language": "de-DE,de;q=0.9", "Cookie": "_ttp=2F7h37YkS1j57AYSKTI7IHhJPYH"},
+    )
+    assert response.status_code == 202
+    assert response.headers["access-control-allow-origin"] == SHOP
+    [event] = beacon.delivered()
+    assert (event["event"], event["event_id"]) == ("AddToCart", "b-1")
+    user = event["user"]
+    assert user["ip"] == "127.0.0.1"  # the connection, not what the browser claimed
+    assert user["user_agent"] == CHROME
+    assert user["ttp"] == "2F7h37YkS1j57AYSKTI7IHhJPYH"
+    assert user["locale"] == "de-DE"
+    assert user["email"] == ["848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"]
+    assert event["page"] == PAGE
+    ttp = [c for c in response.headers.get_list("set-cookie") if c.startswith("_ttp=")]
+    assert ttp and "Max-Age=34128000" in ttp[0] and "HttpOnly" not in ttp[0]
+
+
+@pytest.mark.parametrize("origin", ["http://evil.test", None])
+def test_an_origin_not_configured_gets_403(beacon: Beacon, origin: str | None) -> None:
+    response = beacon.post(EVENT, origin=origin)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden_origin"
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_preflight_for_json_from_an_allowed_origin(beacon: Beacon) -> None:
+    response = beacon.http.options(
+        "/b", headers={"Origin": SHOP, "Access-Control-Request-Method": "POST"}
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == SHOP
+    assert response.headers["access-control-allow-credentials"] == "true"
+    refused = beacon.http.options("/b", headers={"Origin": "http://evil.test"})
+    assert refused.status_code == 403
+
+
+def test_json_content_type_and_small_arrays(beacon: Beacon) -> None:
+    events = [{**EVENT, "event_id": f"b-{i}"} for i in range(3)]
+    response = beacon.post(events, **{"Content-Type": "application/json"})
+    assert response.json() == {"accepted": 3, "dropped": 0}
+    assert {e["event_id"] for e in beacon.delivered(3)} == {"b-0", "b-1", "b-2"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{oops", 400, "body"),
+        (b"", 400, "body"),
+        (b"[]", 400, "body"),
+        (b"42", 400, "event"),
+        (json.dumps({**EVENT, "event_time": "soon"}).encode(), 400, "event_time"),
+        (
+            json.dumps({**EVENT, "user": {"email": ["a@b.c", {"x": 1}]}}).encode(),
+            400,
+            "user.email[1]",
+        ),
+        (
+            json.dumps({**EVENT, "properties": {"value": "$5", "currency": "USD"}}).encode(),
+            400,
+            "properties.value",
+        ),
+        (json.dumps([EVENT, {**EVENT, "consent": "maybe"}]).encode(), 400, "[1].consent"),
+        (json.dumps({**EVENT, "pixel_id": "COTHER"}).encode(), 400, "pixel_id"),
+        (json.dumps([EVENT] * 11).encode(), 413, "body"),
+        (json.dumps({**EVENT, "properties": {"description": "x" * 20000}}).encode(), 413, "body"),
+    ],
+)
+def test_bad_beacons_get_a_json_4xx_naming_the_field(
+    beacon: Beacon, body: bytes, status: int, field: str
+) -> None:
+    response = beacon.post(body)
+    assert response.status_code == status
+    assert response.json()["field"] == field
+    assert response.headers["access-control-allow-origin"] == SHOP
+
+
+def test_other_content_types_get_415(beacon: Beacon) -> None:
+    response = beacon.post(EVENT, **{"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+
+
+def test_spoofed_forwarded_for_is_ignored_from_an_untrusted_peer(beacon: Beacon) -> None:
+    beacon.post(EVENT, **{"X-Forwarded-For": "203.0.113.7"})
+    assert beacon.delivered()[0]["user"]["ip"] == "127.0.0.1"
+
+
+def test_forwarded_for_is_honoured_from_a_trusted_proxy(make_beacon: Callable[..., Beacon]) -> None:
+    beacon = make_beacon(browser={"trusted_proxies": ["127.0.0.0/8"]})
+    beacon.post(EVENT, **{"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
+    assert beacon.delivered()[0]["user"]["ip"] == "203.0.113.7"
+
+
+def test_bots_are_dropped_and_counted(beacon: Beacon) -> None:
+    response = beacon.post(EVENT, **{"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"})
+    assert response.json() == {"accepted": 0, "dropped": 1}
+    beacon.nothing_delivered()
+    metrics = beacon.http.get("/metrics").text
+    assert 'tiktok_gateway_events_dropped_total{reason="bot"} 1.0' in metrics
+
+
+def test_tag_testing_pages_are_dropped(beacon: Beacon) -> None:
+    body = {**EVENT, "page": {"url": "https://gtm-msr.appspot.com/render?id=GTM-1"}}
+    assert beacon.post(body).json() == {"accepted": 0, "dropped": 1}
+    beacon.nothing_delivered()
+
+
+def test_no_consent_means_nothing_forwarded(make_beacon: Callable[..., Beacon]) -> None:
+    beacon = make_beacon(pixel={"require_consent": True})
+    assert beacon.post({**EVENT, "consent": "denied"}).json() == {"accepted": 0, "dropped": 1}
+    assert beacon.post(EVENT).json() == {"accepted": 0, "dropped": 1}
+    beacon.nothing_delivered()
+    assert beacon.post({**EVENT, "consent": "granted"}).json()["accepted"] == 1
+    assert len(beacon.delivered()) == 1
+    assert 'reason="no_consent"} 2.0' in beacon.http.get("/metrics").text
+
+
+def test_limited_data_use_from_the_pixel_config(make_beacon: Callable[..., Beacon]) -> None:
+    beacon = make_beacon(pixel={"limited_data_use": True})
+    beacon.post(EVENT)
+    assert beacon.delivered()[0]["limited_data_use"] is True
+
+
+def test_new_click_id_sets_first_party_cookies(make_beacon: Callable[..., Beacon]) -> None:
+    beacon = make_beacon(cookies={"secrets": [SECRET], "domain": "shop.test"})
+    page = {"url": "http://shop.test/landing?ttclid=E.C.P.click1", "referrer": ""}
+    response = beacon.post({**EVENT, "page": page})
+    cookies = {c.split("=", 1)[0]: c for c in response.headers.get_list("set-cookie")}
+    ttclid = cookies["ttclid"]
+    assert ttclid.startswith("ttclid=E.C.P.click1;")
+    for attribute in ("Max-Age=2592000", "Path=/", "Domain=shop.test", "Secure", "SameSite=Lax"):
+        assert attribute in ttclid
+    assert "HttpOnly" in cookies["_ttgw"]
+    assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.click1"
+
+
+def signed(payload: dict[str, Any], secret: str = SECRET) -> str:
+    return URLSafeTimedSerializer(secret, salt="ttgw-click-v1").dumps(payload)
+
+
+def test_signed_cookie_restores_a_lost_click_id(beacon: Beacon) -> None:
+    cookie = signed({"c": "E.C.P.kept", "t": int(time.time()) - 86400})
+    beacon.post(EVENT, Cookie=f"_ttgw={cookie}")
+    assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.kept"
+
+
+def test_tampered_signed_cookie_is_ignored(beacon: Beacon) -> None:
+    forged = signed({"c": "E.C.P.forged", "t": int(time.time())}, secret="not-the-secret-000000")
+    beacon.post(EVENT, Cookie=f"_ttgw={forged}")
+    assert "ttclid" not in beacon.delivered()[0]["user"]
+
+
+def test_click_id_older_than_the_window_is_not_sent(beacon: Beacon) -> None:
+    old = int(time.time()) - 29 * 86400
+    cookie = signed({"c": "E.C.P.old", "t": old})
+    beacon.post(EVENT, Cookie=f"_ttgw={cookie}; ttclid=E.C.P.old")
+    assert "ttclid" not in beacon.delivered()[0]["user"]
+
+
+def test_rotated_cookie_keys_still_verify(make_beacon: Callable[..., Beacon]) -> None:
+    beacon = make_beacon(cookies={"secrets": ["new-secret-0123456789abcd", SECRET]})
+    cookie = signed({"c": "E.C.P.rotated", "t": int(time.time())})
+    beacon.post(EVENT, Cookie=f"_ttgw={cookie}")
+    assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.rotated"
+
+
+def test_snippet_is_small_cached_and_carries_the_name_map(beacon: Beacon) -> None:
+    response = beacon.http.get("/gw.js", headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert response.headers["content-encoding"] == "gzip"
+    assert int(response.headers["content-length"]) < 2048
+    assert '"purchase":["Purchase"]' in response.text and '"/b"' in response.text
+    etag = response.headers["etag"]
+    assert beacon.http.get("/gw.js", headers={"If-None-Match": etag}).status_code == 304
+    plain = beacon.http.get("/gw.js", headers={"Accept-Encoding": "identity"})
+    assert plain.text == response.text and "content-encoding" not in plain.headers
+
+
+def test_unwritable_outbox_answers_503(beacon: Beacon) -> None:
+    outbox = beacon.server.app.state.outbox
+    beacon.server.call(outbox._run(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
+    events = [
+        {**EVENT, "event_id": f"b-{i}", "properties": {"description": "x" * 1200}}
+        for i in range(10)
+    ]
+    response = beacon.post(events)
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
