@@ -160,11 +160,11 @@ def make_event(
 class GatewayServer:
     """The gateway app served by a real uvicorn on loopback, in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int | None = None) -> None:
         import uvicorn
 
         self.app = app
-        self.port = free_port()
+        self.port = port or free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
             proxy_headers=False,  # as `serve` runs it: the gateway decides whom to trust
