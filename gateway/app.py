@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.collect import BeaconEndpoint
 from gateway.config import Settings
@@ -94,6 +96,24 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error"}, status_code=500)
 
 
+class BeaconFastPath:
+    """Sends the beacon path straight to its endpoint, past routing and exception wrapping.
+
+    The beacon is the one hot path: every page view of every visitor. The endpoint is an
+    ASGI app built by the lifespan, so it is looked up on app.state at call time.
+    """
+
+    def __init__(self, app: ASGIApp, *, path: str) -> None:
+        self._app = app
+        self._path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self._path:
+            await scope["app"].state.beacon(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -143,10 +163,6 @@ def create_app(
     async def serve_snippet(request: Request) -> Response:
         return await snippet(request)
 
-    async def beacon(request: Request) -> Response:
-        endpoint: BeaconEndpoint = request.app.state.beacon
-        return await endpoint(request)
-
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
@@ -154,7 +170,6 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/events", server_events, methods=["POST"]),
             Route(settings.browser.snippet_path, serve_snippet, methods=["GET", "HEAD"]),
-            Route(settings.browser.beacon_path, beacon, methods=["POST", "OPTIONS"]),
         ],
         exception_handlers={
             HTTPException: _http_error,
@@ -162,6 +177,7 @@ def create_app(
             OutboxUnavailable: _outbox_unavailable,
             Exception: _unexpected,
         },
+        middleware=[Middleware(BeaconFastPath, path=settings.browser.beacon_path)],
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--no-record", action="store_true", help="count events but keep no bodies (load tests)"
     )
+    fake.add_argument(
+        "--no-validate", action="store_true", help="accept without checking (load tests only)"
+    )
     return parser
 
 
@@ -214,6 +217,7 @@ def _fake_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         record_bodies=not args.no_record,
+        validate=not args.no_validate,
     )
     if args.delay:
         fake.add_fault(Fault(delay=args.delay, times=None))

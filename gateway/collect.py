@@ -6,20 +6,22 @@ browser says about itself is not trusted where the server knows better: the IP a
 agent come from the connection, `_ttp` and `ttclid` from first-party cookies and the URLs by
 the spec's precedence. The answer is 202 only once the events are in the outbox; the same
 answer sets the first-party cookies.
+
+This is the hottest path of the gateway, so it is a plain ASGI app (no Request/Response
+objects) that reads only the headers and cookies it needs.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+import orjson
 
 from gateway.config import PixelConfig, Settings
-from gateway.cookies import ClickRecord, VisitorCookies
+from gateway.cookies import VisitorCookies, VisitorRecord
 from gateway.enrich import (
     ClientIpResolver,
     is_bot,
@@ -34,12 +36,25 @@ from gateway.event_parser import parse_event
 from gateway.metrics import Metrics
 from gateway.outbox import OutboxUnavailable
 from gateway.pipeline import Pipeline
-from gateway.server_api import parse_json, read_body
 
 log = logging.getLogger(__name__)
+Scope = Mapping[str, Any]
+Headers = list[tuple[bytes, bytes]]
 _BROWSER_ONLY_KEYS = frozenset({"consent", "pixel_id"})
 _MEDIA_TYPES = frozenset({"text/plain", "application/json"})
 _SERVER_KNOWS = ("ip", "user_agent")
+_COOKIES_READ = ("_ttp", "ttclid")
+_HEADERS_READ = (
+    "origin",
+    "content-type",
+    "content-length",
+    "user-agent",
+    "cookie",
+    "accept-language",
+    "x-forwarded-for",
+    "forwarded",
+)
+_JSON = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,86 +65,116 @@ class _Visitor:
     accept_language: str | None
 
 
+@dataclass(slots=True)
+class _Answer:
+    status: int
+    body: dict[str, Any]
+    headers: Headers
+
+
+def read_cookies(header: str, names: tuple[str, ...]) -> dict[str, str]:
+    """Only the named cookies of a Cookie header (a full parse costs more than it gives)."""
+    found: dict[str, str] = {}
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name in names:
+            found[name] = value.strip().strip('"')
+    return found
+
+
 class BeaconEndpoint:
+    """ASGI app for POST (and OPTIONS) on the beacon path."""
+
     def __init__(
         self, pipeline: Pipeline, settings: Settings, metrics: Metrics, cookies: VisitorCookies
     ) -> None:
         browser = settings.browser
         self._pipeline = pipeline
-        self._metrics = metrics
         self._cookies = cookies
+        self._cookie_names = (*_COOKIES_READ, cookies.signed_name)
         self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
+        self._wanted_headers = frozenset(
+            name.encode() for name in (*_HEADERS_READ, browser.client_ip_header) if name is not None
+        )
         self._max_body = browser.max_body_bytes
         self._max_events = browser.max_events
         self._drop_bots = browser.drop_bots
         self._tag_hosts = browser.tag_testing_hosts
         self._generate_ttp = browser.generate_ttp
+        self._received = metrics.received.labels("browser")
+        self._dropped = {r: metrics.dropped.labels(r) for r in ("bot", "tag_testing", "no_consent")}
+        self._identifiers_dropped = metrics.identifiers_dropped
         self._pixels_by_origin: dict[str, list[PixelConfig]] = {}
         for pixel in settings.pixels:
             if pixel.event_source == "web":
                 for origin in pixel.origins:
                     self._pixels_by_origin.setdefault(origin, []).append(pixel)
 
-    def _cors(self, origin: str) -> dict[str, str]:
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Credentials": "true",
-            "Vary": "Origin",
-        }
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            answer = await self._answer(scope, receive)
+        except EventError as exc:
+            answer = _Answer(exc.status_code, exc.to_json(), self._cors_of(scope))
+        except OutboxUnavailable:
+            body = {"error": "unavailable", "message": "events cannot be stored now; retry"}
+            answer = _Answer(503, body, [*self._cors_of(scope), (b"retry-after", b"5")])
+        except Exception:
+            log.exception("beacon failed")
+            answer = _Answer(500, {"error": "internal error"}, [])
+        payload = orjson.dumps(answer.body) if answer.status != 204 else b""
+        headers = [*answer.headers, (b"content-length", str(len(payload)).encode())]
+        if payload:
+            headers.append(_JSON)
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
-    async def __call__(self, request: Request) -> Response:
-        origin = request.headers.get("origin", "").lower()
+    def _cors_of(self, scope: Scope) -> Headers:
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1").lower()
+                return _cors(origin) if origin in self._pixels_by_origin else []
+        return []
+
+    async def _answer(self, scope: Scope, receive: Any) -> _Answer:
+        wanted = self._wanted_headers
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
+        }
+        origin = headers.get("origin", "").lower()
         pixels = self._pixels_by_origin.get(origin)
         if pixels is None:
             message = "this origin may not send events here" if origin else "Origin header missing"
-            return JSONResponse({"error": "forbidden_origin", "message": message}, 403)
-        cors = self._cors(origin)
-        if request.method == "OPTIONS":
-            cors.update(
-                {
-                    "Access-Control-Allow-Methods": "POST",
-                    "Access-Control-Allow-Headers": "Content-Type",
-                    "Access-Control-Max-Age": "86400",
-                }
-            )
-            return Response(status_code=204, headers=cors)
-        try:
-            return await self._accept(request, pixels, cors)
-        except EventError as exc:
-            return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=cors)
-
-    async def _accept(
-        self, request: Request, pixels: list[PixelConfig], cors: dict[str, str]
-    ) -> Response:
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            return _Answer(403, {"error": "forbidden_origin", "message": message}, [])
+        cors = _cors(origin)
+        method = scope["method"]
+        if method == "OPTIONS":
+            return _Answer(204, {}, [*cors, *_PREFLIGHT])
+        if method != "POST":
+            body = {"error": "method_not_allowed", "message": "POST a JSON event"}
+            return _Answer(405, body, [*cors, (b"allow", b"POST, OPTIONS")])
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in _MEDIA_TYPES:
-            return JSONResponse(
-                {
-                    "error": "unsupported_media_type",
-                    "message": "send text/plain or application/json",
-                },
-                415,
-                headers=cors,
-            )
-        body = parse_json(await read_body(request, self._max_body))
+            message = "send text/plain or application/json"
+            return _Answer(415, {"error": "unsupported_media_type", "message": message}, cors)
+        body = _parse_json(await _read_body(receive, headers, self._max_body))
         items = body if isinstance(body, list) else [body]
         if not items:
             raise EventError("body", "no event")
         if len(items) > self._max_events:
             raise PayloadTooLarge("body", f"more than {self._max_events} events in one beacon")
-        headers = request.headers
         user_agent = headers.get("user-agent", "")
         if self._drop_bots and is_bot(user_agent):
-            self._metrics.dropped.labels("bot").inc(len(items))
-            return JSONResponse({"accepted": 0, "dropped": len(items)}, 202, headers=cors)
-        ip = self._ips.resolve(request.client.host if request.client else None, headers)
-        now = self._pipeline.now()
-        cookies = request.cookies
-        record = self._cookies.read_click(cookies.get(self._cookies.signed_name))
+            self._dropped["bot"].inc(len(items))
+            return _Answer(202, {"accepted": 0, "dropped": len(items)}, cors)
+        client = scope.get("client")
+        ip = self._ips.resolve(client[0] if client else None, headers)
+        cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
+        previous = self._cookies.read_visitor(cookies.get(self._cookies.signed_name))
+        record = previous or VisitorRecord()
         ttp = valid_token(cookies.get("_ttp"))
+        now = self._pipeline.now()
         events: list[Event] = []
         dropped = 0
-        click: ClickRecord | None = None
         for index, item in enumerate(items):
             where = f"[{index}]" if isinstance(body, list) else ""
             try:
@@ -138,17 +183,17 @@ class BeaconEndpoint:
                 page: dict[str, Any] = page_value if isinstance(page_value, dict) else {}
                 page_url, referrer = page.get("url"), page.get("referrer")
                 if is_tag_testing(page_url if isinstance(page_url, str) else None, self._tag_hosts):
-                    self._metrics.dropped.labels("tag_testing").inc()
+                    self._dropped["tag_testing"].inc()
                     dropped += 1
                     continue
                 if pixel.require_consent and consent != "granted":
-                    self._metrics.dropped.labels("no_consent").inc()
+                    self._dropped["no_consent"].inc()
                     dropped += 1
                     continue
                 user = raw.get("user")
                 if user is None or isinstance(user, dict):
                     visitor = _Visitor(ip, user_agent, ttp, headers.get("accept-language"))
-                    raw["user"], ttp, click = self._enrich_user(
+                    raw["user"], ttp, record = self._enrich_user(
                         dict(user or {}), visitor, page_url, referrer, cookies, record, now
                     )
                 parsed = parse_event(
@@ -157,21 +202,13 @@ class BeaconEndpoint:
             except EventError as exc:
                 raise type(exc)(f"{where}.{exc.field}".lstrip("."), exc.message) from None
             if parsed.warnings:
-                self._metrics.identifiers_dropped.inc(len(parsed.warnings))
+                self._identifiers_dropped.inc(len(parsed.warnings))
             events.extend(parsed.events)
-        try:
-            await self._pipeline.accept(events)
-        except OutboxUnavailable:
-            return JSONResponse(
-                {"error": "unavailable", "message": "events cannot be stored now; retry"},
-                503,
-                headers={**cors, "Retry-After": "5"},
-            )
+        await self._pipeline.accept(events)
         if events:
-            self._metrics.received.labels("browser").inc(len(events))
-        response = JSONResponse({"accepted": len(events), "dropped": dropped}, 202, headers=cors)
-        self._set_cookies(response, click, record, ttp, cookies)
-        return response
+            self._received.inc(len(events))
+        headers_out = [*cors, *self._cookies_to_set(record, previous, ttp, cookies, now)]
+        return _Answer(202, {"accepted": len(events), "dropped": dropped}, headers_out)
 
     def _enrich_user(
         self,
@@ -180,9 +217,9 @@ class BeaconEndpoint:
         page_url: Any,
         referrer: Any,
         cookies: Mapping[str, str],
-        record: ClickRecord | None,
+        record: VisitorRecord,
         now: float,
-    ) -> tuple[dict[str, Any], str | None, ClickRecord | None]:
+    ) -> tuple[dict[str, Any], str | None, VisitorRecord]:
         """Server-observed facts replace or complete what the browser sent about its user."""
         for key in _SERVER_KNOWS:
             user.pop(key, None)
@@ -195,16 +232,22 @@ class BeaconEndpoint:
             ttp = self._cookies.derived_ttp(visitor.ip, visitor.user_agent, now)
         if ttp:
             user["ttp"] = ttp
-        ttclid, click = self._click(
-            page_url, referrer, user.pop("ttclid", None), cookies.get("ttclid"), record, now
+        ttclid, _ = resolve_click_id(
+            page_url if isinstance(page_url, str) else None,
+            referrer if isinstance(referrer, str) else None,
+            user.pop("ttclid", None),
+            cookies.get("ttclid") or record.ttclid,
         )
         if ttclid:
-            user["ttclid"] = ttclid
+            if ttclid != record.ttclid:
+                record = replace(record, ttclid=ttclid, first_seen=int(now))
+            if now - record.first_seen <= self._cookies.attribution_window_seconds:
+                user["ttclid"] = ttclid  # an older click is remembered but no longer sent
         if "locale" not in user:
             locale = locale_from_header(visitor.accept_language)
             if locale:
                 user["locale"] = locale
-        return user, ttp, click
+        return user, ttp, record
 
     def _split(
         self, item: Any, pixels: list[PixelConfig]
@@ -223,44 +266,71 @@ class BeaconEndpoint:
                 return raw, pixel, consent
         raise EventError("pixel_id", "is not a pixel of this site")
 
-    def _click(
+    def _cookies_to_set(
         self,
-        page_url: Any,
-        referrer: Any,
-        explicit: Any,
-        cookie: str | None,
-        record: ClickRecord | None,
-        now: float,
-    ) -> tuple[str | None, ClickRecord | None]:
-        """The ttclid to send (None once older than the attribution window) and its record."""
-        ttclid, _ = resolve_click_id(
-            page_url if isinstance(page_url, str) else None,
-            referrer if isinstance(referrer, str) else None,
-            explicit,
-            cookie or (record.ttclid if record else None),
-        )
-        if ttclid is None:
-            return None, None
-        if record is not None and record.ttclid == ttclid:
-            current = record
-        else:
-            current = ClickRecord(ttclid, int(now))
-        if now - current.first_seen > self._cookies.attribution_window_seconds:
-            return None, None
-        return ttclid, current
-
-    def _set_cookies(
-        self,
-        response: Response,
-        click: ClickRecord | None,
-        previous: ClickRecord | None,
+        record: VisitorRecord,
+        previous: VisitorRecord | None,
         ttp: str | None,
-        cookies: dict[str, str],
-    ) -> None:
-        if click is not None:
-            if cookies.get("ttclid") != click.ttclid:
-                response.headers.append("set-cookie", self._cookies.ttclid_cookie(click.ttclid))
-            if previous != click:
-                response.headers.append("set-cookie", self._cookies.click_cookie(click))
-        if ttp:
-            response.headers.append("set-cookie", self._cookies.ttp_cookie(ttp))
+        cookies: Mapping[str, str],
+        now: float,
+    ) -> Headers:
+        """Only what changed: a returning visitor's beacons usually set no cookie at all."""
+        out: Headers = []
+        cookie_jar = self._cookies
+        fresh = now - record.first_seen <= cookie_jar.attribution_window_seconds
+        if record.ttclid and fresh and cookies.get("ttclid") != record.ttclid:
+            out.append((b"set-cookie", cookie_jar.ttclid_cookie(record.ttclid).encode()))
+        today = int(now // 86400)
+        if ttp and record.ttp_day != today:
+            out.append((b"set-cookie", cookie_jar.ttp_cookie(ttp).encode()))
+            record = replace(record, ttp_day=today)
+        if record != (previous or VisitorRecord()):
+            out.append((b"set-cookie", cookie_jar.visitor_cookie(record).encode()))
+        return out
+
+
+_PREFLIGHT: Headers = [
+    (b"access-control-allow-methods", b"POST"),
+    (b"access-control-allow-headers", b"Content-Type"),
+    (b"access-control-max-age", b"86400"),
+]
+
+
+def _cors(origin: str) -> Headers:
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-credentials", b"true"),
+        (b"vary", b"Origin"),
+    ]
+
+
+async def _read_body(receive: Any, headers: Mapping[str, str], limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` before reading it all."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise EventError("body", "invalid Content-Length")
+        if int(declared) > limit:
+            raise PayloadTooLarge("body", f"larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise EventError("body", "the client went away before sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("body", f"larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise EventError("body", "empty: send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EventError("body", f"not valid JSON ({exc})") from None

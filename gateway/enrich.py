@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import user_agents
 
@@ -28,11 +28,18 @@ _NOT_A_BROWSER = re.compile(
 )
 
 
+@lru_cache(maxsize=8192)
 def _ip(text: str) -> IpAddress | None:
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+
+
+def canonical_ip(text: str) -> str | None:
+    """The address in canonical form, or None; cached, as the same visitors come back."""
+    address = _ip(text)
+    return str(address) if address is not None else None
 
 
 class ClientIpResolver:
@@ -87,13 +94,22 @@ def locale_from_header(accept_language: str | None) -> str | None:
 
 
 def click_id_from_url(url: str | None) -> str | None:
-    if not url or "ttclid=" not in url:
+    if not url:
         return None
-    try:
-        values = parse_qs(urlsplit(url).query).get("ttclid")
-    except ValueError:
+    start = url.find("?ttclid=")
+    if start < 0:
+        start = url.find("&ttclid=")
+    fragment = url.find("#")
+    if start < 0 or 0 <= fragment < start:  # nothing in the query (a fragment is not one)
         return None
-    return valid_token(values[0]) if values else None
+    start += len("?ttclid=")
+    end = len(url)
+    for stop in ("&", "#"):
+        found = url.find(stop, start)
+        if 0 <= found < end:
+            end = found
+    value = url[start:end]
+    return valid_token(unquote_plus(value) if "%" in value or "+" in value else value)
 
 
 def valid_token(value: object) -> str | None:

@@ -8,7 +8,6 @@ warnings for values it had to leave out (unparseable phones) without ever quotin
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import uuid
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import PixelConfig, Settings
+from gateway.enrich import canonical_ip
 from gateway.errors import EventError
 from gateway.event import Destination, Event
 from gateway.event_names import EventNameMapper
@@ -85,11 +85,14 @@ class Parsed:
 
 
 def _text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
-    if raw is None:
+    if type(raw) is str:  # the common case first: this runs ~10 times per event
+        text = raw.strip()
+    elif raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+    elif isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
         raise EventError(field_name, "must be a string")
-    text = str(raw).strip()
+    else:
+        text = str(raw).strip()
     if len(text) > limit:
         raise EventError(field_name, f"must be at most {limit} characters")
     return text or None
@@ -98,77 +101,84 @@ def _text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
 def _table(field_name: str, raw: Any) -> Mapping[str, Any]:
     if raw is None:
         return {}
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):  # parsed JSON: a dict; an ABC check costs far more
         raise EventError(field_name, "must be an object")
     return raw
 
 
+def _user_fields() -> dict[str, tuple[str, str]]:
+    """Input key → (how to read it, output key), so parsing costs only the keys present."""
+    fields: dict[str, tuple[str, str]] = {}
+    for target, aliases in (
+        ("email", ("email", "emails")),
+        ("phone", ("phone", "phone_number", "phones")),
+        ("external_id", ("external_id", "external_ids")),
+    ):
+        for alias in aliases:
+            fields[alias] = (target, target)
+        fields[f"sha256_{target}"] = fields[f"{target}_sha256"] = ("sha256_list", target)
+    for key in ("first_name", "last_name", "zip_code"):
+        fields[key] = ("name", key)
+        fields[f"sha256_{key}"] = ("sha256_one", key)
+    for key in ("city", "state", "country"):
+        fields[key] = ("place", key)
+    for key in _RAW_USER_KEYS:
+        fields[key] = ("raw", key)
+    fields["ip"] = ("ip", "ip")
+    return fields
+
+
+_USER_FIELDS = _user_fields()
+
+
 def _parse_user(raw: Mapping[str, Any], region: str, warnings: list[str]) -> dict[str, Any]:
     user: dict[str, Any] = {}
-    hashers = {
-        "email": (("email", "emails"), hash_email),
-        "phone": (("phone", "phone_number", "phones"), lambda v: hash_phone(v, region)),
-        "external_id": (("external_id", "external_ids"), hash_external_id),
-    }
-    seen: set[str] = set()
-    for target, (aliases, hasher) in hashers.items():
-        hashes: list[str] = []
-        for alias in aliases:
-            if alias in raw:
-                seen.add(alias)
-                values, dropped = hashed_values(f"user.{alias}", raw[alias], hasher)
-                hashes.extend(values)
-                if dropped:
-                    warnings.append(
-                        f"user.{alias}: {dropped} value(s) not a phone number, left out"
-                    )
-        for alias in (f"sha256_{target}", f"{target}_sha256"):
-            if alias in raw:
-                seen.add(alias)
-                hashes.extend(require_sha256(f"user.{alias}", raw[alias]))
-        unique = list(dict.fromkeys(hashes))
-        if unique:
-            user[target] = unique
-    for key in ("first_name", "last_name", "zip_code"):
-        for alias in (key, f"sha256_{key}"):
-            if alias in raw:
-                seen.add(alias)
-                text = _text(f"user.{alias}", raw[alias], limit=256)
-                digest = (
-                    require_sha256(f"user.{alias}", text)
-                    if alias.startswith("sha256_")
-                    else [hash_name_or_zip(text)]
-                    if text
-                    else []
-                )
-                if digest and digest[0]:
-                    user[key] = digest[0]
-    for key in ("city", "state", "country"):
-        if key in raw:
-            seen.add(key)
-            text = _text(f"user.{key}", raw[key], limit=256)
-            place = clean_place(text) if text else None
-            if place:
-                user[key] = place
-    if "ip" in raw:
-        seen.add("ip")
-        ip = _text("user.ip", raw["ip"], limit=64)
-        if ip:
-            try:
-                user["ip"] = str(ipaddress.ip_address(ip))
-            except ValueError:
-                raise EventError("user.ip", "is not an IPv4 or IPv6 address") from None
-    for key in _RAW_USER_KEYS:
-        if key in raw:
-            seen.add(key)
-            text = _text(f"user.{key}", raw[key])
+    lists: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        spec = _USER_FIELDS.get(key)
+        if spec is None:
+            raise EventError(f"user.{key}", "unknown user field")
+        kind, target = spec
+        if kind == "raw":
+            text = _text(f"user.{key}", value)
             if text:
-                user[key] = text
+                user[target] = text
+        elif kind == "email":
+            lists.setdefault(target, []).extend(hashed_values(f"user.{key}", value, hash_email)[0])
+        elif kind == "external_id":
+            hashes = hashed_values(f"user.{key}", value, hash_external_id)[0]
+            lists.setdefault(target, []).extend(hashes)
+        elif kind == "phone":
+            hashes, dropped = hashed_values(f"user.{key}", value, lambda v: hash_phone(v, region))
+            lists.setdefault(target, []).extend(hashes)
+            if dropped:
+                warnings.append(f"user.{key}: {dropped} value(s) not a phone number, left out")
+        elif kind == "sha256_list":
+            lists.setdefault(target, []).extend(require_sha256(f"user.{key}", value))
+        elif kind == "ip":
+            ip = _text("user.ip", value, limit=64)
+            if ip:
+                canonical = canonical_ip(ip)
+                if canonical is None:
+                    raise EventError("user.ip", "is not an IPv4 or IPv6 address")
+                user["ip"] = canonical
+        else:
+            text = _text(f"user.{key}", value, limit=256)
+            if not text:
+                continue
+            if kind == "sha256_one":
+                user[target] = require_sha256(f"user.{key}", text)[0]
+            elif kind == "name":
+                user[target] = hash_name_or_zip(text)
+            else:  # place
+                place = clean_place(text)
+                if place:
+                    user[target] = place
+    for target, hashes in lists.items():
+        if hashes:
+            user[target] = list(dict.fromkeys(hashes))
     if "att_status" in user and user["att_status"] not in _ATT_STATUS:
         raise EventError("user.att_status", f"must be one of {', '.join(sorted(_ATT_STATUS))}")
-    unknown = sorted(set(raw) - seen)
-    if unknown:
-        raise EventError(f"user.{unknown[0]}", "unknown user field")
     return user
 
 
@@ -284,7 +294,7 @@ def parse_event(
     extra_keys: frozenset[str] = frozenset(),
 ) -> Parsed:
     """Validate, normalise and hash one input event for one pixel; fan out mapped names."""
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise EventError("event", "each event must be a JSON object")
     unknown = sorted(set(raw) - _EVENT_KEYS - extra_keys)
     if unknown:

@@ -12,9 +12,9 @@ the fix cannot half-duplicate. 202 means every event is durably in the outbox.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -65,8 +65,8 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise EventError("body", "empty: send a JSON object")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise EventError("body", f"not valid JSON ({exc})") from None
 
 

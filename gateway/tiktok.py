@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import email.utils
 import enum
-import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from gateway.config import Secret
 from gateway.event import Destination, Event, request_body
@@ -81,11 +81,11 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
             alert=status in (401, 403),
         )
     try:
-        envelope = json.loads(body)
+        envelope = orjson.loads(body)
         code = envelope["code"]
         if not isinstance(code, int):
             raise TypeError(code)
-    except (ValueError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError):
         return Outcome(OutcomeKind.RETRY, "unreadable answer (no JSON envelope)", http_status=200)
     message = str(envelope.get("message", ""))
     request_id = envelope.get("request_id")
@@ -139,7 +139,7 @@ class EventsApiClient:
         return await self.send_body(request_body(destination, events), token)
 
     async def send_body(self, body: Mapping[str, Any], token: Secret) -> Outcome:
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        payload = orjson.dumps(body)
         headers = {"Access-Token": token.reveal(), "Content-Type": "application/json"}
         try:
             response = await self._client.post(self._url, content=payload, headers=headers)

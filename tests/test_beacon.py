@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from itsdangerous import URLSafeTimedSerializer
 
+from gateway.config import CookieSettings, Secret
+from gateway.cookies import VisitorCookies, VisitorRecord
 from gateway.fake_api import FakeEventsApi
 from tests.conftest import PIXEL, TOKEN, GatewayServer
 
@@ -211,32 +212,49 @@ def test_new_click_id_sets_first_party_cookies(make_beacon: Callable[..., Beacon
     assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.click1"
 
 
-def signed(payload: dict[str, Any], secret: str = SECRET) -> str:
-    return URLSafeTimedSerializer(secret, salt="ttgw-click-v1").dumps(payload)
+def test_a_returning_visitor_gets_no_cookie_churn(beacon: Beacon) -> None:
+    page = {"url": "http://shop.test/landing?ttclid=E.C.P.once", "referrer": ""}
+    first = beacon.post({**EVENT, "page": page}, Cookie="_ttp=2F7h37YkS1j57AYSKTI7IHhJPYH")
+    jar = {c.split("=", 1)[0]: c.split(";", 1)[0] for c in first.headers.get_list("set-cookie")}
+    assert set(jar) == {"ttclid", "_ttp", "_ttgw"}
+    cookie_header = "; ".join(jar.values())
+    again = beacon.post({**EVENT, "event_id": "b-2"}, Cookie=cookie_header)
+    assert again.headers.get_list("set-cookie") == []
+    events = beacon.delivered(2)
+    assert {e["user"]["ttclid"] for e in events} == {"E.C.P.once"}
+
+
+def signed(ttclid: str, first_seen: int, secret: str = SECRET) -> str:
+    """A visitor cookie as a gateway holding `secret` signs it."""
+    cookies = VisitorCookies(CookieSettings(secrets=(Secret(secret),)))
+    return cookies.signed_value(VisitorRecord(ttclid, first_seen))
 
 
 def test_signed_cookie_restores_a_lost_click_id(beacon: Beacon) -> None:
-    cookie = signed({"c": "E.C.P.kept", "t": int(time.time()) - 86400})
+    cookie = signed("E.C.P.kept", int(time.time()) - 86400)
     beacon.post(EVENT, Cookie=f"_ttgw={cookie}")
     assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.kept"
 
 
 def test_tampered_signed_cookie_is_ignored(beacon: Beacon) -> None:
-    forged = signed({"c": "E.C.P.forged", "t": int(time.time())}, secret="not-the-secret-000000")
-    beacon.post(EVENT, Cookie=f"_ttgw={forged}")
-    assert "ttclid" not in beacon.delivered()[0]["user"]
+    forged = signed("E.C.P.forged", int(time.time()), secret="not-the-secret-000000")
+    genuine = signed("E.C.P.genuine", int(time.time()))
+    altered = genuine.replace("E.C.P.genuine", "E.C.P.altered")
+    beacon.post({**EVENT, "event_id": "f"}, Cookie=f"_ttgw={forged}")
+    beacon.post({**EVENT, "event_id": "a"}, Cookie=f"_ttgw={altered}")
+    assert all("ttclid" not in event["user"] for event in beacon.delivered(2))
 
 
 def test_click_id_older_than_the_window_is_not_sent(beacon: Beacon) -> None:
     old = int(time.time()) - 29 * 86400
-    cookie = signed({"c": "E.C.P.old", "t": old})
+    cookie = signed("E.C.P.old", old)
     beacon.post(EVENT, Cookie=f"_ttgw={cookie}; ttclid=E.C.P.old")
     assert "ttclid" not in beacon.delivered()[0]["user"]
 
 
 def test_rotated_cookie_keys_still_verify(make_beacon: Callable[..., Beacon]) -> None:
     beacon = make_beacon(cookies={"secrets": ["new-secret-0123456789abcd", SECRET]})
-    cookie = signed({"c": "E.C.P.rotated", "t": int(time.time())})
+    cookie = signed("E.C.P.rotated", int(time.time()))
     beacon.post(EVENT, Cookie=f"_ttgw={cookie}")
     assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.rotated"
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import queue
 import sqlite3
@@ -23,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+import orjson
 
 from gateway.event import Event
 from gateway.outbox.base import (
@@ -64,14 +65,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 Operation = Callable[[sqlite3.Connection], Any]
-
-
-def _encode(event: Event) -> str:
-    return json.dumps(event.to_record(), separators=(",", ":"), ensure_ascii=False)
+_INSERT_JSON = (
+    "INSERT INTO events (pixel, record, created, due) "
+    "SELECT value ->> 0, json(value -> 1), value ->> 2, value ->> 2 FROM json_each(?)"
+)
 
 
 def _decode(record: str) -> Event:
-    return Event.from_record(json.loads(record))
+    return Event.from_record(orjson.loads(record))
 
 
 class SqliteOutbox(Outbox):
@@ -135,10 +136,29 @@ class SqliteOutbox(Outbox):
         conn.close()
 
     def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
+        """One transaction for the whole group; all adds in ONE statement.
+
+        The sqlite3 module releases the GIL around every statement step, and each release
+        lets the event loop thread in for up to a switch interval: a row-by-row insert from
+        this thread would stall on the GIL once per row. Rows therefore travel as one JSON
+        array into one INSERT … SELECT FROM json_each, and every caller of the group is
+        answered by a single wake-up of the loop.
+        """
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        adds = [(rows, future) for operation, rows, future in group if operation is None]
+        others = [(operation, future) for operation, rows, future in group if operation is not None]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for operation, future in group:
+            if adds:
+                payload = orjson.dumps([row for rows, _ in adds for row in rows]).decode()
+                try:
+                    conn.execute(_INSERT_JSON, (payload,))
+                except sqlite3.Error as exc:
+                    failure = OutboxUnavailable(f"outbox write failed: {exc}")
+                    results.extend((future, None, failure) for _, future in adds)
+                else:
+                    results.extend((future, None, None) for _, future in adds)
+            for operation, future in others:
                 conn.execute("SAVEPOINT op")
                 try:
                     result = operation(conn)
@@ -157,16 +177,18 @@ class SqliteOutbox(Outbox):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             failure = OutboxUnavailable(f"outbox write failed: {exc}")
-            results = [(future, None, failure) for _, future in group]
+            results = [(future, None, failure) for _, _, future in group]
         assert self._loop is not None
-        for future, result, error in results:
-            self._loop.call_soon_threadsafe(_settle, future, result, error)
+        self._loop.call_soon_threadsafe(_settle_all, results)
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(operation, None)  # type: ignore[no-any-return]
+
+    async def _submit(self, operation: Operation | None, rows: list[Any] | None) -> Any:
         if self._thread is None or not self._thread.is_alive():
             raise OutboxUnavailable("the outbox is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((operation, future))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put((operation, rows, future))
         return await future
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -220,58 +242,63 @@ class SqliteOutbox(Outbox):
 
     async def add(self, events: Sequence[Event]) -> None:
         now = time.time()
-        rows = [(e.destination.event_source_id, _encode(e), now, now) for e in events]
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO events (pixel, record, created, due) VALUES (?, ?, ?, ?)", rows
-            )
-
-        await self._run(insert)
+        rows = [[e.destination.event_source_id, e.to_record(), now] for e in events]
+        await self._submit(None, rows)
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         lease_end = now + self._lease
 
-        def select(conn: sqlite3.Connection) -> list[Claimed]:
-            rows = conn.execute(
-                "SELECT id, record, attempts FROM events WHERE due <= ? ORDER BY due, id LIMIT ?",
+        def select(conn: sqlite3.Connection) -> str:
+            # one statement, one row: the claimed events as a JSON array (see _run_group)
+            (claimed,) = conn.execute(
+                "SELECT json_group_array(json_array(id, json(record), attempts)) FROM "
+                "(SELECT id, record, attempts FROM events WHERE due <= ? ORDER BY due, id LIMIT ?)",
                 (now, limit),
-            ).fetchall()
-            conn.executemany(
-                "UPDATE events SET state = 1, due = ? WHERE id = ?",
-                [(lease_end, row[0]) for row in rows],
+            ).fetchone()
+            conn.execute(
+                "UPDATE events SET state = 1, due = ? WHERE id IN "
+                "(SELECT value ->> 0 FROM json_each(?))",
+                (lease_end, claimed),
             )
-            return [Claimed(str(row[0]), _decode(row[1]), row[2]) for row in rows]
+            return str(claimed)
 
-        return await self._run(select)
+        rows = orjson.loads(await self._run(select))
+        return [
+            Claimed(str(i), Event.from_record(record), attempts) for i, record, attempts in rows
+        ]
 
     async def ack(self, ids: Sequence[str]) -> None:
-        rows = [(int(i),) for i in ids]
-        await self._run(lambda conn: conn.executemany("DELETE FROM events WHERE id = ?", rows))
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (_ids(ids),)
+            )
+        )
 
     async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
-        rows = [(due, reason, int(i)) for i in ids]
         await self._run(
-            lambda conn: conn.executemany(
+            lambda conn: conn.execute(
                 "UPDATE events SET state = 0, due = ?, attempts = attempts + 1, last_error = ? "
-                "WHERE id = ?",
-                rows,
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (due, reason, _ids(ids)),
             )
         )
 
     async def dead_letter(
         self, ids: Sequence[str], reason: str, code: int | None, now: float
     ) -> None:
-        rows = [(code, reason, now, int(i)) for i in ids]
+        selected = _ids(ids)
 
         def move(conn: sqlite3.Connection) -> None:
-            conn.executemany(
+            conn.execute(
                 "INSERT OR REPLACE INTO dead_letters "
                 "(id, pixel, record, created, attempts, code, reason, dead_at) "
-                "SELECT id, pixel, record, created, attempts + 1, ?, ?, ? FROM events WHERE id = ?",
-                rows,
+                "SELECT id, pixel, record, created, attempts + 1, ?, ?, ? FROM events "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (code, reason, now, selected),
             )
-            conn.executemany("DELETE FROM events WHERE id = ?", [(r[3],) for r in rows])
+            conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (selected,)
+            )
 
         await self._run(move)
 
@@ -362,10 +389,15 @@ def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, .
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _ids(ids: Sequence[str]) -> str:
+    return orjson.dumps([int(i) for i in ids]).decode()
+
+
+def _settle_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in results:
+        if future.done():  # the caller was cancelled; the write happened all the same
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

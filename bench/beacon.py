@@ -1,0 +1,194 @@
+"""Beacon benchmark: the gateway's beacon endpoint vs bare Starlette on uvicorn, same run.
+
+    apt-get install wrk      # the load generator, a second process
+    .venv/bin/python bench/beacon.py [--seconds 10] [--connections 32] [--rounds 2]
+
+(a) bare Starlette on uvicorn (uvloop, httptools, no access log) answering 204 to the POST;
+(b) the gateway on the same server settings with everything on: origin check, JSON parsing,
+    enrichment (IP, cached user-agent verdict, cookies, click id), hashing, a durable write
+    to the SQLite outbox (synchronous=FULL, group commit) before each 202, and its
+    dispatcher delivering to the fake Events API (its own process, 50 ms answers).
+Two visitors are modelled: a returning one (the `_ttp`, `ttclid` and signed `_ttgw` cookies a
+previous beacon set; the steady state of a site) and a first visit (no gateway cookie yet:
+the answer signs and sets cookies). Each round runs (a) then (b) for both with wrk; the best
+round of each is compared. Figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import PIXEL, TOKEN, child, free_port
+from gateway.config import CookieSettings, Secret
+from gateway.cookies import VisitorCookies, VisitorRecord
+
+ORIGIN = "https://shop.example"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+WRK_SCRIPT = """
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "text/plain"
+wrk.headers["Origin"] = "%(origin)s"
+wrk.headers["User-Agent"] = "%(ua)s"
+wrk.headers["Accept-Language"] = "en-US,en;q=0.9"
+wrk.headers["Cookie"] = "%(cookie)s"
+request = function()
+  counter = counter + 1
+  local body = '{"event":"AddToCart","event_id":"' .. counter .. '-' .. math.random(1e9) .. '",'
+    .. '"event_time":' .. os.time() * 1000 .. ','
+    .. '"properties":{"value":19.99,"currency":"USD","contents":[{"content_id":"SKU_1",'
+    .. '"price":19.99,"quantity":1}]},'
+    .. '"page":{"url":"https://shop.example/p/1?ttclid=E.C.P.benchclick",'
+    .. '"referrer":"https://shop.example/"},'
+    .. '"user":{"email":"alice@example.com","locale":"en-US"}}'
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+SECRET = "bench-cookie-secret-0123456789"
+
+
+def visitor_cookies() -> dict[str, str]:
+    """Cookie headers of a returning visitor (signed as the gateway would) and a first visit."""
+    jar = VisitorCookies(CookieSettings(secrets=(Secret(SECRET),)))
+    now = int(time.time())
+    record = VisitorRecord("E.C.P.benchclick", now - 3600, now // 86400)
+    base = "_ttp=2F7h37YkS1j57AYSKTI7IHhJPYH; ttclid=E.C.P.benchclick"
+    return {"returning": f"{base}; _ttgw={jar.signed_value(record)}", "first visit": base}
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result = {"rate": rate, "non_2xx": float(errors.group(1)) if errors else 0.0}
+    for percentile in ("50", "99"):
+        match = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", output)
+        if match:
+            value, unit = float(match.group(1)), match.group(2)
+            result[f"p{percentile}_ms"] = (
+                value / 1000 if unit == "us" else value * (1000 if unit == "s" else 1)
+            )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    with tempfile.TemporaryDirectory(prefix="bench-beacon-") as tmp:
+        directory = Path(tmp)
+        scripts = {}
+        for visitor, cookie in visitor_cookies().items():
+            scripts[visitor] = directory / f"{visitor.replace(' ', '-')}.lua"
+            scripts[visitor].write_text(
+                WRK_SCRIPT % {"origin": ORIGIN, "ua": USER_AGENT, "cookie": cookie}
+            )
+        fake_port, bare_port, gateway_port = free_port(), free_port(), free_port()
+        api = f"http://127.0.0.1:{fake_port}"
+        config = directory / "gateway.toml"
+        config.write_text(
+            f"""
+api_base = "{api}"
+[outbox]
+url = "sqlite:///{directory}/outbox.sqlite3"
+[cookies]
+secrets = ["{SECRET}"]
+[[pixels]]
+id = "{PIXEL}"
+access_token = "{TOKEN}"
+origins = ["{ORIGIN}"]
+"""
+        )
+        bare_cmd = [
+            sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
+            "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+        ]  # fmt: skip
+        fake_args = [
+            "fake-api",
+            "--port",
+            str(fake_port),
+            "--token",
+            TOKEN,
+            "--no-record",
+            "--no-validate",
+        ]
+        fake_args += ["--delay", "0.05"]
+        best: dict[str, dict[str, float]] = {}
+
+        def keep(name: str, result: dict[str, float]) -> None:
+            if result["rate"] > best.get(name, {"rate": 0.0})["rate"]:
+                best[name] = result
+
+        with child(fake_args, f"{api}/_fake/stats", directory / "fake.log"):
+            for _ in range(args.rounds):
+                bare = subprocess.Popen(bare_cmd, cwd=Path(__file__).resolve().parent.parent)
+                try:
+                    _wait(f"http://127.0.0.1:{bare_port}/b", bare)
+                    url = f"http://127.0.0.1:{bare_port}/b"
+                    keep("bare", run_wrk(url, scripts["returning"], args.seconds, args.connections))
+                finally:
+                    bare.terminate()
+                    bare.wait()
+                serve = ["serve", "--config", str(config), "--port", str(gateway_port)]
+                with child(serve, f"http://127.0.0.1:{gateway_port}/readyz", directory / "gw.log"):
+                    url = f"http://127.0.0.1:{gateway_port}/b"
+                    for visitor, script in scripts.items():
+                        keep(visitor, run_wrk(url, script, args.seconds, args.connections))
+        rows = (
+            ("bare", "bare Starlette, 204"),
+            ("returning", "gateway, returning"),
+            ("first visit", "gateway, first visit"),
+        )
+        for name, label in rows:
+            r = best[name]
+            print(
+                f"{label:22s} {r['rate']:8,.0f} req/s  p50 {r.get('p50_ms', 0):6.2f} ms  "
+                f"p99 {r.get('p99_ms', 0):6.2f} ms  non-2xx {r['non_2xx']:.0f}"
+            )
+        for name in ("returning", "first visit"):
+            ratio = best[name]["rate"] / best["bare"]["rate"]
+            print(f"gateway ({name}) / bare Starlette: {ratio:.0%}")
+
+
+def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
+    import time
+
+    import httpx
+
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError("baseline server exited")
+        try:
+            httpx.post(url, content=b"{}", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("baseline server not ready")
+
+
+if __name__ == "__main__":
+    main()
