@@ -36,6 +36,7 @@ from gateway.event_parser import parse_event
 from gateway.metrics import Metrics
 from gateway.outbox import OutboxUnavailable
 from gateway.pipeline import Pipeline
+from gateway.request_body import parse_json, read_body
 
 log = logging.getLogger(__name__)
 Scope = Mapping[str, Any]
@@ -156,7 +157,8 @@ class BeaconEndpoint:
         if media not in _MEDIA_TYPES:
             message = "send text/plain or application/json"
             return _Answer(415, {"error": "unsupported_media_type", "message": message}, cors)
-        body = _parse_json(await _read_body(receive, headers, self._max_body))
+        length = headers.get("content-length")
+        body = parse_json(await read_body(receive, length, self._max_body))
         items = body if isinstance(body, list) else [body]
         if not items:
             raise EventError("body", "no event")
@@ -302,35 +304,3 @@ def _cors(origin: str) -> Headers:
         (b"access-control-allow-credentials", b"true"),
         (b"vary", b"Origin"),
     ]
-
-
-async def _read_body(receive: Any, headers: Mapping[str, str], limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` before reading it all."""
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise EventError("body", "invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge("body", f"larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise EventError("body", "the client went away before sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge("body", f"larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise EventError("body", "empty: send a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise EventError("body", f"not valid JSON ({exc})") from None

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 RECORD_VERSION = 1
 MAX_BATCH = 1000
 
@@ -68,6 +70,14 @@ class Event:
             "test_code": self.destination.test_event_code,
             "data": self.to_tiktok(),
         }
+
+    def to_json(self) -> str:
+        """The record as JSON text, as the outboxes store it."""
+        return orjson.dumps(self.to_record()).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        return cls.from_record(orjson.loads(text))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -24,6 +23,7 @@ from gateway.event_parser import parse_event
 from gateway.metrics import Metrics
 from gateway.outbox import OutboxUnavailable
 from gateway.pipeline import Pipeline
+from gateway.request_body import parse_json, read_body
 
 _ENVELOPE_KEYS = frozenset({"pixel_id", "test_event_code", "events"})
 _EVENT_EXTRA_KEYS = frozenset({"pixel_id"})
@@ -42,32 +42,6 @@ def _authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
     candidate = given.encode()
     # compare against every key, always, so timing does not tell which prefix matched
     return any([hmac.compare_digest(candidate, key) for key in keys])
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise EventError("body", "invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge("body", f"larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge("body", f"larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise EventError("body", "empty: send a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise EventError("body", f"not valid JSON ({exc})") from None
 
 
 class ServerEventsEndpoint:
@@ -89,7 +63,8 @@ class ServerEventsEndpoint:
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             return _error(415, "unsupported_media_type", "send Content-Type: application/json")
-        body = parse_json(await read_body(request, self._max_body))
+        length = request.headers.get("content-length")
+        body = parse_json(await read_body(request.receive, length, self._max_body))
         events = self._parse(body)
         try:
             await self._pipeline.accept(events)

@@ -94,14 +94,6 @@ return 1
 )
 
 
-def _encode(event: Event) -> str:
-    return json.dumps(event.to_record(), separators=(",", ":"), ensure_ascii=False)
-
-
-def _decode(record: str) -> Event:
-    return Event.from_record(json.loads(record))
-
-
 class RedisOutbox(Outbox):
     def __init__(
         self,
@@ -161,7 +153,7 @@ class RedisOutbox(Outbox):
             async with self._client.pipeline(transaction=True) as pipe:
                 for event in events:
                     fields = {
-                        "r": _encode(event),
+                        "r": event.to_json(),
                         "a": "0",
                         "c": now,
                         "p": event.destination.event_source_id,
@@ -187,7 +179,10 @@ class RedisOutbox(Outbox):
             )
             for _, stream_entries in answer or []:
                 entries.extend(stream_entries)
-        return [Claimed(entry_id, _decode(f["r"]), int(f.get("a", 0))) for entry_id, f in entries]
+        return [
+            Claimed(entry_id, Event.from_json(f["r"]), int(f.get("a", 0)))
+            for entry_id, f in entries
+        ]
 
     async def ack(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -254,7 +249,7 @@ class RedisOutbox(Outbox):
         return [
             DeadLetter(
                 key,
-                _decode(data["r"]),
+                Event.from_json(data["r"]),
                 int(data["code"]) if data.get("code") else None,
                 data["reason"],
                 float(data["dead_at"]),

@@ -71,10 +71,6 @@ _INSERT_JSON = (
 )
 
 
-def _decode(record: str) -> Event:
-    return Event.from_record(orjson.loads(record))
-
-
 class SqliteOutbox(Outbox):
     def __init__(
         self,
@@ -339,7 +335,9 @@ class SqliteOutbox(Outbox):
                 "ORDER BY dead_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-            return [DeadLetter(str(r[0]), _decode(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+            return [
+                DeadLetter(str(r[0]), Event.from_json(r[1]), r[2], r[3], r[4], r[5]) for r in rows
+            ]
 
         return await self._run(read)
 
