@@ -212,6 +212,17 @@ def test_new_click_id_sets_first_party_cookies(make_beacon: Callable[..., Beacon
     assert beacon.delivered()[0]["user"]["ttclid"] == "E.C.P.click1"
 
 
+def test_generated_ttp_is_the_same_for_near_simultaneous_beacons(
+    make_beacon: Callable[..., Beacon],
+) -> None:
+    beacon = make_beacon(browser={"generate_ttp": True})
+    answers = [beacon.post({**EVENT, "event_id": f"g-{i}"}) for i in range(3)]
+    ttps = {e["user"]["ttp"] for e in beacon.delivered(3)}
+    assert len(ttps) == 1 and len(next(iter(ttps))) == 27
+    set_cookies = [c for a in answers for c in a.headers.get_list("set-cookie")]
+    assert any(c.startswith(f"_ttp={next(iter(ttps))};") for c in set_cookies)
+
+
 def test_a_returning_visitor_gets_no_cookie_churn(beacon: Beacon) -> None:
     page = {"url": "http://shop.test/landing?ttclid=E.C.P.once", "referrer": ""}
     first = beacon.post({**EVENT, "page": page}, Cookie="_ttp=2F7h37YkS1j57AYSKTI7IHhJPYH")

@@ -134,3 +134,36 @@ def test_missing_and_invalid_files_are_errors(tmp_path: Path) -> None:
     broken.write_text("pixels = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(broken, {})
+
+
+@pytest.mark.parametrize(
+    ("browser", "expected"),
+    [
+        (
+            {"beacon_path": "/collect"},
+            "browser.beacon_path: '/collect' contains a word ad blockers",
+        ),
+        ({"snippet_path": "/tiktok.js"}, "browser.snippet_path: '/tiktok.js' contains a word"),
+        ({"beacon_path": "/gw.js"}, "browser.beacon_path: must differ from snippet_path"),
+        ({"beacon_path": "no-slash"}, "browser.beacon_path: 'no-slash' is not a path"),
+        ({"trusted_proxies": ["10.0.0.0/33"]}, "browser.trusted_proxies: '10.0.0.0/33'"),
+    ],
+)
+def test_browser_paths_and_proxies_are_checked(browser: dict[str, Any], expected: str) -> None:
+    problems = problems_of({"browser": browser}, QUICK_ENV)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_browser_paths_are_configurable() -> None:
+    settings = parse_settings(
+        {"browser": {"snippet_path": "/s/a.js", "beacon_path": "/s/b"}}, QUICK_ENV
+    )
+    assert (settings.browser.snippet_path, settings.browser.beacon_path) == ("/s/a.js", "/s/b")
+
+
+def test_cookie_settings_are_checked() -> None:
+    problems = problems_of(
+        {"cookies": {"same_site": "None", "secure": False, "secrets": ["short"]}}, QUICK_ENV
+    )
+    assert any(p.startswith("cookies.same_site: None requires secure") for p in problems)
+    assert any(p.startswith("cookies.secrets: the secret from inline is shorter") for p in problems)
