@@ -129,6 +129,15 @@ class BeaconEndpoint:
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
+    def _headers(self, raw: Headers) -> dict[str, str]:
+        """The headers this endpoint reads; repeated ones joined as HTTP allows (', ')."""
+        headers: dict[str, str] = {}
+        for name, value in raw:
+            if name in self._wanted_headers:
+                key, text = name.decode("latin-1"), value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return headers
+
     def _cors_of(self, scope: Scope) -> Headers:
         for name, value in scope["headers"]:
             if name == b"origin":
@@ -137,10 +146,7 @@ class BeaconEndpoint:
         return []
 
     async def _answer(self, scope: Scope, receive: Any) -> _Answer:
-        wanted = self._wanted_headers
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
-        }
+        headers = self._headers(scope["headers"])
         origin = headers.get("origin", "").lower()
         pixels = self._pixels_by_origin.get(origin)
         if pixels is None:
@@ -188,7 +194,7 @@ class BeaconEndpoint:
                     self._dropped["tag_testing"].inc()
                     dropped += 1
                     continue
-                if pixel.require_consent and consent != "granted":
+                if consent == "denied" or (pixel.require_consent and consent != "granted"):
                     self._dropped["no_consent"].inc()
                     dropped += 1
                     continue
@@ -207,9 +213,10 @@ class BeaconEndpoint:
                 self._identifiers_dropped.inc(len(parsed.warnings))
             events.extend(parsed.events)
         await self._pipeline.accept(events)
-        if events:
+        headers_out = cors
+        if events:  # cookies only for a visitor whose events were forwarded: no consent, no cookie
             self._received.inc(len(events))
-        headers_out = [*cors, *self._cookies_to_set(record, previous, ttp, cookies, now)]
+            headers_out = [*cors, *self._cookies_to_set(record, previous, ttp, cookies, now)]
         return _Answer(202, {"accepted": len(events), "dropped": dropped}, headers_out)
 
     def _enrich_user(

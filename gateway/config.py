@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import phonenumbers
 
@@ -101,7 +102,8 @@ class Settings:
         """Every secret value, for the log filter that scrubs them as a last line of defence."""
         tokens = [p.access_token.reveal() for p in self.pixels]
         keys = [k.reveal() for k in (*self.server_api.api_keys, *self.cookies.secrets)]
-        return [value for value in (*tokens, *keys) if value]
+        outbox_password = urlsplit(self.outbox.url).password if "@" in self.outbox.url else None
+        return [value for value in (*tokens, *keys, outbox_password) if value]
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data with every secret replaced by its source."""

@@ -86,7 +86,8 @@ class CookieSettings:
 
 def redacted_outbox(outbox: OutboxSettings) -> dict[str, Any]:
     """The outbox settings with any password in the URL hidden."""
-    url = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", outbox.url)
+    url = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", outbox.url)  # user:password@
+    url = re.sub(r"\?.*$", "?***", url) if "?" in url else url  # ?password=… and friends
     return {**asdict(outbox), "url": url}
 
 

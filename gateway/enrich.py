@@ -18,7 +18,8 @@ import user_agents
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_FORWARDED_FOR = re.compile(r'for="?\[?([^\]";,]+)\]?(?::\d+)?"?', re.IGNORECASE)
+_FORWARDED_FOR = re.compile(r'for=("[^"]*"|[^;,\s]+)', re.IGNORECASE)
+_MAX_USER_AGENT = 1024
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _CLICK_ID = re.compile(r"^[A-Za-z0-9._~-]{1,512}$")
 _NOT_A_BROWSER = re.compile(
@@ -36,6 +37,16 @@ def _ip(text: str) -> IpAddress | None:
         return None
 
 
+def _hop_ip(hop: str) -> IpAddress | None:
+    """One hop of X-Forwarded-For / Forwarded: '1.2.3.4', '1.2.3.4:80', '[2001:db8::1]:443'."""
+    hop = hop.strip().strip('"')
+    if hop.startswith("["):
+        hop = hop[1 : hop.find("]")] if "]" in hop else hop
+    elif hop.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has several colons
+        hop = hop.split(":", 1)[0]
+    return _ip(hop)
+
+
 def canonical_ip(text: str) -> str | None:
     """The address in canonical form, or None; cached, as the same visitors come back."""
     address = _ip(text)
@@ -43,7 +54,12 @@ def canonical_ip(text: str) -> str | None:
 
 
 class ClientIpResolver:
-    """Finds the client IP, believing forwarding headers only from trusted proxies."""
+    """Finds the client IP, believing forwarding headers only from trusted proxies.
+
+    With `header` set, that one header is believed and nothing else: `x-forwarded-for` or
+    `forwarded` as a chain of hops, any other name (e.g. `cf-connecting-ip`) as one address.
+    Without it, X-Forwarded-For is read, else Forwarded.
+    """
 
     def __init__(self, trusted_proxies: Iterable[IpNetwork], header: str | None = None) -> None:
         self._trusted = tuple(trusted_proxies)
@@ -54,21 +70,22 @@ class ClientIpResolver:
 
     def resolve(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
         address = _ip(peer) if peer else None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
         if address is None or not self._trusted or not self._is_trusted(address):
             return str(address) if address else None
-        if self._header:
-            named = _ip(headers.get(self._header, ""))
-            if named is not None:
-                return str(named)
-        hops: list[str] = []
-        forwarded_for = headers.get("x-forwarded-for")
-        if forwarded_for:
-            hops = [hop.strip() for hop in forwarded_for.split(",")]
-        elif "forwarded" in headers:
-            hops = _FORWARDED_FOR.findall(headers["forwarded"])
+        if self._header == "forwarded" or (
+            self._header is None and "x-forwarded-for" not in headers
+        ):
+            hops = _FORWARDED_FOR.findall(headers.get("forwarded", ""))
+        elif self._header in (None, "x-forwarded-for"):
+            hops = headers.get("x-forwarded-for", "").split(",")
+        else:
+            named = _hop_ip(headers.get(self._header, ""))
+            return str(named) if named is not None else str(address)
         # walk from the nearest hop outwards; the first one we do not trust is the client
         for hop in reversed(hops):
-            hop_address = _ip(hop)
+            hop_address = _hop_ip(hop)
             if hop_address is None:
                 break
             address = hop_address
@@ -80,8 +97,8 @@ class ClientIpResolver:
 @lru_cache(maxsize=4096)
 def is_bot(user_agent: str) -> bool:
     """Crawlers, headless browsers and HTTP libraries: not a person, not a conversion."""
-    if not user_agent or len(user_agent) < 10 or _NOT_A_BROWSER.search(user_agent):
-        return True
+    if not 10 <= len(user_agent) <= _MAX_USER_AGENT or _NOT_A_BROWSER.search(user_agent):
+        return True  # no real browser sends none, or kilobytes (and parsing those is slow)
     return bool(user_agents.parse(user_agent).is_bot)
 
 
@@ -96,19 +113,15 @@ def locale_from_header(accept_language: str | None) -> str | None:
 def click_id_from_url(url: str | None) -> str | None:
     if not url:
         return None
+    url = url.split("#", 1)[0]  # a fragment is not part of the query
     start = url.find("?ttclid=")
     if start < 0:
         start = url.find("&ttclid=")
-    fragment = url.find("#")
-    if start < 0 or 0 <= fragment < start:  # nothing in the query (a fragment is not one)
+    if start < 0:
         return None
     start += len("?ttclid=")
-    end = len(url)
-    for stop in ("&", "#"):
-        found = url.find(stop, start)
-        if 0 <= found < end:
-            end = found
-    value = url[start:end]
+    end = url.find("&", start)
+    value = url[start:] if end < 0 else url[start:end]
     return valid_token(unquote_plus(value) if "%" in value or "+" in value else value)
 
 

@@ -199,15 +199,7 @@ def _parse_contents(raw: Any) -> list[dict[str, Any]]:
             elif key == "price":
                 content["price"] = parse_number(f"{where}.price", value)
             elif key == "quantity":
-                if isinstance(value, bool) or not isinstance(value, int | str):
-                    raise EventError(f"{where}.quantity", "must be a positive integer")
-                try:
-                    quantity = int(value)
-                except ValueError:
-                    raise EventError(f"{where}.quantity", "must be a positive integer") from None
-                if quantity < 1:
-                    raise EventError(f"{where}.quantity", "must be a positive integer")
-                content["quantity"] = quantity
+                content["quantity"] = _count(f"{where}.quantity", value, low=1)
             else:
                 text = _text(f"{where}.{key}", value, limit=512)
                 if text:
@@ -215,6 +207,42 @@ def _parse_contents(raw: Any) -> list[dict[str, Any]]:
         content.setdefault("quantity", 1)
         contents.append(content)
     return contents
+
+
+_IDENTIFIER_KEYS = frozenset(
+    {"email", "emails", "phone", "phone_number", "phones", "external_id", "external_ids"}
+)
+_MAX_COUNT = 1_000_000_000
+
+
+def _count(field_name: str, raw: Any, *, low: int) -> int:
+    """A whole number of items, as a JSON integer or a short string of digits."""
+    if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 10:
+        raw = int(raw.strip())
+    elif isinstance(raw, float) and raw.is_integer():
+        raw = int(raw) if abs(raw) <= _MAX_COUNT else raw
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= _MAX_COUNT:
+        raise EventError(field_name, f"must be a whole number from {low} to {_MAX_COUNT}")
+    return raw
+
+
+def _flat_section(name: str, raw: Any) -> dict[str, Any]:
+    """app / ad / lead: passed through, but only as flat objects of plain values."""
+    section = _table(name, raw)
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        where = f"{name}.{key}"
+        if isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, int | float):
+            out[key] = parse_number(where, value, allow_negative=True)
+        elif isinstance(value, str):
+            text = _text(where, value, limit=512)
+            if text:
+                out[key] = text
+        elif value is not None:
+            raise EventError(where, "must be a string, a number or true/false")
+    return out
 
 
 def _parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -239,24 +267,26 @@ def _parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
                 t for i, v in enumerate(items) if (t := _text(f"{where}[{i}]", v))
             ]
         elif key == "num_items":
-            number = parse_number(where, value)
-            if not float(number).is_integer():
-                raise EventError(where, "must be a whole number")
-            props["num_items"] = int(number)
+            props["num_items"] = _count(where, value, low=0)
+        elif key in _IDENTIFIER_KEYS:
+            raise EventError(where, "identifiers belong in user, where they are hashed")
         elif key == "content_type" and value not in ("product", "product_group"):
             raise EventError(where, "must be 'product' or 'product_group'")
         elif key in _PROPERTY_TEXT or isinstance(value, str):
             text = _text(where, value)
             if text:
                 props[key] = text
-        elif isinstance(value, bool | int | float):
+        elif isinstance(value, bool):
             props[key] = value
+        elif isinstance(value, int | float):
+            props[key] = parse_number(where, value, allow_negative=True)
         else:
             raise EventError(where, "custom properties must be strings, numbers or booleans")
     contents: list[dict[str, Any]] = props.get("contents") or []
     derivable = contents and "currency" in props and all("price" in c for c in contents)
     if "value" not in props and derivable:
-        props["value"] = decimal_sum([(c["price"], c["quantity"]) for c in contents])
+        total = decimal_sum([(c["price"], c["quantity"]) for c in contents])
+        props["value"] = parse_number("properties.value", total)
     if "value" in props and "currency" not in props:
         raise EventError("properties.currency", "is required when a value is sent")
     return props
@@ -318,7 +348,7 @@ def parse_event(
     limited = raw.get("limited_data_use")
     if limited is not None and not isinstance(limited, bool):
         raise EventError("limited_data_use", "must be true or false")
-    sections = {k: dict(_table(k, raw[k])) for k in ("app", "ad", "lead") if raw.get(k)}
+    sections = {k: _flat_section(k, raw[k]) for k in ("app", "ad", "lead") if raw.get(k)}
     event_id = event_id_string("event_id", raw.get("event_id"))
     if event_id is None:
         event_id = (

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -24,6 +23,10 @@ from gateway.errors import EventError
 _SHA256_HEX = re.compile(r"^[A-Fa-f0-9]{64}$")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 _MILLISECONDS_FROM = 100_000_000_000  # a seconds value this large would be the year 5138
+_LATEST_MILLISECONDS = 100_000_000_000_000
+MAX_AMOUNT = 1e15
+"""Largest value / price accepted: beyond any real order, well inside a double's integers."""
+_MAX_NUMBER_TEXT = 32
 
 
 def sha256_hex(text: str) -> str:
@@ -65,12 +68,12 @@ def clean_place(value: str) -> str | None:
     return text or None
 
 
-@lru_cache(maxsize=4096)
 def e164(value: str, default_region: str) -> str | None:
     """Parse a phone number into E.164 with '+', or None when it is not a possible number.
 
     `phonenumbers` knows every region's trunk prefixes and international dialling codes;
-    a possible-but-not-valid number (US 555 numbers, new ranges) is still accepted.
+    a possible-but-not-valid number (US 555 numbers, new ranges) is still accepted. Not
+    cached: a cache would keep raw phone numbers in memory.
     """
     try:
         number = phonenumbers.parse(value, default_region)
@@ -139,10 +142,12 @@ def parse_event_time(field: str, raw: Any) -> int:
         raise EventError(field, "must be Unix seconds, Unix milliseconds or an ISO 8601 time")
     if isinstance(raw, str):
         text = raw.strip()
-        if _PLAIN_NUMBER.match(text):
+        if len(text) <= _MAX_NUMBER_TEXT and _PLAIN_NUMBER.match(text):
             raw = float(text) if "." in text else int(text)
         else:
             try:
+                if len(text) > 40:  # the longest ISO 8601 form with fractions and an offset
+                    raise ValueError(text)
                 moment = datetime.fromisoformat(text)
             except ValueError:
                 raise EventError(field, "is not an ISO 8601 time or a Unix timestamp") from None
@@ -150,8 +155,8 @@ def parse_event_time(field: str, raw: Any) -> int:
                 moment = moment.replace(tzinfo=UTC)
             return math.floor(moment.timestamp())
     if isinstance(raw, int | float):
-        if not math.isfinite(raw) or raw <= 0:
-            raise EventError(field, "must be a positive timestamp")
+        if not 0 < raw < _LATEST_MILLISECONDS:  # also refuses inf and nan
+            raise EventError(field, "must be a positive timestamp in seconds or milliseconds")
         seconds = raw / 1000 if raw >= _MILLISECONDS_FROM else raw
         return math.floor(seconds)
     raise EventError(field, "must be Unix seconds, Unix milliseconds or an ISO 8601 time")
@@ -163,13 +168,15 @@ def parse_number(field: str, raw: Any, *, allow_negative: bool = False) -> int |
         raise EventError(field, "must be a number")
     if isinstance(raw, str):
         text = raw.strip()
-        if not _PLAIN_NUMBER.match(text):
+        if len(text) > _MAX_NUMBER_TEXT or not _PLAIN_NUMBER.match(text):
             raise EventError(
                 field, "must be a plain number like 19.99 (no currency symbol or comma)"
             )
         raw = int(text) if "." not in text else float(text)
-    if not isinstance(raw, int | float) or not math.isfinite(raw):
+    if not isinstance(raw, int | float):
         raise EventError(field, "must be a number")
+    if not -MAX_AMOUNT <= raw <= MAX_AMOUNT:  # also refuses inf and nan
+        raise EventError(field, f"must be at most {MAX_AMOUNT:.0e} in size")
     if raw < 0 and not allow_negative:
         raise EventError(field, "must not be negative")
     return raw
@@ -192,11 +199,11 @@ def event_id_string(field: str, raw: Any) -> str | None:
         return None
     if isinstance(raw, bool):
         raise EventError(field, "must be a string")
-    if isinstance(raw, int):
-        return str(raw)
-    if isinstance(raw, float):
-        if not math.isfinite(raw):
-            raise EventError(field, "must be a string")
+    if isinstance(raw, int | float):
+        if not -1e18 < raw < 1e18:  # also refuses inf and nan
+            raise EventError(field, "must be a string (or a number below 10^18)")
+        if isinstance(raw, int):
+            return str(raw)
         return str(int(raw)) if raw.is_integer() else repr(raw)
     if isinstance(raw, str):
         text = raw.strip()

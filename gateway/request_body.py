@@ -17,7 +17,7 @@ from gateway.errors import EventError, PayloadTooLarge
 async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
     """The ASGI request body, refusing (413) anything over `limit` before reading it all."""
     if declared_length is not None:
-        if not declared_length.isdigit():
+        if not (declared_length.isascii() and declared_length.isdigit()):
             raise EventError("body", "invalid Content-Length")
         if int(declared_length) > limit:
             raise PayloadTooLarge("body", f"larger than {limit} bytes")

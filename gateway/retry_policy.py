@@ -24,11 +24,13 @@ class Backoff:
         """Seconds to wait before the next try after `attempts` failed tries (≥ 1).
 
         Equal jitter: half the exponential step is fixed, half random. A server's own hint
-        (Retry-After) is a floor, never shortened.
+        (Retry-After) is a floor, up to `max_seconds`.
         """
-        step = min(self.max_seconds, self.initial_seconds * 2.0 ** max(0, attempts - 1))
+        exponent = min(max(0, attempts - 1), 64)  # 2**64 steps is already past any maximum
+        step = min(self.max_seconds, self.initial_seconds * 2.0**exponent)
         jittered = step / 2 + step / 2 * rng()
-        return max(jittered, hint or 0.0)
+        # a server hint is honoured, but never beyond our own maximum wait
+        return max(jittered, min(hint or 0.0, self.max_seconds))
 
 
 class CircuitBreaker:

@@ -292,3 +292,47 @@ def test_unwritable_outbox_answers_503(beacon: Beacon) -> None:
     ]
     response = beacon.post(events)
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"properties": {"num_items": 1e300}}, "properties.num_items"),
+        (
+            {"properties": {"contents": [{"content_id": "a", "quantity": "9" * 25}]}},
+            "properties.contents[0].quantity",
+        ),
+        ({"properties": {"value": "1" * 400, "currency": "USD"}}, "properties.value"),
+        ({"properties": {"custom": 10**30}}, "properties.custom"),
+        ({"properties": {"email": "a@b.example"}}, "properties.email"),
+        ({"event_time": "1" * 400}, "event_time"),
+        ({"event_time": 10**30}, "event_time"),
+        ({"event_id": 1e300}, "event_id"),
+        ({"lead": {"nested": {"deep": 1}}}, "lead.nested"),
+    ],
+)
+def test_hostile_values_get_400_and_the_outbox_keeps_working(
+    beacon: Beacon, change: dict[str, Any], field: str
+) -> None:
+    response = beacon.post({**EVENT, **change})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+    assert beacon.post(EVENT).status_code == 202  # the writer thread is alive and well
+    assert len(beacon.delivered()) == 1
+
+
+def test_consent_denied_forwards_nothing_and_sets_no_cookie(beacon: Beacon) -> None:
+    response = beacon.post(
+        {**EVENT, "consent": "denied", "page": {"url": "http://shop.test/?ttclid=E.C.P.no"}},
+        Cookie="_ttp=2F7h37YkS1j57AYSKTI7IHhJPYH",
+    )
+    assert response.json() == {"accepted": 0, "dropped": 1}
+    assert response.headers.get_list("set-cookie") == []
+    beacon.nothing_delivered()
+
+
+def test_huge_user_agents_are_not_parsed_but_dropped(beacon: Beacon) -> None:
+    started = time.monotonic()
+    response = beacon.post(EVENT, **{"User-Agent": CHROME + " x" * 3000})
+    assert response.json() == {"accepted": 0, "dropped": 1}
+    assert time.monotonic() - started < 1.0

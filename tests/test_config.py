@@ -167,3 +167,11 @@ def test_cookie_settings_are_checked() -> None:
     )
     assert any(p.startswith("cookies.same_site: None requires secure") for p in problems)
     assert any(p.startswith("cookies.secrets: the secret from inline is shorter") for p in problems)
+
+
+def test_outbox_passwords_are_redacted_and_scrubbed_from_logs() -> None:
+    url = "redis://user:s3cret-pass@redis.internal:6379/0?password=x"
+    settings = parse_settings({"outbox": {"url": url}}, QUICK_ENV)
+    shown = str(settings.redacted())
+    assert "s3cret-pass" not in shown and "password=x" not in shown
+    assert "s3cret-pass" in settings.secrets()

@@ -126,3 +126,34 @@ def test_tag_testing_hosts() -> None:
     assert is_tag_testing("https://gtm-msr.appspot.com/render?id=1", hosts)
     assert is_tag_testing("https://x.gtm-msr.appspot.com/", hosts)
     assert not is_tag_testing("https://shop.example/", hosts)
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "header", "expected"),
+    [
+        ("10.0.0.2", {"x-forwarded-for": "203.0.113.7:5050"}, None, "203.0.113.7"),
+        ("10.0.0.2", {"x-forwarded-for": "[2001:db8::5]:443"}, None, "2001:db8::5"),
+        ("10.0.0.2", {"forwarded": "for=198.51.100.7:4711"}, None, "198.51.100.7"),
+        ("::ffff:10.0.0.2", {"x-forwarded-for": "203.0.113.9"}, None, "203.0.113.9"),
+        # the proxy writes Forwarded: a client's own X-Forwarded-For must not win
+        (
+            "10.0.0.2",
+            {"forwarded": "for=198.51.100.8", "x-forwarded-for": "6.6.6.6"},
+            "forwarded",
+            "198.51.100.8",
+        ),
+        # a named single-address header missing: the proxy itself, not a fallback to XFF
+        ("10.0.0.2", {"x-forwarded-for": "6.6.6.6"}, "cf-connecting-ip", "10.0.0.2"),
+    ],
+)
+def test_forwarding_header_details(
+    peer: str, headers: dict[str, str], header: str | None, expected: str
+) -> None:
+    assert ClientIpResolver(PROXIES, header).resolve(peer, headers) == expected
+
+
+def test_click_id_in_a_fragment_does_not_hide_the_query() -> None:
+    from gateway.enrich import click_id_from_url
+
+    assert click_id_from_url("https://s.example/?a=1&ttclid=E.C.P.q#x?ttclid=E.C.P.f") == "E.C.P.q"
+    assert click_id_from_url("https://s.example/#?ttclid=E.C.P.f") is None

@@ -197,3 +197,18 @@ async def test_unreachable_redis_is_outbox_unavailable() -> None:
     outbox = open_outbox(OutboxSettings(url="redis://127.0.0.1:9/0"))
     with pytest.raises(OutboxUnavailable):
         await outbox.open()
+
+
+async def test_an_unstorable_event_fails_alone(make_outbox: OutboxFactory) -> None:
+    """A value JSON cannot hold fails its own add; the outbox keeps serving everyone else."""
+    import dataclasses
+
+    from gateway.errors import EventError
+
+    outbox = await make_outbox()
+    bad = dataclasses.replace(make_event(1), properties={"num_items": 10**30})
+    with pytest.raises(EventError):
+        await outbox.add([bad])
+    await outbox.add([make_event(2)])
+    claimed = await outbox.claim(10, time.time())
+    assert [c.event.event_id for c in claimed] == [f"ev-{PIXEL}-2"]

@@ -12,7 +12,7 @@ def test_backoff_doubles_with_jitter_and_caps() -> None:
 
 
 def test_backoff_never_undercuts_a_server_hint() -> None:
-    assert Backoff(1.0, 10.0).delay(1, hint=30.0, rng=lambda: 0.5) == 30.0
+    assert Backoff(1.0, 100.0).delay(1, hint=30.0, rng=lambda: 0.5) == 30.0
 
 
 def test_breaker_opens_probes_and_closes() -> None:
@@ -32,3 +32,9 @@ def test_breaker_opens_probes_and_closes() -> None:
     assert breaker.state == "half-open"
     breaker.success()
     assert (breaker.state, breaker.allowed(4)) == ("closed", 4)
+
+
+def test_backoff_survives_endless_attempts_and_caps_hints() -> None:
+    backoff = Backoff(initial_seconds=1.0, max_seconds=300.0)
+    assert backoff.delay(5000, rng=lambda: 1.0) == 300.0
+    assert backoff.delay(1, hint=999_999_999.0, rng=lambda: 0.0) == 300.0

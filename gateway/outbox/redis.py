@@ -23,9 +23,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.errors import EventError
 from gateway.event import Event
 from gateway.outbox.base import (
     Claimed,
@@ -150,15 +152,13 @@ class RedisOutbox(Outbox):
     async def add(self, events: Sequence[Event]) -> None:
         now = repr(time.time())
         try:
+            records = [(e.to_json(), e.destination.event_source_id) for e in events]
+        except orjson.JSONEncodeError:
+            raise EventError("event", "holds a value that cannot be stored") from None
+        try:
             async with self._client.pipeline(transaction=True) as pipe:
-                for event in events:
-                    fields = {
-                        "r": event.to_json(),
-                        "a": "0",
-                        "c": now,
-                        "p": event.destination.event_source_id,
-                    }
-                    pipe.xadd(self._stream, fields)
+                for record, pixel in records:
+                    pipe.xadd(self._stream, {"r": record, "a": "0", "c": now, "p": pixel})
                 await pipe.execute()
         except RedisError as exc:
             raise OutboxUnavailable(f"redis outbox write failed: {exc}") from None
@@ -167,9 +167,11 @@ class RedisOutbox(Outbox):
         client = self._client
         await self._promote(keys=[self._retry_key, self._stream], args=[now, limit])
         entries: list[tuple[str, dict[str, str]]] = []
-        _, reclaimed, deleted = await client.xautoclaim(
+        answer = await client.xautoclaim(
             self._stream, self._group, self._consumer, self._lease_ms, "0-0", count=limit
         )
+        reclaimed = answer[1]
+        deleted = answer[2] if len(answer) > 2 else []  # Redis 6.2 answers without this list
         entries.extend(e for e in reclaimed if e[1])
         if deleted:
             await client.xack(self._stream, self._group, *deleted)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.errors import EventError
 from gateway.event import Event
 from gateway.outbox.base import (
     Claimed,
@@ -141,12 +142,13 @@ class SqliteOutbox(Outbox):
         answered by a single wake-up of the loop.
         """
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        adds = [(rows, future) for operation, rows, future in group if operation is None]
+        adds = [(payload, future) for operation, payload, future in group if operation is None]
         others = [(operation, future) for operation, rows, future in group if operation is not None]
         try:
             conn.execute("BEGIN IMMEDIATE")
             if adds:
-                payload = orjson.dumps([row for rows, _ in adds for row in rows]).decode()
+                # each add is a JSON array already: splice them into one, without re-encoding
+                payload = (b"[" + b",".join(rows[1:-1] for rows, _ in adds) + b"]").decode()
                 try:
                     conn.execute(_INSERT_JSON, (payload,))
                 except sqlite3.Error as exc:
@@ -169,22 +171,23 @@ class SqliteOutbox(Outbox):
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
             self.commits += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer must outlive any one group
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             failure = OutboxUnavailable(f"outbox write failed: {exc}")
             results = [(future, None, failure) for _, _, future in group]
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(_settle_all, results)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(_settle_all, results)
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(operation, None)  # type: ignore[no-any-return]
 
-    async def _submit(self, operation: Operation | None, rows: list[Any] | None) -> Any:
+    async def _submit(self, operation: Operation | None, payload: bytes | None) -> Any:
         if self._thread is None or not self._thread.is_alive():
             raise OutboxUnavailable("the outbox is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((operation, rows, future))
+        self._queue.put((operation, payload, future))
         return await future
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -237,9 +240,15 @@ class SqliteOutbox(Outbox):
     # --- operations ------------------------------------------------------------------------
 
     async def add(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
         now = time.time()
         rows = [[e.destination.event_source_id, e.to_record(), now] for e in events]
-        await self._submit(None, rows)
+        try:  # serialised here, so a bad value fails its own request, not the writer
+            payload = orjson.dumps(rows)
+        except orjson.JSONEncodeError:
+            raise EventError("event", "holds a value that cannot be stored") from None
+        await self._submit(None, payload)
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         lease_end = now + self._lease
