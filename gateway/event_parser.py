@@ -98,6 +98,11 @@ def _text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
     return text or None
 
 
+def _key_name(key: str) -> str:
+    """A key as an error names it: blank or oddly spaced keys are quoted so they show."""
+    return key if key and key.strip() == key else repr(key)
+
+
 def _table(field_name: str, raw: Any) -> Mapping[str, Any]:
     if raw is None:
         return {}
@@ -137,7 +142,7 @@ def _parse_user(raw: Mapping[str, Any], region: str, warnings: list[str]) -> dic
     for key, value in raw.items():
         spec = _USER_FIELDS.get(key)
         if spec is None:
-            raise EventError(f"user.{key}", "unknown user field")
+            raise EventError(f"user.{_key_name(key)}", "unknown user field")
         kind, target = spec
         if kind == "raw":
             text = _text(f"user.{key}", value)
@@ -328,7 +333,7 @@ def parse_event(
         raise EventError("event", "each event must be a JSON object")
     unknown = sorted(set(raw) - _EVENT_KEYS - extra_keys)
     if unknown:
-        raise EventError(unknown[0], "unknown field")
+        raise EventError(_key_name(unknown[0]), "unknown field")
     warnings: list[str] = []
     names = rules.names.map(raw.get("event"))
     event_time = _resolve_time(
