@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from itsdangerous import BadSignature, Signer
 
@@ -60,6 +61,7 @@ class VisitorCookies:
         self._signer = Signer(list(reversed(keys)), salt=_SALT, digest_method=hashlib.sha256)
         self._ttp_key = hashlib.sha256(("ttp:" + keys[0]).encode()).digest()
         self._window = settings.attribution_window_days * _DAY
+        self._verified = lru_cache(maxsize=8192)(self._verify)
         attributes = "; Path=/"
         if settings.domain:
             attributes += f"; Domain={settings.domain}"
@@ -77,9 +79,14 @@ class VisitorCookies:
         """The signed record, or None when absent or tampered with.
 
         An expired click is still returned: it proves its click id is too old to send.
+        A visitor sends the same value with every beacon, so verdicts are cached (per
+        instance, bounded; the value holds no personal data).
         """
-        if not value:
+        if not value or len(value) > 1024:
             return None
+        return self._verified(value)
+
+    def _verify(self, value: str) -> VisitorRecord | None:
         try:
             payload = self._signer.unsign(value).decode()
         except (BadSignature, UnicodeDecodeError):
