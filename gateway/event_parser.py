@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from gateway.config import PixelConfig, Settings
 from gateway.enrich import canonical_ip
@@ -96,6 +97,22 @@ def _text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
     if len(text) > limit:
         raise EventError(field_name, f"must be at most {limit} characters")
     return text or None
+
+
+_EMAIL_IN_TEXT = re.compile(r"[^\s@/?&=#]+@[^\s@/?&=#]+\.[A-Za-z]{2,}")
+
+
+def scrub_url(url: str) -> str:
+    """The URL with email addresses in its query replaced: sign-up and checkout pages often
+    carry `?email=…`, and a page URL is sent to TikTok unhashed."""
+    parts = urlsplit(url)
+    if "@" not in unquote(parts.query):
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    cleaned = [(k, _EMAIL_IN_TEXT.sub("redacted", v)) for k, v in pairs]
+    if cleaned == pairs:
+        return url
+    return urlunsplit(parts._replace(query=urlencode(cleaned, safe="/:")))
 
 
 def _key_name(key: str) -> str:
@@ -347,7 +364,7 @@ def parse_event(
             raise EventError(f"page.{key}", "unknown page field (url, referrer)")
         text = _text(f"page.{key}", value, limit=4096)
         if text:
-            page[key] = text
+            page[key] = scrub_url(text) if "@" in text or "%40" in text else text
     if pixel.event_source == "web" and "url" not in page:
         raise EventError("page.url", "is required for web events")
     limited = raw.get("limited_data_use")

@@ -212,3 +212,28 @@ async def test_an_unstorable_event_fails_alone(make_outbox: OutboxFactory) -> No
     await outbox.add([make_event(2)])
     claimed = await outbox.claim(10, time.time())
     assert [c.event.event_id for c in claimed] == [f"ev-{PIXEL}-2"]
+
+
+async def test_redis_forgets_replicas_that_are_gone(redis_url: str) -> None:
+    from gateway.outbox.redis import RedisOutbox
+
+    ghost = RedisOutbox(redis_url, consumer="ghost-replica")
+    await ghost.open()
+    await ghost.claim(10, time.time())  # registers the consumer, holding nothing
+    holder = RedisOutbox(redis_url, consumer="holding-replica")
+    await holder.open()
+    await holder.add([make_event(1)])
+    assert len(await holder.claim(10, time.time())) == 1  # dies holding an event
+    await ghost.close()
+    await holder.close()
+    await asyncio.sleep(0.05)
+    fresh = RedisOutbox(redis_url, consumer="fresh-replica", forget_consumers_after=0.01)
+    await fresh.open()
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    names = {c["name"] for c in client.xinfo_consumers("tiktok-gateway:stream", "dispatchers")}
+    client.close()
+    await fresh.close()
+    assert "ghost-replica" not in names
+    assert "holding-replica" in names  # its pending event is still to be taken over

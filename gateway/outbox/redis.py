@@ -104,6 +104,7 @@ class RedisOutbox(Outbox):
         prefix: str = "tiktok-gateway",
         lease_seconds: float = 300.0,
         consumer: str | None = None,
+        forget_consumers_after: float = 86400.0,
     ) -> None:
         self._url = url
         self._stream = f"{prefix}:stream"
@@ -112,6 +113,7 @@ class RedisOutbox(Outbox):
         self._probe_key = f"{prefix}:probe"
         self._group = "dispatchers"
         self._lease_ms = int(lease_seconds * 1000)
+        self._forget_ms = int(forget_consumers_after * 1000)
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: Any = None  # redis-py's result types depend on decode_responses: Any here
 
@@ -139,10 +141,25 @@ class RedisOutbox(Outbox):
         except RedisError as exc:
             await client.aclose()
             raise OutboxUnavailable(f"redis outbox unreachable: {exc}") from None
+        await self._forget_gone_consumers(client)
         self._promote = client.register_script(_PROMOTE)
         self._retry_script = client.register_script(_RETRY)
         self._dead_script = client.register_script(_DEAD)
         self._redis = client
+
+    async def _forget_gone_consumers(self, client: Any) -> None:
+        """Replicas come and go with new names; drop those idle for long with nothing pending.
+
+        A consumer with pending entries is kept: its entries are taken over by XAUTOCLAIM and
+        the consumer is forgotten on a later start.
+        """
+        try:
+            consumers = await client.xinfo_consumers(self._stream, self._group)
+            for consumer in consumers:
+                if consumer["pending"] == 0 and consumer["idle"] >= self._forget_ms:
+                    await client.xgroup_delconsumer(self._stream, self._group, consumer["name"])
+        except RedisError:  # housekeeping only: never a reason not to start
+            pass
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
