@@ -192,6 +192,11 @@ class GatewayServer:
         """Run a coroutine on the server's event loop (to reach its outbox, say)."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
 
+    def fill_the_disk(self) -> None:
+        """Make the gateway's SQLite outbox unable to grow, as a full disk would."""
+        outbox = self.app.state.outbox
+        self.call(outbox._run(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
+
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(20)

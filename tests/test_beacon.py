@@ -284,8 +284,7 @@ def test_snippet_is_small_cached_and_carries_the_name_map(beacon: Beacon) -> Non
 
 
 def test_unwritable_outbox_answers_503(beacon: Beacon) -> None:
-    outbox = beacon.server.app.state.outbox
-    beacon.server.call(outbox._run(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
+    beacon.server.fill_the_disk()
     events = [
         {**EVENT, "event_id": f"b-{i}", "properties": {"description": "x" * 1200}}
         for i in range(10)

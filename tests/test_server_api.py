@@ -150,8 +150,7 @@ def test_several_pixels_need_a_pixel_id(
 
 
 def test_unwritable_outbox_is_503_and_not_ready(client: Client) -> None:
-    outbox = client.server.app.state.outbox
-    client.server.call(outbox._run(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
+    client.server.fill_the_disk()
     events = [
         {**PURCHASE, "event_id": f"o-{i}", "properties": {"description": "x" * 600}}
         for i in range(5)
