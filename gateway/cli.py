@@ -142,6 +142,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _send_test(args: argparse.Namespace) -> int:
     from gateway.send_test import TestEvent, send_test
+    from gateway.tiktok import TRACK_PATH
 
     settings = _settings(args)
     test = TestEvent(
@@ -159,7 +160,7 @@ def _send_test(args: argparse.Namespace) -> int:
         pixel=args.pixel,
     )
     result = asyncio.run(send_test(settings, test))
-    print(f"POST {settings.api_base}/open_api/v1.3/event/track/")
+    print(f"POST {settings.api_base}{TRACK_PATH}")
     print(json.dumps(result.body, indent=2))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

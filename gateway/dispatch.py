@@ -205,11 +205,11 @@ class Dispatcher:
     async def _deliver_batch(self, destination: Destination, batch: list[Claimed]) -> None:
         now = self._clock()
         max_age = self._options.max_event_age_seconds
-        stale = [c.id for c in batch if now - c.event.event_time > max_age]
+        stale = {c.id for c in batch if now - c.event.event_time > max_age}
         if stale:
             reason = f"older than {max_age // 86400} days, the oldest event TikTok accepts"
-            await asyncio.shield(self._dead_letter(destination, stale, reason, None))
-            batch = [c for c in batch if c.id not in set(stale)]
+            await asyncio.shield(self._dead_letter(destination, list(stale), reason, None))
+            batch = [c for c in batch if c.id not in stale]
         if not batch:
             return
         token = self._tokens.get(destination.event_source_id)

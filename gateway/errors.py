@@ -2,9 +2,10 @@
 
     GatewayError
      ├── ConfigError          settings that cannot be used; carries one line per problem
-     ├── EventError           an input event that cannot be sent; carries the field at fault
-     │    └── PayloadTooLarge  an input over a size or count limit
-     └── UpstreamError        the Events API could not be reached or answered nonsense
+     └── EventError           an input event that cannot be sent; carries the field at fault
+          └── PayloadTooLarge  an input over a size or count limit
+
+Failures of the Events API are not errors here: the client classifies them into an Outcome.
 
 Errors that reach HTTP carry their status so the edge can answer with a JSON body
 without guessing. Messages never contain an access token or a raw identifier: callers
@@ -47,7 +48,3 @@ class PayloadTooLarge(EventError):
 
     def to_json(self) -> dict[str, str]:
         return {"error": "payload_too_large", "field": self.field, "message": self.message}
-
-
-class UpstreamError(GatewayError):
-    """A transport failure talking to the Events API (timeout, refused, dropped)."""

@@ -33,10 +33,6 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def is_sha256_hex(value: str) -> bool:
-    return bool(_SHA256_HEX.match(value))
-
-
 def _hash_or_pass(normalised: str) -> str:
     """Already-hashed values pass through lowercased: never hash a hash."""
     if _SHA256_HEX.match(normalised):

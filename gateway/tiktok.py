@@ -128,10 +128,6 @@ class EventsApiClient:
             headers={"User-Agent": "tiktok-gateway"},
         )
 
-    @property
-    def url(self) -> str:
-        return self._url
-
     async def send(
         self, destination: Destination, events: Iterable[Event], token: Secret
     ) -> Outcome:
