@@ -6,7 +6,7 @@
 (a) bare Starlette on uvicorn (uvloop, httptools, no access log) answering 204 to the POST;
 (b) the gateway on the same server settings with everything on: origin check, JSON parsing,
     enrichment (IP, cached user-agent verdict, cookies, click id), hashing, a durable write
-    to the SQLite outbox (synchronous=FULL, group commit) before each 202, and its
+    to the SQLite outbox (synchronous=FULL, group commit) before each 204, and its
     dispatcher delivering to the fake Events API (its own process, 50 ms answers).
 Two visitors are modelled: a returning one (the `_ttp`, `ttclid` and signed `_ttgw` cookies a
 previous beacon set; the steady state of a site) and a first visit (no gateway cookie yet:

@@ -4,8 +4,8 @@
 the gate: only configured origins are served, and the origin picks the pixel. What the
 browser says about itself is not trusted where the server knows better: the IP and user
 agent come from the connection, `_ttp` and `ttclid` from first-party cookies and the URLs by
-the spec's precedence. The answer is 202 only once the events are in the outbox; the same
-answer sets the first-party cookies.
+the spec's precedence. The answer is 204 only once the events are in the outbox (headers
+`X-Accepted` / `X-Dropped` count them); the same answer sets the first-party cookies.
 
 This is the hottest path of the gateway, so it is a plain ASGI app (no Request/Response
 objects) that reads only the headers and cookies it needs.
@@ -56,6 +56,7 @@ _HEADERS_READ = (
     "forwarded",
 )
 _JSON = (b"content-type", b"application/json")
+_NO_BODY = {"type": "http.response.body", "body": b""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +123,12 @@ class BeaconEndpoint:
         except Exception:
             log.exception("beacon failed")
             answer = _Answer(500, {"error": "internal error"}, [])
-        payload = orjson.dumps(answer.body) if answer.status != 204 else b""
-        headers = [*answer.headers, (b"content-length", str(len(payload)).encode())]
-        if payload:
-            headers.append(_JSON)
+        if answer.status == 204:  # no body: the answer leaves in one write, one packet
+            await send({"type": "http.response.start", "status": 204, "headers": answer.headers})
+            await send(_NO_BODY)
+            return
+        payload = orjson.dumps(answer.body)
+        headers = [*answer.headers, (b"content-length", str(len(payload)).encode()), _JSON]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
@@ -173,7 +176,7 @@ class BeaconEndpoint:
         user_agent = headers.get("user-agent", "")
         if self._drop_bots and is_bot(user_agent):
             self._dropped["bot"].inc(len(items))
-            return _Answer(202, {"accepted": 0, "dropped": len(items)}, cors)
+            return _Answer(204, {}, [*cors, *_counts(0, len(items))])
         client = scope.get("client")
         ip = self._ips.resolve(client[0] if client else None, headers)
         cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
@@ -217,7 +220,7 @@ class BeaconEndpoint:
         if events:  # cookies only for a visitor whose events were forwarded: no consent, no cookie
             self._received.inc(len(events))
             headers_out = [*cors, *self._cookies_to_set(record, previous, ttp, cookies, now)]
-        return _Answer(202, {"accepted": len(events), "dropped": dropped}, headers_out)
+        return _Answer(204, {}, [*headers_out, *_counts(len(events), dropped)])
 
     def _enrich_user(
         self,
@@ -303,6 +306,11 @@ _PREFLIGHT: Headers = [
     (b"access-control-allow-headers", b"Content-Type"),
     (b"access-control-max-age", b"86400"),
 ]
+
+
+def _counts(accepted: int, dropped: int) -> Headers:
+    """What became of the beacon's events, for whoever debugs with curl (browsers ignore it)."""
+    return [(b"x-accepted", str(accepted).encode()), (b"x-dropped", str(dropped).encode())]
 
 
 def _cors(origin: str) -> Headers:

@@ -35,6 +35,9 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_CHATTY = ("httpx", "httpcore")
+
+
 def configure_logging(level: str, secrets: Iterable[str]) -> None:
     """Root logging to stderr at `level`, every handler guarded by the redacting filter."""
     root = logging.getLogger()
@@ -48,6 +51,8 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
         for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
             handler.removeFilter(old)
         handler.addFilter(redactor)
+    for name in _CHATTY:  # a line per Events API request would bury what matters
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         for own in logging.getLogger(name).handlers:
             own.addFilter(redactor)
