@@ -10,8 +10,10 @@
     dispatcher delivering to the fake Events API (its own process, 50 ms answers).
 Two visitors are modelled: a returning one (the `_ttp`, `ttclid` and signed `_ttgw` cookies a
 previous beacon set; the steady state of a site) and a first visit (no gateway cookie yet:
-the answer signs and sets cookies). Each round runs (a) then (b) for both with wrk; the best
-round of each is compared. Figures are printed.
+the answer signs and sets cookies). The gateway runs as `serve` does, delivering from its
+own process; the returning visitor is also measured with delivery inline (in the serving
+process) for comparison. Each round runs (a) then (b) with wrk; the best round of each is
+compared. Figures are printed.
 """
 
 from __future__ import annotations
@@ -109,12 +111,16 @@ def main() -> None:
             )
         fake_port, bare_port, gateway_port = free_port(), free_port(), free_port()
         api = f"http://127.0.0.1:{fake_port}"
-        config = directory / "gateway.toml"
-        config.write_text(
-            f"""
+        configs = {}
+        for delivery in ("process", "inline"):
+            configs[delivery] = directory / f"gateway-{delivery}.toml"
+            configs[delivery].write_text(
+                f"""
 api_base = "{api}"
 [outbox]
-url = "sqlite:///{directory}/outbox.sqlite3"
+url = "sqlite:///{directory}/outbox-{delivery}.sqlite3"
+[delivery]
+separate_process = {"true" if delivery == "process" else "false"}
 [cookies]
 secrets = ["{SECRET}"]
 [[pixels]]
@@ -122,7 +128,7 @@ id = "{PIXEL}"
 access_token = "{TOKEN}"
 origins = ["{ORIGIN}"]
 """
-        )
+            )
         bare_cmd = [
             sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
             "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
@@ -153,25 +159,30 @@ origins = ["{ORIGIN}"]
                 finally:
                     bare.terminate()
                     bare.wait()
-                serve = ["serve", "--config", str(config), "--port", str(gateway_port)]
-                with child(serve, f"http://127.0.0.1:{gateway_port}/readyz", directory / "gw.log"):
-                    url = f"http://127.0.0.1:{gateway_port}/b"
-                    for visitor, script in scripts.items():
-                        keep(visitor, run_wrk(url, script, args.seconds, args.connections))
-        rows = (
-            ("bare", "bare Starlette, 204"),
-            ("returning", "gateway, returning"),
-            ("first visit", "gateway, first visit"),
-        )
-        for name, label in rows:
+                for delivery, config in configs.items():
+                    serve = ["serve", "--config", str(config), "--port", str(gateway_port)]
+                    ready = f"http://127.0.0.1:{gateway_port}/readyz"
+                    with child(serve, ready, directory / "gw.log"):
+                        url = f"http://127.0.0.1:{gateway_port}/b"
+                        for visitor, script in scripts.items():
+                            if delivery == "process" or visitor == "returning":
+                                result = run_wrk(url, script, args.seconds, args.connections)
+                                keep(f"{visitor}, {delivery}", result)
+        labels = {
+            "bare": "bare Starlette, 204",
+            "returning, process": "gateway, returning visitor",
+            "first visit, process": "gateway, first visit",
+            "returning, inline": "gateway, returning, inline delivery",
+        }
+        for name, label in labels.items():
             r = best[name]
             print(
-                f"{label:22s} {r['rate']:8,.0f} req/s  p50 {r.get('p50_ms', 0):6.2f} ms  "
+                f"{label:36s} {r['rate']:8,.0f} req/s  p50 {r.get('p50_ms', 0):6.2f} ms  "
                 f"p99 {r.get('p99_ms', 0):6.2f} ms  non-2xx {r['non_2xx']:.0f}"
             )
-        for name in ("returning", "first visit"):
-            ratio = best[name]["rate"] / best["bare"]["rate"]
-            print(f"gateway ({name}) / bare Starlette: {ratio:.0%}")
+        for name, label in labels.items():
+            if name != "bare":
+                print(f"{label} / bare Starlette: {best[name]['rate'] / best['bare']['rate']:.0%}")
 
 
 def _wait(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -2,4 +2,5 @@
 
 from gateway.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the delivery process (spawn) imports this module as well
+    raise SystemExit(main())

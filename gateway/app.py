@@ -1,8 +1,9 @@
 """The Starlette application factory: routes, error handlers and the lifespan.
 
 Everything the gateway runs is built here from one `Settings` and owned by the lifespan:
-it opens the outbox, starts the dispatcher, and on shutdown stops the dispatcher (grace
-period), closes the HTTP client and the outbox, in that order. No module-level singletons.
+it opens the outbox, starts delivery (a child process, or a dispatcher in this one), and on
+shutdown stops delivery (grace period), closes the HTTP client and the outbox, in that
+order. No module-level singletons.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.collect import BeaconEndpoint
 from gateway.config import Settings
 from gateway.cookies import VisitorCookies
-from gateway.dispatch import DeliveryOptions, Dispatcher
+from gateway.delivery_process import DeliveryProcess
+from gateway.dispatch import Delivery, DeliveryOptions, Dispatcher
 from gateway.errors import EventError
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
@@ -41,12 +43,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: started, the dispatcher running, and the outbox writable right now."""
+    """Readiness: started, delivery running, and the outbox writable right now."""
     state = request.app.state
     if not getattr(state, "ready", False):
         return JSONResponse({"status": "starting"}, status_code=503)
-    if not state.dispatcher.running:
-        return JSONResponse({"status": "not ready", "reason": "dispatcher stopped"}, 503)
+    if not state.delivery.running:
+        return JSONResponse({"status": "not ready", "reason": "delivery stopped"}, 503)
     try:
         await state.outbox.check_writable()
     except OutboxUnavailable as exc:
@@ -126,33 +128,43 @@ def create_app(
     registry = Metrics()
     snippet = SnippetEndpoint(settings)
 
+    in_child = settings.delivery.separate_process and api_client is None and outbox is None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = api_client or EventsApiClient(
-            settings.api_base,
-            timeout=settings.api_timeout_seconds,
-            max_connections=settings.delivery.concurrency,
-        )
+        client: EventsApiClient | None = None
         await store.open()
-        dispatcher = Dispatcher(
-            store, client, tokens, options=DeliveryOptions.from_settings(settings)
-        )
-        pipeline = Pipeline(settings, store, dispatcher)
-        app.state.outbox, app.state.dispatcher, app.state.pipeline = store, dispatcher, pipeline
+        delivery: Delivery
+        if in_child:  # an injected client or outbox cannot cross into a child: tests only
+            delivery = DeliveryProcess(settings, on_restart=store.release_leases)
+        else:
+            client = api_client or EventsApiClient(
+                settings.api_base,
+                timeout=settings.api_timeout_seconds,
+                max_connections=settings.delivery.concurrency,
+            )
+            options = DeliveryOptions.from_settings(settings)
+            delivery = Dispatcher(store, client, tokens, options=options)
+        pipeline = Pipeline(settings, store, delivery)
+        app.state.outbox, app.state.delivery, app.state.pipeline = store, delivery, pipeline
         app.state.server_events = ServerEventsEndpoint(pipeline, registry)
         app.state.beacon = BeaconEndpoint(
             pipeline, settings, registry, VisitorCookies(settings.cookies)
         )
-        registry.watch_delivery(lambda: dispatcher.stats)
-        await dispatcher.start()
+        registry.watch_delivery(lambda: delivery.stats)
+        try:
+            await delivery.start()
+        except Exception:
+            await store.close()
+            raise
         app.state.ready = True
         log.info("gateway ready: %d pixel(s), outbox %r", len(settings.pixels), store)
         try:
             yield
         finally:
             app.state.ready = False
-            await dispatcher.stop()
-            if api_client is None:
+            await delivery.stop()
+            if client is not None and api_client is None:
                 await client.aclose()
             await store.close()
 

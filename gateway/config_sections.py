@@ -42,6 +42,8 @@ class DeliverySettings:
     breaker_failures: int = 5
     breaker_cooldown_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
+    separate_process: bool = True
+    """Deliver from a child process (see delivery_process.py); false: in the serving process."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def read_delivery(table: TableReader) -> DeliverySettings:
         breaker_failures=table.integer("breaker_failures", defaults.breaker_failures, 1, 1000),
         breaker_cooldown_seconds=table.number("breaker_cooldown_seconds", 5.0, 0.01, 3600.0),
         shutdown_grace_seconds=table.number("shutdown_grace_seconds", 10.0, 0.0, 600.0),
+        separate_process=table.boolean("separate_process", defaults.separate_process),
     )
     table.finish()
     return settings

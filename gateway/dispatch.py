@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.config import Secret, Settings
 from gateway.event import Destination
@@ -63,6 +64,22 @@ class DeliveryStats:
     delivered: int = 0
     retried: int = 0
     dead_lettered: int = 0
+
+
+class Delivery(Protocol):
+    """What the app needs of delivery: a `Dispatcher` here, or a `DeliveryProcess` beside."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def stats(self) -> DeliveryStats: ...
+
+    def notify(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def group_batches(

@@ -61,7 +61,7 @@ def format_counts(counts: OutboxCounts) -> str:
 
 
 async def _with_outbox(settings: Settings) -> Outbox:
-    outbox = open_outbox(settings.outbox, operator=True)
+    outbox = open_outbox(settings.outbox, owner=False)
     await outbox.open()
     return outbox
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from gateway.config import PixelConfig, Settings
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Delivery
 from gateway.errors import EventError
 from gateway.event import Event
 from gateway.event_parser import ParseRules
@@ -19,11 +19,11 @@ from gateway.outbox import Outbox
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, outbox: Outbox, dispatcher: Dispatcher | None) -> None:
+    def __init__(self, settings: Settings, outbox: Outbox, delivery: Delivery | None) -> None:
         self.settings = settings
         self.rules = ParseRules.from_settings(settings)
         self.outbox = outbox
-        self._dispatcher = dispatcher
+        self._delivery = delivery
         self._pixels = {p.id: p for p in settings.pixels}
 
     def pixel(self, pixel_id: object, field: str = "pixel_id") -> PixelConfig:
@@ -41,9 +41,9 @@ class Pipeline:
         return time.time()
 
     async def accept(self, events: Sequence[Event]) -> None:
-        """Store events durably (raises OutboxUnavailable), then wake the dispatcher."""
+        """Store events durably (raises OutboxUnavailable), then wake delivery."""
         if not events:
             return
         await self.outbox.add(events)
-        if self._dispatcher is not None:
-            self._dispatcher.notify()
+        if self._delivery is not None:
+            self._delivery.notify()

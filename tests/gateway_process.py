@@ -18,7 +18,9 @@ from tests.conftest import PIXEL, TOKEN, free_port
 API_KEY = "test-api-key-0123456789"
 
 
-def write_config(path: Path, *, api_base: str, outbox_url: str, **delivery: Any) -> Path:
+def write_config(
+    path: Path, *, api_base: str, outbox_url: str, lease_seconds: float = 3, **delivery: Any
+) -> Path:
     options = {
         "batch_size": 50,
         "linger_ms": 10,
@@ -36,7 +38,7 @@ api_base = "{api_base}"
 api_timeout_seconds = 3
 [outbox]
 url = "{outbox_url}"
-lease_seconds = 3
+lease_seconds = {lease_seconds}
 [delivery]
 {lines}
 [server_api]
@@ -85,10 +87,28 @@ class GatewayProcess:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def delivery_pid(self) -> int:
+        """The delivery child's pid (`serve` delivers from a child process)."""
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{self.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]  # the delivery child, and multiprocessing's resource tracker
+        spawned = [p for p in children if b"spawn_main" in _cmdline(p)]
+        assert len(spawned) == 1, children
+        return spawned[0]
+
     def kill9(self) -> None:
+        """SIGKILL the gateway; its orphaned delivery child must notice and exit by itself."""
         assert self.process is not None
+        child = self.delivery_pid
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+            assert time.monotonic() < deadline, "the orphaned delivery process did not exit"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -146,3 +166,18 @@ class Sender(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(10)
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (Z: exited, not yet reaped), or "Z" if it is gone already."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:  # empty for a zombie, gone once reaped
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -8,10 +8,14 @@ checks that every event that got a 2xx reached the fake upstream.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -105,7 +109,7 @@ def test_replica_takes_over_a_killed_replicas_batch(
         c["name"]: c["pending"]
         for c in client.xinfo_consumers("tiktok-gateway:stream", "dispatchers")
     }
-    a_name = next(name for name in consumers() if f"-{replica_a.pid}-" in name)
+    a_name = next(name for name in consumers() if f"-{replica_a.delivery_pid}-" in name)
     wait_for(lambda: consumers()[a_name] > 0, 10, "replica A to claim a batch")
     replica_a.kill9()  # mid-batch: its claimed events sit in its pending list
     held_by_a = [
@@ -118,3 +122,57 @@ def test_replica_takes_over_a_killed_replicas_batch(
     assert_nothing_lost(sender, fake_api)
     assert consumers().get(a_name, 0) == 0  # replica B took A's pending events over
     client.close()
+
+
+def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
+    tmp_path: Path, fake_api: FakeEventsApi, processes: list[GatewayProcess]
+) -> None:
+    outbox = f"sqlite:///{tmp_path}/outbox.sqlite3"
+    config = write_config(  # leases far longer than the test: the restart must release them
+        tmp_path / "gateway.toml", api_base=fake_api.url, outbox_url=outbox, lease_seconds=600
+    )
+    fake_api.add_fault(Fault(delay=0.2, times=None))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    processes.append(gateway)
+    sender = Sender(gateway)
+    sender.start()
+    wait_for(lambda: len(sender.acked) >= 300 and len(delivered_ids(fake_api)) > 0, 30, "traffic")
+    first_child = gateway.delivery_pid
+    os.kill(first_child, signal.SIGKILL)  # mid-batch: its leases are left behind
+    wait_for(lambda: _other_child(gateway, first_child), 15, "a new delivery process")
+    sender.stop()
+    fake_api.clear_faults()
+    wait_for(lambda: set(sender.acked) <= set(delivered_ids(fake_api)), 60, "the backlog")
+    assert_nothing_lost(sender, fake_api)
+    assert "restarting" in gateway.log_path.read_text()
+    assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+
+
+def _other_child(gateway: GatewayProcess, old: int) -> bool:
+    try:
+        return gateway.delivery_pid != old
+    except AssertionError:  # none running between the death and the restart
+        return False
+
+
+def test_a_graceful_stop_ends_the_delivery_process_and_counters_reach_metrics(
+    tmp_path: Path, fake_api: FakeEventsApi, processes: list[GatewayProcess]
+) -> None:
+    outbox = f"sqlite:///{tmp_path}/outbox.sqlite3"
+    config = write_config(tmp_path / "gateway.toml", api_base=fake_api.url, outbox_url=outbox)
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    processes.append(gateway)
+    sender = Sender(gateway)
+    sender.start()
+    wait_for(lambda: len(sender.acked) >= 100, 30, "traffic")
+    sender.stop()
+    wait_for(lambda: set(sender.acked) <= set(delivered_ids(fake_api)), 30, "delivery")
+    time.sleep(0.5)  # the child publishes its counters a few times a second
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    delivered = re.search(r"^tiktok_gateway_delivery_delivered_total (\S+)$", metrics, re.M)
+    assert delivered and float(delivered.group(1)) == len(set(delivered_ids(fake_api)))
+    child = gateway.delivery_pid
+    gateway.stop()
+    assert gateway.process is not None and gateway.process.returncode in (0, -signal.SIGTERM)
+    assert not os.path.exists(f"/proc/{child}"), "the delivery process outlived the gateway"
+    assert "delivery process" not in gateway.log_path.read_text().split("Shutting down")[-1]

@@ -18,8 +18,12 @@ from gateway.outbox.base import (
 )
 
 
-def open_outbox(settings: OutboxSettings, *, operator: bool = False) -> Outbox:
-    """Build (not yet open) the outbox its URL names; `operator` for commands beside a gateway."""
+def open_outbox(settings: OutboxSettings, *, owner: bool = True) -> Outbox:
+    """Build (not yet open) the outbox its URL names.
+
+    `owner=False` is for processes beside the gateway that owns the outbox: operator commands
+    and the delivery process. They neither take the owner's lock nor release its leases.
+    """
     url = settings.url
     if url.startswith(("redis://", "rediss://", "unix://")):
         from gateway.outbox.redis import RedisOutbox
@@ -31,7 +35,7 @@ def open_outbox(settings: OutboxSettings, *, operator: bool = False) -> Outbox:
         sqlite_path(url),
         synchronous=settings.sqlite_synchronous,
         lease_seconds=settings.lease_seconds,
-        exclusive=not operator,
+        exclusive=owner,
     )
 
 

@@ -94,6 +94,10 @@ class Outbox(abc.ABC):
         """Permanent failure: keep the events aside with TikTok's code and message."""
 
     @abc.abstractmethod
+    async def release_leases(self) -> None:
+        """The process that claimed events died (the owner knows it): make them ready now."""
+
+    @abc.abstractmethod
     async def counts(self, now: float) -> OutboxCounts: ...
 
     @abc.abstractmethod

@@ -203,6 +203,10 @@ class RedisOutbox(Outbox):
             for entry_id, f in entries
         ]
 
+    async def release_leases(self) -> None:
+        """Nothing to do: a consumer's XAUTOCLAIM takes a dead consumer's entries once their
+        lease is over, and each consumer has its own name, so none can be released early."""
+
     async def ack(self, ids: Sequence[str]) -> None:
         if not ids:
             return

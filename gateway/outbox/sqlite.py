@@ -39,6 +39,9 @@ from gateway.outbox.base import (
 T = TypeVar("T")
 _STOP = object()
 _READY, _IN_FLIGHT = 0, 1
+_READ = b"read"  # payloads that mark how an operation runs (see _run_group)
+_STATEMENT = b"statement"
+_LOCK_WAIT_SECONDS = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -82,8 +85,8 @@ class SqliteOutbox(Outbox):
         max_group: int = 512,
         exclusive: bool = True,
     ) -> None:
-        """`exclusive=False` is for operator commands beside a running gateway: they neither
-        take the owner's lock nor release its leases, and never claim."""
+        """`exclusive=False` is for processes beside the owning gateway (operator commands,
+        its delivery process): they neither take the owner's lock nor release its leases."""
         self._path = path
         self._exclusive = exclusive
         self._synchronous = synchronous
@@ -109,6 +112,7 @@ class SqliteOutbox(Outbox):
         conn.executescript(_SCHEMA)
         if self._exclusive:  # the previous owner is gone: its leases are void
             conn.execute("UPDATE events SET state = ?, due = created WHERE state = ?", (0, 1))
+        conn.execute("PRAGMA busy_timeout=0")  # from here on, _locked waits for the lock
         return conn
 
     def _writer(self, conn: sqlite3.Connection) -> None:
@@ -133,55 +137,78 @@ class SqliteOutbox(Outbox):
         conn.close()
 
     def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
-        """One transaction for the whole group; all adds in ONE statement.
+        """Everything waiting, holding the file's write lock as briefly as possible.
 
-        The sqlite3 module releases the GIL around every statement step, and each release
-        lets the event loop thread in for up to a switch interval: a row-by-row insert from
-        this thread would stall on the GIL once per row. Rows therefore travel as one JSON
-        array into one INSERT … SELECT FROM json_each, and every caller of the group is
-        answered by a single wake-up of the loop.
+        - reads first, outside any transaction: they never take the write lock;
+        - all adds in ONE autocommitted statement (INSERT … SELECT FROM json_each): one
+          commit, one fsync for the whole group;
+        - single-statement operations (leases, acks, retries) each autocommitted;
+        - anything else in its own transaction.
+        The sqlite3 module releases the GIL around every statement, and getting it back
+        means waiting for the event loop thread. A transaction spanning statements would
+        hold the write lock through those waits while the other process (the gateway or its
+        delivery process) stalls on it; a single statement holds it only while SQLite runs.
+        Every caller of the group is then answered by a single wake-up of the loop.
         """
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for operation, kind, future in group:
+            if kind is _READ:
+                results.append(self._apply(future, operation, conn))
         adds = [(payload, future) for operation, payload, future in group if operation is None]
-        others = [(operation, future) for operation, rows, future in group if operation is not None]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if adds:
-                # each add is a JSON array already: splice them into one, without re-encoding
-                payload = (b"[" + b",".join(rows[1:-1] for rows, _ in adds) + b"]").decode()
-                try:
-                    conn.execute(_INSERT_JSON, (payload,))
-                except sqlite3.Error as exc:
-                    failure = OutboxUnavailable(f"outbox write failed: {exc}")
-                    results.extend((future, None, failure) for _, future in adds)
-                else:
-                    results.extend((future, None, None) for _, future in adds)
-            for operation, future in others:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = operation(conn)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO op")
-                    results.append((future, None, OutboxUnavailable(f"outbox write failed: {exc}")))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    results.append((future, None, exc))
-                else:
-                    results.append((future, result, None))
-                conn.execute("RELEASE op")
-            conn.execute("COMMIT")
-            self.commits += 1
-        except Exception as exc:  # the writer must outlive any one group
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            failure = OutboxUnavailable(f"outbox write failed: {exc}")
-            results = [(future, None, failure) for _, _, future in group]
+        if adds:
+            # each add is a JSON array already: splice them into one, without re-encoding
+            payload = (b"[" + b",".join(rows[1:-1] for rows, _ in adds) + b"]").decode()
+            outcome = self._apply(None, self._write, conn.execute, _INSERT_JSON, (payload,))
+            results.extend((future, None, outcome[2]) for _, future in adds)
+        for operation, kind, future in group:
+            if kind is _STATEMENT:
+                results.append(self._apply(future, self._write, operation, conn))
+            elif operation is not None and kind is None:
+                results.append(self._apply(future, self._transaction, conn, operation))
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(_settle_all, results)
 
+    @staticmethod
+    def _apply(future: Any, step: Callable[..., Any], *args: Any) -> tuple[Any, Any, Any]:
+        """(future, result, error) of one step; the writer must outlive any one of them."""
+        try:
+            return future, step(*args), None
+        except sqlite3.Error as exc:
+            return future, None, OutboxUnavailable(f"outbox write failed: {exc}")
+        except Exception as exc:
+            return future, None, exc
+
+    def _write(self, step: Callable[..., T], *args: Any) -> T:
+        """One autocommitted write statement: one commit."""
+        result = _locked(step, *args)
+        self.commits += 1
+        return result
+
+    def _transaction(self, conn: sqlite3.Connection, operation: Operation) -> Any:
+        _locked(conn.execute, "BEGIN IMMEDIATE")
+        try:
+            result = operation(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return result
+
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(operation, None)  # type: ignore[no-any-return]
+
+    async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read outside any write transaction, so it never holds the write lock that
+        the gateway's group commits (or the delivery process) wait for. It sees the state
+        before the writes of its own group."""
+        return await self._submit(operation, _READ)  # type: ignore[no-any-return]
+
+    async def _statement(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run an operation that is ONE write statement, autocommitted (see _run_group)."""
+        return await self._submit(operation, _STATEMENT)  # type: ignore[no-any-return]
 
     async def _submit(self, operation: Operation | None, payload: bytes | None) -> Any:
         if self._thread is None or not self._thread.is_alive():
@@ -251,36 +278,48 @@ class SqliteOutbox(Outbox):
         await self._submit(None, payload)
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
-        lease_end = now + self._lease
+        """Read the ready events, then lease them in a short write.
+
+        Only this outbox's dispatcher changes existing rows, one claim at a time, and leased
+        rows are never due, so nothing can take the read rows before the lease is written.
+        """
 
         def select(conn: sqlite3.Connection) -> str:
-            # one statement, one row: the claimed events as a JSON array (see _run_group)
-            (claimed,) = conn.execute(
-                "SELECT json_group_array(json_array(id, json(record), attempts)) FROM "
-                "(SELECT id, record, attempts FROM events WHERE due <= ? ORDER BY due, id LIMIT ?)",
-                (now, limit),
-            ).fetchone()
-            conn.execute(
-                "UPDATE events SET state = 1, due = ? WHERE id IN "
-                "(SELECT value ->> 0 FROM json_each(?))",
-                (lease_end, claimed),
-            )
+            # one statement, one row: the events as a JSON array (see _run_group); records
+            # are stored as minified JSON, so they are spliced in without being parsed again
+            (claimed,) = conn.execute(_CLAIMABLE, (now, limit)).fetchone()
             return str(claimed)
 
-        rows = orjson.loads(await self._run(select))
+        rows = orjson.loads(await self._read(select))
+        if not rows:
+            return []
+        ids = orjson.dumps([row[0] for row in rows]).decode()
+        await self._statement(
+            lambda conn: conn.execute(
+                "UPDATE events SET state = 1, due = ? WHERE id IN (SELECT value FROM json_each(?))",
+                (now + self._lease, ids),
+            )
+        )
         return [
             Claimed(str(i), Event.from_record(record), attempts) for i, record, attempts in rows
         ]
 
+    async def release_leases(self) -> None:
+        await self._statement(
+            lambda conn: conn.execute(
+                "UPDATE events SET state = ?, due = created WHERE state = ?", (_READY, _IN_FLIGHT)
+            )
+        )
+
     async def ack(self, ids: Sequence[str]) -> None:
-        await self._run(
+        await self._statement(
             lambda conn: conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (_ids(ids),)
             )
         )
 
     async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
-        await self._run(
+        await self._statement(
             lambda conn: conn.execute(
                 "UPDATE events SET state = 0, due = ?, attempts = attempts + 1, last_error = ? "
                 "WHERE id IN (SELECT value FROM json_each(?))",
@@ -335,7 +374,7 @@ class SqliteOutbox(Outbox):
                 counts.dead += number
             return counts
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read(conn: sqlite3.Connection) -> list[DeadLetter]:
@@ -348,7 +387,7 @@ class SqliteOutbox(Outbox):
                 DeadLetter(str(r[0]), Event.from_json(r[1]), r[2], r[3], r[4], r[5]) for r in rows
             ]
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
         where, params = _dead_filter(pixel, code)
@@ -366,7 +405,7 @@ class SqliteOutbox(Outbox):
         return await self._run(move)
 
     async def purge_dead(self, older_than: float) -> int:
-        return await self._run(
+        return await self._statement(
             lambda conn: (
                 conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
             )
@@ -382,6 +421,28 @@ class SqliteOutbox(Outbox):
             conn.execute("DELETE FROM meta WHERE key = 'probe'")
 
         await self._run(probe)
+
+
+_CLAIMABLE = (
+    "SELECT '[' || coalesce(group_concat('[' || id || ',' || record || ',' || attempts || ']'),"
+    " '') || ']' FROM (SELECT id, record, attempts FROM events WHERE due <= ? "
+    "ORDER BY due, id LIMIT ?)"
+)
+
+
+def _locked(step: Callable[..., T], *args: Any) -> T:
+    """Run a step that takes the write lock, retrying every ~0.1 ms while another process
+    holds it. SQLite's own busy handler sleeps 1, 2, 5, 10 … ms: a stall for every waiting
+    beacon whenever the delivery process writes for a fraction of a millisecond. A statement
+    refused for the lock has changed nothing, so it is safe to run again."""
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return step(*args)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.0001)
 
 
 def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
