@@ -47,10 +47,20 @@ def _hop_ip(hop: str) -> IpAddress | None:
     return _ip(hop)
 
 
+@lru_cache(maxsize=8192)
 def canonical_ip(text: str) -> str | None:
     """The address in canonical form, or None; cached, as the same visitors come back."""
     address = _ip(text)
     return str(address) if address is not None else None
+
+
+@lru_cache(maxsize=8192)
+def _peer(text: str) -> tuple[IpAddress, str] | None:
+    """A socket peer as an address (IPv4-mapped IPv6 unwrapped) and its canonical text."""
+    address = _ip(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return (address, str(address)) if address is not None else None
 
 
 class ClientIpResolver:
@@ -69,11 +79,12 @@ class ClientIpResolver:
         return any(address in network for network in self._trusted)
 
     def resolve(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
-        address = _ip(peer) if peer else None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if address is None or not self._trusted or not self._is_trusted(address):
-            return str(address) if address else None
+        known = _peer(peer) if peer else None
+        if known is None:
+            return None
+        address, text = known
+        if not self._trusted or not self._is_trusted(address):
+            return text
         if self._header == "forwarded" or (
             self._header is None and "x-forwarded-for" not in headers
         ):
