@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import astuple
 from multiprocessing.connection import Connection
@@ -42,10 +43,16 @@ _READY = b"ready"
 _START_TIMEOUT = 30.0
 _STATS_EVERY = 0.2
 _RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+_HEALTHY_AFTER = 60.0  # a child that ran this long resets the backoff
 
 
 class DeliveryProcess:
-    """The parent's handle on the child: start, wake, watch, restart, stop."""
+    """The parent's handle on the child: start, wake, watch, restart, stop.
+
+    Every wait for the child goes through its sentinel on the event loop (no thread calls
+    waitpid beside /readyz), and a child being started is known before it answers, so a
+    stop during a restart stops that one too.
+    """
 
     def __init__(
         self, settings: Settings, on_restart: Callable[[], Awaitable[None]] | None = None
@@ -55,6 +62,7 @@ class DeliveryProcess:
         self._on_restart = on_restart
         self._context = multiprocessing.get_context("spawn")  # no inherited loop or threads
         self._stats: Any = self._context.Array("q", len(astuple(DeliveryStats())), lock=False)
+        self._counted_before = DeliveryStats()  # what children that died had counted
         self._process: multiprocessing.process.BaseProcess | None = None
         self._wake_writer: Connection | None = None
         self._wake_pending = False
@@ -64,15 +72,21 @@ class DeliveryProcess:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.is_alive()
-
-    @property
-    def stats(self) -> DeliveryStats:
-        return DeliveryStats(*self._stats[:])
+        return (
+            self._wake_writer is not None
+            and self._process is not None
+            and (self._process.is_alive())
+        )
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """Counters since the gateway started, across restarts of the child."""
+        before, now = astuple(self._counted_before), self._stats[:]
+        return DeliveryStats(*(a + b for a, b in zip(before, now, strict=True)))
 
     async def start(self) -> None:
         """Start the child and return once it has opened the outbox (raises if it cannot)."""
@@ -88,24 +102,29 @@ class DeliveryProcess:
             name="tiktok-gateway-delivery",
             daemon=True,
         )
-        process.start()
-        wake_reader.close()
-        ready_writer.close()
+        try:
+            process.start()
+        finally:
+            wake_reader.close()
+            ready_writer.close()
+        self._process = process  # known before it answers: a stop meanwhile reaches it
         try:
             answered = await asyncio.to_thread(ready_reader.poll, _START_TIMEOUT)
             message = ready_reader.recv_bytes() if answered else b"no answer in time"
         except EOFError:
             message = b"exited while starting"
+        except BaseException:  # cancelled by a stop: this child must not outlive it
+            wake_writer.close()
+            await _end(process, 0.0)
+            raise
         finally:
             ready_reader.close()
         if message != _READY:
             wake_writer.close()
-            await asyncio.to_thread(process.join, 5)
-            if process.is_alive():
-                process.kill()
+            await _end(process, 5.0)
             raise RuntimeError(f"delivery process failed to start: {message.decode()}")
         os.set_blocking(wake_writer.fileno(), False)
-        self._process, self._wake_writer = process, wake_writer
+        self._wake_writer = wake_writer
         log.info("delivery process %s started", process.pid)
 
     def notify(self) -> None:
@@ -118,60 +137,99 @@ class DeliveryProcess:
         self._wake_pending = False
         self._write(_WAKE)
 
-    def _write(self, signal_byte: bytes) -> None:
+    def _write(self, signal_byte: bytes) -> bool:
         if self._wake_writer is None:
-            return
-        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
-            os.write(self._wake_writer.fileno(), signal_byte)  # full pipe: a wake is pending
+            return False
+        try:
+            os.write(self._wake_writer.fileno(), signal_byte)
+        except OSError:  # full (a wake is pending anyway) or the child is gone
+            return False
+        return True
 
     async def _supervise(self) -> None:
-        """Restart a child that died on its own; the outbox keeps its events meanwhile."""
+        """Restart a child that died on its own; the outbox keeps its events meanwhile.
+
+        The backoff grows while children die young; one that ran a while resets it.
+        """
         failures = 0
         while not self._stopping:
             process = self._process
             assert process is not None
-            await asyncio.to_thread(process.join)
+            started = time.monotonic()
+            await _exited(process)
             if self._stopping:
                 return
+            if time.monotonic() - started > _HEALTHY_AFTER:
+                failures = 0
             delay = _RESTART_BACKOFF[min(failures, len(_RESTART_BACKOFF) - 1)]
-            log.error(
+            failures += 1
+            log.log(
+                logging.WARNING if process.exitcode == 0 else logging.ERROR,
                 "delivery process %s exited with %s; restarting in %.0fs (events stay stored)",
                 process.pid, process.exitcode, delay,
             )  # fmt: skip
-            if self._wake_writer is not None:
-                self._wake_writer.close()
-                self._wake_writer = None
+            self._close_wake_writer()
+            self._counted_before = self.stats
+            self._stats[:] = [0] * len(self._stats)
             await asyncio.sleep(delay)
             try:
                 if self._on_restart is not None:
                     await self._on_restart()
                 await self._spawn()
                 self.restarts += 1
-                failures = 0
             except Exception as exc:  # the outbox is down, or the child cannot start: later
                 log.error("delivery process restart failed: %s", exc)
-                failures += 1
-                self._process = process  # joined already: the loop waits no time
+
+    def _close_wake_writer(self) -> None:
+        if self._wake_writer is not None:
+            self._wake_writer.close()
+            self._wake_writer = None
 
     async def stop(self) -> None:
         """Ask the child to stop gracefully; wait for the grace period (plus margin), then kill."""
         self._stopping = True
-        process = self._process
-        if process is not None and process.is_alive():
-            self._write(_STOP)
-            grace = self._settings.delivery.shutdown_grace_seconds + 10.0
-            await asyncio.to_thread(process.join, grace)
-            if process.is_alive():
-                log.error("delivery process %s did not stop in time: killed", process.pid)
-                process.kill()
-                await asyncio.to_thread(process.join, 5)
-        if self._wake_writer is not None:
-            self._wake_writer.close()
-            self._wake_writer = None
-        if self._supervisor is not None:
+        if self._supervisor is not None:  # a restart in progress ends its own child
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        process = self._process
+        if process is not None and process.is_alive():
+            if not self._write(_STOP):
+                process.terminate()  # the child stops gracefully on SIGTERM too
+            await _end(process, self._settings.delivery.shutdown_grace_seconds + 10.0)
+        self._close_wake_writer()
+
+
+async def _exited(process: multiprocessing.process.BaseProcess) -> None:
+    """Until the process has exited (its sentinel fd becomes readable), then reap it."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    sentinel = process.sentinel
+
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(sentinel, exited)
+    try:
+        await done
+    finally:
+        loop.remove_reader(sentinel)
+    process.join()  # exited already: reaps it at once
+
+
+async def _end(process: multiprocessing.process.BaseProcess, grace: float) -> None:
+    """Wait up to `grace` seconds for the process to exit, then kill it; always reaped."""
+    if not process.is_alive():
+        process.join()
+        return
+    try:
+        await asyncio.wait_for(_exited(process), grace)
+    except TimeoutError:
+        if grace:
+            log.error("delivery process %s did not stop in time: killed", process.pid)
+        process.kill()
+        await _exited(process)
 
 
 def _child_main(
@@ -234,23 +292,24 @@ async def _deliver_until_told(
     ready.send_bytes(_READY)
     ready.close()
     publisher = asyncio.create_task(_publish_stats(dispatcher, stats))
-    try:
-        graceful = await told
-        if graceful:
-            await dispatcher.stop()
-        else:
-            log.error(
-                "the gateway process is gone: delivery stops now; the next gateway "
-                "sends what was in flight again"
-            )
-    finally:
-        publisher.cancel()
-        stats[:] = list(astuple(dispatcher.stats))
-        if told.done() and told.result():
-            await client.aclose()
-            await outbox.close()
-    if not graceful:
+    dispatching = asyncio.create_task(dispatcher.finished())
+    waiting: set[asyncio.Future[Any]] = {told, dispatching}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    publisher.cancel()
+    stats[:] = list(astuple(dispatcher.stats))
+    if not told.done():  # the dispatcher died: exit, and the gateway starts a new process
+        log.error("the dispatcher stopped unexpectedly; the delivery process exits")
+        os._exit(1)
+    if not told.result():
+        log.error(
+            "the gateway process is gone: delivery stops now; the next gateway sends what "
+            "was in flight again"
+        )
         os._exit(1)  # skip the graceful teardown: a new gateway may be taking over
+    await dispatcher.stop()
+    stats[:] = list(astuple(dispatcher.stats))
+    await client.aclose()
+    await outbox.close()
 
 
 async def _publish_stats(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:

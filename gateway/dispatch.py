@@ -130,6 +130,12 @@ class Dispatcher:
         """New events were added: stop waiting for the next poll."""
         self._wakeup.set()
 
+    async def finished(self) -> None:
+        """Until the claiming loop has ended (stopped, or died of a bug)."""
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(self._runner)
+
     async def start(self) -> None:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name="dispatcher")

@@ -137,6 +137,8 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
     sender = Sender(gateway)
     sender.start()
     wait_for(lambda: len(sender.acked) >= 300 and len(delivered_ids(fake_api)) > 0, 30, "traffic")
+    time.sleep(0.5)  # the child publishes its counters a few times a second
+    counted_before = _delivered_metric(gateway)
     first_child = gateway.delivery_pid
     os.kill(first_child, signal.SIGKILL)  # mid-batch: its leases are left behind
     wait_for(lambda: _other_child(gateway, first_child), 15, "a new delivery process")
@@ -146,6 +148,15 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
     assert_nothing_lost(sender, fake_api)
     assert "restarting" in gateway.log_path.read_text()
     assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+    time.sleep(0.5)
+    assert _delivered_metric(gateway) > counted_before > 0  # counters never go backwards
+
+
+def _delivered_metric(gateway: GatewayProcess) -> float:
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    found = re.search(r"^tiktok_gateway_delivery_delivered_total (\S+)$", metrics, re.M)
+    assert found, metrics
+    return float(found.group(1))
 
 
 def _other_child(gateway: GatewayProcess, old: int) -> bool:
@@ -168,9 +179,7 @@ def test_a_graceful_stop_ends_the_delivery_process_and_counters_reach_metrics(
     sender.stop()
     wait_for(lambda: set(sender.acked) <= set(delivered_ids(fake_api)), 30, "delivery")
     time.sleep(0.5)  # the child publishes its counters a few times a second
-    metrics = httpx.get(f"{gateway.url}/metrics").text
-    delivered = re.search(r"^tiktok_gateway_delivery_delivered_total (\S+)$", metrics, re.M)
-    assert delivered and float(delivered.group(1)) == len(set(delivered_ids(fake_api)))
+    assert _delivered_metric(gateway) == len(set(delivered_ids(fake_api)))
     child = gateway.delivery_pid
     gateway.stop()
     assert gateway.process is not None and gateway.process.returncode in (0, -signal.SIGTERM)

@@ -165,6 +165,9 @@ class SqliteOutbox(Outbox):
                 results.append(self._apply(future, self._write, operation, conn))
             elif operation is not None and kind is None:
                 results.append(self._apply(future, self._transaction, conn, operation))
+        if conn.in_transaction:  # never carry a lock into the wait for the next group
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(_settle_all, results)
@@ -278,10 +281,11 @@ class SqliteOutbox(Outbox):
         await self._submit(None, payload)
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
-        """Read the ready events, then lease them in a short write.
+        """Read the ready events, then lease those still due in a short write.
 
         Only this outbox's dispatcher changes existing rows, one claim at a time, and leased
-        rows are never due, so nothing can take the read rows before the lease is written.
+        rows are not due; the lease is written only where a row is still due, so a row an
+        acknowledgement or retry changed in between is left out, never sent twice.
         """
 
         def select(conn: sqlite3.Connection) -> str:
@@ -294,12 +298,29 @@ class SqliteOutbox(Outbox):
         if not rows:
             return []
         ids = orjson.dumps([row[0] for row in rows]).decode()
-        await self._statement(
-            lambda conn: conn.execute(
-                "UPDATE events SET state = 1, due = ? WHERE id IN (SELECT value FROM json_each(?))",
-                (now + self._lease, ids),
+        lease_end = now + self._lease
+
+        leased = await self._statement(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE events SET state = 1, due = ? "
+                    "WHERE id IN (SELECT value FROM json_each(?)) AND due <= ?",
+                    (lease_end, ids, now),
+                ).rowcount
             )
         )
+        if leased != len(rows):  # rare: keep only the rows this lease holds
+            held = await self._read(
+                lambda conn: {
+                    i
+                    for (i,) in conn.execute(
+                        "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) "
+                        "AND state = 1 AND due = ?",
+                        (ids, lease_end),
+                    )
+                }
+            )
+            rows = [row for row in rows if row[0] in held]
         return [
             Claimed(str(i), Event.from_record(record), attempts) for i, record, attempts in rows
         ]
@@ -431,18 +452,21 @@ _CLAIMABLE = (
 
 
 def _locked(step: Callable[..., T], *args: Any) -> T:
-    """Run a step that takes the write lock, retrying every ~0.1 ms while another process
+    """Run a step that takes the write lock, retrying from ~0.1 ms on while another process
     holds it. SQLite's own busy handler sleeps 1, 2, 5, 10 … ms: a stall for every waiting
     beacon whenever the delivery process writes for a fraction of a millisecond. A statement
     refused for the lock has changed nothing, so it is safe to run again."""
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    pause = 0.0001
     while True:
         try:
             return step(*args)
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
                 raise
-            time.sleep(0.0001)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)  # a long hold is not polled ten thousand times a second
 
 
 def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
