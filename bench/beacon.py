@@ -12,13 +12,15 @@ Two visitors are modelled: a returning one (the `_ttp`, `ttclid` and signed `_tt
 previous beacon set; the steady state of a site) and a first visit (no gateway cookie yet:
 the answer signs and sets cookies). The gateway runs as `serve` does, delivering from its
 own process; the returning visitor is also measured with delivery inline (in the serving
-process) for comparison. Each round runs (a) then (b) with wrk; the best round of each is
-compared. Figures are printed.
+process) for comparison. With `--backlog N`, the returning visitor is measured once more in
+both designs while N stored events drain (as after an outage). Each round runs (a) then (b)
+with wrk; the best round of each is compared. Figures are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
 import subprocess
@@ -32,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import PIXEL, TOKEN, child, free_port
 from gateway.config import CookieSettings, Secret
 from gateway.cookies import VisitorCookies, VisitorRecord
+from gateway.event import Destination, Event
+from gateway.outbox.sqlite import SqliteOutbox
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (
@@ -72,6 +76,46 @@ def visitor_cookies() -> dict[str, str]:
     return {"returning": f"{base}; _ttgw={jar.signed_value(record)}", "first visit": base}
 
 
+def write_config(directory: Path, api: str, delivery: str, backlog: bool) -> Path:
+    name = f"{delivery}-backlog" if backlog else delivery
+    path = directory / f"gateway-{name}.toml"
+    path.write_text(
+        f"""
+api_base = "{api}"
+[outbox]
+url = "sqlite:///{directory}/outbox-{name}.sqlite3"
+[delivery]
+separate_process = {"true" if delivery == "process" else "false"}
+[cookies]
+secrets = ["{SECRET}"]
+[[pixels]]
+id = "{PIXEL}"
+access_token = "{TOKEN}"
+origins = ["{ORIGIN}"]
+"""
+    )
+    return path
+
+
+def preload(path: Path, count: int) -> None:
+    """Store `count` events in a new outbox file, as an outage would leave them."""
+
+    async def fill() -> None:
+        outbox = SqliteOutbox(str(path), synchronous="OFF")
+        await outbox.open()
+        destination, now = Destination("web", PIXEL), int(time.time())
+        page = {"url": "https://shop.example/p/1"}
+        for start in range(0, count, 5000):
+            ids = range(start, min(count, start + 5000))
+            await outbox.add(
+                [Event(destination, "ViewContent", now, f"backlog-{i}", page=page) for i in ids]
+            )
+        await outbox.close()
+
+    path.unlink(missing_ok=True)
+    asyncio.run(fill())
+
+
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -97,6 +141,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--backlog", type=int, default=0, metavar="N",
+        help="also measure while N stored events drain (as after an outage), both designs",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -111,24 +159,11 @@ def main() -> None:
             )
         fake_port, bare_port, gateway_port = free_port(), free_port(), free_port()
         api = f"http://127.0.0.1:{fake_port}"
-        configs = {}
-        for delivery in ("process", "inline"):
-            configs[delivery] = directory / f"gateway-{delivery}.toml"
-            configs[delivery].write_text(
-                f"""
-api_base = "{api}"
-[outbox]
-url = "sqlite:///{directory}/outbox-{delivery}.sqlite3"
-[delivery]
-separate_process = {"true" if delivery == "process" else "false"}
-[cookies]
-secrets = ["{SECRET}"]
-[[pixels]]
-id = "{PIXEL}"
-access_token = "{TOKEN}"
-origins = ["{ORIGIN}"]
-"""
-            )
+        configs = {
+            (delivery, backlog): write_config(directory, api, delivery, backlog)
+            for delivery in ("process", "inline")
+            for backlog in ((False, True) if args.backlog else (False,))
+        }
         bare_cmd = [
             sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
             "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
@@ -159,21 +194,27 @@ origins = ["{ORIGIN}"]
                 finally:
                     bare.terminate()
                     bare.wait()
-                for delivery, config in configs.items():
+                for (delivery, backlog), config in configs.items():
+                    if backlog:  # a fresh file holding an outage's worth of events
+                        preload(directory / f"outbox-{delivery}-backlog.sqlite3", args.backlog)
                     serve = ["serve", "--config", str(config), "--port", str(gateway_port)]
                     ready = f"http://127.0.0.1:{gateway_port}/readyz"
                     with child(serve, ready, directory / "gw.log"):
                         url = f"http://127.0.0.1:{gateway_port}/b"
                         for visitor, script in scripts.items():
-                            if delivery == "process" or visitor == "returning":
+                            if visitor == "returning" or (delivery, backlog) == ("process", False):
                                 result = run_wrk(url, script, args.seconds, args.connections)
-                                keep(f"{visitor}, {delivery}", result)
+                                name = f"{visitor}, {delivery}" + (", backlog" if backlog else "")
+                                keep(name, result)
         labels = {
             "bare": "bare Starlette, 204",
             "returning, process": "gateway, returning visitor",
             "first visit, process": "gateway, first visit",
             "returning, inline": "gateway, returning, inline delivery",
         }
+        if args.backlog:
+            labels["returning, process, backlog"] = "  … while a backlog drains"
+            labels["returning, inline, backlog"] = "  … inline, while a backlog drains"
         for name, label in labels.items():
             r = best[name]
             print(
