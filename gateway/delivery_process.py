@@ -25,7 +25,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import astuple
 from multiprocessing.connection import Connection
@@ -63,6 +65,9 @@ class DeliveryProcess:
         self._context = multiprocessing.get_context("spawn")  # no inherited loop or threads
         self._stats: Any = self._context.Array("q", len(astuple(DeliveryStats())), lock=False)
         self._counted_before = DeliveryStats()  # what children that died had counted
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        """The Redis consumer every child of this gateway uses, so a restarted child takes
+        back at once what a crashed one held."""
         self._process: multiprocessing.process.BaseProcess | None = None
         self._wake_writer: Connection | None = None
         self._wake_pending = False
@@ -98,7 +103,7 @@ class DeliveryProcess:
         ready_reader, ready_writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_child_main,
-            args=(self._settings, wake_reader, ready_writer, self._stats),
+            args=(self._settings, self._consumer, wake_reader, ready_writer, self._stats),
             name="tiktok-gateway-delivery",
             daemon=True,
         )
@@ -233,7 +238,11 @@ async def _end(process: multiprocessing.process.BaseProcess, grace: float) -> No
 
 
 def _child_main(
-    settings: Settings, wake: Connection, ready: Connection, stats: SynchronizedArray[int]
+    settings: Settings,
+    consumer: str,
+    wake: Connection,
+    ready: Connection,
+    stats: SynchronizedArray[int],
 ) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
     from gateway.logs import configure_logging
@@ -247,7 +256,7 @@ def _child_main(
     except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
         runner = asyncio.run
     try:
-        runner(_deliver_until_told(settings, wake, ready, stats))
+        runner(_deliver_until_told(settings, consumer, wake, ready, stats))
     except Exception as exc:  # reported to the parent if it still waits for "ready"
         log.exception("delivery process failed")
         with contextlib.suppress(OSError):
@@ -256,9 +265,13 @@ def _child_main(
 
 
 async def _deliver_until_told(
-    settings: Settings, wake: Connection, ready: Connection, stats: SynchronizedArray[int]
+    settings: Settings,
+    consumer: str,
+    wake: Connection,
+    ready: Connection,
+    stats: SynchronizedArray[int],
 ) -> None:
-    outbox = open_outbox(settings.outbox, owner=False)
+    outbox = open_outbox(settings.outbox, owner=False, consumer=consumer)
     client = EventsApiClient(
         settings.api_base,
         timeout=settings.api_timeout_seconds,

@@ -109,7 +109,7 @@ def test_replica_takes_over_a_killed_replicas_batch(
         c["name"]: c["pending"]
         for c in client.xinfo_consumers("tiktok-gateway:stream", "dispatchers")
     }
-    a_name = next(name for name in consumers() if f"-{replica_a.delivery_pid}-" in name)
+    a_name = next(name for name in consumers() if f"-{replica_a.pid}-" in name)
     wait_for(lambda: consumers()[a_name] > 0, 10, "replica A to claim a batch")
     replica_a.kill9()  # mid-batch: its claimed events sit in its pending list
     held_by_a = [
@@ -124,26 +124,36 @@ def test_replica_takes_over_a_killed_replicas_batch(
     client.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
-    tmp_path: Path, fake_api: FakeEventsApi, processes: list[GatewayProcess]
+    tmp_path: Path,
+    fake_api: FakeEventsApi,
+    processes: list[GatewayProcess],
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    outbox = f"sqlite:///{tmp_path}/outbox.sqlite3"
-    config = write_config(  # leases far longer than the test: the restart must release them
+    outbox = (
+        f"sqlite:///{tmp_path}/outbox.sqlite3"
+        if backend == "sqlite"
+        else request.getfixturevalue("redis_url")
+    )
+    config = write_config(  # leases far longer than the test: the restart must take them back
         tmp_path / "gateway.toml", api_base=fake_api.url, outbox_url=outbox, lease_seconds=600
     )
-    fake_api.add_fault(Fault(delay=0.2, times=None))
     gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
     processes.append(gateway)
     sender = Sender(gateway)
     sender.start()
-    wait_for(lambda: len(sender.acked) >= 300 and len(delivered_ids(fake_api)) > 0, 30, "traffic")
-    time.sleep(0.5)  # the child publishes its counters a few times a second
+    wait_for(lambda: len(delivered_ids(fake_api)) > 0, 30, "a first delivery")
+    fake_api.add_fault(Fault(delay=3.0, drop=True, times=None))  # batches hang, then fail
+    wait_for(lambda: len(sender.acked) >= 300, 30, "traffic")
+    time.sleep(0.5)  # the child has claimed batches that now hang in flight
     counted_before = _delivered_metric(gateway)
     first_child = gateway.delivery_pid
-    os.kill(first_child, signal.SIGKILL)  # mid-batch: its leases are left behind
+    os.kill(first_child, signal.SIGKILL)  # mid-batch: its claimed events are left behind
+    fake_api.clear_faults()
     wait_for(lambda: _other_child(gateway, first_child), 15, "a new delivery process")
     sender.stop()
-    fake_api.clear_faults()
     wait_for(lambda: set(sender.acked) <= set(delivered_ids(fake_api)), 60, "the backlog")
     assert_nothing_lost(sender, fake_api)
     assert "restarting" in gateway.log_path.read_text()

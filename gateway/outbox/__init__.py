@@ -18,17 +18,20 @@ from gateway.outbox.base import (
 )
 
 
-def open_outbox(settings: OutboxSettings, *, owner: bool = True) -> Outbox:
+def open_outbox(
+    settings: OutboxSettings, *, owner: bool = True, consumer: str | None = None
+) -> Outbox:
     """Build (not yet open) the outbox its URL names.
 
     `owner=False` is for processes beside the gateway that owns the outbox: operator commands
     and the delivery process. They neither take the owner's lock nor release its leases.
+    `consumer` names a Redis consumer that outlives one process (see RedisOutbox).
     """
     url = settings.url
     if url.startswith(("redis://", "rediss://", "unix://")):
         from gateway.outbox.redis import RedisOutbox
 
-        return RedisOutbox(url, lease_seconds=settings.lease_seconds)
+        return RedisOutbox(url, lease_seconds=settings.lease_seconds, consumer=consumer)
     from gateway.outbox.sqlite import SqliteOutbox
 
     return SqliteOutbox(

@@ -116,6 +116,10 @@ class RedisOutbox(Outbox):
         self._forget_ms = int(forget_consumers_after * 1000)
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: Any = None  # redis-py's result types depend on decode_responses: Any here
+        self._own_pending: str | None = "0"
+        """A consumer name can outlive a process (a restarted delivery process keeps its
+        gateway's): the first claims take back what this name held and never acknowledged,
+        reading its pending list from this id on (None: done)."""
 
     def __repr__(self) -> str:
         return f"RedisOutbox(consumer={self._consumer!r})"
@@ -184,6 +188,19 @@ class RedisOutbox(Outbox):
         client = self._client
         await self._promote(keys=[self._retry_key, self._stream], args=[now, limit])
         entries: list[tuple[str, dict[str, str]]] = []
+        if self._own_pending is not None:
+            answer = await client.xreadgroup(
+                self._group, self._consumer, {self._stream: self._own_pending}, count=limit
+            )
+            own = [entry for _, stream_entries in answer or [] for entry in stream_entries]
+            gone = [entry_id for entry_id, fields in own if not fields]
+            if gone:
+                await client.xack(self._stream, self._group, *gone)
+            entries.extend(entry for entry in own if entry[1])
+            # later reads start after these: they are in flight now, not to be sent twice
+            self._own_pending = own[-1][0] if len(own) >= limit else None
+            if entries:
+                return self._claimed(entries)
         answer = await client.xautoclaim(
             self._stream, self._group, self._consumer, self._lease_ms, "0-0", count=limit
         )
@@ -198,14 +215,19 @@ class RedisOutbox(Outbox):
             )
             for _, stream_entries in answer or []:
                 entries.extend(stream_entries)
+        return self._claimed(entries)
+
+    @staticmethod
+    def _claimed(entries: list[tuple[str, dict[str, str]]]) -> list[Claimed]:
         return [
             Claimed(entry_id, Event.from_json(f["r"]), int(f.get("a", 0)))
             for entry_id, f in entries
         ]
 
     async def release_leases(self) -> None:
-        """Nothing to do: a consumer's XAUTOCLAIM takes a dead consumer's entries once their
-        lease is over, and each consumer has its own name, so none can be released early."""
+        """Nothing to do here: a restarted delivery process keeps the consumer name and takes
+        its entries back on its first claims; other replicas' XAUTOCLAIM takes the entries of
+        a gateway that died once their lease is over."""
 
     async def ack(self, ids: Sequence[str]) -> None:
         if not ids:
