@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
@@ -103,7 +103,9 @@ class DeliveryProcess:
         ready_reader, ready_writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_child_main,
-            args=(self._settings, self._consumer, wake_reader, ready_writer, self._stats),
+            args=(
+                _ChildEnds(self._settings, self._consumer, wake_reader, ready_writer, self._stats),
+            ),
             name="tiktok-gateway-delivery",
             daemon=True,
         )
@@ -237,14 +239,20 @@ async def _end(process: multiprocessing.process.BaseProcess, grace: float) -> No
         await _exited(process)
 
 
-def _child_main(
-    settings: Settings,
-    consumer: str,
-    wake: Connection,
-    ready: Connection,
-    stats: SynchronizedArray[int],
-) -> None:
+@dataclass(frozen=True)
+class _ChildEnds:
+    """What a delivery child gets from its gateway (pickled by multiprocessing's spawn)."""
+
+    settings: Settings
+    consumer: str
+    wake: Connection
+    ready: Connection
+    stats: SynchronizedArray[int]
+
+
+def _child_main(child: _ChildEnds) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
+    settings, ready = child.settings, child.ready
     from gateway.logs import configure_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
@@ -256,7 +264,7 @@ def _child_main(
     except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
         runner = asyncio.run
     try:
-        runner(_deliver_until_told(settings, consumer, wake, ready, stats))
+        runner(_deliver_until_told(child))
     except Exception as exc:  # reported to the parent if it still waits for "ready"
         log.exception("delivery process failed")
         with contextlib.suppress(OSError):
@@ -264,14 +272,9 @@ def _child_main(
         raise SystemExit(1) from None
 
 
-async def _deliver_until_told(
-    settings: Settings,
-    consumer: str,
-    wake: Connection,
-    ready: Connection,
-    stats: SynchronizedArray[int],
-) -> None:
-    outbox = open_outbox(settings.outbox, owner=False, consumer=consumer)
+async def _deliver_until_told(child: _ChildEnds) -> None:
+    settings, wake, ready, stats = child.settings, child.wake, child.ready, child.stats
+    outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
     client = EventsApiClient(
         settings.api_base,
         timeout=settings.api_timeout_seconds,
