@@ -62,6 +62,21 @@ def child(
             process.wait()
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Current RSS in MB of a process and all its descendants (the gateway, its delivery
+    process and multiprocessing's resource tracker)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += rss_mb(current)[0]
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(p) for p in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+    return total
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process in MB, from /proc."""
     fields = {}
