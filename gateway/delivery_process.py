@@ -6,8 +6,8 @@ beacon while it lasted. `serve` therefore runs the dispatcher in a child process
 (`[delivery] separate_process`, on by default):
 
 - the parent keeps the outbox for adding events; the child opens it beside the parent (SQLite:
-  a second connection to the WAL file, without the owner's lock; Redis: its own consumer) and
-  claims, sends and settles;
+  a second connection to the WAL file, without the owner's lock; Redis: the consumer name
+  the gateway chose, the same for every child it starts) and claims, sends and settles;
 - the parent wakes the child through a pipe after storing events (one byte, coalesced per
   loop iteration);
 - "stop" on that pipe stops the child gracefully (grace period); the pipe closing without
@@ -252,9 +252,9 @@ class _ChildEnds:
 
 def _child_main(child: _ChildEnds) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
-    settings, ready = child.settings, child.ready
     from gateway.logs import configure_logging
 
+    settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
     configure_logging(settings.log_level, settings.secrets())
     try:
@@ -312,7 +312,7 @@ async def _deliver_until_told(child: _ChildEnds) -> None:
     waiting: set[asyncio.Future[Any]] = {told, dispatching}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     publisher.cancel()
-    stats[:] = list(astuple(dispatcher.stats))
+    _share(dispatcher, stats)
     if not told.done():  # the dispatcher died: exit, and the gateway starts a new process
         log.error("the dispatcher stopped unexpectedly; the delivery process exits")
         os._exit(1)
@@ -323,12 +323,17 @@ async def _deliver_until_told(child: _ChildEnds) -> None:
         )
         os._exit(1)  # skip the graceful teardown: a new gateway may be taking over
     await dispatcher.stop()
-    stats[:] = list(astuple(dispatcher.stats))
+    _share(dispatcher, stats)
     await client.aclose()
     await outbox.close()
 
 
+def _share(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
+    """Copy the dispatcher's counters where the gateway reads them (DeliveryProcess.stats)."""
+    stats[:] = list(astuple(dispatcher.stats))
+
+
 async def _publish_stats(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
     while True:
-        stats[:] = list(astuple(dispatcher.stats))
+        _share(dispatcher, stats)
         await asyncio.sleep(_STATS_EVERY)

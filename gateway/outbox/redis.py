@@ -187,20 +187,11 @@ class RedisOutbox(Outbox):
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         client = self._client
         await self._promote(keys=[self._retry_key, self._stream], args=[now, limit])
-        entries: list[tuple[str, dict[str, str]]] = []
         if self._own_pending is not None:
-            answer = await client.xreadgroup(
-                self._group, self._consumer, {self._stream: self._own_pending}, count=limit
-            )
-            own = [entry for _, stream_entries in answer or [] for entry in stream_entries]
-            gone = [entry_id for entry_id, fields in own if not fields]
-            if gone:
-                await client.xack(self._stream, self._group, *gone)
-            entries.extend(entry for entry in own if entry[1])
-            # later reads start after these: they are in flight now, not to be sent twice
-            self._own_pending = own[-1][0] if len(own) >= limit else None
-            if entries:
-                return self._claimed(entries)
+            taken_back = await self._take_back_own(limit)
+            if taken_back:
+                return self._claimed(taken_back)
+        entries: list[tuple[str, dict[str, str]]] = []
         answer = await client.xautoclaim(
             self._stream, self._group, self._consumer, self._lease_ms, "0-0", count=limit
         )
@@ -216,6 +207,20 @@ class RedisOutbox(Outbox):
             for _, stream_entries in answer or []:
                 entries.extend(stream_entries)
         return self._claimed(entries)
+
+    async def _take_back_own(self, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """The next page of this consumer's pending list (see `_own_pending`)."""
+        client = self._client
+        answer = await client.xreadgroup(
+            self._group, self._consumer, {self._stream: self._own_pending}, count=limit
+        )
+        own = [entry for _, stream_entries in answer or [] for entry in stream_entries]
+        gone = [entry_id for entry_id, fields in own if not fields]
+        if gone:
+            await client.xack(self._stream, self._group, *gone)
+        # later reads start after these: they are in flight now, not to be sent twice
+        self._own_pending = own[-1][0] if len(own) >= limit else None
+        return [entry for entry in own if entry[1]]
 
     @staticmethod
     def _claimed(entries: list[tuple[str, dict[str, str]]]) -> list[Claimed]:

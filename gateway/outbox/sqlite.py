@@ -39,6 +39,7 @@ from gateway.outbox.base import (
 T = TypeVar("T")
 _STOP = object()
 _READY, _IN_FLIGHT = 0, 1
+_RELEASE_LEASES = f"UPDATE events SET state = {_READY}, due = created WHERE state = {_IN_FLIGHT}"
 _READ = b"read"  # payloads that mark how an operation runs (see _run_group)
 _STATEMENT = b"statement"
 _LOCK_WAIT_SECONDS = 5.0
@@ -111,7 +112,7 @@ class SqliteOutbox(Outbox):
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
         if self._exclusive:  # the previous owner is gone: its leases are void
-            conn.execute("UPDATE events SET state = ?, due = created WHERE state = ?", (0, 1))
+            conn.execute(_RELEASE_LEASES)
         conn.execute("PRAGMA busy_timeout=0")  # from here on, _locked waits for the lock
         return conn
 
@@ -326,11 +327,7 @@ class SqliteOutbox(Outbox):
         ]
 
     async def release_leases(self) -> None:
-        await self._statement(
-            lambda conn: conn.execute(
-                "UPDATE events SET state = ?, due = created WHERE state = ?", (_READY, _IN_FLIGHT)
-            )
-        )
+        await self._statement(lambda conn: conn.execute(_RELEASE_LEASES))
 
     async def ack(self, ids: Sequence[str]) -> None:
         await self._statement(
