@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
+COPY static ./static
 RUN pip install . \
     && rm -rf /src \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/tiktok-gateway \

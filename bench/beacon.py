@@ -32,10 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PIXEL, TOKEN, child, free_port
-from gateway.config import CookieSettings, Secret
-from gateway.cookies import VisitorCookies, VisitorRecord
-from gateway.event import Destination, Event
+from gateway.core.event import Destination, Event
+from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
 from gateway.outbox.sqlite import SqliteOutbox
+from gateway.settings.load import CookieSettings, Secret
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import Settings, parse_settings
-from gateway.event import Destination, Event
-from gateway.event_parser import ParseRules, parse_event
+from gateway.core.event import Destination, Event
+from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.fake_api import FakeEventsApi
-from gateway.tiktok import EventsApiClient, Outcome
+from gateway.ingest.parser import ParseRules, parse_event
+from gateway.settings.load import Settings, parse_settings
 
 PIXEL = "CTESTPIXEL0001"
 OTHER_PIXEL = "CTESTPIXEL0002"
@@ -208,7 +208,7 @@ def serve_gateway(
     make_settings: SettingsFactory, tmp_path: Any
 ) -> Iterator[Callable[..., GatewayServer]]:
     """Start gateways for settings built from TOML keywords; each gets its own SQLite outbox."""
-    from gateway.app import create_app
+    from gateway.web.app import create_app
 
     servers: list[GatewayServer] = []
 

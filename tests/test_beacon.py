@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import CookieSettings, Secret
-from gateway.cookies import VisitorCookies, VisitorRecord
 from gateway.fake_api import FakeEventsApi
+from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
+from gateway.settings.load import CookieSettings, Secret
 from tests.conftest import PIXEL, TOKEN, GatewayServer
 
 SHOP = "http://shop.test"

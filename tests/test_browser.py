@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from gateway.fake_api import FakeEventsApi
-from gateway.snippet import STUB
+from gateway.ingest.sources.beacon.snippet import STUB
 from tests.conftest import PIXEL, TOKEN, GatewayServer, free_port
 
 CHROME_ARGS = [

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import DEFAULT_API_BASE, load_settings, parse_settings
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
+from gateway.settings.load import DEFAULT_API_BASE, load_settings, parse_settings
 
 QUICK_ENV = {"TIKTOK_PIXEL_ID": "CQUICK001", "TIKTOK_ACCESS_TOKEN": "tok-quick-123"}
 

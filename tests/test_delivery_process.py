@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_settings
-from gateway.delivery_process import DeliveryProcess
+from gateway.delivery.process import DeliveryProcess
 from gateway.fake_api import FakeEventsApi
 from gateway.outbox import open_outbox
+from gateway.settings.load import load_settings
 from tests.gateway_process import write_config
 
 pytestmark = pytest.mark.anyio

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Secret
-from gateway.dispatch import DeliveryOptions, Dispatcher
+from gateway.delivery.client import EventsApiClient
+from gateway.delivery.dispatcher import DeliveryOptions, Dispatcher
+from gateway.delivery.retry_policy import Backoff
 from gateway.fake_api import FakeEventsApi, Fault
 from gateway.outbox.sqlite import SqliteOutbox
-from gateway.retry_policy import Backoff
-from gateway.tiktok import EventsApiClient
+from gateway.settings.load import Secret
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, make_event
 
 pytestmark = pytest.mark.anyio

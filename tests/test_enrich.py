@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.enrich import (
+from gateway.ingest.sources.beacon.enrich import (
     ClientIpResolver,
     is_bot,
     is_tag_testing,
@@ -153,7 +153,7 @@ def test_forwarding_header_details(
 
 
 def test_click_id_in_a_fragment_does_not_hide_the_query() -> None:
-    from gateway.enrich import click_id_from_url
+    from gateway.ingest.sources.beacon.enrich import click_id_from_url
 
     assert click_id_from_url("https://s.example/?a=1&ttclid=E.C.P.q#x?ttclid=E.C.P.f") == "E.C.P.q"
     assert click_id_from_url("https://s.example/#?ttclid=E.C.P.f") is None

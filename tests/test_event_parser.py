@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Settings
-from gateway.errors import EventError
-from gateway.event_parser import Parsed, ParseRules, parse_event
+from gateway.core.errors import EventError
 from gateway.fake_api import FakeEventsApi
+from gateway.ingest.parser import Parsed, ParseRules, parse_event
+from gateway.settings.load import Settings
 from tests.conftest import NOW, Deliver, SettingsFactory
 
 WEB_PAGE = {"url": "https://shop.example/p"}
@@ -155,7 +155,7 @@ def test_unparseable_phone_is_counted_as_a_warning_without_its_value(parse: Any)
 
 
 def test_record_round_trip(parse: Any) -> None:
-    from gateway.event import Event
+    from gateway.core.event import Event
 
     event = parse(
         {"event": "Purchase", "user": {"email": "a@b.example"}, "lead": {"lead_id": "L1"}}

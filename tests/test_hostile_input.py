@@ -10,9 +10,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import parse_settings
-from gateway.errors import EventError
-from gateway.event_parser import ParseRules, parse_event
+from gateway.core.errors import EventError
+from gateway.ingest.parser import ParseRules, parse_event
+from gateway.settings.load import parse_settings
 
 SETTINGS = parse_settings(
     {"pixels": [{"id": "CFUZZPIXEL01", "access_token": "t", "origins": ["https://s.example"]}]},

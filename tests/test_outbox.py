@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import OutboxSettings
-from gateway.event_parser import ParseRules, parse_event
+from gateway.ingest.parser import ParseRules, parse_event
 from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
 from gateway.outbox.sqlite import SqliteOutbox
+from gateway.settings.load import OutboxSettings
 from tests.conftest import OTHER_PIXEL, PIXEL, SettingsFactory, make_event
 
 pytestmark = pytest.mark.anyio
@@ -203,7 +203,7 @@ async def test_an_unstorable_event_fails_alone(make_outbox: OutboxFactory) -> No
     """A value JSON cannot hold fails its own add; the outbox keeps serving everyone else."""
     import dataclasses
 
-    from gateway.errors import EventError
+    from gateway.core.errors import EventError
 
     outbox = await make_outbox()
     bad = dataclasses.replace(make_event(1), properties={"num_items": 10**30})

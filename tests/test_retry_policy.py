@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.retry_policy import Backoff, CircuitBreaker
+from gateway.delivery.retry_policy import Backoff, CircuitBreaker
 
 
 def test_backoff_doubles_with_jitter_and_caps() -> None:

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.config import Secret
-from gateway.event import Destination, Event
+from gateway.core.event import Destination, Event
+from gateway.delivery.client import EventsApiClient, OutcomeKind, classify
 from gateway.fake_api import FakeEventsApi, Fault
-from gateway.tiktok import EventsApiClient, OutcomeKind, classify
+from gateway.settings.load import Secret
 from tests.conftest import PIXEL, TOKEN
 
 pytestmark = pytest.mark.anyio

@@ -22,7 +22,7 @@ from typing import Any
 import h11
 import orjson
 
-from gateway.fake_api.validation import validate_request
+from gateway.core.events_api_schema import validate_request
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
 _BAD_TOKEN = (40105, "Access token is incorrect or has been revoked.")

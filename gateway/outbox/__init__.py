@@ -7,7 +7,6 @@ are imported lazily so the embedded default never needs a Redis client installed
 
 from __future__ import annotations
 
-from gateway.config import OutboxSettings
 from gateway.outbox.base import (
     Claimed,
     DeadLetter,
@@ -16,6 +15,7 @@ from gateway.outbox.base import (
     OutboxUnavailable,
     PixelCounts,
 )
+from gateway.settings.load import OutboxSettings
 
 
 def open_outbox(

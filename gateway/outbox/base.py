@@ -13,7 +13,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.event import Event
+from gateway.core.event import Event
 
 
 class OutboxUnavailable(Exception):

@@ -27,8 +27,8 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.errors import EventError
-from gateway.event import Event
+from gateway.core.errors import EventError
+from gateway.core.event import Event
 from gateway.outbox.base import (
     Claimed,
     DeadLetter,

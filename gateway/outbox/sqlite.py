@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.errors import EventError
-from gateway.event import Event
+from gateway.core.errors import EventError
+from gateway.core.event import Event
 from gateway.outbox.base import (
     Claimed,
     DeadLetter,

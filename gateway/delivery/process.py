@@ -34,10 +34,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
-from gateway.config import Settings
-from gateway.dispatch import DeliveryOptions, DeliveryStats, Dispatcher
+from gateway.delivery.client import EventsApiClient
+from gateway.delivery.dispatcher import DeliveryOptions, DeliveryStats, Dispatcher
 from gateway.outbox import open_outbox
-from gateway.tiktok import EventsApiClient
+from gateway.settings.load import Settings
 
 log = logging.getLogger(__name__)
 _WAKE, _STOP = b"w", b"s"
@@ -252,7 +252,7 @@ class _ChildEnds:
 
 def _child_main(child: _ChildEnds) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
-    from gateway.logs import configure_logging
+    from gateway.core.logs import configure_logging
 
     settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us

@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.config import Secret, Settings
-from gateway.event import Destination
+from gateway.core.event import Destination
+from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
+from gateway.delivery.retry_policy import Backoff, CircuitBreaker
 from gateway.outbox import Claimed, Outbox
-from gateway.retry_policy import Backoff, CircuitBreaker
-from gateway.tiktok import EventsApiClient, Outcome, OutcomeKind
+from gateway.settings.load import Secret, Settings
 
 log = logging.getLogger(__name__)
 

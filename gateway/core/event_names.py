@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.errors import EventError
+from gateway.core.errors import EventError
 
 STANDARD_EVENTS = frozenset(
     {

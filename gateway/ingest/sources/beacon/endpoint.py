@@ -20,9 +20,12 @@ from typing import Any
 
 import orjson
 
-from gateway.config import PixelConfig, Settings
-from gateway.cookies import VisitorCookies, VisitorRecord
-from gateway.enrich import (
+from gateway.core.errors import EventError, PayloadTooLarge
+from gateway.core.event import Event
+from gateway.ingest.parser import parse_event
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
+from gateway.ingest.sources.beacon.enrich import (
     ClientIpResolver,
     is_bot,
     is_tag_testing,
@@ -30,13 +33,10 @@ from gateway.enrich import (
     resolve_click_id,
     valid_token,
 )
-from gateway.errors import EventError, PayloadTooLarge
-from gateway.event import Event
-from gateway.event_parser import parse_event
-from gateway.metrics import Metrics
 from gateway.outbox import OutboxUnavailable
-from gateway.pipeline import Pipeline
-from gateway.request_body import parse_json, read_body
+from gateway.settings.load import PixelConfig, Settings
+from gateway.web.metrics import Metrics
+from gateway.web.request_body import parse_json, read_body
 
 log = logging.getLogger(__name__)
 Scope = Mapping[str, Any]

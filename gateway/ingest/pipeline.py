@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from gateway.config import PixelConfig, Settings
-from gateway.dispatch import Delivery
-from gateway.errors import EventError
-from gateway.event import Event
-from gateway.event_parser import ParseRules
+from gateway.core.errors import EventError
+from gateway.core.event import Event
+from gateway.delivery.dispatcher import Delivery
+from gateway.ingest.parser import ParseRules
 from gateway.outbox import Outbox
+from gateway.settings.load import PixelConfig, Settings
 
 
 class Pipeline:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway import __version__
-from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError, EventError
+from gateway.core.errors import ConfigError, EventError
 from gateway.outbox import OutboxUnavailable
+from gateway.settings.load import Settings, load_settings
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -116,8 +116,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.app import create_app
-    from gateway.logs import configure_logging
+    from gateway.core.logs import configure_logging
+    from gateway.web.app import create_app
 
     settings = _settings(args, host=args.host, port=args.port)
     configure_logging(settings.log_level, settings.secrets())
@@ -141,8 +141,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _send_test(args: argparse.Namespace) -> int:
-    from gateway.send_test import TestEvent, send_test
-    from gateway.tiktok import TRACK_PATH
+    from gateway.cli.send_test import TestEvent, send_test
+    from gateway.delivery.client import TRACK_PATH
 
     settings = _settings(args)
     test = TestEvent(
@@ -176,7 +176,7 @@ def _send_test(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from gateway.operator import outbox_report
+    from gateway.cli.operator import outbox_report
 
     report = asyncio.run(outbox_report(_settings(args), dead=args.dead))
     if args.json:
@@ -195,7 +195,7 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from gateway.operator import replay
+    from gateway.cli.operator import replay
 
     moved = asyncio.run(replay(_settings(args), pixel=args.pixel, code=args.code))
     print(f"{moved} dead letter(s) moved back to pending")
@@ -203,7 +203,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _purge_dead(args: argparse.Namespace) -> int:
-    from gateway.operator import purge_dead
+    from gateway.cli.operator import purge_dead
 
     removed = asyncio.run(purge_dead(_settings(args), older_than_days=args.older_than))
     print(f"{removed} dead letter(s) older than {args.older_than:g} day(s) deleted")

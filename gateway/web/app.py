@@ -21,18 +21,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.collect import BeaconEndpoint
-from gateway.config import Settings
-from gateway.cookies import VisitorCookies
-from gateway.delivery_process import DeliveryProcess
-from gateway.dispatch import Delivery, DeliveryOptions, Dispatcher
-from gateway.errors import EventError
-from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.core.errors import EventError
+from gateway.delivery.client import EventsApiClient
+from gateway.delivery.dispatcher import Delivery, DeliveryOptions, Dispatcher
+from gateway.delivery.process import DeliveryProcess
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.sources.beacon.cookies import VisitorCookies
+from gateway.ingest.sources.beacon.endpoint import BeaconEndpoint
+from gateway.ingest.sources.beacon.snippet import SnippetEndpoint
+from gateway.ingest.sources.server_api import ServerEventsEndpoint
 from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
-from gateway.pipeline import Pipeline
-from gateway.server_api import ServerEventsEndpoint
-from gateway.snippet import SnippetEndpoint
-from gateway.tiktok import EventsApiClient
+from gateway.settings.load import Settings
+from gateway.web.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from functools import lru_cache
 
 from itsdangerous import BadSignature, Signer
 
-from gateway.config import CookieSettings
-from gateway.enrich import valid_token
+from gateway.ingest.sources.beacon.enrich import valid_token
+from gateway.settings.load import CookieSettings
 
 log = logging.getLogger(__name__)
 _DAY = 86400

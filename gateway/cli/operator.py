@@ -10,8 +10,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from gateway.config import Settings
 from gateway.outbox import Outbox, OutboxCounts, open_outbox
+from gateway.settings.load import Settings
 
 
 def _age(seconds: float | None) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.config import Secret
-from gateway.event import Destination, Event, request_body
+from gateway.core.event import Destination, Event, request_body
+from gateway.settings.load import Secret
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
 DELIVERED_CODES = frozenset({0, 20001})

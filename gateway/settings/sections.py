@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.config_reader import TableReader
-from gateway.secret import Secret, resolve_secret
+from gateway.core.secret import Secret, resolve_secret
+from gateway.settings.reader import TableReader
 
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,63}$")
 _BLOCKED_WORDS = ("tiktok", "pixel", "track", "collect", "analytics", "event")

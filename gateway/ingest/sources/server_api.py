@@ -17,13 +17,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import EventError, PayloadTooLarge
-from gateway.event import Event
-from gateway.event_parser import parse_event
-from gateway.metrics import Metrics
+from gateway.core.errors import EventError, PayloadTooLarge
+from gateway.core.event import Event
+from gateway.ingest.parser import parse_event
+from gateway.ingest.pipeline import Pipeline
 from gateway.outbox import OutboxUnavailable
-from gateway.pipeline import Pipeline
-from gateway.request_body import parse_json, read_body
+from gateway.web.metrics import Metrics
+from gateway.web.request_body import parse_json, read_body
 
 _ENVELOPE_KEYS = frozenset({"pixel_id", "test_event_code", "events"})
 _EVENT_EXTRA_KEYS = frozenset({"pixel_id"})

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from gateway.config import PixelConfig, Settings
-from gateway.enrich import canonical_ip
-from gateway.errors import EventError
-from gateway.event import Destination, Event
-from gateway.event_names import EventNameMapper
-from gateway.normalize import (
+from gateway.core.errors import EventError
+from gateway.core.event import Destination, Event
+from gateway.core.event_names import EventNameMapper
+from gateway.core.normalize import (
     clean_place,
     decimal_sum,
     event_id_string,
@@ -35,6 +33,8 @@ from gateway.normalize import (
     require_sha256,
     sha256_hex,
 )
+from gateway.ingest.sources.beacon.enrich import canonical_ip
+from gateway.settings.load import PixelConfig, Settings
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MAX_TEXT = 2048

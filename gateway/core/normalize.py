@@ -18,7 +18,7 @@ from typing import Any
 
 import phonenumbers
 
-from gateway.errors import EventError
+from gateway.core.errors import EventError
 
 _SHA256_HEX = re.compile(r"^[A-Fa-f0-9]{64}$")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive
 
-from gateway.errors import EventError, PayloadTooLarge
+from gateway.core.errors import EventError, PayloadTooLarge
 
 
 async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:

@@ -12,11 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import PixelConfig, Settings
-from gateway.errors import ConfigError
-from gateway.event import request_body
-from gateway.event_parser import ParseRules, parse_event
-from gateway.tiktok import EventsApiClient, Outcome
+from gateway.core.errors import ConfigError
+from gateway.core.event import request_body
+from gateway.delivery.client import EventsApiClient, Outcome
+from gateway.ingest.parser import ParseRules, parse_event
+from gateway.settings.load import PixelConfig, Settings
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.config import Settings
-from gateway.event_names import BUILTIN_MAP
+from gateway.core.event_names import BUILTIN_MAP
+from gateway.settings.load import Settings
 
 STUB = (
     '<script>!function(w){var g=w.ttgw=w.ttgw||{q:[]};"track identify consent config"'
@@ -30,7 +30,7 @@ def render_snippet(settings: Settings) -> bytes:
     names: dict[str, list[str]] = {k: list(v) for k, v in BUILTIN_MAP.items()}
     names.update({k.lower(): list(v) for k, v in settings.event_names.items()})
     names.update({k: list(v) for k, v in settings.event_names.items()})
-    template = resources.files("gateway").joinpath("static/gw.js").read_text(encoding="utf-8")
+    template = resources.files("gateway.static").joinpath("gw.js").read_text(encoding="utf-8")
     source = template.replace("__BEACON_PATH__", settings.browser.beacon_path).replace(
         "__NAME_MAP__", json.dumps(names, separators=(",", ":"), sort_keys=True)
     )

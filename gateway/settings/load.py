@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-from gateway.config_reader import TableReader
-from gateway.config_sections import (
+from gateway.core.errors import ConfigError
+from gateway.core.secret import Secret, resolve_secret
+from gateway.settings.reader import TableReader
+from gateway.settings.sections import (
     BrowserSettings,
     CookieSettings,
     DeliverySettings,
@@ -34,8 +36,6 @@ from gateway.config_sections import (
     read_server_api,
     redacted_outbox,
 )
-from gateway.errors import ConfigError
-from gateway.secret import Secret, resolve_secret
 
 __all__ = [
     "BrowserSettings",
