@@ -35,7 +35,7 @@ from bench.common import PIXEL, TOKEN, child, free_port
 from gateway.core.event import Destination, Event
 from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
 from gateway.outbox.sqlite import SqliteOutbox
-from gateway.settings.load import CookieSettings, Secret
+from gateway.settings import CookieSettings, Secret
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (

@@ -19,7 +19,7 @@ from gateway.core.event import Destination, Event
 from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.parser import ParseRules, parse_event
-from gateway.settings.load import Settings, parse_settings
+from gateway.settings import Settings, parse_settings
 
 PIXEL = "CTESTPIXEL0001"
 OTHER_PIXEL = "CTESTPIXEL0002"

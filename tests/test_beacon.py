@@ -12,7 +12,7 @@ import pytest
 
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
-from gateway.settings.load import CookieSettings, Secret
+from gateway.settings import CookieSettings, Secret
 from tests.conftest import PIXEL, TOKEN, GatewayServer
 
 SHOP = "http://shop.test"

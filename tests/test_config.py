@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.settings.load import DEFAULT_API_BASE, load_settings, parse_settings
+from gateway.settings import DEFAULT_API_BASE, load_settings, parse_settings
 
 QUICK_ENV = {"TIKTOK_PIXEL_ID": "CQUICK001", "TIKTOK_ACCESS_TOKEN": "tok-quick-123"}
 
@@ -175,3 +175,18 @@ def test_outbox_passwords_are_redacted_and_scrubbed_from_logs() -> None:
     shown = str(settings.redacted())
     assert "s3cret-pass" not in shown and "password=x" not in shown
     assert "s3cret-pass" in settings.secrets()
+
+
+def test_redacted_output_reads_back_as_the_same_settings() -> None:
+    """redacted() is derived from the dataclasses, so it names every key as the file does."""
+    data = {
+        "server": {"port": 9001},
+        "delivery": {"batch_size": 7, "separate_process": False},
+        "browser": {"trusted_proxies": ["10.0.0.0/8"], "client_ip_header": "CF-Connecting-IP"},
+        "cookies": {"same_site": "strict", "domain": ".Shop.example"},
+        "event_names": {"signup": ["Lead"]},
+    }
+    settings = parse_settings(data, QUICK_ENV)
+    shown = settings.redacted()
+    del shown["pixels"]  # its token shows as "<secret from …>"
+    assert parse_settings(shown, QUICK_ENV) == settings

@@ -13,7 +13,7 @@ import pytest
 from gateway.delivery.process import DeliveryProcess
 from gateway.fake_api import FakeEventsApi
 from gateway.outbox import open_outbox
-from gateway.settings.load import load_settings
+from gateway.settings import load_settings
 from tests.gateway_process import write_config
 
 pytestmark = pytest.mark.anyio

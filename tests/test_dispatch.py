@@ -16,7 +16,7 @@ from gateway.delivery.dispatcher import DeliveryOptions, Dispatcher
 from gateway.delivery.retry_policy import Backoff
 from gateway.fake_api import FakeEventsApi, Fault
 from gateway.outbox.sqlite import SqliteOutbox
-from gateway.settings.load import Secret
+from gateway.settings import Secret
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, make_event
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import pytest
 from gateway.core.errors import EventError
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
-from gateway.settings.load import Settings
+from gateway.settings import Settings
 from tests.conftest import NOW, Deliver, SettingsFactory
 
 WEB_PAGE = {"url": "https://shop.example/p"}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.core.errors import EventError
 from gateway.ingest.parser import ParseRules, parse_event
-from gateway.settings.load import parse_settings
+from gateway.settings import parse_settings
 
 SETTINGS = parse_settings(
     {"pixels": [{"id": "CFUZZPIXEL01", "access_token": "t", "origins": ["https://s.example"]}]},

@@ -12,7 +12,7 @@ import pytest
 from gateway.ingest.parser import ParseRules, parse_event
 from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
 from gateway.outbox.sqlite import SqliteOutbox
-from gateway.settings.load import OutboxSettings
+from gateway.settings import OutboxSettings
 from tests.conftest import OTHER_PIXEL, PIXEL, SettingsFactory, make_event
 
 pytestmark = pytest.mark.anyio

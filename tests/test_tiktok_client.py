@@ -12,7 +12,7 @@ import pytest
 from gateway.core.event import Destination, Event
 from gateway.delivery.client import EventsApiClient, OutcomeKind, classify
 from gateway.fake_api import FakeEventsApi, Fault
-from gateway.settings.load import Secret
+from gateway.settings import Secret
 from tests.conftest import PIXEL, TOKEN
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ from typing import Any
 from gateway import __version__
 from gateway.core.errors import ConfigError, EventError
 from gateway.outbox import OutboxUnavailable
-from gateway.settings.load import Settings, load_settings
+from gateway.settings import Settings, load_settings
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -123,8 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.secrets())
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        host=settings.server.host,
+        port=settings.server.port,
         log_config=None,
         access_log=args.access_log,
         server_header=False,

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gateway.outbox import Outbox, OutboxCounts, open_outbox
-from gateway.settings.load import Settings
+from gateway.settings import Settings
 
 
 def _age(seconds: float | None) -> str:

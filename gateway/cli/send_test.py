@@ -16,7 +16,7 @@ from gateway.core.errors import ConfigError
 from gateway.core.event import request_body
 from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.ingest.parser import ParseRules, parse_event
-from gateway.settings.load import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings
 
 
 @dataclass(frozen=True)

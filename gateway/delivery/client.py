@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from gateway.core.event import Destination, Event, request_body
-from gateway.settings.load import Secret
+from gateway.settings import Secret
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
 DELIVERED_CODES = frozenset({0, 20001})

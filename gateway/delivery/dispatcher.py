@@ -26,22 +26,32 @@ from gateway.core.event import Destination
 from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
 from gateway.delivery.retry_policy import Backoff, CircuitBreaker
 from gateway.outbox import Claimed, Outbox
-from gateway.settings.load import Secret, Settings
+from gateway.settings import DeliverySettings, Secret, Settings
+from gateway.settings.model import MAX_EVENT_AGE_DAYS
 
 log = logging.getLogger(__name__)
 
 
+_DEFAULT = DeliverySettings()
+
+
 @dataclass(frozen=True)
 class DeliveryOptions:
-    batch_size: int = 1000
-    linger_seconds: float = 0.05
-    concurrency: int = 4
+    """The dispatcher's options in the units it works in; defaults are the settings' own."""
+
+    batch_size: int = _DEFAULT.batch_size
+    linger_seconds: float = _DEFAULT.linger_ms / 1000
+    concurrency: int = _DEFAULT.concurrency
     poll_seconds: float = 1.0
-    shutdown_grace_seconds: float = 10.0
-    max_event_age_seconds: int = 7 * 86400
-    backoff: Backoff = field(default_factory=Backoff)
-    breaker_failures: int = 5
-    breaker_cooldown_seconds: float = 5.0
+    shutdown_grace_seconds: float = _DEFAULT.shutdown_grace_seconds
+    max_event_age_seconds: int = MAX_EVENT_AGE_DAYS * 86400
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(
+            _DEFAULT.backoff_initial_seconds, _DEFAULT.backoff_max_seconds
+        )
+    )
+    breaker_failures: int = _DEFAULT.breaker_failures
+    breaker_cooldown_seconds: float = _DEFAULT.breaker_cooldown_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:

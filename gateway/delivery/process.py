@@ -37,7 +37,7 @@ from typing import Any
 from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import DeliveryOptions, DeliveryStats, Dispatcher
 from gateway.outbox import open_outbox
-from gateway.settings.load import Settings
+from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 _WAKE, _STOP = b"w", b"s"

@@ -34,7 +34,7 @@ from gateway.core.normalize import (
     sha256_hex,
 )
 from gateway.ingest.sources.beacon.enrich import canonical_ip
-from gateway.settings.load import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MAX_TEXT = 2048

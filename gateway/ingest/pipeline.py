@@ -15,7 +15,7 @@ from gateway.core.event import Event
 from gateway.delivery.dispatcher import Delivery
 from gateway.ingest.parser import ParseRules
 from gateway.outbox import Outbox
-from gateway.settings.load import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings
 
 
 class Pipeline:

@@ -15,7 +15,7 @@ from gateway.outbox.base import (
     OutboxUnavailable,
     PixelCounts,
 )
-from gateway.settings.load import OutboxSettings
+from gateway.settings import OutboxSettings
 
 
 def open_outbox(

@@ -1,1 +1,35 @@
-"""gateway/settings"""
+"""Configuration: read once at the edge into frozen, typed objects whose repr hides secrets.
+
+declared.py   how a setting is declared (default, bounds, env, conversion) and read
+reader.py     typed reading of one TOML table, collecting problems
+sections.py   server, outbox, delivery, server API, browser, cookies
+model.py      pixels and the whole `Settings`
+load.py       the file and the environment → `Settings`, or `ConfigError`
+"""
+
+from gateway.core.secret import Secret
+from gateway.settings.load import load_settings, parse_settings
+from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings
+from gateway.settings.sections import (
+    BrowserSettings,
+    CookieSettings,
+    DeliverySettings,
+    OutboxSettings,
+    ServerApiSettings,
+    ServerSettings,
+)
+
+__all__ = [
+    "DEFAULT_API_BASE",
+    "BrowserSettings",
+    "CookieSettings",
+    "DeliverySettings",
+    "OutboxSettings",
+    "PixelConfig",
+    "Secret",
+    "ServerApiSettings",
+    "ServerSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]

@@ -31,7 +31,7 @@ from gateway.ingest.sources.beacon.endpoint import BeaconEndpoint
 from gateway.ingest.sources.beacon.snippet import SnippetEndpoint
 from gateway.ingest.sources.server_api import ServerEventsEndpoint
 from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
-from gateway.settings.load import Settings
+from gateway.settings import Settings
 from gateway.web.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from functools import lru_cache
 from itsdangerous import BadSignature, Signer
 
 from gateway.ingest.sources.beacon.enrich import valid_token
-from gateway.settings.load import CookieSettings
+from gateway.settings import CookieSettings
 
 log = logging.getLogger(__name__)
 _DAY = 86400

@@ -34,7 +34,7 @@ from gateway.ingest.sources.beacon.enrich import (
     valid_token,
 )
 from gateway.outbox import OutboxUnavailable
-from gateway.settings.load import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings
 from gateway.web.metrics import Metrics
 from gateway.web.request_body import parse_json, read_body
 

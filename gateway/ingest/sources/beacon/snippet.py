@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.core.event_names import BUILTIN_MAP
-from gateway.settings.load import Settings
+from gateway.settings import Settings
 
 STUB = (
     '<script>!function(w){var g=w.ttgw=w.ttgw||{q:[]};"track identify consent config"'

@@ -1,0 +1,152 @@
+"""The whole configuration: pixels (destinations with their tokens) and every section.
+
+`Settings` mirrors the TOML file key for key, so `redacted()` prints what a user would write
+and the generic reader (`declared.read_section`) reads it without a hand-written parser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+
+from gateway.core.secret import Secret
+from gateway.settings.declared import choice, read_section, redacted, secret_values, setting
+from gateway.settings.reader import TableReader
+from gateway.settings.sections import (
+    BrowserSettings,
+    CookieSettings,
+    DeliverySettings,
+    OutboxSettings,
+    Problems,
+    ServerApiSettings,
+    ServerSettings,
+)
+
+DEFAULT_API_BASE = "https://business-api.tiktok.com"
+EVENT_SOURCES = ("web", "app", "offline", "crm")
+MAX_EVENT_AGE_DAYS = 7
+"""TikTok accepts events up to 7 days old (28 for offline event sets)."""
+PIXEL_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:\d{1,5})?$")
+
+
+def _pixel_id(pixel_id: str) -> str:
+    if not PIXEL_ID.match(pixel_id):
+        raise ValueError(f"{pixel_id!r} is not a pixel code (letters, digits, '_' or '-')")
+    return pixel_id
+
+
+def _origin(origin: str) -> str:
+    normal = origin.strip().lower().rstrip("/")
+    if not _ORIGIN.match(normal):
+        raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+    return normal
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """One destination: a pixel (web) or an event set (app / offline / crm) with its token."""
+
+    id: str = setting("", convert=_pixel_id)
+    access_token: Secret = setting(Secret("", source="missing"))
+    event_source: str = setting("web", convert=choice(*EVENT_SOURCES, normalise=str.lower))
+    test_event_code: str | None = setting(None, convert=lambda code: code.strip() or None)
+    limited_data_use: bool = setting(False)
+    origins: tuple[str, ...] = setting((), each=_origin)
+    require_consent: bool = setting(False)
+    """Browser events are forwarded only when the visitor granted consent."""
+
+    def problems(self) -> Problems:
+        if not self.id:
+            yield "id", "missing (the pixel code or event set id from TikTok Events Manager)"
+        if self.access_token.source == "missing":
+            yield "access_token", "missing (write the token, env:NAME or file:/path)"
+
+
+def _read_pixels(
+    table: TableReader, key: str, env: Mapping[str, str], problems: list[str]
+) -> tuple[PixelConfig, ...]:
+    """Each [[pixels]] table; one with any problem is left out (the problems say why)."""
+    pixels = []
+    for pixel_table in table.tables(key):
+        before = len(problems)
+        pixel = read_section(PixelConfig, pixel_table, env, problems)
+        if len(problems) == before:
+            pixels.append(pixel)
+    return tuple(pixels)
+
+
+def _read_event_names(
+    table: TableReader, key: str, env: Mapping[str, str], problems: list[str]
+) -> dict[str, tuple[str, ...]]:
+    names_table = table.table(key)
+    names: dict[str, tuple[str, ...]] = {}
+    for name, value in names_table.raw().items():
+        targets = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(targets, list)
+            or not targets
+            or not all(isinstance(t, str) and t.strip() for t in targets)
+        ):
+            names_table.problem(name, "must be a TikTok event name or a non-empty list of them")
+            continue
+        names[name] = tuple(t.strip() for t in targets)
+    return names
+
+
+def _api_base(url: str) -> str:
+    url = url.rstrip("/")
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url
+
+
+def _region(region: str) -> str:
+    region = region.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{region!r} is not a region code such as US or DE")
+    return region
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's whole configuration, immutable after start-up."""
+
+    pixels: tuple[PixelConfig, ...] = setting((), read=_read_pixels)
+    api_base: str = setting(DEFAULT_API_BASE, env="TIKTOK_API_BASE", convert=_api_base)
+    api_timeout_seconds: float = setting(10.0, low=0.1, high=120.0)
+    server: ServerSettings = setting(default_factory=ServerSettings)
+    default_phone_region: str = setting("US", convert=_region)
+    max_event_age_days: int = setting(MAX_EVENT_AGE_DAYS, low=1, high=28)
+    max_clock_skew_seconds: int = setting(300, low=0, high=86400)
+    strict_event_names: bool = setting(False)
+    event_names: Mapping[str, tuple[str, ...]] = setting(
+        default_factory=dict, read=_read_event_names
+    )
+    log_level: str = setting(
+        "info", convert=choice("debug", "info", "warning", "error", normalise=str.lower)
+    )
+    outbox: OutboxSettings = setting(default_factory=OutboxSettings)
+    delivery: DeliverySettings = setting(default_factory=DeliverySettings)
+    server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
+    browser: BrowserSettings = setting(default_factory=BrowserSettings)
+    cookies: CookieSettings = setting(default_factory=CookieSettings)
+
+    def pixel(self, pixel_id: str) -> PixelConfig | None:
+        for pixel in self.pixels:
+            if pixel.id == pixel_id:
+                return pixel
+        return None
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log filter that scrubs them as a last line of defence."""
+        return list(dict.fromkeys(secret_values(self)))
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data with every secret replaced by its source."""
+        shown: dict[str, Any] = redacted(self)
+        return shown
