@@ -19,6 +19,8 @@ from gateway.core.event import Destination, Event
 from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.parser import ParseRules, parse_event
+from gateway.outbox.sqlite import SqliteOutbox
+from gateway.runtime import Gateway
 from gateway.settings import Settings, parse_settings
 
 PIXEL = "CTESTPIXEL0001"
@@ -160,13 +162,16 @@ def make_event(
 class GatewayServer:
     """The gateway app served by a real uvicorn on loopback, in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(
+        self, app: Any, port: int | None = None, *, gateway: Gateway | None = None
+    ) -> None:
         import uvicorn
 
         self.app = app
+        self.gateway = gateway
         self.port = port or free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
+            self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
             proxy_headers=False,  # as `serve` runs it: the gateway decides whom to trust
         )  # fmt: skip
         self._server = uvicorn.Server(config)
@@ -194,7 +199,9 @@ class GatewayServer:
 
     def fill_the_disk(self) -> None:
         """Make the gateway's SQLite outbox unable to grow, as a full disk would."""
-        outbox = self.app.state.outbox
+        assert self.gateway is not None
+        outbox = self.gateway.outbox
+        assert isinstance(outbox, SqliteOutbox)
         self.call(outbox._run(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
 
     def stop(self) -> None:
@@ -212,10 +219,11 @@ def serve_gateway(
 
     servers: list[GatewayServer] = []
 
-    def start(**toml: Any) -> GatewayServer:
+    def start(*, transport: httpx.AsyncBaseTransport | None = None, **toml: Any) -> GatewayServer:
         toml.setdefault("outbox", {"url": f"sqlite:///{tmp_path}/outbox-{len(servers)}.sqlite3"})
         toml.setdefault("delivery", {"linger_ms": 0})
-        server = GatewayServer(create_app(make_settings(**toml))).start()
+        gateway = Gateway(make_settings(**toml), transport=transport)
+        server = GatewayServer(create_app(gateway), gateway=gateway).start()
         servers.append(server)
         return server
 

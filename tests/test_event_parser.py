@@ -9,6 +9,7 @@ import pytest
 from gateway.core.errors import EventError
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
+from gateway.ingest.policy import BROWSER, SERVER, SourcePolicy
 from gateway.settings import Settings
 from tests.conftest import NOW, Deliver, SettingsFactory
 
@@ -17,14 +18,14 @@ WEB_PAGE = {"url": "https://shop.example/p"}
 
 @pytest.fixture
 def parse(make_settings: SettingsFactory) -> Any:
-    def run(raw: dict[str, Any], *, from_browser: bool = False, **toml: Any) -> Parsed:
+    def run(raw: dict[str, Any], *, policy: SourcePolicy = SERVER, **toml: Any) -> Parsed:
         settings: Settings = make_settings(**toml)
         return parse_event(
             {"page": WEB_PAGE, **raw},
             pixel=settings.pixels[0],
             rules=ParseRules.from_settings(settings),
             now=NOW,
-            from_browser=from_browser,
+            policy=policy,
         )
 
     return run
@@ -136,15 +137,15 @@ def test_max_event_age_is_configurable(parse: Any) -> None:
 
 
 def test_skewed_browser_clock_is_replaced_by_server_time(parse: Any) -> None:
-    skewed = parse({"event": "Purchase", "event_time": NOW + 3600}, from_browser=True)
+    skewed = parse({"event": "Purchase", "event_time": NOW + 3600}, policy=BROWSER)
     assert skewed.events[0].event_time == int(NOW)
-    close = parse({"event": "Purchase", "event_time": NOW - 30}, from_browser=True)
+    close = parse({"event": "Purchase", "event_time": NOW - 30}, policy=BROWSER)
     assert close.events[0].event_time == int(NOW - 30)
 
 
 def test_browser_event_without_id_gets_a_uuid(parse: Any) -> None:
-    first = parse({"event": "Purchase"}, from_browser=True).events[0].event_id
-    second = parse({"event": "Purchase"}, from_browser=True).events[0].event_id
+    first = parse({"event": "Purchase"}, policy=BROWSER).events[0].event_id
+    second = parse({"event": "Purchase"}, policy=BROWSER).events[0].event_id
     assert first != second and len(first) == 36
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.core.errors import EventError
 from gateway.ingest.parser import ParseRules, parse_event
+from gateway.ingest.policy import BROWSER, SERVER, SourcePolicy
 from gateway.settings import parse_settings
 
 SETTINGS = parse_settings(
@@ -63,11 +64,9 @@ events = st.fixed_dictionaries(
 )
 
 
-def check(raw: Any, *, from_browser: bool) -> None:
+def check(raw: Any, *, policy: SourcePolicy) -> None:
     try:
-        parsed = parse_event(
-            raw, pixel=SETTINGS.pixels[0], rules=RULES, now=NOW, from_browser=from_browser
-        )
+        parsed = parse_event(raw, pixel=SETTINGS.pixels[0], rules=RULES, now=NOW, policy=policy)
     except EventError as exc:
         assert exc.field and exc.message
         return
@@ -79,11 +78,11 @@ def check(raw: Any, *, from_browser: bool) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events)
 def test_structured_hostile_events(raw: dict[str, Any]) -> None:
-    check(raw, from_browser=False)
-    check(raw, from_browser=True)
+    check(raw, policy=SERVER)
+    check(raw, policy=BROWSER)
 
 
 @settings(max_examples=200, deadline=None)
 @given(json_values)
 def test_any_json_value(raw: Any) -> None:
-    check(raw, from_browser=True)
+    check(raw, policy=BROWSER)

@@ -117,12 +117,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.core.logs import configure_logging
+    from gateway.runtime import Gateway
     from gateway.web.app import create_app
 
     settings = _settings(args, host=args.host, port=args.port)
     configure_logging(settings.log_level, settings.secrets())
     uvicorn.run(
-        create_app(settings),
+        create_app(Gateway(settings)),
         host=settings.server.host,
         port=settings.server.port,
         log_config=None,

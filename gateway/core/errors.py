@@ -1,15 +1,23 @@
 """The gateway's one error hierarchy.
 
     GatewayError
-     ├── ConfigError          settings that cannot be used; carries one line per problem
-     └── EventError           an input event that cannot be sent; carries the field at fault
-          └── PayloadTooLarge  an input over a size or count limit
+     ├── ConfigError              settings that cannot be used; one line per problem
+     ├── Rejected                 an input refused: carries its HTTP status, an error code,
+     │    │                       the field at fault (if any) and response headers
+     │    ├── EventError          400: an event that cannot be sent; names the field
+     │    │    └── PayloadTooLarge   413: a body or batch over a limit
+     │    ├── Unauthorized        401: missing or wrong API key
+     │    ├── Forbidden           403: an origin or a caller that may not send here
+     │    ├── MethodNotAllowed    405
+     │    └── UnsupportedMediaType   415
+     └── OutboxUnavailable        events cannot be stored now (disk full, Redis down): 503
 
 Failures of the Events API are not errors here: the client classifies them into an Outcome.
-
-Errors that reach HTTP carry their status so the edge can answer with a JSON body
-without guessing. Messages never contain an access token or a raw identifier: callers
-name the field, not its value.
+Third-party errors (sqlite3, redis, httpx) are translated into these at one boundary each.
+How an error looks on the wire is not decided here but by the renderer of the surface that
+answers (`web/errors.py`): our JSON for our endpoints, TikTok's envelope for the relay.
+Messages never contain an access token or a raw identifier: callers name the field, not
+its value.
 """
 
 from __future__ import annotations
@@ -27,24 +35,63 @@ class ConfigError(GatewayError):
         super().__init__("; ".join(self.problems))
 
 
-class EventError(GatewayError):
-    """An input event is invalid; `field` is the dotted path of the value at fault."""
+class Rejected(GatewayError):
+    """An input the gateway refuses; a renderer turns it into its surface's answer."""
 
     status_code = 400
+    error = "bad_request"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class EventError(Rejected):
+    """An input event is invalid; `field` is the dotted path of the value at fault."""
+
+    error = "invalid_event"
+    field: str
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
+        super().__init__(message, field=field)
 
-    def to_json(self) -> dict[str, str]:
-        return {"error": "invalid_event", "field": self.field, "message": self.message}
+    def at(self, prefix: str) -> EventError:
+        """The same error with its field placed inside `prefix` (`events[3]`, `[0]`)."""
+        return type(self)(f"{prefix}.{self.field}" if prefix else self.field, self.message)
 
 
 class PayloadTooLarge(EventError):
     """A body or a batch over the configured limit."""
 
     status_code = 413
+    error = "payload_too_large"
 
-    def to_json(self) -> dict[str, str]:
-        return {"error": "payload_too_large", "field": self.field, "message": self.message}
+
+class Unauthorized(Rejected):
+    status_code = 401
+    error = "unauthorized"
+
+
+class Forbidden(Rejected):
+    status_code = 403
+    error = "forbidden"
+
+
+class MethodNotAllowed(Rejected):
+    status_code = 405
+    error = "method_not_allowed"
+
+
+class UnsupportedMediaType(Rejected):
+    status_code = 415
+    error = "unsupported_media_type"
+
+
+class OutboxUnavailable(GatewayError):
+    """The outbox cannot store events right now: the sender should retry later."""
+
+    retry_after_seconds = 5

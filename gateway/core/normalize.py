@@ -9,11 +9,13 @@ field, never the value, so nothing raw reaches a log through an exception.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -27,6 +29,24 @@ _LATEST_MILLISECONDS = 100_000_000_000_000
 MAX_AMOUNT = 1e15
 """Largest value / price accepted: beyond any real order, well inside a double's integers."""
 _MAX_NUMBER_TEXT = 32
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@lru_cache(maxsize=8192)
+def ip_address(text: str) -> IpAddress | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=8192)
+def canonical_ip(text: str) -> str | None:
+    """The address in canonical form, or None; cached, as the same visitors come back."""
+    address = ip_address(text)
+    return str(address) if address is not None else None
 
 
 def sha256_hex(text: str) -> str:

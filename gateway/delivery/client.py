@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from gateway.core.event import Destination, Event, request_body
-from gateway.settings import Secret
+from gateway.settings import Secret, Settings
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
 DELIVERED_CODES = frozenset({0, 20001})
@@ -126,6 +126,17 @@ class EventsApiClient:
             ),
             transport=transport,
             headers={"User-Agent": "tiktok-gateway"},
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> EventsApiClient:
+        return cls(
+            settings.api_base,
+            timeout=settings.api_timeout_seconds,
+            max_connections=settings.delivery.concurrency,
+            transport=transport,
         )
 
     async def send(

@@ -132,6 +132,14 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = DeliveryStats()
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, outbox: Outbox, client: EventsApiClient
+    ) -> Dispatcher:
+        """The dispatcher `serve` runs, in its delivery process or in the serving one."""
+        tokens = {p.id: p.access_token for p in settings.pixels}
+        return cls(outbox, client, tokens, options=DeliveryOptions.from_settings(settings))
+
     @property
     def running(self) -> bool:
         return self._runner is not None and not self._runner.done()

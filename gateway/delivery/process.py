@@ -35,7 +35,7 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 from gateway.delivery.client import EventsApiClient
-from gateway.delivery.dispatcher import DeliveryOptions, DeliveryStats, Dispatcher
+from gateway.delivery.dispatcher import DeliveryStats, Dispatcher
 from gateway.outbox import open_outbox
 from gateway.settings import Settings
 
@@ -275,14 +275,9 @@ def _child_main(child: _ChildEnds) -> None:
 async def _deliver_until_told(child: _ChildEnds) -> None:
     settings, wake, ready, stats = child.settings, child.wake, child.ready, child.stats
     outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
-    client = EventsApiClient(
-        settings.api_base,
-        timeout=settings.api_timeout_seconds,
-        max_connections=settings.delivery.concurrency,
-    )
-    tokens = {p.id: p.access_token for p in settings.pixels}
+    client = EventsApiClient.from_settings(settings)
     await outbox.open()
-    dispatcher = Dispatcher(outbox, client, tokens, options=DeliveryOptions.from_settings(settings))
+    dispatcher = Dispatcher.from_settings(settings, outbox, client)
     loop = asyncio.get_running_loop()
     told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
 

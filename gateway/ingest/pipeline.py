@@ -1,30 +1,57 @@
-"""The one path every source takes after parsing: pick the pixel, store durably, wake delivery.
+"""The one path every source takes once it holds input events: parse, store durably, tell.
 
-Sources (the server API, the browser beacon, file imports) differ in how they read input;
-from the moment they hold `Event`s they all call `Pipeline.accept`, which returns only once
-the outbox has the events, so a 2xx to the sender always means "stored".
+A source reads its own wire format into `Item`s (the raw event, its pixel, what the server
+observed) and calls `Pipeline.ingest(items, policy)`. Here, once for every source:
+
+- each item is parsed under the source's `SourcePolicy`; an error names the item's place
+  in the request (`events[3].user.email`) — one bad item refuses the whole request, so a
+  retry after the fix cannot half-duplicate;
+- values left out (unparseable phones) are counted in metrics;
+- the events are stored durably; `ingest` returns only once the outbox has them, so a 2xx
+  to the sender always means "stored", and "cannot store now" is `OutboxUnavailable`,
+  which each surface's renderer answers in its own format;
+- accept hooks run: delivery is woken, the recent-events buffer records them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.core.errors import EventError
 from gateway.core.event import Event
-from gateway.delivery.dispatcher import Delivery
-from gateway.ingest.parser import ParseRules
+from gateway.ingest.parser import ParseRules, parse_event
+from gateway.ingest.policy import Item, SourcePolicy
 from gateway.outbox import Outbox
 from gateway.settings import PixelConfig, Settings
+from gateway.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+AcceptHook = Callable[[Sequence[Event], SourcePolicy], None]
+"""Called with the events of every stored request, and the policy of their source."""
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, outbox: Outbox, delivery: Delivery | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.rules = ParseRules.from_settings(settings)
         self.outbox = outbox
-        self._delivery = delivery
+        self.metrics = metrics
+        self.now = clock
         self._pixels = {p.id: p for p in settings.pixels}
+        self._accept_hooks: list[AcceptHook] = []
+
+    def on_accept(self, hook: AcceptHook) -> None:
+        """Run `hook` after every stored request (it must be quick and must not raise)."""
+        self._accept_hooks.append(hook)
 
     def pixel(self, pixel_id: object, field: str = "pixel_id") -> PixelConfig:
         """The configured pixel named by an input, or the only one when the input names none."""
@@ -36,14 +63,56 @@ class Pipeline:
             raise EventError(field, "is not a configured pixel")
         return self._pixels[pixel_id]
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+    def parse(
+        self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
+    ) -> list[Event]:
+        """Every item's events, or the first item's error placed at `indexed[i]`.
 
-    async def accept(self, events: Sequence[Event]) -> None:
-        """Store events durably (raises OutboxUnavailable), then wake delivery."""
+        `indexed` is the name of the list the items came in (`"events"`, or `""` for a
+        top-level array); None for a request of one unlisted event.
+        """
+        now = self.now()
+        events: list[Event] = []
+        left_out = 0
+        for index, item in enumerate(items):
+            try:
+                parsed = parse_event(
+                    item.raw,
+                    pixel=item.pixel,
+                    rules=self.rules,
+                    now=now,
+                    policy=policy,
+                    observed=item.observed,
+                    test_event_code=item.test_event_code,
+                )
+            except EventError as exc:
+                raise exc.at(f"{indexed}[{index}]") if indexed is not None else exc from None
+            left_out += len(parsed.warnings)
+            events.extend(parsed.events)
+        if left_out:
+            self.metrics.identifiers_dropped.inc(left_out)
+        return events
+
+    async def store(self, events: Sequence[Event], policy: SourcePolicy) -> None:
+        """Store events durably (raises OutboxUnavailable), count them, run the hooks."""
         if not events:
             return
         await self.outbox.add(events)
-        if self._delivery is not None:
-            self._delivery.notify()
+        self.metrics.received.labels(policy.name).inc(len(events))
+        for hook in self._accept_hooks:
+            try:
+                hook(events, policy)
+            except Exception:  # a hook is an observer: the events are stored all the same
+                log.exception("an accept hook failed")
+
+    async def ingest(
+        self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
+    ) -> list[Event]:
+        """Parse every item, then store all or nothing; returns the stored events."""
+        events = self.parse(items, policy, indexed=indexed)
+        await self.store(events, policy)
+        return events
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        """Events seen on purpose not forwarded (bots, no consent, tag testing)."""
+        self.metrics.dropped.labels(reason).inc(count)

@@ -7,12 +7,12 @@ are imported lazily so the embedded default never needs a Redis client installed
 
 from __future__ import annotations
 
+from gateway.core.errors import OutboxUnavailable
 from gateway.outbox.base import (
     Claimed,
     DeadLetter,
     Outbox,
     OutboxCounts,
-    OutboxUnavailable,
     PixelCounts,
 )
 from gateway.settings import OutboxSettings

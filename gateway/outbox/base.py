@@ -16,10 +16,6 @@ from dataclasses import dataclass, field
 from gateway.core.event import Event
 
 
-class OutboxUnavailable(Exception):
-    """The outbox cannot store events right now (disk full, Redis down): answer 503."""
-
-
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """One claimed event: its outbox id, the event, and how many sends were tried before."""

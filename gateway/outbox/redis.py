@@ -27,14 +27,13 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.core.errors import EventError
+from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Event
 from gateway.outbox.base import (
     Claimed,
     DeadLetter,
     Outbox,
     OutboxCounts,
-    OutboxUnavailable,
     PixelCounts,
 )
 

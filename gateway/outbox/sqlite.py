@@ -25,14 +25,13 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.core.errors import EventError
+from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Event
 from gateway.outbox.base import (
     Claimed,
     DeadLetter,
     Outbox,
     OutboxCounts,
-    OutboxUnavailable,
     PixelCounts,
 )
 

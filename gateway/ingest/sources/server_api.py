@@ -1,4 +1,4 @@
-"""The server-to-server endpoint: backends, CRMs and postbacks post events with an API key.
+"""The server-to-server endpoint: backends, CRMs and shops post events with an API key.
 
     POST /v1/events
     Authorization: Bearer <api key>        (or X-Api-Key: <api key>)
@@ -16,24 +16,20 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import EventError, PayloadTooLarge
-from gateway.core.event import Event
-from gateway.ingest.parser import parse_event
+from gateway.core.errors import EventError, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from gateway.ingest.pipeline import Pipeline
-from gateway.outbox import OutboxUnavailable
-from gateway.web.metrics import Metrics
+from gateway.ingest.policy import SERVER, Item
+from gateway.web.errors import GatewayJson, rendered
 from gateway.web.request_body import parse_json, read_body
 
+PATH = "/v1/events"
 _ENVELOPE_KEYS = frozenset({"pixel_id", "test_event_code", "events"})
-_EVENT_EXTRA_KEYS = frozenset({"pixel_id"})
 
 
-def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
-
-
-def _authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
+def authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
+    """A bearer token or X-Api-Key equal to one of `keys`, compared in constant time."""
     header = request.headers.get("authorization", "")
     given = header[7:].strip() if header[:7].lower() == "bearer " else ""
     given = given or request.headers.get("x-api-key", "").strip()
@@ -45,78 +41,62 @@ def _authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
 
 
 class ServerEventsEndpoint:
-    """ASGI-style handler for POST /v1/events; precomputes keys and limits once."""
+    """POST /v1/events; precomputes keys and limits once."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         options = pipeline.settings.server_api
         self._pipeline = pipeline
-        self._metrics = metrics
         self._keys = tuple(k.reveal().encode() for k in options.api_keys)
         self._max_body = options.max_body_bytes
         self._max_events = options.max_events
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         if not self._keys:
-            return _error(401, "unauthorized", "the server API is off: configure an API key")
-        if not _authorised(request, self._keys):
-            return _error(401, "unauthorized", "missing or wrong API key")
+            raise Unauthorized("the server API is off: configure an API key")
+        if not authorised(request, self._keys):
+            raise Unauthorized("missing or wrong API key")
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            return _error(415, "unsupported_media_type", "send Content-Type: application/json")
+            raise UnsupportedMediaType("send Content-Type: application/json")
         length = request.headers.get("content-length")
         body = parse_json(await read_body(request.receive, length, self._max_body))
-        events = self._parse(body)
-        try:
-            await self._pipeline.accept(events)
-        except OutboxUnavailable:
-            return JSONResponse(
-                {"error": "unavailable", "message": "events cannot be stored now; retry"},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        self._metrics.received.labels("server").inc(len(events))
+        items, indexed = self._items(body)
+        events = await self._pipeline.ingest(items, SERVER, indexed=indexed)
         return JSONResponse(
             {"accepted": len(events), "event_ids": sorted({e.event_id for e in events})},
             status_code=202,
         )
 
-    def _parse(self, body: Any) -> list[Event]:
-        items: Any
+    def _items(self, body: Any) -> tuple[list[Item], str | None]:
         envelope: dict[str, Any]
+        raw_items: Any
         if isinstance(body, dict) and "event" in body and "events" not in body:
-            items, envelope, prefix = [body], {}, ""
+            raw_items, envelope, indexed = [body], {}, None
         elif isinstance(body, dict):
             unknown = sorted(set(body) - _ENVELOPE_KEYS)
             if unknown:
                 raise EventError(unknown[0], "unknown field (pixel_id, test_event_code, events)")
-            items, envelope, prefix = body.get("events"), body, "events"
-            if not isinstance(items, list) or not items:
+            raw_items, envelope, indexed = body.get("events"), body, "events"
+            if not isinstance(raw_items, list) or not raw_items:
                 raise EventError("events", "must be a non-empty list of events")
         else:
             raise EventError("body", "must be a JSON object")
-        if len(items) > self._max_events:
+        if len(raw_items) > self._max_events:
             raise PayloadTooLarge("events", f"more than {self._max_events} events in one request")
-        now = self._pipeline.now()
         code = envelope.get("test_event_code")
         if code is not None and not isinstance(code, str):
             raise EventError("test_event_code", "must be a string")
-        events: list[Event] = []
-        for index, item in enumerate(items):
-            where = f"{prefix}[{index}]" if prefix else ""
+        items = []
+        for index, raw in enumerate(raw_items):
+            own = raw.pop("pixel_id", None) if isinstance(raw, dict) else None
             try:
-                pixel_id = item.get("pixel_id") if isinstance(item, dict) else None
-                pixel = self._pipeline.pixel(pixel_id or envelope.get("pixel_id"))
-                parsed = parse_event(
-                    item,
-                    pixel=pixel,
-                    rules=self._pipeline.rules,
-                    now=now,
-                    test_event_code=code,
-                    extra_keys=_EVENT_EXTRA_KEYS,
-                )
+                pixel = self._pipeline.pixel(own or envelope.get("pixel_id"))
             except EventError as exc:
-                if not where:
-                    raise
-                raise type(exc)(f"{where}.{exc.field}", exc.message) from None
-            events.extend(parsed.events)
-        return events
+                raise (exc.at(f"{indexed}[{index}]") if indexed is not None else exc) from None
+            items.append(Item(raw, pixel, test_event_code=code))
+        return items, indexed
+
+
+def routes(pipeline: Pipeline) -> list[BaseRoute]:
+    endpoint = ServerEventsEndpoint(pipeline)
+    return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["POST"])]

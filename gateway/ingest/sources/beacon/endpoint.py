@@ -15,27 +15,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from gateway.core.errors import EventError, PayloadTooLarge
-from gateway.core.event import Event
-from gateway.ingest.parser import parse_event
-from gateway.ingest.pipeline import Pipeline
-from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
-from gateway.ingest.sources.beacon.enrich import (
-    ClientIpResolver,
-    is_bot,
-    is_tag_testing,
-    locale_from_header,
-    resolve_click_id,
-    valid_token,
+from gateway.core.errors import (
+    EventError,
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
 )
-from gateway.outbox import OutboxUnavailable
-from gateway.settings import PixelConfig, Settings
-from gateway.web.metrics import Metrics
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.policy import BROWSER, Item
+from gateway.ingest.sources.beacon.cookies import VisitorCookies
+from gateway.ingest.sources.beacon.enrich import ClientIpResolver, is_bot, is_tag_testing
+from gateway.ingest.sources.beacon.visitor import Visitor
+from gateway.settings import PixelConfig
+from gateway.web.errors import ErrorRenderer, GatewayJson, log_unexpected
 from gateway.web.request_body import parse_json, read_body
 
 log = logging.getLogger(__name__)
@@ -43,7 +41,6 @@ Scope = Mapping[str, Any]
 Headers = list[tuple[bytes, bytes]]
 _BROWSER_ONLY_KEYS = frozenset({"consent", "pixel_id"})
 _MEDIA_TYPES = frozenset({"text/plain", "application/json"})
-_SERVER_KNOWS = ("ip", "user_agent")
 _COOKIES_READ = ("_ttp", "ttclid")
 _HEADERS_READ = (
     "origin",
@@ -55,23 +52,11 @@ _HEADERS_READ = (
     "x-forwarded-for",
     "forwarded",
 )
-_JSON = (b"content-type", b"application/json")
 _NO_BODY = {"type": "http.response.body", "body": b""}
 
 
-@dataclass(frozen=True, slots=True)
-class _Visitor:
-    ip: str | None
-    user_agent: str
-    ttp: str | None
-    accept_language: str | None
-
-
-@dataclass(slots=True)
-class _Answer:
-    status: int
-    body: dict[str, Any]
-    headers: Headers
+class ForbiddenOrigin(Forbidden):
+    error = "forbidden_origin"
 
 
 def read_cookies(header: str, names: tuple[str, ...]) -> dict[str, str]:
@@ -88,10 +73,15 @@ class BeaconEndpoint:
     """ASGI app for POST (and OPTIONS) on the beacon path."""
 
     def __init__(
-        self, pipeline: Pipeline, settings: Settings, metrics: Metrics, cookies: VisitorCookies
+        self,
+        pipeline: Pipeline,
+        cookies: VisitorCookies,
+        *,
+        renderer: ErrorRenderer | None = None,
     ) -> None:
-        browser = settings.browser
+        browser = pipeline.settings.browser
         self._pipeline = pipeline
+        self._renderer = renderer or GatewayJson()
         self._cookies = cookies
         self._cookie_names = (*_COOKIES_READ, cookies.signed_name)
         self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
@@ -103,34 +93,28 @@ class BeaconEndpoint:
         self._drop_bots = browser.drop_bots
         self._tag_hosts = browser.tag_testing_hosts
         self._generate_ttp = browser.generate_ttp
-        self._received = metrics.received.labels("browser")
-        self._dropped = {r: metrics.dropped.labels(r) for r in ("bot", "tag_testing", "no_consent")}
-        self._identifiers_dropped = metrics.identifiers_dropped
         self._pixels_by_origin: dict[str, list[PixelConfig]] = {}
-        for pixel in settings.pixels:
+        for pixel in pipeline.settings.pixels:
             if pixel.event_source == "web":
                 for origin in pixel.origins:
                     self._pixels_by_origin.setdefault(origin, []).append(pixel)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         try:
-            answer = await self._answer(scope, receive)
-        except EventError as exc:
-            answer = _Answer(exc.status_code, exc.to_json(), self._cors_of(scope))
-        except OutboxUnavailable:
-            body = {"error": "unavailable", "message": "events cannot be stored now; retry"}
-            answer = _Answer(503, body, [*self._cors_of(scope), (b"retry-after", b"5")])
-        except Exception:
-            log.exception("beacon failed")
-            answer = _Answer(500, {"error": "internal error"}, [])
-        if answer.status == 204:  # no body: the answer leaves in one write, one packet
-            await send({"type": "http.response.start", "status": 204, "headers": answer.headers})
-            await send(_NO_BODY)
+            status, headers = await self._answer(scope, receive)
+        except Exception as exc:  # every error answers in our JSON, with CORS when allowed
+            log_unexpected(exc, "the beacon")
+            answer = self._renderer.render(exc)
+            payload = orjson.dumps(answer.body)
+            cors = self._cors_of(scope) if isinstance(exc, GatewayError) else []
+            headers = [*cors, *answer.raw_headers(payload)]
+            start = {"type": "http.response.start", "status": answer.status, "headers": headers}
+            await send(start)
+            await send({"type": "http.response.body", "body": payload})
             return
-        payload = orjson.dumps(answer.body)
-        headers = [*answer.headers, (b"content-length", str(len(payload)).encode()), _JSON]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        # no body: the answer leaves in one write, one packet
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(_NO_BODY)
 
     def _headers(self, raw: Headers) -> dict[str, str]:
         """The headers this endpoint reads; repeated ones joined as HTTP allows (', ')."""
@@ -148,157 +132,89 @@ class BeaconEndpoint:
                 return _cors(origin) if origin in self._pixels_by_origin else []
         return []
 
-    async def _answer(self, scope: Scope, receive: Any) -> _Answer:
+    async def _answer(self, scope: Scope, receive: Any) -> tuple[int, Headers]:
+        """(204, headers) once the events are stored; raises what the visitor did wrong."""
         headers = self._headers(scope["headers"])
         origin = headers.get("origin", "").lower()
         pixels = self._pixels_by_origin.get(origin)
         if pixels is None:
             message = "this origin may not send events here" if origin else "Origin header missing"
-            return _Answer(403, {"error": "forbidden_origin", "message": message}, [])
+            raise ForbiddenOrigin(message)
         cors = _cors(origin)
         method = scope["method"]
         if method == "OPTIONS":
-            return _Answer(204, {}, [*cors, *_PREFLIGHT])
+            return 204, [*cors, *_PREFLIGHT]
         if method != "POST":
-            body = {"error": "method_not_allowed", "message": "POST a JSON event"}
-            return _Answer(405, body, [*cors, (b"allow", b"POST, OPTIONS")])
+            raise MethodNotAllowed("POST a JSON event", headers={"Allow": "POST, OPTIONS"})
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in _MEDIA_TYPES:
-            message = "send text/plain or application/json"
-            return _Answer(415, {"error": "unsupported_media_type", "message": message}, cors)
+            raise UnsupportedMediaType("send text/plain or application/json")
         length = headers.get("content-length")
         body = parse_json(await read_body(receive, length, self._max_body))
-        items = body if isinstance(body, list) else [body]
-        if not items:
+        raw_items = body if isinstance(body, list) else [body]
+        if not raw_items:
             raise EventError("body", "no event")
-        if len(items) > self._max_events:
+        if len(raw_items) > self._max_events:
             raise PayloadTooLarge("body", f"more than {self._max_events} events in one beacon")
         user_agent = headers.get("user-agent", "")
         if self._drop_bots and is_bot(user_agent):
-            self._dropped["bot"].inc(len(items))
-            return _Answer(204, {}, [*cors, *_counts(0, len(items))])
+            self._pipeline.dropped("bot", len(raw_items))
+            return 204, [*cors, *_counts(0, len(raw_items))]
         client = scope.get("client")
-        ip = self._ips.resolve(client[0] if client else None, headers)
         cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
-        previous = self._cookies.read_visitor(cookies.get(self._cookies.signed_name))
-        record = previous or VisitorRecord()
-        ttp = valid_token(cookies.get("_ttp"))
-        now = self._pipeline.now()
-        events: list[Event] = []
-        dropped = 0
-        for index, item in enumerate(items):
-            where = f"[{index}]" if isinstance(body, list) else ""
-            try:
-                raw, pixel, consent = self._split(item, pixels)
-                page_value = raw.get("page")
-                page: dict[str, Any] = page_value if isinstance(page_value, dict) else {}
-                page_url, referrer = page.get("url"), page.get("referrer")
-                if is_tag_testing(page_url if isinstance(page_url, str) else None, self._tag_hosts):
-                    self._dropped["tag_testing"].inc()
-                    dropped += 1
-                    continue
-                if consent == "denied" or (pixel.require_consent and consent != "granted"):
-                    self._dropped["no_consent"].inc()
-                    dropped += 1
-                    continue
-                user = raw.get("user")
-                if user is None or isinstance(user, dict):
-                    visitor = _Visitor(ip, user_agent, ttp, headers.get("accept-language"))
-                    raw["user"], ttp, record = self._enrich_user(
-                        dict(user or {}), visitor, page_url, referrer, cookies, record, now
-                    )
-                parsed = parse_event(
-                    raw, pixel=pixel, rules=self._pipeline.rules, now=now, from_browser=True
-                )
-            except EventError as exc:
-                raise type(exc)(f"{where}.{exc.field}".lstrip("."), exc.message) from None
-            if parsed.warnings:
-                self._identifiers_dropped.inc(len(parsed.warnings))
-            events.extend(parsed.events)
-        await self._pipeline.accept(events)
-        headers_out = cors
-        if events:  # cookies only for a visitor whose events were forwarded: no consent, no cookie
-            self._received.inc(len(events))
-            headers_out = [*cors, *self._cookies_to_set(record, previous, ttp, cookies, now)]
-        return _Answer(204, {}, [*headers_out, *_counts(len(events), dropped)])
-
-    def _enrich_user(
-        self,
-        user: dict[str, Any],
-        visitor: _Visitor,
-        page_url: Any,
-        referrer: Any,
-        cookies: Mapping[str, str],
-        record: VisitorRecord,
-        now: float,
-    ) -> tuple[dict[str, Any], str | None, VisitorRecord]:
-        """Server-observed facts replace or complete what the browser sent about its user."""
-        for key in _SERVER_KNOWS:
-            user.pop(key, None)
-        if visitor.ip:
-            user["ip"] = visitor.ip
-        if visitor.user_agent:
-            user["user_agent"] = visitor.user_agent
-        ttp = visitor.ttp or valid_token(user.get("ttp"))
-        if ttp is None and self._generate_ttp:
-            ttp = self._cookies.derived_ttp(visitor.ip, visitor.user_agent, now)
-        if ttp:
-            user["ttp"] = ttp
-        ttclid, _ = resolve_click_id(
-            page_url if isinstance(page_url, str) else None,
-            referrer if isinstance(referrer, str) else None,
-            user.pop("ttclid", None),
-            cookies.get("ttclid") or record.ttclid,
+        visitor = Visitor(
+            self._cookies,
+            ip=self._ips.resolve(client[0] if client else None, headers),
+            user_agent=user_agent,
+            accept_language=headers.get("accept-language"),
+            cookies=cookies,
+            generate_ttp=self._generate_ttp,
+            now=self._pipeline.now(),
         )
-        if ttclid:
-            if ttclid != record.ttclid:
-                record = replace(record, ttclid=ttclid, first_seen=int(now))
-            if now - record.first_seen <= self._cookies.attribution_window_seconds:
-                user["ttclid"] = ttclid  # an older click is remembered but no longer sent
-        if "locale" not in user:
-            locale = locale_from_header(visitor.accept_language)
-            if locale:
-                user["locale"] = locale
-        return user, ttp, record
+        indexed = "" if isinstance(body, list) else None
+        items: list[Item] = []
+        for index, raw in enumerate(raw_items):
+            try:
+                item = self._item(raw, pixels, visitor)
+            except EventError as exc:
+                raise (exc.at(f"[{index}]") if indexed is not None else exc) from None
+            if item is not None:
+                items.append(item)
+        dropped = len(raw_items) - len(items)
+        events = await self._pipeline.ingest(items, BROWSER, indexed=indexed)
+        if not events:  # no consent, no cookie: nothing of this visitor is kept
+            return 204, [*cors, *_counts(0, dropped)]
+        return 204, [*cors, *visitor.cookies_to_set(), *_counts(len(events), dropped)]
 
-    def _split(
-        self, item: Any, pixels: list[PixelConfig]
-    ) -> tuple[dict[str, Any], PixelConfig, Any]:
-        if not isinstance(item, dict):
+    def _item(self, raw: Any, pixels: list[PixelConfig], visitor: Visitor) -> Item | None:
+        """The pipeline's item for one browser event, or None when it is dropped on purpose."""
+        if not isinstance(raw, dict):
             raise EventError("event", "each event must be a JSON object")
-        raw = {k: v for k, v in item.items() if k not in _BROWSER_ONLY_KEYS}
-        consent = item.get("consent")
+        consent = raw.get("consent")
         if consent not in (None, "granted", "denied"):
             raise EventError("consent", "must be 'granted' or 'denied'")
-        pixel_id = item.get("pixel_id")
-        if pixel_id is None:
-            return raw, pixels[0], consent
-        for pixel in pixels:
-            if pixel.id == pixel_id:
-                return raw, pixel, consent
-        raise EventError("pixel_id", "is not a pixel of this site")
+        pixel = _pick_pixel(raw.get("pixel_id"), pixels)
+        page = raw.get("page")
+        page_url, referrer = (
+            (page.get("url"), page.get("referrer")) if isinstance(page, dict) else (None, None)
+        )
+        if is_tag_testing(page_url if isinstance(page_url, str) else None, self._tag_hosts):
+            self._pipeline.dropped("tag_testing")
+            return None
+        if consent == "denied" or (pixel.require_consent and consent != "granted"):
+            self._pipeline.dropped("no_consent")
+            return None
+        event = {k: v for k, v in raw.items() if k not in _BROWSER_ONLY_KEYS}
+        return Item(event, pixel, visitor.observe(raw.get("user"), page_url, referrer))
 
-    def _cookies_to_set(
-        self,
-        record: VisitorRecord,
-        previous: VisitorRecord | None,
-        ttp: str | None,
-        cookies: Mapping[str, str],
-        now: float,
-    ) -> Headers:
-        """Only what changed: a returning visitor's beacons usually set no cookie at all."""
-        out: Headers = []
-        cookie_jar = self._cookies
-        fresh = now - record.first_seen <= cookie_jar.attribution_window_seconds
-        if record.ttclid and fresh and cookies.get("ttclid") != record.ttclid:
-            out.append((b"set-cookie", cookie_jar.ttclid_cookie(record.ttclid).encode()))
-        today = int(now // 86400)
-        if ttp and record.ttp_day != today:
-            out.append((b"set-cookie", cookie_jar.ttp_cookie(ttp).encode()))
-            record = replace(record, ttp_day=today)
-        if record != (previous or VisitorRecord()):
-            out.append((b"set-cookie", cookie_jar.visitor_cookie(record).encode()))
-        return out
+
+def _pick_pixel(pixel_id: Any, pixels: list[PixelConfig]) -> PixelConfig:
+    if pixel_id is None:
+        return pixels[0]
+    for pixel in pixels:
+        if pixel.id == pixel_id:
+            return pixel
+    raise EventError("pixel_id", "is not a pixel of this site")
 
 
 _PREFLIGHT: Headers = [

@@ -15,8 +15,9 @@ from urllib.parse import unquote_plus, urlsplit
 
 import user_agents
 
+from gateway.core.normalize import IpAddress, ip_address
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _FORWARDED_FOR = re.compile(r'for=("[^"]*"|[^;,\s]+)', re.IGNORECASE)
 _MAX_USER_AGENT = 1024
@@ -29,35 +30,20 @@ _NOT_A_BROWSER = re.compile(
 )
 
 
-@lru_cache(maxsize=8192)
-def _ip(text: str) -> IpAddress | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-
-
-def _hop_ip(hop: str) -> IpAddress | None:
+def _hopip_address(hop: str) -> IpAddress | None:
     """One hop of X-Forwarded-For / Forwarded: '1.2.3.4', '1.2.3.4:80', '[2001:db8::1]:443'."""
     hop = hop.strip().strip('"')
     if hop.startswith("["):
         hop = hop[1 : hop.find("]")] if "]" in hop else hop
     elif hop.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has several colons
         hop = hop.split(":", 1)[0]
-    return _ip(hop)
-
-
-@lru_cache(maxsize=8192)
-def canonical_ip(text: str) -> str | None:
-    """The address in canonical form, or None; cached, as the same visitors come back."""
-    address = _ip(text)
-    return str(address) if address is not None else None
+    return ip_address(hop)
 
 
 @lru_cache(maxsize=8192)
 def _peer(text: str) -> tuple[IpAddress, str] | None:
     """A socket peer as an address (IPv4-mapped IPv6 unwrapped) and its canonical text."""
-    address = _ip(text)
+    address = ip_address(text)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
     return (address, str(address)) if address is not None else None
@@ -92,11 +78,11 @@ class ClientIpResolver:
         elif self._header in (None, "x-forwarded-for"):
             hops = headers.get("x-forwarded-for", "").split(",")
         else:
-            named = _hop_ip(headers.get(self._header, ""))
+            named = _hopip_address(headers.get(self._header, ""))
             return str(named) if named is not None else str(address)
         # walk from the nearest hop outwards; the first one we do not trust is the client
         for hop in reversed(hops):
-            hop_address = _hop_ip(hop)
+            hop_address = _hopip_address(hop)
             if hop_address is None:
                 break
             address = hop_address

@@ -52,7 +52,7 @@ class SnippetEndpoint:
             "Cross-Origin-Resource-Policy": "cross-origin",
         }
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         if self.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=self._headers)
         media = "application/javascript; charset=utf-8"

@@ -1,0 +1,186 @@
+"""The parts of an input event other than its user: properties, contents, page, sections.
+
+Strict: an unknown or mistyped value is an error naming its field, never silently dropped;
+identifiers are refused outside `user` (they would travel unhashed); emails are scrubbed
+from page URLs, which TikTok receives as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from gateway.core.errors import EventError
+from gateway.core.normalize import decimal_sum, parse_number
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_MAX_TEXT = 2048
+_PROPERTY_TEXT = ("content_type", "order_id", "shop_id", "search_string", "description")
+
+
+def clean_text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
+    if type(raw) is str:  # the common case first: this runs ~10 times per event
+        text = raw.strip()
+    elif raw is None:
+        return None
+    elif isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise EventError(field_name, "must be a string")
+    else:
+        text = str(raw).strip()
+    if len(text) > limit:
+        raise EventError(field_name, f"must be at most {limit} characters")
+    return text or None
+
+
+_EMAIL_IN_TEXT = re.compile(r"[^\s@/?&=#]+@[^\s@/?&=#]+\.[A-Za-z]{2,}")
+
+
+def scrub_url(url: str) -> str:
+    """The URL with email addresses in its query replaced: sign-up and checkout pages often
+    carry `?email=…`, and a page URL is sent to TikTok unhashed."""
+    parts = urlsplit(url)
+    if "@" not in unquote(parts.query):
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    cleaned = [(k, _EMAIL_IN_TEXT.sub("redacted", v)) for k, v in pairs]
+    if cleaned == pairs:
+        return url
+    return urlunsplit(parts._replace(query=urlencode(cleaned, safe="/:")))
+
+
+def key_name(key: str) -> str:
+    """A key as an error names it: blank or oddly spaced keys are quoted so they show."""
+    return key if key and key.strip() == key else repr(key)
+
+
+def table(field_name: str, raw: Any) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):  # parsed JSON: a dict; an ABC check costs far more
+        raise EventError(field_name, "must be an object")
+    return raw
+
+
+def _parse_contents(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise EventError("properties.contents", "must be a list of objects")
+    contents = []
+    for index, item in enumerate(raw):
+        where = f"properties.contents[{index}]"
+        if not isinstance(item, Mapping):
+            raise EventError(where, "must be an object")
+        content: dict[str, Any] = {}
+        for key, value in item.items():
+            if key == "content_id":
+                text = clean_text(f"{where}.content_id", value, limit=256)
+                if text:
+                    content["content_id"] = text
+            elif key == "price":
+                content["price"] = parse_number(f"{where}.price", value)
+            elif key == "quantity":
+                content["quantity"] = count(f"{where}.quantity", value, low=1)
+            else:
+                text = clean_text(f"{where}.{key}", value, limit=512)
+                if text:
+                    content[key] = text
+        content.setdefault("quantity", 1)
+        contents.append(content)
+    return contents
+
+
+_IDENTIFIER_KEYS = frozenset(
+    {"email", "emails", "phone", "phone_number", "phones", "external_id", "external_ids"}
+)
+_MAX_COUNT = 1_000_000_000
+
+
+def count(field_name: str, raw: Any, *, low: int) -> int:
+    """A whole number of items, as a JSON integer or a short string of digits."""
+    if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 10:
+        raw = int(raw.strip())
+    elif isinstance(raw, float) and raw.is_integer():
+        raw = int(raw) if abs(raw) <= _MAX_COUNT else raw
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= _MAX_COUNT:
+        raise EventError(field_name, f"must be a whole number from {low} to {_MAX_COUNT}")
+    return raw
+
+
+def flat_section(name: str, raw: Any) -> dict[str, Any]:
+    """app / ad / lead: passed through, but only as flat objects of plain values."""
+    section = table(name, raw)
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        where = f"{name}.{key}"
+        if isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, int | float):
+            out[key] = parse_number(where, value, allow_negative=True)
+        elif isinstance(value, str):
+            text = clean_text(where, value, limit=512)
+            if text:
+                out[key] = text
+        elif value is not None:
+            raise EventError(where, "must be a string, a number or true/false")
+    return out
+
+
+def parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"properties.{key}"
+        if value is None:
+            continue
+        if key == "value":
+            props["value"] = parse_number(where, value)
+        elif key == "currency":
+            text = clean_text(where, value, limit=8)
+            if text:
+                if not _CURRENCY.match(text.upper()):
+                    raise EventError(where, "must be an ISO 4217 code such as USD")
+                props["currency"] = text.upper()
+        elif key == "contents":
+            props["contents"] = _parse_contents(value)
+        elif key == "content_ids":
+            items = value if isinstance(value, list) else [value]
+            props["content_ids"] = [
+                t for i, v in enumerate(items) if (t := clean_text(f"{where}[{i}]", v))
+            ]
+        elif key == "num_items":
+            props["num_items"] = count(where, value, low=0)
+        elif key in _IDENTIFIER_KEYS:
+            raise EventError(where, "identifiers belong in user, where they are hashed")
+        elif key == "content_type" and value not in ("product", "product_group"):
+            raise EventError(where, "must be 'product' or 'product_group'")
+        elif key in _PROPERTY_TEXT or isinstance(value, str):
+            text = clean_text(where, value)
+            if text:
+                props[key] = text
+        elif isinstance(value, bool):
+            props[key] = value
+        elif isinstance(value, int | float):
+            props[key] = parse_number(where, value, allow_negative=True)
+        else:
+            raise EventError(where, "custom properties must be strings, numbers or booleans")
+    contents: list[dict[str, Any]] = props.get("contents") or []
+    derivable = contents and "currency" in props and all("price" in c for c in contents)
+    if "value" not in props and derivable:
+        total = decimal_sum([(c["price"], c["quantity"]) for c in contents])
+        props["value"] = parse_number("properties.value", total)
+    if "value" in props and "currency" not in props:
+        raise EventError("properties.currency", "is required when a value is sent")
+    return props
+
+
+def parse_page(raw: Any) -> dict[str, str]:
+    page = {}
+    for key, value in table("page", raw).items():
+        if key not in ("url", "referrer"):
+            raise EventError(f"page.{key}", "unknown page field (url, referrer)")
+        value_text = clean_text(f"page.{key}", value, limit=4096)
+        if value_text:
+            page[key] = (
+                scrub_url(value_text) if "@" in value_text or "%40" in value_text else value_text
+            )
+    return page

@@ -1,0 +1,61 @@
+"""What differs between sources once they hold input events: a small `SourcePolicy`.
+
+Everything else — validation, normalisation, hashing, storing, metrics, the answer "cannot
+store now" — is the same for every source, so it lives once in the pipeline and the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.settings import PixelConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePolicy:
+    """How one source's events are judged; `name` labels its metrics and console rows."""
+
+    name: str
+    trust_client_clock: bool = True
+    """False (browsers): an event_time off by more than the allowed skew becomes the receive
+    time, as a visitor's clock is often wrong. True: such a time is an error to report."""
+    derive_missing_event_id: bool = True
+    """True: an event without an id gets one derived from its content, so a retried post
+    deduplicates. False: a random one (a browser cannot retry the same beacon)."""
+    max_age_seconds: int | None = None
+    """The oldest event_time accepted; None: the settings' max_event_age_days."""
+    observed_overrides: bool = False
+    """True: what the server observed (IP, user agent, cookies) replaces what the input says;
+    False: it only completes what the input leaves out."""
+
+
+BROWSER = SourcePolicy(
+    "browser", trust_client_clock=False, derive_missing_event_id=False, observed_overrides=True
+)
+SERVER = SourcePolicy("server")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the server saw of the sender, passed beside the input, never written into it.
+
+    The IP is canonical already; ttp and ttclid have been checked as tokens by the source.
+    """
+
+    ip: str | None = None
+    user_agent: str | None = None
+    ttp: str | None = None
+    ttclid: str | None = None
+    locale: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One input event for the pipeline: the raw JSON, its pixel, and what the server saw."""
+
+    raw: Any
+    pixel: PixelConfig
+    observed: Observed | None = None
+    test_event_code: str | None = None
+    """From the request's envelope; an event's own code wins."""

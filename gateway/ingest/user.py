@@ -1,0 +1,129 @@
+"""The `user` of an input event: identifiers hashed as they are read, match keys checked.
+
+What the server observed of the sender (`Observed`: IP, user agent, `_ttp`, click id,
+locale) is merged here, beside the input: it replaces what the input says for sources whose
+policy trusts the server more (browsers), and only completes it for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.core.errors import EventError
+from gateway.core.normalize import (
+    canonical_ip,
+    clean_place,
+    hash_email,
+    hash_external_id,
+    hash_name_or_zip,
+    hash_phone,
+    hashed_values,
+    require_sha256,
+)
+from gateway.ingest.fields import clean_text, key_name
+from gateway.ingest.policy import Observed
+
+_RAW_USER_KEYS = ("ttclid", "ttp", "user_agent", "locale", "idfa", "idfv", "gaid", "att_status")
+_ATT_STATUS = frozenset({"AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"})
+OBSERVED_KEYS = ("ip", "user_agent", "ttp", "ttclid")
+
+
+def _user_fields() -> dict[str, tuple[str, str]]:
+    """Input key → (how to read it, output key), so parsing costs only the keys present."""
+    fields: dict[str, tuple[str, str]] = {}
+    for target, aliases in (
+        ("email", ("email", "emails")),
+        ("phone", ("phone", "phone_number", "phones")),
+        ("external_id", ("external_id", "external_ids")),
+    ):
+        for alias in aliases:
+            fields[alias] = (target, target)
+        fields[f"sha256_{target}"] = fields[f"{target}_sha256"] = ("sha256_list", target)
+    for key in ("first_name", "last_name", "zip_code"):
+        fields[key] = ("name", key)
+        fields[f"sha256_{key}"] = ("sha256_one", key)
+    for key in ("city", "state", "country"):
+        fields[key] = ("place", key)
+    for key in _RAW_USER_KEYS:
+        fields[key] = ("raw", key)
+    fields["ip"] = ("ip", "ip")
+    return fields
+
+
+_USER_FIELDS = _user_fields()
+
+
+def parse_user(
+    raw: Mapping[str, Any],
+    region: str,
+    warnings: list[str],
+    observed: Observed | None = None,
+    *,
+    observed_overrides: bool = False,
+) -> dict[str, Any]:
+    """Hashed identifiers and match keys; `warnings` get what had to be left out."""
+    skipped = OBSERVED_KEYS if observed is not None and observed_overrides else ()
+    user: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        if key in skipped:  # the server knows better; the input's value is not even read
+            continue
+        spec = _USER_FIELDS.get(key)
+        if spec is None:
+            raise EventError(f"user.{key_name(key)}", "unknown user field")
+        kind, target = spec
+        if kind == "raw":
+            text = clean_text(f"user.{key}", value)
+            if text:
+                user[target] = text
+        elif kind == "email":
+            lists.setdefault(target, []).extend(hashed_values(f"user.{key}", value, hash_email)[0])
+        elif kind == "external_id":
+            hashes = hashed_values(f"user.{key}", value, hash_external_id)[0]
+            lists.setdefault(target, []).extend(hashes)
+        elif kind == "phone":
+            hashes, dropped = hashed_values(f"user.{key}", value, lambda v: hash_phone(v, region))
+            lists.setdefault(target, []).extend(hashes)
+            if dropped:
+                warnings.append(f"user.{key}: {dropped} value(s) not a phone number, left out")
+        elif kind == "sha256_list":
+            lists.setdefault(target, []).extend(require_sha256(f"user.{key}", value))
+        elif kind == "ip":
+            ip = clean_text("user.ip", value, limit=64)
+            if ip:
+                canonical = canonical_ip(ip)
+                if canonical is None:
+                    raise EventError("user.ip", "is not an IPv4 or IPv6 address")
+                user["ip"] = canonical
+        else:
+            text = clean_text(f"user.{key}", value, limit=256)
+            if not text:
+                continue
+            if kind == "sha256_one":
+                user[target] = require_sha256(f"user.{key}", text)[0]
+            elif kind == "name":
+                user[target] = hash_name_or_zip(text)
+            else:  # place
+                place = clean_place(text)
+                if place:
+                    user[target] = place
+    for target, hashes in lists.items():
+        if hashes:
+            user[target] = list(dict.fromkeys(hashes))
+    if observed is not None:
+        _merge_observed(user, observed, overrides=observed_overrides)
+    if "att_status" in user and user["att_status"] not in _ATT_STATUS:
+        raise EventError("user.att_status", f"must be one of {', '.join(sorted(_ATT_STATUS))}")
+    return user
+
+
+def _merge_observed(user: dict[str, Any], observed: Observed, *, overrides: bool) -> None:
+    for key in OBSERVED_KEYS:
+        value = getattr(observed, key)
+        if key == "user_agent":
+            value = clean_text("user.user_agent", value)
+        if value and (overrides or key not in user):
+            user[key] = value
+    if observed.locale and "locale" not in user:
+        user["locale"] = observed.locale

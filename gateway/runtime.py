@@ -1,0 +1,85 @@
+"""The `Gateway`: everything the gateway runs, built once from `Settings` and shared.
+
+`serve` wraps it in the Starlette app, the commands use its parts, and the delivery process
+builds its dispatcher the same way (`Dispatcher.from_settings`). It owns the order of
+things: the outbox opens before delivery starts, and on stop delivery ends (grace period)
+before the HTTP client and the outbox close. No module-level singletons, no untyped state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from gateway.core.event import Event
+from gateway.delivery.client import EventsApiClient
+from gateway.delivery.dispatcher import Delivery, Dispatcher
+from gateway.delivery.process import DeliveryProcess
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.policy import SourcePolicy
+from gateway.outbox import Outbox, open_outbox
+from gateway.settings import Settings
+from gateway.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Settings, metrics, outbox, pipeline and delivery, wired once.
+
+    Delivery runs in a child process (`[delivery] separate_process`), unless an HTTP
+    transport or an outbox is injected (tests): those cannot cross into a child, so a
+    dispatcher in this process delivers instead.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        outbox: Outbox | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.outbox = outbox or open_outbox(settings.outbox)
+        self.pipeline = Pipeline(settings, self.outbox, self.metrics, clock=clock)
+        self.client: EventsApiClient | None = None
+        self.delivery: Delivery
+        if settings.delivery.separate_process and transport is None and outbox is None:
+            self.delivery = DeliveryProcess(settings, on_restart=self.outbox.release_leases)
+        else:
+            self.client = EventsApiClient.from_settings(settings, transport=transport)
+            self.delivery = Dispatcher.from_settings(settings, self.outbox, self.client)
+        self.pipeline.on_accept(self._wake_delivery)
+        self.metrics.watch_delivery(lambda: self.delivery.stats)
+        self._started = False
+
+    def _wake_delivery(self, events: Sequence[Event], policy: SourcePolicy) -> None:
+        self.delivery.notify()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        """Open the outbox, then start delivery (raises when either cannot)."""
+        await self.outbox.open()
+        try:
+            await self.delivery.start()
+        except BaseException:
+            await self.outbox.close()
+            raise
+        self._started = True
+        log.info("gateway ready: %d pixel(s), outbox %r", len(self.settings.pixels), self.outbox)
+
+    async def stop(self) -> None:
+        """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
+        self._started = False
+        await self.delivery.stop()
+        if self.client is not None:
+            await self.client.aclose()
+        await self.outbox.close()

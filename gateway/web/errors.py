@@ -1,0 +1,115 @@
+"""Error renderers: how each HTTP surface answers a `GatewayError` (one renderer per surface).
+
+Our endpoints answer with our JSON (`{"error", "field", "message"}`) and the error's status;
+the TikTok-compatible relay answers as TikTok does: HTTP 200 with an envelope `code`, so an
+existing integration reads our refusals exactly as it reads TikTok's. Anything else (a bug)
+is logged by type only — never a traceback per request, never the input — and answered 500
+in the surface's own format.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.core.errors import (
+    EventError,
+    Forbidden,
+    GatewayError,
+    OutboxUnavailable,
+    Rejected,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+Headers = list[tuple[bytes, bytes]]
+_JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """A rendered error: status, JSON body and extra headers, ready for ASGI or Starlette."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def raw_headers(self, payload: bytes) -> Headers:
+        extra = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+        ]
+        return [
+            *extra,
+            (b"content-type", _JSON.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+
+    def response(self) -> Response:
+        return Response(orjson.dumps(self.body), self.status, self.headers, media_type=_JSON)
+
+
+class ErrorRenderer(Protocol):
+    def render(self, error: BaseException) -> ErrorAnswer: ...
+
+
+class GatewayJson:
+    """Our endpoints: the error's own status; `field` names the value at fault."""
+
+    def render(self, error: BaseException) -> ErrorAnswer:
+        if isinstance(error, Rejected):
+            body = {"error": error.error, "message": error.message}
+            if error.field:
+                body["field"] = error.field
+            return ErrorAnswer(error.status_code, body, error.headers)
+        if isinstance(error, OutboxUnavailable):
+            body = {"error": "unavailable", "message": "events cannot be stored now; retry"}
+            return ErrorAnswer(503, body, {"Retry-After": str(error.retry_after_seconds)})
+        return ErrorAnswer(500, {"error": "internal error"})
+
+
+class TikTokEnvelope:
+    """The relay: HTTP 200 and TikTok's envelope codes (see tiktok-events-api.md)."""
+
+    def render(self, error: BaseException) -> ErrorAnswer:
+        code, message = 50000, "internal error"
+        if isinstance(error, Unauthorized):
+            code, message = 40105, error.message
+        elif isinstance(error, Forbidden):
+            code, message = 40001, error.message
+        elif isinstance(error, EventError):
+            code, message = 40002, f"{error.field}: {error.message}"
+        elif isinstance(error, Rejected):
+            code, message = 40000, error.message
+        elif isinstance(error, OutboxUnavailable):
+            code, message = 50001, "events cannot be stored now; retry"
+        body = {"code": code, "message": message, "request_id": uuid.uuid4().hex, "data": {}}
+        return ErrorAnswer(200, body)
+
+
+def log_unexpected(error: BaseException, where: str) -> None:
+    """One line, the type only: an input that triggers a bug must not flood or leak."""
+    if not isinstance(error, GatewayError):
+        log.error("unexpected error on %s: %s", where, type(error).__name__)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def rendered(endpoint: Endpoint, renderer: ErrorRenderer) -> Endpoint:
+    """The endpoint behind an error boundary that answers in `renderer`'s format."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as exc:  # every error, expected or not, answers in this surface's format
+            log_unexpected(exc, f"{request.method} {request.url.path}")
+            return renderer.render(exc).response()
+
+    return guarded
