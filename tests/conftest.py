@@ -202,7 +202,7 @@ class GatewayServer:
         assert self.gateway is not None
         outbox = self.gateway.outbox
         assert isinstance(outbox, SqliteOutbox)
-        self.call(outbox._run(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
+        self.call(outbox._db.statement(lambda conn: conn.execute("PRAGMA max_page_count = 1")))
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -42,7 +42,7 @@ def owned_outbox(tmp_path: Path) -> Iterator[SqliteOutbox]:
         await outbox.open()
         await outbox.add([make_event(i) for i in range(4)] + [make_event(9, pixel=OTHER_PIXEL)])
         claimed = await outbox.claim(10, time.time())
-        ids = {c.event.event_id: c.id for c in claimed}
+        ids = {c.decode().event_id: c.id for c in claimed}
         await outbox.dead_letter(
             [ids[f"ev-{PIXEL}-0"]], "code 40002: Invalid value", 40002, time.time()
         )

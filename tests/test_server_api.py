@@ -149,10 +149,11 @@ def test_several_pixels_need_a_pixel_id(
     assert ok.status_code == 202
 
 
-def test_unwritable_outbox_is_503_and_not_ready(client: Client) -> None:
+def test_unwritable_outbox_is_503_and_not_ready(make_client: Callable[..., Client]) -> None:
+    client = make_client(server_api={"api_keys": [API_KEY], "max_body_bytes": 65536})
     client.server.fill_the_disk()
     events = [
-        {**PURCHASE, "event_id": f"o-{i}", "properties": {"description": "x" * 600}}
+        {**PURCHASE, "event_id": f"o-{i}", "properties": {"description": "x" * 1500}}
         for i in range(5)
     ]
     response = client.post("/v1/events", json={"events": events}, headers=AUTH)

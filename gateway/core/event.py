@@ -1,14 +1,16 @@
 """The internal Event and the one place the Events API 2.0 JSON is built.
 
-An `Event` is already normalised and hashed: it is what the outbox stores and what the
-dispatcher sends, so raw identifiers never travel past the parser. Events that share a
-`Destination` (event_source, event_source_id, test_event_code) may share one request; the
-access token is looked up from the configuration at send time and is never stored.
+An `Event` is already normalised and hashed, so raw identifiers never travel past the
+parser. The outbox stores its destination and `event_time` beside the wire-ready JSON of
+its `data` element (`to_tiktok`), and the dispatcher splices stored elements into a request
+body without parsing them again (`spliced_body`). Events that share a `Destination`
+(event_source, event_source_id, test_event_code) may share one request; the access token is
+looked up from the configuration at send time and is never stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +64,7 @@ class Event:
         return body
 
     def to_record(self) -> dict[str, Any]:
-        """Versioned JSON-able form for durable storage (never pickle)."""
+        """The version-1 storage form, still read back from outboxes written before v2."""
         return {
             "v": RECORD_VERSION,
             "source": self.destination.event_source,
@@ -71,23 +73,21 @@ class Event:
             "data": self.to_tiktok(),
         }
 
-    def to_json(self) -> str:
-        """The record as JSON text, as the outboxes store it."""
-        return orjson.dumps(self.to_record()).decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Event:
-        return cls.from_record(orjson.loads(text))
-
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:
         if record.get("v") != RECORD_VERSION:
             raise ValueError(f"unsupported event record version {record.get('v')!r}")
-        data = dict(record["data"])
+        destination = Destination(record["source"], record["source_id"], record["test_code"])
+        return cls.from_tiktok(destination, record["data"])
+
+    @classmethod
+    def from_tiktok(cls, destination: Destination, data: Mapping[str, Any]) -> Event:
+        """The event back from its `data` element (operators and tests: the hot path never
+        parses stored events)."""
         known = {"event", "event_time", "event_id", "user", "properties", "page"}
         sections = {k: v for k, v in data.items() if k not in known and k != "limited_data_use"}
         return cls(
-            destination=Destination(record["source"], record["source_id"], record["test_code"]),
+            destination=destination,
             event=data["event"],
             event_time=data["event_time"],
             event_id=data["event_id"],
@@ -99,6 +99,24 @@ class Event:
         )
 
 
+def _envelope(destination: Destination) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_source": destination.event_source,
+        "event_source_id": destination.event_source_id,
+    }
+    if destination.test_event_code:
+        body["test_event_code"] = destination.test_event_code
+    return body
+
+
+def spliced_body(destination: Destination, data: Sequence[str]) -> bytes:
+    """The Events API 2.0 request body from stored `data` elements, spliced in as they are."""
+    if not 1 <= len(data) <= MAX_BATCH:
+        raise ValueError(f"a request carries 1 to {MAX_BATCH} events, not {len(data)}")
+    head = orjson.dumps(_envelope(destination))[:-1]  # the envelope without its closing brace
+    return b"".join((head, b',"data":[', ",".join(data).encode(), b"]}"))
+
+
 def request_body(destination: Destination, events: Iterable[Event]) -> dict[str, Any]:
     """The Events API 2.0 request body: one destination, 1 to 1000 events."""
     data = []
@@ -108,11 +126,6 @@ def request_body(destination: Destination, events: Iterable[Event]) -> dict[str,
         data.append(event.to_tiktok())
     if not 1 <= len(data) <= MAX_BATCH:
         raise ValueError(f"a request carries 1 to {MAX_BATCH} events, not {len(data)}")
-    body: dict[str, Any] = {
-        "event_source": destination.event_source,
-        "event_source_id": destination.event_source_id,
-    }
-    if destination.test_event_code:
-        body["test_event_code"] = destination.test_event_code
+    body = _envelope(destination)
     body["data"] = data
     return body

@@ -12,14 +12,14 @@ from __future__ import annotations
 import email.utils
 import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
-from gateway.core.event import Destination, Event, request_body
+from gateway.core.event import Destination, Event, request_body, spliced_body
 from gateway.settings import Secret, Settings
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
@@ -145,8 +145,16 @@ class EventsApiClient:
         """Post one batch (1–1000 events of one destination) and classify the answer."""
         return await self.send_body(request_body(destination, events), token)
 
+    async def send_stored(
+        self, destination: Destination, data: Sequence[str], token: Secret
+    ) -> Outcome:
+        """Post stored `data` elements of one destination, spliced in without parsing."""
+        return await self._post(spliced_body(destination, data), token)
+
     async def send_body(self, body: Mapping[str, Any], token: Secret) -> Outcome:
-        payload = orjson.dumps(body)
+        return await self._post(orjson.dumps(body), token)
+
+    async def _post(self, payload: bytes, token: Secret) -> Outcome:
         headers = {"Access-Token": token.reveal(), "Content-Type": "application/json"}
         try:
             response = await self._client.post(self._url, content=payload, headers=headers)

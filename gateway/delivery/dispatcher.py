@@ -98,7 +98,7 @@ def group_batches(
     """Split claimed events into requests: one destination each, at most `batch_size` events."""
     groups: dict[Destination, list[Claimed]] = {}
     for item in claimed:
-        groups.setdefault(item.event.destination, []).append(item)
+        groups.setdefault(item.destination, []).append(item)
     return [
         (destination, items[start : start + batch_size])
         for destination, items in groups.items()
@@ -246,7 +246,7 @@ class Dispatcher:
     async def _deliver_batch(self, destination: Destination, batch: list[Claimed]) -> None:
         now = self._clock()
         max_age = self._options.max_event_age_seconds
-        stale = {c.id for c in batch if now - c.event.event_time > max_age}
+        stale = {c.id for c in batch if now - c.event_time > max_age}
         if stale:
             reason = f"older than {max_age // 86400} days, the oldest event TikTok accepts"
             await asyncio.shield(self._dead_letter(destination, list(stale), reason, None))
@@ -261,7 +261,7 @@ class Dispatcher:
             )
             return
         async with self._semaphore:
-            outcome = await self._client.send(destination, [c.event for c in batch], token)
+            outcome = await self._client.send_stored(destination, [c.data for c in batch], token)
         self.stats.requests += 1
         await asyncio.shield(self._settle(destination, batch, outcome))
 

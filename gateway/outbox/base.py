@@ -1,10 +1,17 @@
 """The outbox interface: where an event lives from acknowledgement until TikTok has it.
 
-An event is added durably before its sender gets a 2xx; the dispatcher then claims ready
-events, and each claimed event ends in exactly one of: acknowledged (delivered, removed),
-scheduled for a retry at a time, or dead-lettered with a reason. A claim is a lease: if the
-process holding it dies, the event becomes claimable again, so nothing acknowledged is lost.
-Only hashed, ready-to-send events are stored.
+Two faces, one store:
+
+- `EventQueue`, the hot path: the gateway adds events durably before its sender gets a
+  2xx; the dispatcher claims ready ones, and each claimed event ends in exactly one of:
+  acknowledged (delivered, removed), scheduled for a retry at a time, or dead-lettered with
+  a reason. A claim is a lease: if the process holding it dies, the event becomes claimable
+  again, so nothing acknowledged is lost.
+- `OutboxAdmin`, for operators: counts, dead letters, replay, purge.
+
+Only hashed, ready-to-send events are stored: the destination and `event_time` beside the
+wire-ready JSON of the event's `data` element, so delivery never parses an event again.
+Each backend translates its driver's errors into `OutboxUnavailable` at one boundary.
 """
 
 from __future__ import annotations
@@ -13,16 +20,25 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.event import Event
+import orjson
+
+from gateway.core.event import Destination, Event
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """One claimed event: its outbox id, the event, and how many sends were tried before."""
+    """One claimed event: its outbox id, where it goes, when it happened, its stored JSON."""
 
     id: str
-    event: Event
+    destination: Destination
+    event_time: int
+    data: str
+    """The event's `data` element as stored: spliced into the request body unparsed."""
     attempts: int
+
+    def decode(self) -> Event:
+        """The event itself (operators and tests; delivery never needs it)."""
+        return Event.from_tiktok(self.destination, orjson.loads(self.data))
 
 
 @dataclass
@@ -56,8 +72,8 @@ class DeadLetter:
     attempts: int
 
 
-class Outbox(abc.ABC):
-    """A durable queue of events. Implementations: `SqliteOutbox`, `RedisOutbox`."""
+class EventQueue(abc.ABC):
+    """The durable queue the gateway adds to and the dispatcher drains."""
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -94,6 +110,14 @@ class Outbox(abc.ABC):
         """The process that claimed events died (the owner knows it): make them ready now."""
 
     @abc.abstractmethod
+    async def check_writable(self) -> None:
+        """Raise OutboxUnavailable when a write would fail now (for /readyz)."""
+
+
+class OutboxAdmin(abc.ABC):
+    """What operators do with the store: look, replay, purge. Never on the hot path."""
+
+    @abc.abstractmethod
     async def counts(self, now: float) -> OutboxCounts: ...
 
     @abc.abstractmethod
@@ -107,6 +131,6 @@ class Outbox(abc.ABC):
     async def purge_dead(self, older_than: float) -> int:
         """Delete dead letters that died before `older_than` (a Unix time)."""
 
-    @abc.abstractmethod
-    async def check_writable(self) -> None:
-        """Raise OutboxUnavailable when a write would fail now (for /readyz)."""
+
+class Outbox(EventQueue, OutboxAdmin):
+    """Both faces of one store. Implementations: `SqliteOutbox`, `RedisOutbox`."""

@@ -1,98 +1,57 @@
 """The scale-out outbox: one Redis stream shared by every gateway replica.
 
 Layout (all keys under one prefix):
-    {prefix}:stream   stream of ready events (fields r=record, a=attempts, c=created, p=pixel)
+    {prefix}:stream   stream of ready events (fields d=data element, s=event_source,
+                      p=event_source_id, t=test code, e=event_time, a=attempts, c=created)
                       read through one consumer group: each entry goes to one replica
     {prefix}:retry    sorted set of events waiting for a retry, scored by due time
     {prefix}:dead     hash of dead letters by id
+    {prefix}:counts   per-pixel counters, moved by the same scripts as the events
 
 A claimed entry stays in the group's pending list until it is acknowledged, moved to the
-retry set or dead-lettered — each in one Lua script, so an event is never in two places or
-none. An entry pending longer than the lease (its replica died or hung) is taken over by
-whichever replica claims next (XAUTOCLAIM). Due retries are moved back into the stream
-atomically by the claiming replica.
+retry set or dead-lettered — each in one Lua script (`redis_scripts.py`). An entry pending
+longer than the lease (its replica died or hung) is taken over by whichever replica claims
+next (XAUTOCLAIM). Due retries are moved back into the stream by the claiming replica.
+Every redis-py error is translated into `OutboxUnavailable` at one boundary (`_translated`).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.core.errors import EventError, OutboxUnavailable
-from gateway.core.event import Event
-from gateway.outbox.base import (
-    Claimed,
-    DeadLetter,
-    Outbox,
-    OutboxCounts,
-    PixelCounts,
-)
+from gateway.core.event import Destination, Event
+from gateway.outbox import redis_scripts as scripts
+from gateway.outbox.base import Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
 
-_FIELDS_TO_TABLE = """
-local function fields_of(stream, id)
-  local entries = redis.call('XRANGE', stream, id, id)
-  if #entries == 0 then return nil end
-  local f, rec = entries[1][2], {}
-  for j = 1, #f, 2 do rec[f[j]] = f[j + 1] end
-  return rec
-end
-"""
+P = ParamSpec("P")
+R = TypeVar("R")
+Entry = tuple[str, dict[str, str]]
 
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, member in ipairs(due) do
-  local d = cjson.decode(member)
-  redis.call('XADD', KEYS[2], '*', 'r', d.r, 'a', d.a, 'c', d.c, 'p', d.p)
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due
-"""
 
-_RETRY = (
-    _FIELDS_TO_TABLE
-    + """
-for i = 4, #ARGV do
-  local rec = fields_of(KEYS[1], ARGV[i])
-  if rec then
-    rec.a = tostring(tonumber(rec.a or '0') + 1)
-    rec.e = ARGV[3]
-    rec.id = ARGV[i]
-    redis.call('ZADD', KEYS[2], ARGV[2], cjson.encode(rec))
-  end
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
-end
-return 1
-"""
-)
+def _translated(
+    method: Callable[Concatenate[RedisOutbox, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[RedisOutbox, P], Coroutine[Any, Any, R]]:
+    """The one boundary where redis-py's errors become the gateway's."""
 
-_DEAD = (
-    _FIELDS_TO_TABLE
-    + """
-for i = 5, #ARGV do
-  local rec = fields_of(KEYS[1], ARGV[i])
-  if rec then
-    rec.a = tostring(tonumber(rec.a or '0') + 1)
-    rec.reason = ARGV[2]
-    rec.code = ARGV[3]
-    rec.dead_at = ARGV[4]
-    redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(rec))
-  end
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
-end
-return 1
-"""
-)
+    @functools.wraps(method)
+    async def translated(self: RedisOutbox, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except RedisError as exc:
+            raise OutboxUnavailable(f"redis outbox: {exc}") from None
+
+    return translated
 
 
 class RedisOutbox(Outbox):
@@ -109,6 +68,7 @@ class RedisOutbox(Outbox):
         self._stream = f"{prefix}:stream"
         self._retry_key = f"{prefix}:retry"
         self._dead_key = f"{prefix}:dead"
+        self._counts_key = f"{prefix}:counts"
         self._probe_key = f"{prefix}:probe"
         self._group = "dispatchers"
         self._lease_ms = int(lease_seconds * 1000)
@@ -129,6 +89,7 @@ class RedisOutbox(Outbox):
             raise OutboxUnavailable("the outbox is not open")
         return self._redis
 
+    @_translated
     async def open(self) -> None:
         if self._redis is not None:
             return
@@ -140,14 +101,15 @@ class RedisOutbox(Outbox):
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 await client.aclose()
-                raise OutboxUnavailable(f"redis outbox: {exc}") from None
-        except RedisError as exc:
+                raise
+        except RedisError:
             await client.aclose()
-            raise OutboxUnavailable(f"redis outbox unreachable: {exc}") from None
+            raise
         await self._forget_gone_consumers(client)
-        self._promote = client.register_script(_PROMOTE)
-        self._retry_script = client.register_script(_RETRY)
-        self._dead_script = client.register_script(_DEAD)
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in ("PROMOTE", "ACK", "RETRY", "DEAD", "REPLAY", "PURGE")
+        }
         self._redis = client
 
     async def _forget_gone_consumers(self, client: Any) -> None:
@@ -169,28 +131,35 @@ class RedisOutbox(Outbox):
         if client is not None:
             await client.aclose()
 
+    @_translated
     async def add(self, events: Sequence[Event]) -> None:
         now = repr(time.time())
         try:
-            records = [(e.to_json(), e.destination.event_source_id) for e in events]
+            fields = [_fields(e, now) for e in events]
         except orjson.JSONEncodeError:
             raise EventError("event", "holds a value that cannot be stored") from None
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                for record, pixel in records:
-                    pipe.xadd(self._stream, {"r": record, "a": "0", "c": now, "p": pixel})
-                await pipe.execute()
-        except RedisError as exc:
-            raise OutboxUnavailable(f"redis outbox write failed: {exc}") from None
+        per_pixel: dict[str, int] = {}
+        for event in events:
+            pixel = event.destination.event_source_id
+            per_pixel[pixel] = per_pixel.get(pixel, 0) + 1
+        async with self._client.pipeline(transaction=True) as pipe:
+            for entry in fields:
+                pipe.xadd(self._stream, entry)
+            for pixel, number in per_pixel.items():
+                pipe.hincrby(self._counts_key, f"q:{pixel}", number)
+            await pipe.execute()
 
+    @_translated
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         client = self._client
-        await self._promote(keys=[self._retry_key, self._stream], args=[now, limit])
+        await self._scripts["PROMOTE"](
+            keys=[self._retry_key, self._stream, self._counts_key], args=[now, limit]
+        )
         if self._own_pending is not None:
             taken_back = await self._take_back_own(limit)
             if taken_back:
-                return self._claimed(taken_back)
-        entries: list[tuple[str, dict[str, str]]] = []
+                return [_claimed(entry) for entry in taken_back]
+        entries: list[Entry] = []
         answer = await client.xautoclaim(
             self._stream, self._group, self._consumer, self._lease_ms, "0-0", count=limit
         )
@@ -205,9 +174,9 @@ class RedisOutbox(Outbox):
             )
             for _, stream_entries in answer or []:
                 entries.extend(stream_entries)
-        return self._claimed(entries)
+        return [_claimed(entry) for entry in entries]
 
-    async def _take_back_own(self, limit: int) -> list[tuple[str, dict[str, str]]]:
+    async def _take_back_own(self, limit: int) -> list[Entry]:
         """The next page of this consumer's pending list (see `_own_pending`)."""
         client = self._client
         answer = await client.xreadgroup(
@@ -221,84 +190,86 @@ class RedisOutbox(Outbox):
         self._own_pending = own[-1][0] if len(own) >= limit else None
         return [entry for entry in own if entry[1]]
 
-    @staticmethod
-    def _claimed(entries: list[tuple[str, dict[str, str]]]) -> list[Claimed]:
-        return [
-            Claimed(entry_id, Event.from_json(f["r"]), int(f.get("a", 0)))
-            for entry_id, f in entries
-        ]
-
     async def release_leases(self) -> None:
         """Nothing to do here: a restarted delivery process keeps the consumer name and takes
         its entries back on its first claims; other replicas' XAUTOCLAIM takes the entries of
         a gateway that died once their lease is over."""
 
+    @_translated
     async def ack(self, ids: Sequence[str]) -> None:
-        if not ids:
-            return
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(self._stream, self._group, *ids)
-            pipe.xdel(self._stream, *ids)
-            await pipe.execute()
-
-    async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
         if ids:
-            await self._retry_script(
-                keys=[self._stream, self._retry_key], args=[self._group, due, reason, *ids]
+            await self._scripts["ACK"](
+                keys=[self._stream, self._counts_key], args=[self._group, *ids]
             )
 
+    @_translated
+    async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
+        if ids:
+            await self._scripts["RETRY"](
+                keys=[self._stream, self._retry_key, self._counts_key],
+                args=[self._group, due, reason, *ids],
+            )
+
+    @_translated
     async def dead_letter(
         self, ids: Sequence[str], reason: str, code: int | None, now: float
     ) -> None:
         if ids:
-            await self._dead_script(
-                keys=[self._stream, self._dead_key],
+            await self._scripts["DEAD"](
+                keys=[self._stream, self._dead_key, self._counts_key],
                 args=[self._group, reason, "" if code is None else code, now, *ids],
             )
+
+    @_translated
+    async def check_writable(self) -> None:
+        await self._client.set(self._probe_key, repr(time.time()))
+
+    # --- operators -------------------------------------------------------------------------
+
+    @_translated
+    async def counts(self, now: float) -> OutboxCounts:
+        """Totals from XLEN, the pending summary and set sizes; per pixel from the counters
+        (for a pixel, `pending` includes what is in flight: the pending list knows entries,
+        not pixels). The oldest age is read from the head of the stream and of the retries."""
+        client = self._client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xlen(self._stream)
+            pipe.xpending(self._stream, self._group)
+            pipe.zcard(self._retry_key)
+            pipe.hlen(self._dead_key)
+            pipe.hgetall(self._counts_key)
+            pipe.xrange(self._stream, "-", "+", count=1)
+            pipe.zrange(self._retry_key, 0, 0)
+            queued, pending, retrying, dead, per_pixel, head, first_retry = await pipe.execute()
+        in_flight = int(pending["pending"])
+        counts = OutboxCounts(
+            pending=queued - in_flight, retrying=retrying, in_flight=in_flight, dead=dead
+        )
+        for key, value in per_pixel.items():
+            kind, _, pixel = key.partition(":")
+            per = counts.pixels.setdefault(pixel, PixelCounts())
+            field = {"q": "pending", "r": "retrying", "d": "dead"}.get(kind)
+            if field is not None:
+                setattr(per, field, max(0, int(value)))
+        created = [float(head[0][1].get("c", now))] if head else []
+        created += [float(orjson.loads(m).get("c", now)) for m in first_retry]
+        if created:
+            counts.oldest_age_seconds = max(0.0, now - min(created))
+        return counts
 
     async def _dead_items(self) -> list[tuple[str, dict[str, Any]]]:
         items = []
         async for key, value in self._client.hscan_iter(self._dead_key, count=500):
-            items.append((key, json.loads(value)))
+            items.append((key, orjson.loads(value)))
         return items
 
-    async def counts(self, now: float) -> OutboxCounts:
-        client = self._client
-        counts = OutboxCounts()
-        summary = await client.xpending_range(self._stream, self._group, "-", "+", count=100_000)
-        pending_ids = {p["message_id"] for p in summary}
-
-        def note(pixel: str, created: float, kind: str) -> None:
-            per = counts.pixels.setdefault(pixel, PixelCounts())
-            setattr(per, kind, getattr(per, kind) + 1)
-            setattr(counts, kind, getattr(counts, kind) + 1)
-            age = now - created
-            per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
-            counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
-
-        start = "-"
-        while True:
-            chunk = await client.xrange(self._stream, start, "+", count=1000)
-            for entry_id, fields in chunk:
-                kind = "in_flight" if entry_id in pending_ids else "pending"
-                note(fields.get("p", "?"), float(fields.get("c", now)), kind)
-            if len(chunk) < 1000:
-                break
-            start = "(" + chunk[-1][0]
-        for member in await client.zrange(self._retry_key, 0, -1):
-            data = json.loads(member)
-            note(data.get("p", "?"), float(data.get("c", now)), "retrying")
-        for _, data in await self._dead_items():
-            counts.pixels.setdefault(data.get("p", "?"), PixelCounts()).dead += 1
-            counts.dead += 1
-        return counts
-
+    @_translated
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         items = sorted(await self._dead_items(), key=lambda kv: -float(kv[1]["dead_at"]))
         return [
             DeadLetter(
                 key,
-                Event.from_json(data["r"]),
+                _claimed((key, data)).decode(),
                 int(data["code"]) if data.get("code") else None,
                 data["reason"],
                 float(data["dead_at"]),
@@ -307,29 +278,49 @@ class RedisOutbox(Outbox):
             for key, data in items[:limit]
         ]
 
+    @_translated
     async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
-        moved = 0
-        for key, data in await self._dead_items():
-            if pixel is not None and data.get("p") != pixel:
-                continue
-            if code is not None and data.get("code") != str(code):
-                continue
-            async with self._client.pipeline(transaction=True) as pipe:
-                fields = {"r": data["r"], "a": "0", "c": data["c"], "p": data["p"]}
-                pipe.xadd(self._stream, fields)
-                pipe.hdel(self._dead_key, key)
-                await pipe.execute()
-            moved += 1
+        keys = [
+            key
+            for key, data in await self._dead_items()
+            if (pixel is None or data.get("p") == pixel)
+            and (code is None or data.get("code") == str(code))
+        ]
+        if not keys:
+            return 0
+        keys_of = [self._dead_key, self._stream, self._counts_key]
+        moved: int = await self._scripts["REPLAY"](keys=keys_of, args=keys)
         return moved
 
+    @_translated
     async def purge_dead(self, older_than: float) -> int:
         old = [k for k, d in await self._dead_items() if float(d["dead_at"]) < older_than]
-        if old:
-            await self._client.hdel(self._dead_key, *old)
-        return len(old)
+        if not old:
+            return 0
+        removed: int = await self._scripts["PURGE"](
+            keys=[self._dead_key, self._counts_key], args=old
+        )
+        return removed
 
-    async def check_writable(self) -> None:
-        try:
-            await self._client.set(self._probe_key, repr(time.time()))
-        except RedisError as exc:
-            raise OutboxUnavailable(f"redis outbox not writable: {exc}") from None
+
+def _fields(event: Event, created: str) -> dict[str, str]:
+    destination = event.destination
+    return {
+        "d": orjson.dumps(event.to_tiktok()).decode(),
+        "s": destination.event_source,
+        "p": destination.event_source_id,
+        "t": destination.test_event_code or "",
+        "e": str(event.event_time),
+        "a": "0",
+        "c": created,
+    }
+
+
+def _claimed(entry: Entry) -> Claimed:
+    entry_id, f = entry
+    if "d" not in f:  # written by a version-1 gateway: one JSON record
+        event = Event.from_record(orjson.loads(f["r"]))
+        data = orjson.dumps(event.to_tiktok()).decode()
+        return Claimed(entry_id, event.destination, event.event_time, data, int(f.get("a", 0)))
+    destination = Destination(f["s"], f["p"], f["t"] or None)
+    return Claimed(entry_id, destination, int(f["e"]), f["d"], int(f.get("a", 0)))

@@ -1,78 +1,51 @@
 """The embedded outbox: one SQLite file in WAL mode, written by one thread with group commit.
 
-Every operation is queued to a single writer thread, which takes everything waiting (up to
-`max_group` operations), runs it in ONE transaction — each operation in its own savepoint, so
-one failure does not sink its neighbours — commits once, and only then answers each caller.
-Durability therefore costs one fsync per group, not one per request. With
-`synchronous=FULL` (the default) a committed event survives `kill -9` and power loss.
+With `synchronous=FULL` (the default) a committed event survives `kill -9` and power loss;
+`sqlite_writer.py` explains how writes are grouped and why the lock is held as it is.
 
 One gateway process owns a file at a time (an exclusive lock file enforces it); on open it
 releases the leases a crashed predecessor held, so those events are sent again at once.
+Its delivery process and operator commands open the file beside it (`exclusive=False`).
+
+Schema version 2 keeps each event's destination and `event_time` in columns beside the
+wire-ready JSON of its `data` element; a version-1 file (one JSON record per event) is
+migrated in place on open.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from gateway.core.errors import EventError, OutboxUnavailable
-from gateway.core.event import Event
-from gateway.outbox.base import (
-    Claimed,
-    DeadLetter,
-    Outbox,
-    OutboxCounts,
-    PixelCounts,
-)
+from gateway.core.event import Destination, Event
+from gateway.outbox.base import Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
+from gateway.outbox.sqlite_migration import SCHEMA, migrate
+from gateway.outbox.sqlite_writer import GroupCommitWriter
 
-T = TypeVar("T")
-_STOP = object()
 _READY, _IN_FLIGHT = 0, 1
 _RELEASE_LEASES = f"UPDATE events SET state = {_READY}, due = created WHERE state = {_IN_FLIGHT}"
-_READ = b"read"  # payloads that mark how an operation runs (see _run_group)
-_STATEMENT = b"statement"
-_LOCK_WAIT_SECONDS = 5.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    pixel TEXT NOT NULL,
-    record TEXT NOT NULL,
-    created REAL NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
-    due REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS events_due ON events (due, id);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
-    pixel TEXT NOT NULL,
-    record TEXT NOT NULL,
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL,
-    code INTEGER,
-    reason TEXT NOT NULL,
-    dead_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-Operation = Callable[[sqlite3.Connection], Any]
 _INSERT_JSON = (
-    "INSERT INTO events (pixel, record, created, due) "
-    "SELECT value ->> 0, json(value -> 1), value ->> 2, value ->> 2 FROM json_each(?)"
+    "INSERT INTO events (pixel, source, test_code, event_time, data, created, due) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, json(value -> 4), "
+    "value ->> 5, value ->> 5 FROM json_each(?)"
 )
+_CLAIMABLE = (
+    # one statement, one row (every row stepped costs a GIL hand-back): a JSON array of the
+    # rows' columns, and their data elements joined by a record separator (0x1E), which
+    # minified JSON never holds unescaped, so they are split apart without being parsed
+    "SELECT coalesce(json_group_array(json_array(id, source, pixel, test_code, event_time, "
+    "attempts)), '[]'), coalesce(group_concat(data, char(30)), '') FROM (SELECT * FROM "
+    "events WHERE due <= ? ORDER BY due, id LIMIT ?)"
+)
+_SEPARATOR = "\x1e"
 
 
 class SqliteOutbox(Outbox):
@@ -92,135 +65,36 @@ class SqliteOutbox(Outbox):
         self._synchronous = synchronous
         self._lease = lease_seconds
         self._max_group = max_group
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._writer: GroupCommitWriter | None = None
         self._lock_fd: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.commits = 0
-        """Transactions committed: fewer than operations when group commit works."""
 
     def __repr__(self) -> str:
         return f"SqliteOutbox({self._path!r})"
 
-    # --- the writer thread ---------------------------------------------------------------
+    @property
+    def commits(self) -> int:
+        """Transactions committed: fewer than operations when group commit works."""
+        return self._writer.commits if self._writer is not None else 0
+
+    @property
+    def _db(self) -> GroupCommitWriter:
+        if self._writer is None or not self._writer.alive:
+            raise OutboxUnavailable("the outbox is not open")
+        return self._writer
+
+    # --- lifecycle -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        migrate(conn)
+        conn.executescript(SCHEMA)
         if self._exclusive:  # the previous owner is gone: its leases are void
             conn.execute(_RELEASE_LEASES)
-        conn.execute("PRAGMA busy_timeout=0")  # from here on, _locked waits for the lock
+        conn.execute("PRAGMA busy_timeout=0")  # from here on, the writer waits for the lock
         return conn
-
-    def _writer(self, conn: sqlite3.Connection) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            group = [item]
-            stop_after = False
-            while len(group) < self._max_group:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stop_after = True
-                    break
-                group.append(more)
-            self._run_group(conn, group)
-            if stop_after:
-                break
-        conn.close()
-
-    def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
-        """Everything waiting, holding the file's write lock as briefly as possible.
-
-        - reads first, outside any transaction: they never take the write lock;
-        - all adds in ONE autocommitted statement (INSERT … SELECT FROM json_each): one
-          commit, one fsync for the whole group;
-        - single-statement operations (leases, acks, retries) each autocommitted;
-        - anything else in its own transaction.
-        The sqlite3 module releases the GIL around every statement, and getting it back
-        means waiting for the event loop thread. A transaction spanning statements would
-        hold the write lock through those waits while the other process (the gateway or its
-        delivery process) stalls on it; a single statement holds it only while SQLite runs.
-        Every caller of the group is then answered by a single wake-up of the loop.
-        """
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for operation, kind, future in group:
-            if kind is _READ:
-                results.append(self._apply(future, operation, conn))
-        adds = [(payload, future) for operation, payload, future in group if operation is None]
-        if adds:
-            # each add is a JSON array already: splice them into one, without re-encoding
-            payload = (b"[" + b",".join(rows[1:-1] for rows, _ in adds) + b"]").decode()
-            outcome = self._apply(None, self._write, conn.execute, _INSERT_JSON, (payload,))
-            results.extend((future, None, outcome[2]) for _, future in adds)
-        for operation, kind, future in group:
-            if kind is _STATEMENT:
-                results.append(self._apply(future, self._write, operation, conn))
-            elif operation is not None and kind is None:
-                results.append(self._apply(future, self._transaction, conn, operation))
-        if conn.in_transaction:  # never carry a lock into the wait for the next group
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-            self._loop.call_soon_threadsafe(_settle_all, results)
-
-    @staticmethod
-    def _apply(future: Any, step: Callable[..., Any], *args: Any) -> tuple[Any, Any, Any]:
-        """(future, result, error) of one step; the writer must outlive any one of them."""
-        try:
-            return future, step(*args), None
-        except sqlite3.Error as exc:
-            return future, None, OutboxUnavailable(f"outbox write failed: {exc}")
-        except Exception as exc:
-            return future, None, exc
-
-    def _write(self, step: Callable[..., T], *args: Any) -> T:
-        """One autocommitted write statement: one commit."""
-        result = _locked(step, *args)
-        self.commits += 1
-        return result
-
-    def _transaction(self, conn: sqlite3.Connection, operation: Operation) -> Any:
-        _locked(conn.execute, "BEGIN IMMEDIATE")
-        try:
-            result = operation(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self.commits += 1
-        return result
-
-    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(operation, None)  # type: ignore[no-any-return]
-
-    async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read outside any write transaction, so it never holds the write lock that
-        the gateway's group commits (or the delivery process) wait for. It sees the state
-        before the writes of its own group."""
-        return await self._submit(operation, _READ)  # type: ignore[no-any-return]
-
-    async def _statement(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run an operation that is ONE write statement, autocommitted (see _run_group)."""
-        return await self._submit(operation, _STATEMENT)  # type: ignore[no-any-return]
-
-    async def _submit(self, operation: Operation | None, payload: bytes | None) -> Any:
-        if self._thread is None or not self._thread.is_alive():
-            raise OutboxUnavailable("the outbox is not open")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((operation, payload, future))
-        return await future
-
-    # --- lifecycle -------------------------------------------------------------------------
 
     def _lock_file(self) -> int:
         """Take the exclusive lock that makes this process the file's only user."""
@@ -240,9 +114,8 @@ class SqliteOutbox(Outbox):
         return fd
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._writer is not None:
             return
-        self._loop = asyncio.get_running_loop()
         if self._exclusive:
             self._lock_fd = await asyncio.to_thread(self._lock_file)
         try:
@@ -250,10 +123,7 @@ class SqliteOutbox(Outbox):
         except sqlite3.Error as exc:
             self._release_lock()
             raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from None
-        self._thread = threading.Thread(
-            target=self._writer, args=(conn,), name="outbox-writer", daemon=True
-        )
-        self._thread.start()
+        self._writer = GroupCommitWriter(conn, _INSERT_JSON, max_group=self._max_group)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -261,24 +131,33 @@ class SqliteOutbox(Outbox):
             self._lock_fd = None
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(_STOP)
-            await asyncio.to_thread(thread.join)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
         self._release_lock()
 
-    # --- operations ------------------------------------------------------------------------
+    # --- the queue -------------------------------------------------------------------------
 
     async def add(self, events: Sequence[Event]) -> None:
         if not events:
             return
         now = time.time()
-        rows = [[e.destination.event_source_id, e.to_record(), now] for e in events]
+        rows = [
+            [
+                e.destination.event_source_id,
+                e.destination.event_source,
+                e.destination.test_event_code,
+                e.event_time,
+                e.to_tiktok(),
+                now,
+            ]
+            for e in events
+        ]
         try:  # serialised here, so a bad value fails its own request, not the writer
             payload = orjson.dumps(rows)
         except orjson.JSONEncodeError:
             raise EventError("event", "holds a value that cannot be stored") from None
-        await self._submit(None, payload)
+        await self._db.add(payload)
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         """Read the ready events, then lease those still due in a short write.
@@ -287,20 +166,14 @@ class SqliteOutbox(Outbox):
         rows are not due; the lease is written only where a row is still due, so a row an
         acknowledgement or retry changed in between is left out, never sent twice.
         """
-
-        def select(conn: sqlite3.Connection) -> str:
-            # one statement, one row: the events as a JSON array (see _run_group); records
-            # are stored as minified JSON, so they are spliced in without being parsed again
-            (claimed,) = conn.execute(_CLAIMABLE, (now, limit)).fetchone()
-            return str(claimed)
-
-        rows = orjson.loads(await self._read(select))
+        db = self._db
+        columns, data = await db.read(lambda c: c.execute(_CLAIMABLE, (now, limit)).fetchone())
+        rows = orjson.loads(columns)
         if not rows:
             return []
         ids = orjson.dumps([row[0] for row in rows]).decode()
         lease_end = now + self._lease
-
-        leased = await self._statement(
+        leased = await db.statement(
             lambda conn: (
                 conn.execute(
                     "UPDATE events SET state = 1, due = ? "
@@ -309,10 +182,16 @@ class SqliteOutbox(Outbox):
                 ).rowcount
             )
         )
+        claimed = [
+            Claimed(str(i), Destination(source, pixel, code), event_time, element, attempts)
+            for (i, source, pixel, code, event_time, attempts), element in zip(
+                rows, data.split(_SEPARATOR), strict=True
+            )
+        ]
         if leased != len(rows):  # rare: keep only the rows this lease holds
-            held = await self._read(
+            held = await db.read(
                 lambda conn: {
-                    i
+                    str(i)
                     for (i,) in conn.execute(
                         "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) "
                         "AND state = 1 AND due = ?",
@@ -320,23 +199,21 @@ class SqliteOutbox(Outbox):
                     )
                 }
             )
-            rows = [row for row in rows if row[0] in held]
-        return [
-            Claimed(str(i), Event.from_record(record), attempts) for i, record, attempts in rows
-        ]
+            claimed = [c for c in claimed if c.id in held]
+        return claimed
 
     async def release_leases(self) -> None:
-        await self._statement(lambda conn: conn.execute(_RELEASE_LEASES))
+        await self._db.statement(lambda conn: conn.execute(_RELEASE_LEASES))
 
     async def ack(self, ids: Sequence[str]) -> None:
-        await self._statement(
+        await self._db.statement(
             lambda conn: conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (_ids(ids),)
             )
         )
 
     async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
-        await self._statement(
+        await self._db.statement(
             lambda conn: conn.execute(
                 "UPDATE events SET state = 0, due = ?, attempts = attempts + 1, last_error = ? "
                 "WHERE id IN (SELECT value FROM json_each(?))",
@@ -351,82 +228,17 @@ class SqliteOutbox(Outbox):
 
         def move(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO dead_letters "
-                "(id, pixel, record, created, attempts, code, reason, dead_at) "
-                "SELECT id, pixel, record, created, attempts + 1, ?, ?, ? FROM events "
-                "WHERE id IN (SELECT value FROM json_each(?))",
+                "INSERT OR REPLACE INTO dead_letters (id, pixel, source, test_code, "
+                "event_time, data, created, attempts, code, reason, dead_at) "
+                "SELECT id, pixel, source, test_code, event_time, data, created, attempts + 1, "
+                "?, ?, ? FROM events WHERE id IN (SELECT value FROM json_each(?))",
                 (code, reason, now, selected),
             )
             conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (selected,)
             )
 
-        await self._run(move)
-
-    async def counts(self, now: float) -> OutboxCounts:
-        def read(conn: sqlite3.Connection) -> OutboxCounts:
-            counts = OutboxCounts()
-            rows = conn.execute(
-                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
-                "GROUP BY pixel, state, attempts > 0"
-            ).fetchall()
-            for pixel, state, retried, number, oldest in rows:
-                per = counts.pixels.setdefault(pixel, PixelCounts())
-                if state == _IN_FLIGHT:
-                    per.in_flight += number
-                    counts.in_flight += number
-                elif retried:
-                    per.retrying += number
-                    counts.retrying += number
-                else:
-                    per.pending += number
-                    counts.pending += number
-                age = now - oldest
-                per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
-                counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
-            for pixel, number in conn.execute(
-                "SELECT pixel, COUNT(*) FROM dead_letters GROUP BY pixel"
-            ):
-                counts.pixels.setdefault(pixel, PixelCounts()).dead = number
-                counts.dead += number
-            return counts
-
-        return await self._read(read)
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        def read(conn: sqlite3.Connection) -> list[DeadLetter]:
-            rows = conn.execute(
-                "SELECT id, record, code, reason, dead_at, attempts FROM dead_letters "
-                "ORDER BY dead_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-            return [
-                DeadLetter(str(r[0]), Event.from_json(r[1]), r[2], r[3], r[4], r[5]) for r in rows
-            ]
-
-        return await self._read(read)
-
-    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
-        where, params = _dead_filter(pixel, code)
-        now = time.time()
-
-        def move(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO events (id, pixel, record, created, due) "
-                f"SELECT id, pixel, record, created, ? FROM dead_letters {where}",
-                (now, *params),
-            )
-            conn.execute(f"DELETE FROM dead_letters {where}", params)
-            return cursor.rowcount
-
-        return await self._run(move)
-
-    async def purge_dead(self, older_than: float) -> int:
-        return await self._statement(
-            lambda conn: (
-                conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
-            )
-        )
+        await self._db.transaction(move)
 
     async def check_writable(self) -> None:
         """Write (and remove) a row big enough to need fresh pages: fails when the disk is full."""
@@ -437,32 +249,80 @@ class SqliteOutbox(Outbox):
             )
             conn.execute("DELETE FROM meta WHERE key = 'probe'")
 
-        await self._run(probe)
+        await self._db.transaction(probe)
+
+    # --- operators -------------------------------------------------------------------------
+
+    async def counts(self, now: float) -> OutboxCounts:
+        def read(conn: sqlite3.Connection) -> OutboxCounts:
+            counts = OutboxCounts()
+            rows = conn.execute(
+                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
+                "GROUP BY pixel, state, attempts > 0"
+            ).fetchall()
+            for pixel, state, retried, number, oldest in rows:
+                per = counts.pixels.setdefault(pixel, PixelCounts())
+                kind = "in_flight" if state == _IN_FLIGHT else "retrying" if retried else "pending"
+                _count(counts, per, kind, number, now - oldest)
+            for pixel, number in conn.execute(
+                "SELECT pixel, COUNT(*) FROM dead_letters GROUP BY pixel"
+            ):
+                counts.pixels.setdefault(pixel, PixelCounts()).dead = number
+                counts.dead += number
+            return counts
+
+        return await self._db.read(read)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT id, source, pixel, test_code, data, code, reason, dead_at, attempts "
+                "FROM dead_letters ORDER BY dead_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+        rows = await self._db.read(read)
+        return [
+            DeadLetter(
+                str(i),
+                Event.from_tiktok(Destination(source, pixel, test), orjson.loads(data)),
+                code,
+                reason,
+                dead_at,
+                attempts,
+            )
+            for i, source, pixel, test, data, code, reason, dead_at, attempts in rows
+        ]
+
+    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+        where, params = _dead_filter(pixel, code)
+        now = time.time()
+
+        def move(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO events (id, pixel, source, test_code, event_time, data, created, "
+                "due) SELECT id, pixel, source, test_code, event_time, data, created, ? "
+                f"FROM dead_letters {where}",
+                (now, *params),
+            )
+            conn.execute(f"DELETE FROM dead_letters {where}", params)
+            return cursor.rowcount
+
+        return await self._db.transaction(move)
+
+    async def purge_dead(self, older_than: float) -> int:
+        return await self._db.statement(
+            lambda conn: (
+                conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
+            )
+        )
 
 
-_CLAIMABLE = (
-    "SELECT '[' || coalesce(group_concat('[' || id || ',' || record || ',' || attempts || ']'),"
-    " '') || ']' FROM (SELECT id, record, attempts FROM events WHERE due <= ? "
-    "ORDER BY due, id LIMIT ?)"
-)
-
-
-def _locked(step: Callable[..., T], *args: Any) -> T:
-    """Run a step that takes the write lock, retrying from ~0.1 ms on while another process
-    holds it. SQLite's own busy handler sleeps 1, 2, 5, 10 … ms: a stall for every waiting
-    beacon whenever the delivery process writes for a fraction of a millisecond. A statement
-    refused for the lock has changed nothing, so it is safe to run again."""
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    pause = 0.0001
-    while True:
-        try:
-            return step(*args)
-        except sqlite3.OperationalError as exc:
-            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.002)  # a long hold is not polled ten thousand times a second
+def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:
+    setattr(per, kind, getattr(per, kind) + number)
+    setattr(counts, kind, getattr(counts, kind) + number)
+    per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
+    counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
 
 
 def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
@@ -479,13 +339,3 @@ def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, .
 
 def _ids(ids: Sequence[str]) -> str:
     return orjson.dumps([int(i) for i in ids]).decode()
-
-
-def _settle_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in results:
-        if future.done():  # the caller was cancelled; the write happened all the same
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
