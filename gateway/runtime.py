@@ -16,7 +16,9 @@ import httpx
 
 from gateway.core.event import Event
 from gateway.delivery.client import EventsApiClient
-from gateway.delivery.dispatcher import Delivery, Dispatcher
+from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.observe import RecentEvents
+from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
@@ -25,6 +27,7 @@ from gateway.settings import Settings
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
+RECENT_EVENTS = 1000
 
 
 class Gateway:
@@ -47,13 +50,20 @@ class Gateway:
         self.metrics = Metrics()
         self.outbox = outbox or open_outbox(settings.outbox)
         self.pipeline = Pipeline(settings, self.outbox, self.metrics, clock=clock)
+        self.recent = RecentEvents(RECENT_EVENTS, clock=clock)
+        """The latest events and what became of them: what the console reads."""
         self.client: EventsApiClient | None = None
         self.delivery: Delivery
         if settings.delivery.separate_process and transport is None and outbox is None:
-            self.delivery = DeliveryProcess(settings, on_restart=self.outbox.release_leases)
+            self.delivery = DeliveryProcess(
+                settings, on_restart=self.outbox.release_leases, observer=self.recent
+            )
         else:
             self.client = EventsApiClient.from_settings(settings, transport=transport)
-            self.delivery = Dispatcher.from_settings(settings, self.outbox, self.client)
+            self.delivery = Dispatcher.from_settings(
+                settings, self.outbox, self.client, observer=self.recent
+            )
+        self.pipeline.on_accept(self.recent.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
         self._started = False

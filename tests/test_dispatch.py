@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from gateway.delivery.client import EventsApiClient
-from gateway.delivery.dispatcher import DeliveryOptions, Dispatcher
+from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.options import DeliveryOptions
 from gateway.delivery.retry_policy import Backoff
 from gateway.fake_api import FakeEventsApi, Fault
 from gateway.outbox.sqlite import SqliteOutbox

@@ -19,77 +19,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
 
+from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination
 from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
-from gateway.delivery.retry_policy import Backoff, CircuitBreaker
+from gateway.delivery.observe import (
+    DEAD_LETTERED,
+    DELIVERED,
+    RETRY,
+    DeliveryObserver,
+    NoObserver,
+    Settlement,
+)
+from gateway.delivery.options import DeliveryOptions, DeliveryStats
+from gateway.delivery.retry_policy import CircuitBreaker
 from gateway.outbox import Claimed, Outbox
-from gateway.settings import DeliverySettings, Secret, Settings
-from gateway.settings.model import MAX_EVENT_AGE_DAYS
+from gateway.settings import Secret, Settings
 
 log = logging.getLogger(__name__)
-
-
-_DEFAULT = DeliverySettings()
-
-
-@dataclass(frozen=True)
-class DeliveryOptions:
-    """The dispatcher's options in the units it works in; defaults are the settings' own."""
-
-    batch_size: int = _DEFAULT.batch_size
-    linger_seconds: float = _DEFAULT.linger_ms / 1000
-    concurrency: int = _DEFAULT.concurrency
-    poll_seconds: float = 1.0
-    shutdown_grace_seconds: float = _DEFAULT.shutdown_grace_seconds
-    max_event_age_seconds: int = MAX_EVENT_AGE_DAYS * 86400
-    backoff: Backoff = field(
-        default_factory=lambda: Backoff(
-            _DEFAULT.backoff_initial_seconds, _DEFAULT.backoff_max_seconds
-        )
-    )
-    breaker_failures: int = _DEFAULT.breaker_failures
-    breaker_cooldown_seconds: float = _DEFAULT.breaker_cooldown_seconds
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DeliveryOptions:
-        d = settings.delivery
-        return cls(
-            batch_size=d.batch_size,
-            linger_seconds=d.linger_ms / 1000,
-            concurrency=d.concurrency,
-            shutdown_grace_seconds=d.shutdown_grace_seconds,
-            max_event_age_seconds=settings.max_event_age_days * 86400,
-            backoff=Backoff(d.backoff_initial_seconds, d.backoff_max_seconds),
-            breaker_failures=d.breaker_failures,
-            breaker_cooldown_seconds=d.breaker_cooldown_seconds,
-        )
-
-
-@dataclass
-class DeliveryStats:
-    requests: int = 0
-    delivered: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-
-
-class Delivery(Protocol):
-    """What the app needs of delivery: a `Dispatcher` here, or a `DeliveryProcess` beside."""
-
-    @property
-    def running(self) -> bool: ...
-
-    @property
-    def stats(self) -> DeliveryStats: ...
-
-    def notify(self) -> None: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def group_batches(
@@ -115,8 +62,11 @@ class Dispatcher:
         *,
         options: DeliveryOptions | None = None,
         clock: Callable[[], float] = time.time,
+        observer: DeliveryObserver | None = None,
     ) -> None:
+        """`observer` is told every batch's fate (`delivery/observe.py`)."""
         self._outbox = outbox
+        self._observer = observer or NoObserver()
         self._client = client
         self._tokens = dict(tokens)
         self._options = options or DeliveryOptions()
@@ -134,11 +84,17 @@ class Dispatcher:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, outbox: Outbox, client: EventsApiClient
+        cls,
+        settings: Settings,
+        outbox: Outbox,
+        client: EventsApiClient,
+        *,
+        observer: DeliveryObserver | None = None,
     ) -> Dispatcher:
         """The dispatcher `serve` runs, in its delivery process or in the serving one."""
         tokens = {p.id: p.access_token for p in settings.pixels}
-        return cls(outbox, client, tokens, options=DeliveryOptions.from_settings(settings))
+        options = DeliveryOptions.from_settings(settings)
+        return cls(outbox, client, tokens, options=options, observer=observer)
 
     @property
     def running(self) -> bool:
@@ -210,7 +166,7 @@ class Dispatcher:
             self._wakeup.clear()
             try:
                 claimed = await self._outbox.claim(self._claim_limit(slots), self._clock())
-            except Exception as exc:  # the outbox is down: keep the loop, try again later
+            except OutboxUnavailable as exc:  # the outbox is down: keep the loop, try later
                 log.error("outbox claim failed: %s", exc)
                 await self._sleep(options.poll_seconds)
                 continue
@@ -240,36 +196,38 @@ class Dispatcher:
             await self._deliver_batch(destination, batch)
         except asyncio.CancelledError:
             raise
+        except OutboxUnavailable as exc:  # settling failed: the lease expires, it is sent again
+            log.error("outbox unavailable while settling a batch: %s", exc)
         except Exception:  # never let one batch kill the dispatcher; its lease will expire
             log.exception("delivery to %s failed unexpectedly", destination.event_source_id)
 
     async def _deliver_batch(self, destination: Destination, batch: list[Claimed]) -> None:
         now = self._clock()
         max_age = self._options.max_event_age_seconds
-        stale = {c.id for c in batch if now - c.event_time > max_age}
+        stale = [c for c in batch if now - c.event_time > max_age]
         if stale:
             reason = f"older than {max_age // 86400} days, the oldest event TikTok accepts"
-            await asyncio.shield(self._dead_letter(destination, list(stale), reason, None))
-            batch = [c for c in batch if c.id not in stale]
+            await asyncio.shield(self._dead_letter(destination, stale, reason, None))
+            batch = [c for c in batch if now - c.event_time <= max_age]
         if not batch:
             return
         token = self._tokens.get(destination.event_source_id)
         if token is None:
             reason = f"pixel {destination.event_source_id} is not configured (add it, then replay)"
-            await asyncio.shield(
-                self._dead_letter(destination, [c.id for c in batch], reason, None)
-            )
+            await asyncio.shield(self._dead_letter(destination, batch, reason, None))
             return
         async with self._semaphore:
             outcome = await self._client.send_stored(destination, [c.data for c in batch], token)
         self.stats.requests += 1
-        await asyncio.shield(self._settle(destination, batch, outcome))
+        request = self.stats.requests
+        await asyncio.shield(self._settle(destination, batch, outcome, request))
 
     async def _settle(
-        self, destination: Destination, batch: list[Claimed], outcome: Outcome
+        self, destination: Destination, batch: list[Claimed], outcome: Outcome, request: int
     ) -> None:
         ids = [c.id for c in batch]
         pixel = destination.event_source_id
+        retry_at = None
         if outcome.kind is OutcomeKind.DELIVERED:
             self._breaker.success()
             await self._outbox.ack(ids)
@@ -281,7 +239,8 @@ class Dispatcher:
             attempts = 1 + max(c.attempts for c in batch)
             delay = self._options.backoff.delay(attempts, outcome.retry_after)
             reason = _reason(outcome)
-            await self._outbox.retry(ids, self._clock() + delay, reason)
+            retry_at = self._clock() + delay
+            await self._outbox.retry(ids, retry_at, reason)
             self.stats.retried += len(ids)
             log.warning(
                 "pixel %s: %d event(s) will be retried in %.1fs (attempt %d): %s",
@@ -289,21 +248,65 @@ class Dispatcher:
             )  # fmt: skip
         else:
             self._breaker.success()  # TikTok answered: the upstream itself is fine
-            await self._dead_letter(destination, ids, _reason(outcome), outcome.code)
+            await self._dead_letter(destination, batch, _reason(outcome), outcome.code, request)
             if outcome.alert:
                 log.error(
                     "pixel %s: the access token was refused (code %s): fix the token, then "
                     "run 'tiktok-gateway replay --pixel %s'",
                     pixel, outcome.code, pixel,
                 )  # fmt: skip
+            return
+        kind = DELIVERED if outcome.kind is OutcomeKind.DELIVERED else RETRY
+        self._tell(kind, destination, batch, request, outcome, retry_at=retry_at)
 
     async def _dead_letter(
-        self, destination: Destination, ids: list[str], reason: str, code: int | None
+        self,
+        destination: Destination,
+        batch: list[Claimed],
+        reason: str,
+        code: int | None,
+        request: int | None = None,
     ) -> None:
-        await self._outbox.dead_letter(ids, reason, code, self._clock())
-        self.stats.dead_lettered += len(ids)
+        await self._outbox.dead_letter([c.id for c in batch], reason, code, self._clock())
+        self.stats.dead_lettered += len(batch)
         log.error(
-            "pixel %s: %d event(s) dead-lettered: %s", destination.event_source_id, len(ids), reason
+            "pixel %s: %d event(s) dead-lettered: %s",
+            destination.event_source_id, len(batch), reason,
+        )  # fmt: skip
+        self._observer.settled(
+            Settlement(
+                DEAD_LETTERED,
+                destination.event_source_id,
+                tuple((c.event, c.event_id) for c in batch),
+                self._clock(),
+                request=request,
+                code=code,
+                message=reason,
+            )
+        )
+
+    def _tell(
+        self,
+        kind: str,
+        destination: Destination,
+        batch: list[Claimed],
+        request: int,
+        outcome: Outcome,
+        *,
+        retry_at: float | None,
+    ) -> None:
+        self._observer.settled(
+            Settlement(
+                kind,
+                destination.event_source_id,
+                tuple((c.event, c.event_id) for c in batch),
+                self._clock(),
+                request=request,
+                code=outcome.code,
+                message=outcome.message,
+                request_id=outcome.request_id,
+                retry_at=retry_at,
+            )
         )
 
 

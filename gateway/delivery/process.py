@@ -13,7 +13,8 @@ beacon while it lasted. `serve` therefore runs the dispatcher in a child process
 - "stop" on that pipe stops the child gracefully (grace period); the pipe closing without
   it means the parent died, and the child exits at once: a restarted gateway releases the
   leases and sends those events again (same event_id, so TikTok deduplicates);
-- counters come back through shared memory for /metrics;
+- counters come back through shared memory for /metrics, and every batch's fate
+  (`Settlement`) through a second pipe, into the gateway's `RecentEvents`;
 - a child that dies is restarted with backoff; /readyz is 503 until it runs again.
 """
 
@@ -35,7 +36,14 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 from gateway.delivery.client import EventsApiClient
-from gateway.delivery.dispatcher import DeliveryStats, Dispatcher
+from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.observe import (
+    DeliveryObserver,
+    NoObserver,
+    SettlementChannel,
+    read_settlements,
+)
+from gateway.delivery.options import DeliveryStats
 from gateway.outbox import open_outbox
 from gateway.settings import Settings
 
@@ -57,11 +65,18 @@ class DeliveryProcess:
     """
 
     def __init__(
-        self, settings: Settings, on_restart: Callable[[], Awaitable[None]] | None = None
+        self,
+        settings: Settings,
+        on_restart: Callable[[], Awaitable[None]] | None = None,
+        *,
+        observer: DeliveryObserver | None = None,
     ) -> None:
-        """`on_restart` runs before a replacement child starts (the outbox releases leases)."""
+        """`on_restart` runs before a replacement child starts (the outbox releases leases);
+        `observer` is told the settlements the child reports."""
         self._settings = settings
         self._on_restart = on_restart
+        self._observer = observer or NoObserver()
+        self._settlements: Connection | None = None
         self._context = multiprocessing.get_context("spawn")  # no inherited loop or threads
         self._stats: Any = self._context.Array("q", len(astuple(DeliveryStats())), lock=False)
         self._counted_before = DeliveryStats()  # what children that died had counted
@@ -101,19 +116,25 @@ class DeliveryProcess:
     async def _spawn(self) -> None:
         wake_reader, wake_writer = self._context.Pipe(duplex=False)
         ready_reader, ready_writer = self._context.Pipe(duplex=False)
+        settlements, settlement_writer = self._context.Pipe(duplex=False)
+        ends = _ChildEnds(
+            self._settings,
+            self._consumer,
+            wake_reader,
+            ready_writer,
+            settlement_writer,
+            self._stats,
+        )
         process = self._context.Process(
-            target=_child_main,
-            args=(
-                _ChildEnds(self._settings, self._consumer, wake_reader, ready_writer, self._stats),
-            ),
-            name="tiktok-gateway-delivery",
-            daemon=True,
+            target=_child_main, args=(ends,), name="tiktok-gateway-delivery", daemon=True
         )
         try:
             process.start()
         finally:
             wake_reader.close()
             ready_writer.close()
+            settlement_writer.close()
+        self._listen(settlements)
         self._process = process  # known before it answers: a stop meanwhile reaches it
         try:
             answered = await asyncio.to_thread(ready_reader.poll, _START_TIMEOUT)
@@ -133,6 +154,27 @@ class DeliveryProcess:
         os.set_blocking(wake_writer.fileno(), False)
         self._wake_writer = wake_writer
         log.info("delivery process %s started", process.pid)
+
+    def _listen(self, settlements: Connection) -> None:
+        """Read the child's settlements as they arrive, until it closes its end."""
+        self._stop_listening()
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            if not read_settlements(settlements, self._observer) and (
+                self._settlements is settlements
+            ):
+                self._stop_listening()
+
+        loop.add_reader(settlements.fileno(), readable)
+        self._settlements = settlements
+
+    def _stop_listening(self) -> None:
+        if self._settlements is not None:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(self._settlements.fileno())
+            self._settlements.close()
+            self._settlements = None
 
     def notify(self) -> None:
         """Events were stored: wake the child, once per loop iteration however many arrive."""
@@ -204,6 +246,9 @@ class DeliveryProcess:
             if not self._write(_STOP):
                 process.terminate()  # the child stops gracefully on SIGTERM too
             await _end(process, self._settings.delivery.shutdown_grace_seconds + 10.0)
+        if self._settlements is not None:  # what the child reported while it stopped
+            read_settlements(self._settlements, self._observer)
+        self._stop_listening()
         self._close_wake_writer()
 
 
@@ -247,6 +292,7 @@ class _ChildEnds:
     consumer: str
     wake: Connection
     ready: Connection
+    settlements: Connection
     stats: SynchronizedArray[int]
 
 
@@ -277,7 +323,9 @@ async def _deliver_until_told(child: _ChildEnds) -> None:
     outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
     client = EventsApiClient.from_settings(settings)
     await outbox.open()
-    dispatcher = Dispatcher.from_settings(settings, outbox, client)
+    channel = SettlementChannel(child.settlements)
+    channel.start()
+    dispatcher = Dispatcher.from_settings(settings, outbox, client, observer=channel)
     loop = asyncio.get_running_loop()
     told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
 
@@ -319,6 +367,7 @@ async def _deliver_until_told(child: _ChildEnds) -> None:
         os._exit(1)  # skip the graceful teardown: a new gateway may be taking over
     await dispatcher.stop()
     _share(dispatcher, stats)
+    await channel.close()
     await client.aclose()
     await outbox.close()
 

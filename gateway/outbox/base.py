@@ -27,10 +27,13 @@ from gateway.core.event import Destination, Event
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """One claimed event: its outbox id, where it goes, when it happened, its stored JSON."""
+    """One claimed event: its outbox id, where it goes, what and when it was (for outcomes
+    and the age rule), and its stored JSON."""
 
     id: str
     destination: Destination
+    event: str
+    event_id: str
     event_time: int
     data: str
     """The event's `data` element as stored: spliced into the request body unparsed."""

@@ -2,7 +2,8 @@
 
 Layout (all keys under one prefix):
     {prefix}:stream   stream of ready events (fields d=data element, s=event_source,
-                      p=event_source_id, t=test code, e=event_time, a=attempts, c=created)
+                      p=event_source_id, t=test code, n=event name, i=event_id,
+                      e=event_time, a=attempts, c=created)
                       read through one consumer group: each entry goes to one replica
     {prefix}:retry    sorted set of events waiting for a retry, scored by due time
     {prefix}:dead     hash of dead letters by id
@@ -310,6 +311,8 @@ def _fields(event: Event, created: str) -> dict[str, str]:
         "s": destination.event_source,
         "p": destination.event_source_id,
         "t": destination.test_event_code or "",
+        "n": event.event,
+        "i": event.event_id,
         "e": str(event.event_time),
         "a": "0",
         "c": created,
@@ -321,6 +324,14 @@ def _claimed(entry: Entry) -> Claimed:
     if "d" not in f:  # written by a version-1 gateway: one JSON record
         event = Event.from_record(orjson.loads(f["r"]))
         data = orjson.dumps(event.to_tiktok()).decode()
-        return Claimed(entry_id, event.destination, event.event_time, data, int(f.get("a", 0)))
+        return Claimed(
+            entry_id,
+            event.destination,
+            event.event,
+            event.event_id,
+            event.event_time,
+            data,
+            int(f.get("a", 0)),
+        )
     destination = Destination(f["s"], f["p"], f["t"] or None)
-    return Claimed(entry_id, destination, int(f["e"]), f["d"], int(f.get("a", 0)))
+    return Claimed(entry_id, destination, f["n"], f["i"], int(f["e"]), f["d"], int(f["a"]))

@@ -33,17 +33,17 @@ from gateway.outbox.sqlite_writer import GroupCommitWriter
 _READY, _IN_FLIGHT = 0, 1
 _RELEASE_LEASES = f"UPDATE events SET state = {_READY}, due = created WHERE state = {_IN_FLIGHT}"
 _INSERT_JSON = (
-    "INSERT INTO events (pixel, source, test_code, event_time, data, created, due) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, json(value -> 4), "
-    "value ->> 5, value ->> 5 FROM json_each(?)"
+    "INSERT INTO events (pixel, source, test_code, event, event_id, event_time, data, created, "
+    "due) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "json(value -> 6), value ->> 7, value ->> 7 FROM json_each(?)"
 )
 _CLAIMABLE = (
     # one statement, one row (every row stepped costs a GIL hand-back): a JSON array of the
     # rows' columns, and their data elements joined by a record separator (0x1E), which
     # minified JSON never holds unescaped, so they are split apart without being parsed
-    "SELECT coalesce(json_group_array(json_array(id, source, pixel, test_code, event_time, "
-    "attempts)), '[]'), coalesce(group_concat(data, char(30)), '') FROM (SELECT * FROM "
-    "events WHERE due <= ? ORDER BY due, id LIMIT ?)"
+    "SELECT coalesce(json_group_array(json_array(id, source, pixel, test_code, event, "
+    "event_id, event_time, attempts)), '[]'), coalesce(group_concat(data, char(30)), '') "
+    "FROM (SELECT * FROM events WHERE due <= ? ORDER BY due, id LIMIT ?)"
 )
 _SEPARATOR = "\x1e"
 
@@ -147,6 +147,8 @@ class SqliteOutbox(Outbox):
                 e.destination.event_source_id,
                 e.destination.event_source,
                 e.destination.test_event_code,
+                e.event,
+                e.event_id,
                 e.event_time,
                 e.to_tiktok(),
                 now,
@@ -183,8 +185,8 @@ class SqliteOutbox(Outbox):
             )
         )
         claimed = [
-            Claimed(str(i), Destination(source, pixel, code), event_time, element, attempts)
-            for (i, source, pixel, code, event_time, attempts), element in zip(
+            Claimed(str(i), Destination(source, pixel, code), name, event_id, at, element, tries)
+            for (i, source, pixel, code, name, event_id, at, tries), element in zip(
                 rows, data.split(_SEPARATOR), strict=True
             )
         ]
@@ -228,10 +230,11 @@ class SqliteOutbox(Outbox):
 
         def move(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO dead_letters (id, pixel, source, test_code, "
-                "event_time, data, created, attempts, code, reason, dead_at) "
-                "SELECT id, pixel, source, test_code, event_time, data, created, attempts + 1, "
-                "?, ?, ? FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                "INSERT OR REPLACE INTO dead_letters (id, pixel, source, test_code, event, "
+                "event_id, event_time, data, created, attempts, code, reason, dead_at) "
+                "SELECT id, pixel, source, test_code, event, event_id, event_time, data, "
+                "created, attempts + 1, ?, ?, ? FROM events "
+                "WHERE id IN (SELECT value FROM json_each(?))",
                 (code, reason, now, selected),
             )
             conn.execute(
@@ -300,8 +303,9 @@ class SqliteOutbox(Outbox):
 
         def move(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
-                "INSERT INTO events (id, pixel, source, test_code, event_time, data, created, "
-                "due) SELECT id, pixel, source, test_code, event_time, data, created, ? "
+                "INSERT INTO events (id, pixel, source, test_code, event, event_id, event_time, "
+                "data, created, due) SELECT id, pixel, source, test_code, event, event_id, "
+                "event_time, data, created, ? "
                 f"FROM dead_letters {where}",
                 (now, *params),
             )

@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS events (
     pixel TEXT NOT NULL,
     source TEXT NOT NULL,
     test_code TEXT,
+    event TEXT NOT NULL,
+    event_id TEXT NOT NULL,
     event_time INTEGER NOT NULL,
     data TEXT NOT NULL,
     created REAL NOT NULL,
@@ -31,6 +33,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     pixel TEXT NOT NULL,
     source TEXT NOT NULL,
     test_code TEXT,
+    event TEXT NOT NULL,
+    event_id TEXT NOT NULL,
     event_time INTEGER NOT NULL,
     data TEXT NOT NULL,
     created REAL NOT NULL,
@@ -46,13 +50,15 @@ ALTER TABLE events RENAME TO events_v1;
 ALTER TABLE dead_letters RENAME TO dead_letters_v1;
 DROP INDEX IF EXISTS events_due;
 {schema}
-INSERT INTO events (id, pixel, source, test_code, event_time, data, created, state, due,
-                    attempts, last_error)
-SELECT id, pixel, record ->> 'source', record ->> 'test_code', record -> 'data' ->> 'event_time',
+INSERT INTO events (id, pixel, source, test_code, event, event_id, event_time, data, created,
+                    state, due, attempts, last_error)
+SELECT id, pixel, record ->> 'source', record ->> 'test_code', record -> 'data' ->> 'event',
+       record -> 'data' ->> 'event_id', record -> 'data' ->> 'event_time',
        json(record -> 'data'), created, state, due, attempts, last_error FROM events_v1;
-INSERT INTO dead_letters (id, pixel, source, test_code, event_time, data, created, attempts,
-                          code, reason, dead_at)
-SELECT id, pixel, record ->> 'source', record ->> 'test_code', record -> 'data' ->> 'event_time',
+INSERT INTO dead_letters (id, pixel, source, test_code, event, event_id, event_time, data,
+                          created, attempts, code, reason, dead_at)
+SELECT id, pixel, record ->> 'source', record ->> 'test_code', record -> 'data' ->> 'event',
+       record -> 'data' ->> 'event_id', record -> 'data' ->> 'event_time',
        json(record -> 'data'), created, attempts, code, reason, dead_at FROM dead_letters_v1;
 DELETE FROM sqlite_sequence WHERE name = 'events';
 INSERT INTO sqlite_sequence (name, seq) SELECT 'events', seq FROM sqlite_sequence

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.delivery.dispatcher import DeliveryStats
+from gateway.delivery.options import DeliveryStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -1,0 +1,232 @@
+"""What became of each event, where the serving process (the console, `/metrics`) can see it.
+
+The dispatcher reports every settled batch as one `Settlement` (delivered, retry scheduled,
+dead-lettered, with the request that carried it and TikTok's code, message and request id)
+to its observer: in the serving process that is `RecentEvents` itself; in the delivery
+process it is a `SettlementChannel` that hands settlements to the parent over a pipe
+(`DeliveryProcess` reads them into `RecentEvents`).
+
+`RecentEvents` keeps a bounded buffer of the latest events — accepted (from the pipeline's
+accept hook) and then each step of their delivery — and calls listeners on accept and on
+settle, as arq calls `on_job_start` / `on_job_end`. Events are hashed before they get here;
+nothing raw is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.core.event import Event
+from gateway.ingest.policy import SourcePolicy
+
+log = logging.getLogger(__name__)
+DELIVERED, RETRY, DEAD_LETTERED = "delivered", "retry", "dead_lettered"
+_FLUSH_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One batch's fate; `events` are (event name, event_id) pairs of one pixel."""
+
+    outcome: str
+    pixel: str
+    events: tuple[tuple[str, str], ...]
+    at: float
+    request: int | None = None
+    """The dispatcher's number for the request that carried the batch (None: not sent)."""
+    code: int | None = None
+    message: str = ""
+    request_id: str | None = None
+    retry_at: float | None = None
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> Settlement:
+        fields = orjson.loads(payload)
+        fields["events"] = tuple(tuple(pair) for pair in fields["events"])
+        return cls(**fields)
+
+
+class DeliveryObserver(Protocol):
+    def settled(self, settlement: Settlement) -> None: ...
+
+
+class NoObserver:
+    def settled(self, settlement: Settlement) -> None:
+        pass
+
+
+@dataclass
+class Step:
+    outcome: str
+    at: float
+    request: int | None = None
+    code: int | None = None
+    message: str = ""
+    request_id: str | None = None
+    retry_at: float | None = None
+
+
+@dataclass
+class EventTrace:
+    """One event as the console shows it: what was accepted and each delivery step since."""
+
+    pixel: str
+    event: str
+    event_id: str
+    source: str | None = None
+    accepted_at: float | None = None
+    data: dict[str, Any] | None = None
+    """The hashed `data` element as it is sent (None if accepted before this process ran)."""
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.steps[-1].outcome if self.steps else "accepted"
+
+
+Listener = Callable[[EventTrace], None]
+
+
+class RecentEvents:
+    """A bounded buffer of the latest events and their outcomes, with listeners."""
+
+    def __init__(self, capacity: int = 1000, *, clock: Callable[[], float] = time.time) -> None:
+        self._capacity = capacity
+        self._clock = clock
+        self._traces: collections.OrderedDict[tuple[str, str, str], EventTrace] = (
+            collections.OrderedDict()
+        )
+        self._on_accept: list[Listener] = []
+        self._on_settle: list[Listener] = []
+
+    def on_accept(self, listener: Listener) -> None:
+        self._on_accept.append(listener)
+
+    def on_settle(self, listener: Listener) -> None:
+        self._on_settle.append(listener)
+
+    def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
+        """The pipeline stored `events` (an accept hook)."""
+        now = self._clock()
+        for event in events:
+            trace = self._trace(event.destination.event_source_id, event.event, event.event_id)
+            trace.source, trace.accepted_at, trace.data = policy.name, now, event.to_tiktok()
+            self._tell(self._on_accept, trace)
+
+    def settled(self, settlement: Settlement) -> None:
+        """The dispatcher settled a batch (here, or reported from the delivery process)."""
+        step = Step(
+            settlement.outcome,
+            settlement.at,
+            settlement.request,
+            settlement.code,
+            settlement.message,
+            settlement.request_id,
+            settlement.retry_at,
+        )
+        for name, event_id in settlement.events:
+            trace = self._trace(settlement.pixel, name, event_id)
+            trace.steps.append(step)
+            self._tell(self._on_settle, trace)
+
+    def latest(self, limit: int | None = None) -> list[EventTrace]:
+        """Newest first."""
+        traces = list(reversed(self._traces.values()))
+        return traces if limit is None else traces[:limit]
+
+    def find(self, pixel: str, event: str, event_id: str) -> EventTrace | None:
+        return self._traces.get((pixel, event, event_id))
+
+    def _trace(self, pixel: str, event: str, event_id: str) -> EventTrace:
+        key = (pixel, event, event_id)
+        trace = self._traces.get(key)
+        if trace is None:
+            trace = self._traces[key] = EventTrace(pixel, event, event_id)
+            while len(self._traces) > self._capacity:
+                self._traces.popitem(last=False)
+        else:
+            self._traces.move_to_end(key)
+        return trace
+
+    @staticmethod
+    def _tell(listeners: Iterable[Listener], trace: EventTrace) -> None:
+        for listener in listeners:
+            try:
+                listener(trace)
+            except Exception:  # a listener is an observer: delivery goes on regardless
+                log.exception("an outcome listener failed")
+
+
+class SettlementChannel:
+    """The delivery process's observer: settlements go to the parent over a pipe.
+
+    Sending never blocks the dispatcher: settlements queue here and a task writes them from
+    a thread. If the parent stops reading, the oldest are dropped (and counted): they are
+    observations, the events themselves are settled in the outbox already.
+    """
+
+    def __init__(self, connection: Connection, *, capacity: int = 10_000) -> None:
+        self._connection = connection
+        self._queue: collections.deque[bytes] = collections.deque(maxlen=capacity)
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._writer: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def settled(self, settlement: Settlement) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(settlement.to_bytes())
+        self._drained.clear()
+        self._ready.set()
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write(), name="settlement-channel")
+
+    async def _write(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                payload = self._queue.popleft()
+                try:
+                    await asyncio.to_thread(self._connection.send_bytes, payload)
+                except OSError:  # the parent is gone; the process is about to end
+                    return
+            self._drained.set()
+
+    async def close(self) -> None:
+        """Send what is queued (a graceful stop, for at most a few seconds), close the pipe."""
+        if self._writer is not None:
+            self._ready.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_FLUSH_SECONDS):
+                    await self._drained.wait()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self._connection.close()
+
+
+def read_settlements(connection: Connection, observer: DeliveryObserver) -> bool:
+    """Read every settlement waiting on `connection` into `observer`; False when it closed."""
+    try:
+        while connection.poll():
+            observer.settled(Settlement.from_bytes(connection.recv_bytes()))
+    except (EOFError, OSError):
+        return False
+    return True
