@@ -1,4 +1,4 @@
-"""The "test postback": build one event exactly as the gateway would and send it straight away.
+"""`tiktok-gateway send-test`: build one event exactly as the gateway would and send it now.
 
 This is the first thing a user runs against a new pixel, so its answer must be plain: the
 body that was sent (identifiers already hashed, the token never shown) and what TikTok said,
@@ -7,14 +7,20 @@ with a hint when the token or the pixel is the problem.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
 from gateway.core.errors import ConfigError
 from gateway.core.event import request_body
-from gateway.delivery.client import EventsApiClient, Outcome
+from gateway.delivery.client import TRACK_PATH, EventsApiClient, Outcome
 from gateway.ingest.parser import ParseRules, parse_event
 from gateway.settings import PixelConfig, Settings
 
@@ -115,10 +121,46 @@ async def send_test(
 ) -> SendTestResult:
     pixel, body, warnings = build_test_body(settings, test)
     own = client is None
-    client = client or EventsApiClient(settings.api_base, timeout=settings.api_timeout_seconds)
+    client = client or EventsApiClient.from_settings(settings)
     try:
         outcome = await client.send_body(body, pixel.access_token)
     finally:
         if own:
             await client.aclose()
     return SendTestResult(body=body, outcome=outcome, warnings=warnings)
+
+
+def register(commands: Commands) -> None:
+    test = commands.add_parser(
+        "send-test", help="send one event straight to the Events API and print the answer"
+    )
+    add_config(test)
+    test.add_argument("--event", required=True, help="event name, e.g. Purchase or purchase")
+    for option in ("--email", "--phone", "--external-id", "--ttclid", "--ip", "--user-agent"):
+        test.add_argument(option)
+    test.add_argument("--url", help="page URL (web events need one)")
+    test.add_argument("--value")
+    test.add_argument("--currency")
+    test.add_argument("--test-event-code", help="code from Events Manager > Test events")
+    test.add_argument("--pixel", help="pixel id (default: the first configured pixel)")
+    test.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    wanted = {f.name for f in dataclasses.fields(TestEvent)}
+    test = TestEvent(**{k: v for k, v in vars(args).items() if k in wanted})
+    result = asyncio.run(send_test(settings, test))
+    print(f"POST {settings.api_base}{TRACK_PATH}")
+    print(json.dumps(result.body, indent=2))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    answer = {
+        "code": result.outcome.code,
+        "message": result.outcome.message,
+        "request_id": result.outcome.request_id,
+        "http_status": result.outcome.http_status,
+    }
+    print("TikTok answered:", json.dumps(answer))
+    print(result.explanation(), file=sys.stdout if result.outcome.delivered else sys.stderr)
+    return 0 if result.outcome.delivered else EXIT_FAILED

@@ -92,22 +92,11 @@ def parse_user(
         elif kind == "ip":
             ip = clean_text("user.ip", value, limit=64)
             if ip:
-                canonical = canonical_ip(ip)
-                if canonical is None:
-                    raise EventError("user.ip", "is not an IPv4 or IPv6 address")
-                user["ip"] = canonical
+                user["ip"] = _ip(ip)
         else:
-            text = clean_text(f"user.{key}", value, limit=256)
-            if not text:
-                continue
-            if kind == "sha256_one":
-                user[target] = require_sha256(f"user.{key}", text)[0]
-            elif kind == "name":
-                user[target] = hash_name_or_zip(text)
-            else:  # place
-                place = clean_place(text)
-                if place:
-                    user[target] = place
+            one = _single_key(kind, key, value)
+            if one:
+                user[target] = one
     for target, hashes in lists.items():
         if hashes:
             user[target] = list(dict.fromkeys(hashes))
@@ -116,6 +105,25 @@ def parse_user(
     if "att_status" in user and user["att_status"] not in _ATT_STATUS:
         raise EventError("user.att_status", f"must be one of {', '.join(sorted(_ATT_STATUS))}")
     return user
+
+
+def _ip(text: str) -> str:
+    canonical = canonical_ip(text)
+    if canonical is None:
+        raise EventError("user.ip", "is not an IPv4 or IPv6 address")
+    return canonical
+
+
+def _single_key(kind: str, key: str, value: Any) -> str | None:
+    """A hashed name or zip, an already-hashed one, or a place (sent as it is)."""
+    text = clean_text(f"user.{key}", value, limit=256)
+    if not text:
+        return None
+    if kind == "sha256_one":
+        return require_sha256(f"user.{key}", text)[0]
+    if kind == "name":
+        return hash_name_or_zip(text)
+    return clean_place(text)
 
 
 def _merge_observed(user: dict[str, Any], observed: Observed, *, overrides: bool) -> None:

@@ -160,4 +160,6 @@ def resolve_click_id(
 
 def is_tag_testing(page_url: str | None, hosts: Iterable[str]) -> bool:
     host = _host(page_url)
-    return bool(host) and any(host == h or host.endswith("." + h) for h in hosts)  # type: ignore[union-attr]
+    if not host:
+        return False
+    return any(host == h or host.endswith("." + h) for h in hosts)

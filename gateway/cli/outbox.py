@@ -1,4 +1,4 @@
-"""Operator commands on the outbox: see what waits, replay dead letters, purge old ones.
+"""`outbox`, `replay`, `purge-dead`: see what waits, replay dead letters, purge old ones.
 
 They open the outbox beside a running gateway (SQLite without taking its lock, Redis as
 one more client) and never claim events, so they are safe while the gateway delivers.
@@ -6,10 +6,14 @@ one more client) and never claim events, so they are safe while the gateway deli
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import time
 from dataclasses import asdict
 from typing import Any
 
+from gateway.cli.common import Commands, add_config, settings_of
 from gateway.outbox import Outbox, OutboxCounts, open_outbox
 from gateway.settings import Settings
 
@@ -107,3 +111,63 @@ async def purge_dead(settings: Settings, *, older_than_days: float) -> int:
         return await outbox.purge_dead(time.time() - older_than_days * 86400)
     finally:
         await outbox.close()
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more days")
+    return days
+
+
+def register(commands: Commands) -> None:
+    outbox = commands.add_parser("outbox", help="show what waits in the outbox, per pixel")
+    add_config(outbox)
+    outbox.add_argument(
+        "--dead", type=int, default=0, metavar="N", help="list the N newest dead letters"
+    )
+    outbox.add_argument("--json", action="store_true", help="print JSON")
+    outbox.set_defaults(run=run_outbox)
+
+    replay_command = commands.add_parser("replay", help="move dead letters back to pending")
+    add_config(replay_command)
+    replay_command.add_argument("--pixel", help="only this pixel's dead letters")
+    replay_command.add_argument("--code", type=int, help="only dead letters with this TikTok code")
+    replay_command.set_defaults(run=run_replay)
+
+    purge = commands.add_parser("purge-dead", help="delete old dead letters")
+    add_config(purge)
+    purge.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
+    purge.set_defaults(run=run_purge_dead)
+
+
+def run_outbox(args: argparse.Namespace) -> int:
+    report = asyncio.run(outbox_report(settings_of(args), dead=args.dead))
+    if args.json:
+        print(
+            json.dumps({"counts": report["json"], "dead_letters": report["dead_letters"]}, indent=2)
+        )
+        return 0
+    print(report["table"])
+    for letter in report["dead_letters"]:
+        print(
+            f"dead {letter['id']}: pixel {letter['pixel']} {letter['event']} "
+            f"event_id={letter['event_id']} after {letter['attempts']} attempt(s): "
+            f"{letter['reason']}"
+        )
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    moved = asyncio.run(replay(settings_of(args), pixel=args.pixel, code=args.code))
+    print(f"{moved} dead letter(s) moved back to pending")
+    return 0
+
+
+def run_purge_dead(args: argparse.Namespace) -> int:
+    removed = asyncio.run(purge_dead(settings_of(args), older_than_days=args.older_than))
+    print(f"{removed} dead letter(s) older than {args.older_than:g} day(s) deleted")
+    return 0

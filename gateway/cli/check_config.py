@@ -1,0 +1,21 @@
+"""`tiktok-gateway check-config`: validate the configuration and print it, secrets hidden."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gateway.cli.common import Commands, add_config, settings_of
+
+
+def register(commands: Commands) -> None:
+    check = commands.add_parser("check-config", help="validate and print the configuration")
+    add_config(check)
+    check.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(settings_of(args).redacted(), indent=2))
+    print("configuration OK", file=sys.stderr)
+    return 0

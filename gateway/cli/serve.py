@@ -1,0 +1,37 @@
+"""`tiktok-gateway serve`: run the gateway (uvicorn serving the app around one `Gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from gateway.cli.common import Commands, add_config, settings_of
+
+
+def register(commands: Commands) -> None:
+    serve = commands.add_parser("serve", help="run the gateway")
+    add_config(serve)
+    serve.add_argument("--host", help="interface to listen on (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.core.logs import configure_logging
+    from gateway.runtime import Gateway
+    from gateway.web.app import create_app
+
+    settings = settings_of(args, host=args.host, port=args.port)
+    configure_logging(settings.log_level, settings.secrets())
+    uvicorn.run(
+        create_app(Gateway(settings)),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=args.access_log,
+        server_header=False,
+        proxy_headers=False,  # the gateway decides itself which proxies to trust
+    )
+    return 0
