@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination
@@ -257,7 +258,16 @@ class Dispatcher:
                 )  # fmt: skip
             return
         kind = DELIVERED if outcome.kind is OutcomeKind.DELIVERED else RETRY
-        self._tell(kind, destination, batch, request, outcome, retry_at=retry_at)
+        self._tell(
+            kind,
+            destination,
+            batch,
+            request,
+            code=outcome.code,
+            message=outcome.message,
+            request_id=outcome.request_id,
+            retry_at=retry_at,
+        )
 
     async def _dead_letter(
         self,
@@ -273,40 +283,21 @@ class Dispatcher:
             "pixel %s: %d event(s) dead-lettered: %s",
             destination.event_source_id, len(batch), reason,
         )  # fmt: skip
-        self._observer.settled(
-            Settlement(
-                DEAD_LETTERED,
-                destination.event_source_id,
-                tuple((c.event, c.event_id) for c in batch),
-                self._clock(),
-                request=request,
-                code=code,
-                message=reason,
-            )
-        )
+        self._tell(DEAD_LETTERED, destination, batch, request, code=code, message=reason)
 
     def _tell(
         self,
         kind: str,
         destination: Destination,
         batch: list[Claimed],
-        request: int,
-        outcome: Outcome,
-        *,
-        retry_at: float | None,
+        request: int | None,
+        **answer: Any,
     ) -> None:
+        """Report a batch's fate (`answer`: Settlement's code, message, request_id, retry_at)."""
+        events = tuple((c.event, c.event_id) for c in batch)
+        at = self._clock()
         self._observer.settled(
-            Settlement(
-                kind,
-                destination.event_source_id,
-                tuple((c.event, c.event_id) for c in batch),
-                self._clock(),
-                request=request,
-                code=outcome.code,
-                message=outcome.message,
-                request_id=outcome.request_id,
-                retry_at=retry_at,
-            )
+            Settlement(kind, destination.event_source_id, events, at, request, **answer)
         )
 
 

@@ -69,17 +69,6 @@ class NoObserver:
 
 
 @dataclass
-class Step:
-    outcome: str
-    at: float
-    request: int | None = None
-    code: int | None = None
-    message: str = ""
-    request_id: str | None = None
-    retry_at: float | None = None
-
-
-@dataclass
 class EventTrace:
     """One event as the console shows it: what was accepted and each delivery step since."""
 
@@ -90,7 +79,8 @@ class EventTrace:
     accepted_at: float | None = None
     data: dict[str, Any] | None = None
     """The hashed `data` element as it is sent (None if accepted before this process ran)."""
-    steps: list[Step] = field(default_factory=list)
+    steps: list[Settlement] = field(default_factory=list)
+    """Each settlement of a batch that carried this event, oldest first."""
 
     @property
     def state(self) -> str:
@@ -128,18 +118,9 @@ class RecentEvents:
 
     def settled(self, settlement: Settlement) -> None:
         """The dispatcher settled a batch (here, or reported from the delivery process)."""
-        step = Step(
-            settlement.outcome,
-            settlement.at,
-            settlement.request,
-            settlement.code,
-            settlement.message,
-            settlement.request_id,
-            settlement.retry_at,
-        )
         for name, event_id in settlement.events:
             trace = self._trace(settlement.pixel, name, event_id)
-            trace.steps.append(step)
+            trace.steps.append(settlement)
             self._tell(self._on_settle, trace)
 
     def latest(self, limit: int | None = None) -> list[EventTrace]:
