@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from gateway.outbox.sqlite import SqliteOutbox
 from gateway.runtime import Gateway
 from gateway.settings import Settings, parse_settings
 
+T = TypeVar("T")
 PIXEL = "CTESTPIXEL0001"
 OTHER_PIXEL = "CTESTPIXEL0002"
 TOKEN = "test-token-0123456789abcdef"
@@ -193,9 +194,9 @@ class GatewayServer:
             time.sleep(0.02)
         return self
 
-    def call(self, coroutine: Awaitable[Any]) -> Any:
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's event loop (to reach its outbox, say)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
     def fill_the_disk(self) -> None:
         """Make the gateway's SQLite outbox unable to grow, as a full disk would."""

@@ -15,9 +15,10 @@ observed) and calls `Pipeline.ingest(items, policy)`. Here, once for every sourc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from gateway.core.errors import EventError
 from gateway.core.event import Event
@@ -30,6 +31,19 @@ from gateway.web.metrics import Metrics
 log = logging.getLogger(__name__)
 AcceptHook = Callable[[Sequence[Event], SourcePolicy], None]
 """Called with the events of every stored request, and the policy of their source."""
+
+
+@contextlib.contextmanager
+def placed_at(indexed: str | None, index: int) -> Iterator[None]:
+    """An EventError raised inside names the item's place in the request: `events[3].…`.
+
+    `indexed` is the name of the list the items came in (`"events"`, or `""` for a
+    top-level array); None for a request of one unlisted event, whose fields need no place.
+    """
+    try:
+        yield
+    except EventError as exc:
+        raise (exc.at(f"{indexed}[{index}]") if indexed is not None else exc) from None
 
 
 class Pipeline:
@@ -66,16 +80,12 @@ class Pipeline:
     def parse(
         self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
     ) -> list[Event]:
-        """Every item's events, or the first item's error placed at `indexed[i]`.
-
-        `indexed` is the name of the list the items came in (`"events"`, or `""` for a
-        top-level array); None for a request of one unlisted event.
-        """
+        """Every item's events, or the first item's error placed at `indexed[i]`."""
         now = self.now()
         events: list[Event] = []
         left_out = 0
         for index, item in enumerate(items):
-            try:
+            with placed_at(indexed, index):
                 parsed = parse_event(
                     item.raw,
                     pixel=item.pixel,
@@ -85,8 +95,6 @@ class Pipeline:
                     observed=item.observed,
                     test_event_code=item.test_event_code,
                 )
-            except EventError as exc:
-                raise exc.at(f"{indexed}[{index}]") if indexed is not None else exc from None
             left_out += len(parsed.warnings)
             events.extend(parsed.events)
         if left_out:

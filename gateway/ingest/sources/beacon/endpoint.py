@@ -27,7 +27,7 @@ from gateway.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.pipeline import Pipeline, placed_at
 from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.enrich import ClientIpResolver, is_bot, is_tag_testing
@@ -174,10 +174,8 @@ class BeaconEndpoint:
         indexed = "" if isinstance(body, list) else None
         items: list[Item] = []
         for index, raw in enumerate(raw_items):
-            try:
+            with placed_at(indexed, index):
                 item = self._item(raw, pixels, visitor)
-            except EventError as exc:
-                raise (exc.at(f"[{index}]") if indexed is not None else exc) from None
             if item is not None:
                 items.append(item)
         dropped = len(raw_items) - len(items)
