@@ -3,11 +3,13 @@ answer, retries and dead letters — from the delivery process and from an in-pr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gateway.core.event import Destination
@@ -60,7 +62,7 @@ def test_the_delivery_process_reports_each_event_with_tiktoks_answer(
     trace = settled(server, "o-1", "delivered")
     [step] = trace.steps
     assert (trace.source, step.code, step.message) == ("server", 0, "OK")
-    assert trace.data is not None and trace.data["event_id"] == "o-1"
+    assert trace.accepted is not None and trace.accepted.to_tiktok()["event_id"] == "o-1"
     [request] = fake_api.requests
     assert step.request == 1 and step.request_id is not None and len(step.request_id) == 32
     assert settled(server, "o-2", "delivered").steps[0].request == 1  # the same request
@@ -105,8 +107,32 @@ def test_the_buffer_is_bounded_and_calls_its_listeners() -> None:
     recent.accepted(events, SERVER)
     assert [t.event_id for t in recent.latest()] == [e.event_id for e in reversed(events[2:])]
     settlement = Settlement("delivered", PIXEL, (("Purchase", events[4].event_id),), at=101.0)
-    recent.settled(Settlement.from_bytes(settlement.to_bytes()))
+    recent.settled(Settlement.from_json(orjson.loads(orjson.dumps(settlement.to_json()))))
     assert accepted == [e.event_id for e in events]
     assert settled_ids == [(events[4].event_id, "delivered")]
     assert recent.find(PIXEL, "Purchase", events[0].event_id) is None  # evicted
     assert events[4].destination == Destination("web", PIXEL, None)
+
+
+@pytest.mark.anyio
+async def test_the_channel_stays_bounded_when_the_parent_stops_reading() -> None:
+    """A serving process that falls behind costs dropped observations, never memory."""
+    import multiprocessing
+
+    from gateway.delivery.observe import SettlementChannel
+    from gateway.delivery.options import DeliveryStats
+
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    channel = SettlementChannel(writer, max_bytes=200_000)
+    stats = DeliveryStats()
+    channel.count_into(stats)
+    channel.start()
+    pairs = tuple(("Purchase", f"event-{i:06d}") for i in range(1000))
+    for _ in range(200):  # ~6 MB of settlements, nobody reading
+        channel.settled(Settlement("delivered", PIXEL, pairs, at=1.0))
+    assert channel._bytes <= 200_000
+    assert stats.outcomes_dropped > 150
+    first = Settlement.from_json(orjson.loads(await asyncio.to_thread(reader.recv_bytes)))
+    assert first.events == pairs  # what did go through is whole
+    reader.close()
+    await channel.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -117,6 +118,7 @@ class DeliveryProcess:
         wake_reader, wake_writer = self._context.Pipe(duplex=False)
         ready_reader, ready_writer = self._context.Pipe(duplex=False)
         settlements, settlement_writer = self._context.Pipe(duplex=False)
+        _widen(settlements)
         ends = _ChildEnds(
             self._settings,
             self._consumer,
@@ -252,6 +254,17 @@ class DeliveryProcess:
         self._close_wake_writer()
 
 
+_F_SETPIPE_SZ = 1031  # Linux; fcntl exposes it only from Python 3.12 on
+_PIPE_BYTES = 1 << 20
+
+
+def _widen(connection: Connection) -> None:
+    """Give the settlement pipe 1 MiB instead of 64 KiB: a busy serving loop reads it a few
+    times a second, and each read should take everything the child has sent meanwhile."""
+    with contextlib.suppress(OSError):  # not Linux, or above pipe-max-size: the default
+        fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 async def _exited(process: multiprocessing.process.BaseProcess) -> None:
     """Until the process has exited (its sentinel fd becomes readable), then reap it."""
     loop = asyncio.get_running_loop()
@@ -326,6 +339,7 @@ async def _deliver_until_told(child: _ChildEnds) -> None:
     channel = SettlementChannel(child.settlements)
     channel.start()
     dispatcher = Dispatcher.from_settings(settings, outbox, client, observer=channel)
+    channel.count_into(dispatcher.stats)
     loop = asyncio.get_running_loop()
     told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
 

@@ -36,7 +36,7 @@ BROWSER = SourcePolicy(
 SERVER = SourcePolicy("server")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per beacon, and frozen __init__ costs more
 class Observed:
     """What the server saw of the sender, passed beside the input, never written into it.
 
@@ -50,7 +50,7 @@ class Observed:
     locale: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     """One input event for the pipeline: the raw JSON, its pixel, and what the server saw."""
 

@@ -31,6 +31,11 @@ class _DeliveryCollector(Collector):
             ("delivered", stats.delivered, "Events TikTok accepted"),
             ("retried", stats.retried, "Events scheduled for a retry"),
             ("dead_lettered", stats.dead_lettered, "Events moved to the dead letters"),
+            (
+                "outcomes_dropped",
+                stats.outcomes_dropped,
+                "Batch outcomes not reported to the serving process (it fell behind)",
+            ),
         ):
             yield CounterMetricFamily(f"tiktok_gateway_delivery_{name}", doc, value=value)
 

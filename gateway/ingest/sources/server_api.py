@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.core.errors import EventError, PayloadTooLarge, Unauthorized, UnsupportedMediaType
-from gateway.ingest.pipeline import Pipeline, placed_at
+from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import SERVER, Item
 from gateway.web.errors import GatewayJson, rendered
 from gateway.web.request_body import parse_json, read_body
@@ -89,8 +89,10 @@ class ServerEventsEndpoint:
         items = []
         for index, raw in enumerate(raw_items):
             own = raw.pop("pixel_id", None) if isinstance(raw, dict) else None
-            with placed_at(indexed, index):
+            try:
                 pixel = self._pipeline.pixel(own or envelope.get("pixel_id"))
+            except EventError as exc:
+                raise placed(exc, indexed, index) from None
             items.append(Item(raw, pixel, test_event_code=code))
         return items, indexed
 

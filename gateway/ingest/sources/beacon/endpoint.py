@@ -27,7 +27,7 @@ from gateway.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from gateway.ingest.pipeline import Pipeline, placed_at
+from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.enrich import ClientIpResolver, is_bot, is_tag_testing
@@ -174,8 +174,10 @@ class BeaconEndpoint:
         indexed = "" if isinstance(body, list) else None
         items: list[Item] = []
         for index, raw in enumerate(raw_items):
-            with placed_at(indexed, index):
+            try:
                 item = self._item(raw, pixels, visitor)
+            except EventError as exc:
+                raise placed(exc, indexed, index) from None
             if item is not None:
                 items.append(item)
         dropped = len(raw_items) - len(items)
