@@ -62,7 +62,7 @@ def test_the_delivery_process_reports_each_event_with_tiktoks_answer(
     trace = settled(server, "o-1", "delivered")
     [step] = trace.steps
     assert (trace.source, step.code, step.message) == ("server", 0, "OK")
-    assert trace.accepted is not None and trace.accepted.to_tiktok()["event_id"] == "o-1"
+    assert trace.accepted.to_tiktok()["event_id"] == "o-1"
     [request] = fake_api.requests
     assert step.request == 1 and step.request_id is not None and len(step.request_id) == 32
     assert settled(server, "o-2", "delivered").steps[0].request == 1  # the same request

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 INVALID = 40002
-_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+_HEX64 = re.compile(r"[a-f0-9]{64}")
 _SOURCES = ("web", "app", "offline", "crm")
 _HASHED_USER_FIELDS = ("email", "phone", "external_id", "first_name", "last_name", "zip_code")
 _EVENTS_1_0_FIELDS = ("pixel_code", "context", "timestamp", "test_event_code", "event_source_id")
@@ -29,7 +29,7 @@ class Invalid(Exception):
 def _check_hashed(where: str, value: Any) -> None:
     values = value if isinstance(value, list) else [value]
     for item in values:
-        if not isinstance(item, str) or not _HEX64.match(item):
+        if not isinstance(item, str) or not _HEX64.fullmatch(item):
             raise Invalid(f"Invalid value for {where}: must be a SHA-256 hash (64 hex characters).")
 
 

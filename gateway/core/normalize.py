@@ -22,8 +22,8 @@ import phonenumbers
 
 from gateway.core.errors import EventError
 
-_SHA256_HEX = re.compile(r"^[A-Fa-f0-9]{64}$")
-_PLAIN_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_SHA256_HEX = re.compile(r"[A-Fa-f0-9]{64}")
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _MILLISECONDS_FROM = 100_000_000_000  # a seconds value this large would be the year 5138
 _LATEST_MILLISECONDS = 100_000_000_000_000
 MAX_AMOUNT = 1e15
@@ -55,7 +55,7 @@ def sha256_hex(text: str) -> str:
 
 def _hash_or_pass(normalised: str) -> str:
     """Already-hashed values pass through lowercased: never hash a hash."""
-    if _SHA256_HEX.match(normalised):
+    if _SHA256_HEX.fullmatch(normalised):
         return normalised.lower()
     return sha256_hex(normalised)
 
@@ -105,7 +105,7 @@ def hash_phone(value: str, default_region: str) -> str | None:
     text = value.strip()
     if not text:
         return None
-    if _SHA256_HEX.match(text):
+    if _SHA256_HEX.fullmatch(text):
         return text.lower()
     number = e164(text, default_region)
     return sha256_hex(number) if number else None
@@ -146,7 +146,7 @@ def require_sha256(field: str, raw: Any) -> list[str]:
     for value in values:
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        if not isinstance(value, str) or not _SHA256_HEX.match(value.strip()):
+        if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value.strip()):
             raise EventError(field, "must be a SHA-256 hex digest (64 hex characters)")
         out.append(value.strip().lower())
     return out
@@ -158,7 +158,7 @@ def parse_event_time(field: str, raw: Any) -> int:
         raise EventError(field, "must be Unix seconds, Unix milliseconds or an ISO 8601 time")
     if isinstance(raw, str):
         text = raw.strip()
-        if len(text) <= _MAX_NUMBER_TEXT and _PLAIN_NUMBER.match(text):
+        if len(text) <= _MAX_NUMBER_TEXT and _PLAIN_NUMBER.fullmatch(text):
             raw = float(text) if "." in text else int(text)
         else:
             try:
@@ -184,7 +184,7 @@ def parse_number(field: str, raw: Any, *, allow_negative: bool = False) -> int |
         raise EventError(field, "must be a number")
     if isinstance(raw, str):
         text = raw.strip()
-        if len(text) > _MAX_NUMBER_TEXT or not _PLAIN_NUMBER.match(text):
+        if len(text) > _MAX_NUMBER_TEXT or not _PLAIN_NUMBER.fullmatch(text):
             raise EventError(
                 field, "must be a plain number like 19.99 (no currency symbol or comma)"
             )

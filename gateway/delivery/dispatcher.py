@@ -19,11 +19,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination
 from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
+from gateway.delivery.isolation import budget, named_position, split
 from gateway.delivery.observe import (
     DEAD_LETTERED,
     DELIVERED,
@@ -217,10 +219,28 @@ class Dispatcher:
             reason = f"pixel {destination.event_source_id} is not configured (add it, then replay)"
             await asyncio.shield(self._dead_letter(destination, batch, reason, None))
             return
+        await self._send(destination, batch, token, Isolation(budget(len(batch))))
+
+    async def _send(
+        self, destination: Destination, batch: list[Claimed], token: Secret, isolation: Isolation
+    ) -> None:
+        """Send one request and settle its events; a refused request of several events is
+        taken apart (delivery/isolation.py) so only the events TikTok refuses are dead."""
         async with self._semaphore:
             outcome = await self._client.send_stored(destination, [c.data for c in batch], token)
         self.stats.requests += 1
         request = self.stats.requests
+        refused = outcome.kind is OutcomeKind.PERMANENT and not outcome.alert
+        if refused and len(batch) > 1:
+            dead, parts = split(batch, named_position(outcome.message, len(batch)))
+            if isolation.left >= len(parts):
+                isolation.left -= len(parts)
+                self.stats.isolation_requests += len(parts)
+                if dead:
+                    await asyncio.shield(self._settle(destination, dead, outcome, request))
+                for part in parts:
+                    await self._send(destination, part, token, isolation)
+                return
         await asyncio.shield(self._settle(destination, batch, outcome, request))
 
     async def _settle(
@@ -299,6 +319,13 @@ class Dispatcher:
         self._observer.settled(
             Settlement(kind, destination.event_source_id, events, at, request, **answer)
         )
+
+
+@dataclass
+class Isolation:
+    """What is left of one refused batch's budget of extra requests."""
+
+    left: int
 
 
 def _reason(outcome: Outcome) -> str:

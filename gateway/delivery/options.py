@@ -55,6 +55,8 @@ class DeliveryStats:
     delivered: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    isolation_requests: int = 0
+    """Extra requests sent to find the refused events inside a refused request."""
     outcomes_dropped: int = 0
     """Settlements the delivery process dropped because the serving one fell behind."""
 

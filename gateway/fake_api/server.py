@@ -35,7 +35,9 @@ class Fault:
 
     `status` answers with that HTTP status; `code` answers HTTP 200 with that envelope code;
     `delay` waits before answering (alone: a slow but correct answer); `drop` closes the
-    connection without a word. `pixel` limits the fault to one event_source_id.
+    connection without a word. `pixel` limits the fault to one event_source_id; `event_id`
+    to requests carrying that event, as TikTok refuses a whole request for one bad event
+    (`{position}` in the message becomes the event's index in `data`).
     """
 
     status: int | None = None
@@ -46,6 +48,7 @@ class Fault:
     retry_after: float | None = None
     times: int | None = 1
     pixel: str | None = None
+    event_id: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Fault:
@@ -160,10 +163,12 @@ class FakeEventsApi:
 
     # --- answering ---------------------------------------------------------------------
 
-    def _take_fault(self, pixel: str | None) -> Fault | None:
+    def _take_fault(self, pixel: str | None, event_ids: list[Any]) -> Fault | None:
         with self._state.lock:
             for fault in self._state.faults:
                 if fault.pixel is not None and fault.pixel != pixel:
+                    continue
+                if fault.event_id is not None and fault.event_id not in event_ids:
                     continue
                 if fault.times is not None:
                     fault.times -= 1
@@ -187,7 +192,13 @@ class FakeEventsApi:
         except orjson.JSONDecodeError:
             body = None
         pixel = body.get("event_source_id") if isinstance(body, dict) else None
-        fault = self._take_fault(pixel if isinstance(pixel, str) else None)
+        data = body.get("data") if isinstance(body, dict) else None
+        event_ids = (
+            [e.get("event_id") for e in data if isinstance(e, dict)]
+            if isinstance(data, list)
+            else []
+        )
+        fault = self._take_fault(pixel if isinstance(pixel, str) else None, event_ids)
         token = headers.get("access-token", "")
         with self._state.lock:
             known = token in self._state.tokens
@@ -205,6 +216,8 @@ class FakeEventsApi:
                 return fault.status, extra, b'{"message":"injected failure"}'
             if fault.code is not None:
                 message = fault.message or f"injected envelope code {fault.code}"
+                if fault.event_id is not None:
+                    message = message.replace("{position}", str(event_ids.index(fault.event_id)))
                 self._record(ReceivedRequest(now, known, body, 200, fault.code, message, True), 0)
                 return 200, {}, _envelope(fault.code, message)
         if not known:

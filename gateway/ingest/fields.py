@@ -14,8 +14,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from gateway.core.errors import EventError
 from gateway.core.normalize import decimal_sum, parse_number
+from gateway.core.scrub import scrub_emails
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 _MAX_TEXT = 2048
 _PROPERTY_TEXT = ("content_type", "order_id", "shop_id", "search_string", "description")
 
@@ -34,9 +35,6 @@ def clean_text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | No
     return text or None
 
 
-_EMAIL_IN_TEXT = re.compile(r"[^\s@/?&=#]+@[^\s@/?&=#]+\.[A-Za-z]{2,}")
-
-
 def scrub_url(url: str) -> str:
     """The URL with email addresses in its query replaced: sign-up and checkout pages often
     carry `?email=…`, and a page URL is sent to TikTok unhashed."""
@@ -44,7 +42,7 @@ def scrub_url(url: str) -> str:
     if "@" not in unquote(parts.query):
         return url
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    cleaned = [(k, _EMAIL_IN_TEXT.sub("redacted", v)) for k, v in pairs]
+    cleaned = [(k, scrub_emails(v)) for k, v in pairs]
     if cleaned == pairs:
         return url
     return urlunsplit(parts._replace(query=urlencode(cleaned, safe="/:")))
@@ -137,7 +135,7 @@ def parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
         elif key == "currency":
             text = clean_text(where, value, limit=8)
             if text:
-                if not _CURRENCY.match(text.upper()):
+                if not _CURRENCY.fullmatch(text.upper()):
                     raise EventError(where, "must be an ISO 4217 code such as USD")
                 props["currency"] = text.upper()
         elif key == "contents":

@@ -34,7 +34,7 @@ def _apply_env_pixel(
         if token:
             problems.append("TIKTOK_PIXEL_ID: not set, but TIKTOK_ACCESS_TOKEN is")
         return pixels
-    if not PIXEL_ID.match(pixel_id):
+    if not PIXEL_ID.fullmatch(pixel_id):
         problems.append(f"TIKTOK_PIXEL_ID: {pixel_id!r} is not a pixel code")
         return pixels
     existing = next((p for p in pixels if p.id == pixel_id), None)

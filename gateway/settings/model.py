@@ -30,19 +30,19 @@ DEFAULT_API_BASE = "https://business-api.tiktok.com"
 EVENT_SOURCES = ("web", "app", "offline", "crm")
 MAX_EVENT_AGE_DAYS = 7
 """TikTok accepts events up to 7 days old (28 for offline event sets)."""
-PIXEL_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
-_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:\d{1,5})?$")
+PIXEL_ID = re.compile(r"[A-Za-z0-9_-]{4,64}")
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:\d{1,5})?")
 
 
 def _pixel_id(pixel_id: str) -> str:
-    if not PIXEL_ID.match(pixel_id):
+    if not PIXEL_ID.fullmatch(pixel_id):
         raise ValueError(f"{pixel_id!r} is not a pixel code (letters, digits, '_' or '-')")
     return pixel_id
 
 
 def _origin(origin: str) -> str:
     normal = origin.strip().lower().rstrip("/")
-    if not _ORIGIN.match(normal):
+    if not _ORIGIN.fullmatch(normal):
         raise ValueError(f"{origin!r} is not an origin like https://shop.example")
     return normal
 

@@ -16,7 +16,7 @@ from gateway.core.secret import Secret
 from gateway.settings.declared import choice, setting
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,63}$")
+_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,63}")
 _BLOCKED_WORDS = ("tiktok", "pixel", "track", "collect", "analytics", "event")
 DEFAULT_TAG_TESTING_HOSTS = ("gtm-msr.appspot.com", "tagassistant.google.com")
 Problems = Iterator[tuple[str, str]]
@@ -29,7 +29,7 @@ def _outbox_url(url: str) -> str:
 
 
 def _path(path: str) -> str:
-    if not _PATH.match(path):
+    if not _PATH.fullmatch(path):
         raise ValueError(f"{path!r} is not a path like /gw.js")
     if any(word in path.lower() for word in _BLOCKED_WORDS):
         words = ", ".join(_BLOCKED_WORDS)

@@ -32,6 +32,11 @@ class _DeliveryCollector(Collector):
             ("retried", stats.retried, "Events scheduled for a retry"),
             ("dead_lettered", stats.dead_lettered, "Events moved to the dead letters"),
             (
+                "isolation_requests",
+                stats.isolation_requests,
+                "Extra requests sent to isolate refused events in a refused batch",
+            ),
+            (
                 "outcomes_dropped",
                 stats.outcomes_dropped,
                 "Batch outcomes not reported to the serving process (it fell behind)",

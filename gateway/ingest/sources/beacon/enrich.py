@@ -21,8 +21,8 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _FORWARDED_FOR = re.compile(r'for=("[^"]*"|[^;,\s]+)', re.IGNORECASE)
 _MAX_USER_AGENT = 1024
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_CLICK_ID = re.compile(r"^[A-Za-z0-9._~-]{1,512}$")
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+_CLICK_ID = re.compile(r"[A-Za-z0-9._~-]{1,512}")
 _NOT_A_BROWSER = re.compile(
     r"headless|phantomjs|bot\b|spider|crawl|slurp|lighthouse|pagespeed|gtmetrix|"
     r"^curl/|^wget/|python-|^go-http-client|^java/|^okhttp|^axios/|^node-fetch|^httpx",
@@ -104,7 +104,7 @@ def locale_from_header(accept_language: str | None) -> str | None:
     if not accept_language:
         return None
     first = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
-    return first if _LOCALE.match(first) else None
+    return first if _LOCALE.fullmatch(first) else None
 
 
 def click_id_from_url(url: str | None) -> str | None:
@@ -123,7 +123,7 @@ def click_id_from_url(url: str | None) -> str | None:
 
 
 def valid_token(value: object) -> str | None:
-    return value if isinstance(value, str) and _CLICK_ID.match(value) else None
+    return value if isinstance(value, str) and _CLICK_ID.fullmatch(value) else None
 
 
 def _host(url: str | None) -> str | None:
