@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import unquote_plus, urlsplit
 
+import crawleruseragents
 import user_agents
+from crawlerdetect import CrawlerDetect
 
 from gateway.core.normalize import IpAddress, ip_address
 
@@ -91,11 +93,23 @@ class ClientIpResolver:
         return str(address)
 
 
+_CRAWLER_DETECT = CrawlerDetect()
+
+
 @lru_cache(maxsize=4096)
 def is_bot(user_agent: str) -> bool:
-    """Crawlers, headless browsers and HTTP libraries: not a person, not a conversion."""
+    """Crawlers, headless browsers and HTTP libraries: not a person, not a conversion.
+
+    Cheapest first: our own short pattern, then two maintained crawler lists (CrawlerDetect's
+    patterns; the crawler-user-agents list), then ua-parser's device family. ua-parser alone
+    missed a third of a published crawler list; together they miss none of it and flag no
+    browser of a published sample (tests/test_bots.py). A few hundred microseconds for a new
+    user agent, nothing for one seen before: the verdict is cached.
+    """
     if not 10 <= len(user_agent) <= _MAX_USER_AGENT or _NOT_A_BROWSER.search(user_agent):
         return True  # no real browser sends none, or kilobytes (and parsing those is slow)
+    if _CRAWLER_DETECT.isCrawler(user_agent) or crawleruseragents.is_crawler(user_agent):
+        return True
     return bool(user_agents.parse(user_agent).is_bot)
 
 
