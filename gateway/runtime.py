@@ -84,6 +84,8 @@ class Gateway:
             await self.outbox.close()
             raise
         self._started = True
+        for warning in self.settings.warnings():
+            log.warning("configuration: %s", warning)
         log.info("gateway ready: %d pixel(s), outbox %r", len(self.settings.pixels), self.outbox)
 
     async def stop(self) -> None:

@@ -190,3 +190,28 @@ def test_redacted_output_reads_back_as_the_same_settings() -> None:
     shown = settings.redacted()
     del shown["pixels"]  # its token shows as "<secret from …>"
     assert parse_settings(shown, QUICK_ENV) == settings
+
+
+def test_settings_that_open_the_gateway_up_are_refused() -> None:
+    problems = problems_of(
+        {
+            "browser": {"trusted_proxies": ["0.0.0.0/0"]},
+            "server_api": {"api_keys": ["same-secret-0123456789"]},
+            "cookies": {"secrets": ["same-secret-0123456789"]},
+        },
+        QUICK_ENV,
+    )
+    assert any(p.startswith("browser.trusted_proxies: 0.0.0.0/0 trusts every") for p in problems)
+    assert any(p.startswith("server_api.api_keys: a key equals a cookie secret") for p in problems)
+
+
+def test_risky_settings_are_warned_about(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[[pixels]]\nid = "CSHOP0001"\naccess_token = "tok-inline-0123"\n'
+        'origins = ["http://shop.example"]\n'
+    )
+    warnings = load_settings(config, {}).warnings()
+    assert any("the access token is written in the file" in w for w in warnings)
+    assert any("http://shop.example is plain http" in w for w in warnings)
+    assert parse_settings({}, QUICK_ENV).warnings() == []  # the quick start is clean

@@ -41,6 +41,20 @@ def test_forwarding_headers_count_only_from_trusted_proxies(
     assert ClientIpResolver(PROXIES).resolve(peer, headers) == expected
 
 
+def test_mapped_and_garbage_hops_from_a_trusted_proxy() -> None:
+    """::ffff:1.2.3.4 is 1.2.3.4; a hop that is no address is skipped, counted, and the
+    nearest valid untrusted hop is the client (it used to be the proxy's own address)."""
+    invalid: list[int] = []
+    resolver = ClientIpResolver(PROXIES, on_invalid_hop=lambda: invalid.append(1))
+    assert resolver.resolve("10.0.0.2", {"x-forwarded-for": "::ffff:203.0.113.7"}) == (
+        "203.0.113.7"
+    )
+    assert resolver.resolve("10.0.0.2", {"x-forwarded-for": "203.0.113.7, garbage"}) == (
+        "203.0.113.7"
+    )
+    assert invalid == [1]
+
+
 def test_configured_client_ip_header() -> None:
     resolver = ClientIpResolver(PROXIES, "CF-Connecting-IP")
     headers = {"cf-connecting-ip": "203.0.113.50", "x-forwarded-for": "1.1.1.1"}

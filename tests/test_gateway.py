@@ -137,3 +137,15 @@ def test_tiktok_envelope_renderer_answers_as_tiktok_does(error: Exception, code:
     assert set(answer.body) == {"code", "message", "request_id", "data"}
     if isinstance(error, EventError):
         assert answer.body["message"].startswith(error.field)
+
+
+def test_a_trailing_slash_is_a_json_404_not_a_redirect(
+    serve_gateway: Callable[..., GatewayServer],
+) -> None:
+    """Starlette redirected /v1/events/ to a URL built from the Host header."""
+    server = serve_gateway(transport=RecordingTransport(), server_api={"api_keys": [API_KEY]})
+    response = httpx.post(
+        f"{server.url}/v1/events/", json={"events": [PURCHASE]}, headers={**AUTH, "Host": "evil"}
+    )
+    assert response.status_code == 404 and "location" not in response.headers
+    assert response.json() == {"error": "Not Found"}

@@ -7,7 +7,7 @@ import pytest
 from gateway.delivery.isolation import budget, named_position, split
 from gateway.fake_api import Fault
 from tests import test_dispatch
-from tests.conftest import PIXEL, make_event
+from tests.conftest import PIXEL, TOKEN, make_event
 from tests.test_dispatch import Harness
 
 pytestmark = pytest.mark.anyio
@@ -59,3 +59,13 @@ def test_positions_are_read_in_every_known_form() -> None:
     assert named_position("Invalid value for event_id: not a valid string.", 10) is None
     assert split(["a", "b", "c"], 1) == (["b"], [["a", "c"]])
     assert split(["a", "b", "c"], None) == ([], [["a"], ["b", "c"]])
+
+
+async def test_a_token_tiktok_echoes_never_reaches_a_dead_letter(harness: Harness) -> None:
+    harness.fake.add_fault(
+        Fault(code=40002, message=f"Invalid access_token: {TOKEN} is malformed", times=None)
+    )
+    await harness.outbox.add([make_event(1)])
+    await harness.dispatcher().drain()
+    [dead] = await harness.outbox.dead_letters()
+    assert TOKEN not in dead.reason and "[REDACTED]" in dead.reason

@@ -105,3 +105,15 @@ async def test_redis_entries_of_version_1_are_delivered_and_dead_lettered(redis_
         assert again.decode() == old
     finally:
         await outbox.close()
+
+
+async def test_the_outbox_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = SqliteOutbox(str(path))
+    await outbox.open()
+    try:
+        await outbox.add([make_event(1)])
+        for name in (path, tmp_path / "outbox.sqlite3-wal", tmp_path / "outbox.sqlite3-shm"):
+            assert name.stat().st_mode & 0o777 == 0o600, name
+    finally:
+        await outbox.close()

@@ -16,6 +16,9 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(settings_of(args).redacted(), indent=2))
+    settings = settings_of(args)
+    print(json.dumps(settings.redacted(), indent=2))
+    for warning in settings.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print("configuration OK", file=sys.stderr)
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from gateway.core.secret import redact
+
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -25,13 +27,9 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        scrubbed = message
         exc_text = record.exc_text
-        for secret in self._secrets:
-            scrubbed = scrubbed.replace(secret, "[REDACTED]")
-            if exc_text:
-                exc_text = exc_text.replace(secret, "[REDACTED]")
-        record.msg, record.args, record.exc_text = scrubbed, None, exc_text
+        record.msg, record.args = redact(message, self._secrets), None
+        record.exc_text = redact(exc_text, self._secrets) if exc_text else exc_text
         return True
 
 

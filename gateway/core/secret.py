@@ -6,7 +6,7 @@ file can be committed or mounted without leaking anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,14 @@ class Secret:
 
     def __str__(self) -> str:
         return f"<secret from {self.source}>"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret (4 characters or more, longest first) replaced."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "[REDACTED]")
+    return text
 
 
 def resolve_secret(ref: str, where: str, env: Mapping[str, str], problems: list[str]) -> Secret:

@@ -13,13 +13,14 @@ import email.utils
 import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.core.event import Destination, Event, request_body, spliced_body
+from gateway.core.secret import redact
 from gateway.settings import Secret, Settings
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
@@ -117,8 +118,12 @@ class EventsApiClient:
         timeout: float = 10.0,
         max_connections: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
+        """`secrets` are scrubbed from every text TikTok sends back, besides the token used:
+        an error message that echoes a token must not reach a dead letter, a log or a CLI."""
         self._url = api_base.rstrip("/") + TRACK_PATH
+        self._secrets = tuple(secrets)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(
@@ -137,6 +142,7 @@ class EventsApiClient:
             timeout=settings.api_timeout_seconds,
             max_connections=settings.delivery.concurrency,
             transport=transport,
+            secrets=settings.secrets(),
         )
 
     async def send(
@@ -161,8 +167,11 @@ class EventsApiClient:
         except httpx.TimeoutException as exc:
             return Outcome(OutcomeKind.RETRY, f"timeout ({type(exc).__name__})")
         except httpx.TransportError as exc:
-            return Outcome(OutcomeKind.RETRY, f"connection error ({type(exc).__name__}: {exc})")
-        return classify(response.status_code, response.content, response.headers)
+            message = redact(f"connection error ({type(exc).__name__}: {exc})", self._secrets)
+            return Outcome(OutcomeKind.RETRY, message)
+        outcome = classify(response.status_code, response.content, response.headers)
+        message = redact(outcome.message, (token.reveal(), *self._secrets))
+        return outcome if message == outcome.message else replace(outcome, message=message)
 
     async def aclose(self) -> None:
         await self._client.aclose()

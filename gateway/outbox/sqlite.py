@@ -15,6 +15,7 @@ migrated in place on open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -85,6 +86,7 @@ class SqliteOutbox(Outbox):
     # --- lifecycle -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        _private(self._path, exclusive=self._exclusive)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -320,6 +322,19 @@ class SqliteOutbox(Outbox):
                 conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
             )
         )
+
+
+def _private(path: str, *, exclusive: bool) -> None:
+    """The file readable by its owner only: it holds hashed identifiers and URLs. SQLite
+    gives its -wal and -shm files the database file's mode. An owning gateway also narrows
+    a file an older version created with the default mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    if exclusive:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            with contextlib.suppress(OSError):
+                if os.stat(name).st_mode & 0o077:
+                    os.chmod(name, 0o600)
 
 
 def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:

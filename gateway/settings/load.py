@@ -53,6 +53,21 @@ def _apply_env_pixel(
     return (*pixels, PixelConfig(id=pixel_id, access_token=secret, test_event_code=test_code))
 
 
+def _dangerous(settings: Settings) -> list[str]:
+    """Settings that would make the gateway unsafe: refused, not warned about."""
+    problems = []
+    for network in settings.browser.trusted_proxies:
+        if network.prefixlen == 0:
+            problems.append(
+                f"browser.trusted_proxies: {network} trusts every address: any client could "
+                "claim any IP (list your proxies' addresses)"
+            )
+    keys = {k.reveal() for k in settings.server_api.api_keys}
+    if keys & {s.reveal() for s in settings.cookies.secrets}:
+        problems.append("server_api.api_keys: a key equals a cookie secret; use different ones")
+    return problems
+
+
 def _pixel_problems(pixels: tuple[PixelConfig, ...]) -> list[str]:
     problems = []
     seen: set[str] = set()
@@ -74,6 +89,7 @@ def parse_settings(
     settings = read_section(Settings, TableReader(data, "", problems), env, problems)
     pixels = _apply_env_pixel(settings.pixels, env, problems)
     problems.extend(_pixel_problems(pixels))
+    problems.extend(_dangerous(settings))
     if not pixels and not problems:
         problems.append(
             "pixels: none configured (set TIKTOK_PIXEL_ID and TIKTOK_ACCESS_TOKEN, "

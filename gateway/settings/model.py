@@ -142,6 +142,23 @@ class Settings:
                 return pixel
         return None
 
+    def warnings(self) -> list[str]:
+        """Settings that work but are risky: `check-config` prints them, `serve` logs them."""
+        found = []
+        for pixel in self.pixels:
+            if pixel.access_token.source == "inline":
+                found.append(
+                    f"pixel {pixel.id}: the access token is written in the file; "
+                    "prefer env:NAME or file:/path"
+                )
+            insecure = [o for o in pixel.origins if o.startswith("http://")]
+            if insecure and self.cookies.secure:
+                found.append(
+                    f"pixel {pixel.id}: {', '.join(insecure)} is plain http, but cookies are "
+                    "secure: browsers will not keep them there"
+                )
+        return found
+
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that scrubs them as a last line of defence."""
         return list(dict.fromkeys(secret_values(self)))

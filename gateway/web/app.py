@@ -45,7 +45,7 @@ def create_app(gateway: Gateway) -> Starlette:
             await gateway.stop()
 
     browser = beacon.BeaconSource(gateway.pipeline)
-    return Starlette(
+    app = Starlette(
         routes=[
             *health.routes(gateway),
             *server_api.routes(gateway.pipeline),
@@ -55,3 +55,6 @@ def create_app(gateway: Gateway) -> Starlette:
         middleware=[Middleware(beacon.FastPath, path=browser.path, endpoint=browser.endpoint)],
         lifespan=lifespan,
     )
+    # `/v1/events/` is a 404 in JSON, not a redirect built from the client's Host header
+    app.router.redirect_slashes = False
+    return app

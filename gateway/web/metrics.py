@@ -60,6 +60,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.invalid_forwarded_hops = Counter(
+            "tiktok_gateway_invalid_forwarded_hops",
+            "Hops of X-Forwarded-For / Forwarded from a trusted proxy that were no IP address",
+            registry=self.registry,
+        )
         self.identifiers_dropped = Counter(
             "tiktok_gateway_identifiers_dropped",
             "Identifier values left out of an event because they could not be normalised",

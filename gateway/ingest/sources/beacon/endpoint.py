@@ -84,7 +84,11 @@ class BeaconEndpoint:
         self._renderer = renderer or GatewayJson()
         self._cookies = cookies
         self._cookie_names = (*_COOKIES_READ, cookies.signed_name)
-        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
+        self._ips = ClientIpResolver(
+            browser.trusted_proxies,
+            browser.client_ip_header,
+            on_invalid_hop=pipeline.metrics.invalid_forwarded_hops.inc,
+        )
         self._wanted_headers = frozenset(
             name.encode() for name in (*_HEADERS_READ, browser.client_ip_header) if name is not None
         )

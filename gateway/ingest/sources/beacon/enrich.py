@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import unquote_plus, urlsplit
 
@@ -32,14 +32,17 @@ _NOT_A_BROWSER = re.compile(
 )
 
 
-def _hopip_address(hop: str) -> IpAddress | None:
+def _hop_ip(hop: str) -> IpAddress | None:
     """One hop of X-Forwarded-For / Forwarded: '1.2.3.4', '1.2.3.4:80', '[2001:db8::1]:443'."""
     hop = hop.strip().strip('"')
     if hop.startswith("["):
         hop = hop[1 : hop.find("]")] if "]" in hop else hop
     elif hop.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has several colons
         hop = hop.split(":", 1)[0]
-    return ip_address(hop)
+    address = ip_address(hop)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped  # ::ffff:1.2.3.4 is 1.2.3.4, as for a socket peer
+    return address
 
 
 @lru_cache(maxsize=8192)
@@ -59,9 +62,17 @@ class ClientIpResolver:
     Without it, X-Forwarded-For is read, else Forwarded.
     """
 
-    def __init__(self, trusted_proxies: Iterable[IpNetwork], header: str | None = None) -> None:
+    def __init__(
+        self,
+        trusted_proxies: Iterable[IpNetwork],
+        header: str | None = None,
+        *,
+        on_invalid_hop: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_invalid_hop` counts hops that are not addresses (skipped, not silently)."""
         self._trusted = tuple(trusted_proxies)
         self._header = header.lower() if header else None
+        self._on_invalid_hop = on_invalid_hop
 
     def _is_trusted(self, address: IpAddress) -> bool:
         return any(address in network for network in self._trusted)
@@ -80,13 +91,15 @@ class ClientIpResolver:
         elif self._header in (None, "x-forwarded-for"):
             hops = headers.get("x-forwarded-for", "").split(",")
         else:
-            named = _hopip_address(headers.get(self._header, ""))
+            named = _hop_ip(headers.get(self._header, ""))
             return str(named) if named is not None else str(address)
-        # walk from the nearest hop outwards; the first one we do not trust is the client
+        # walk from the nearest hop outwards; the first valid one we do not trust is the
+        # client (a hop that is no address is skipped, and counted)
         for hop in reversed(hops):
-            hop_address = _hopip_address(hop)
+            hop_address = _hop_ip(hop)
             if hop_address is None:
-                break
+                self._on_invalid_hop()
+                continue
             address = hop_address
             if not self._is_trusted(hop_address):
                 break
