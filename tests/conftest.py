@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import subprocess
@@ -168,13 +169,19 @@ class GatewayServer:
     ) -> None:
         import uvicorn
 
+        from gateway.web.server import uvicorn_config
+
         self.app = app
         self.gateway = gateway
         self.port = port or free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-            proxy_headers=False,  # as `serve` runs it: the gateway decides whom to trust
-        )  # fmt: skip
+        if gateway is not None:  # exactly as `serve` runs it, on a free loopback port
+            server = dataclasses.replace(gateway.settings.server, host="127.0.0.1", port=self.port)
+            settings = dataclasses.replace(gateway.settings, server=server)
+            config = uvicorn_config(self.app, settings)
+        else:
+            config = uvicorn.Config(
+                self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
+            )
         self._server = uvicorn.Server(config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)

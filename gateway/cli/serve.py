@@ -22,16 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from gateway.core.logs import configure_logging
     from gateway.runtime import Gateway
     from gateway.web.app import create_app
+    from gateway.web.server import uvicorn_config
 
     settings = settings_of(args, host=args.host, port=args.port)
     configure_logging(settings.log_level, settings.secrets())
-    uvicorn.run(
-        create_app(Gateway(settings)),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=args.access_log,
-        server_header=False,
-        proxy_headers=False,  # the gateway decides itself which proxies to trust
-    )
+    app = create_app(Gateway(settings))
+    uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run()
     return 0

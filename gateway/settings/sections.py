@@ -46,10 +46,16 @@ def _network(cidr: str) -> Network:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Where `serve` listens (the command line may override both)."""
+    """Where `serve` listens (the command line may override both), and how long and how
+    much it waits for a client (see web/protocol.py)."""
 
     host: str = setting("127.0.0.1")
     port: int = setting(8080, low=1, high=65535)
+    header_timeout_seconds: float = setting(5.0, low=0.05, high=300.0)
+    body_timeout_seconds: float = setting(10.0, low=0.05, high=300.0)
+    keep_alive_seconds: float = setting(5.0, low=0.5, high=300.0)
+    max_header_bytes: int = setting(16_384, low=1024, high=1_048_576)
+    max_connections: int = setting(2048, low=1, high=100_000)
 
 
 @dataclass(frozen=True)

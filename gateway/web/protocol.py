@@ -1,0 +1,131 @@
+"""The HTTP connection, guarded: slow, oversized and excess clients are refused at once.
+
+uvicorn's httptools protocol has a keep-alive timeout, but nothing bounds how long a client
+may take to send its headers or its body, nor how large its headers may be: 5,000 sockets
+that sent half a request stayed open, and an 8 MB Cookie header was parsed and answered.
+This subclass adds, per connection:
+
+- a deadline for the headers of each request (`header_timeout_seconds`): a client that has
+  not finished them gets `408` and the connection is closed;
+- a deadline between pieces of a body (`body_timeout_seconds`): a stalled upload is closed
+  (the endpoint sees the client go away and stores nothing);
+- a size limit on the headers (`max_header_bytes`): counted on the raw bytes before the
+  parser sees them, so refusing costs the same whatever the size: `431`, closed;
+- a bound on open connections (`max_connections`): the one over it gets `503` at once.
+
+Refusals are JSON, like every answer of the gateway. A subclass rather than another server
+keeps uvicorn's speed (httptools) and everything else it does; the hooks used are the
+parser callbacks uvicorn itself implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+_END_OF_HEADERS = b"\r\n\r\n"
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Busy"}
+
+
+def _refusal(status: int, error: str, message: str) -> bytes:
+    body = orjson.dumps({"error": error, "message": message})
+    head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+    return head + (
+        b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % len(body)
+        + body
+    )
+
+
+def guarded_protocol(limits: ServerSettings) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with `limits` (pass it as uvicorn's `http=`)."""
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _header_timeout = limits.header_timeout_seconds
+        _body_timeout = limits.body_timeout_seconds
+        _max_header_bytes = limits.max_header_bytes
+        _max_connections = limits.max_connections
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._in_headers = True
+            self._header_bytes = 0
+            self._tail = b""
+            self._deadline: asyncio.TimerHandle | None = None
+            if len(self.connections) > self._max_connections:
+                self._refuse(503, "busy", "too many connections; retry shortly")
+                return
+            self._arm(self._header_timeout, self._headers_too_slow)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_headers and not self._headers_fit(data):
+                self._refuse(431, "headers_too_large", "request headers over the limit")
+                return
+            super().data_received(data)
+
+        def _headers_fit(self, data: bytes) -> bool:
+            """Whether the headers end within the limit (the body may follow in `data`)."""
+            room = self._max_header_bytes - self._header_bytes
+            if len(data) <= room:
+                self._header_bytes += len(data)
+                self._tail = (self._tail + data)[-3:]
+                return True
+            window = self._tail + data[: room + len(_END_OF_HEADERS)]
+            return _END_OF_HEADERS in window
+
+        # parser callbacks (called by uvicorn's data_received)
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if not self._in_headers:  # the next request on a kept-alive connection
+                self._in_headers, self._header_bytes, self._tail = True, 0, b""
+            self._arm(self._header_timeout, self._headers_too_slow)
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            self._arm(self._body_timeout, self._body_too_slow)
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._arm(self._body_timeout, self._body_too_slow)
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+            self._in_headers, self._header_bytes, self._tail = True, 0, b""
+
+        # deadlines
+        def _arm(self, seconds: float, then: Any) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, then)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._refuse(408, "timeout", "request headers not received in time")
+
+        def _body_too_slow(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()  # the endpoint sees the client leave: nothing stored
+
+        def _refuse(self, status: int, error: str, message: str) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(_refusal(status, error, message))
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
