@@ -36,10 +36,10 @@ class Harness:
     def __init__(self, outbox: SqliteOutbox, client: EventsApiClient, fake: FakeEventsApi) -> None:
         self.outbox, self.client, self.fake = outbox, client, fake
 
-    def dispatcher(self, **options: Any) -> Dispatcher:
+    def dispatcher(self, *, clock: Callable[[], float] = time.time, **options: Any) -> Dispatcher:
         opts = DeliveryOptions(**{**FAST.__dict__, **options})
         tokens = {PIXEL: Secret(TOKEN), OTHER_PIXEL: Secret(TOKEN)}
-        return Dispatcher(self.outbox, self.client, tokens, options=opts)
+        return Dispatcher(self.outbox, self.client, tokens, options=opts, clock=clock)
 
     def batch_sizes(self) -> list[int]:
         return [len(r.body["data"]) for r in self.fake.requests]
@@ -109,7 +109,7 @@ async def test_transient_failures_then_recovery_deliver_everything(harness: Harn
     for start in range(0, 200, 25):
         await harness.outbox.add(sent[start : start + 25])
         dispatcher.notify()
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # let the dispatcher claim between adds
     await harness.wait_until(lambda: len(set(harness.delivered_ids())) == 200)
     await dispatcher.stop()
     failures = [r for r in harness.fake.requests if r.fault]
@@ -174,19 +174,40 @@ async def test_unconfigured_pixel_is_dead_lettered(harness: Harness) -> None:
     assert "not configured" in dead.reason and not harness.fake.requests
 
 
+class FrozenClock:
+    """Wall time that moves only when told; counts how often the dispatcher looked."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
 async def test_circuit_breaker_stops_hammering_a_dead_upstream(harness: Harness) -> None:
     harness.fake.add_fault(status=503, times=None)
+    clock = FrozenClock()
     dispatcher = harness.dispatcher(
-        batch_size=1, concurrency=1, breaker_failures=3, breaker_cooldown_seconds=0.5,
-        backoff=Backoff(initial_seconds=0.001, max_seconds=0.001),
+        batch_size=1, concurrency=1, breaker_failures=3, breaker_cooldown_seconds=0.2,
+        backoff=Backoff(initial_seconds=0.001, max_seconds=0.001), clock=clock,
     )  # fmt: skip
     await harness.outbox.add([make_event(i) for i in range(50)])
+    clock.now = time.time() + 1  # the events are due; the clock stands still from here
     await dispatcher.start()
-    await asyncio.sleep(0.4)
-    assert len(harness.fake.requests) == 3  # then the breaker opened
-    await asyncio.sleep(0.5)
-    assert len(harness.fake.requests) == 4  # one probe after the cool-down, which failed
+    await harness.wait_until(lambda: len(harness.fake.requests) == 3)
+    looked = clock.reads
+    # the sentinel: the dispatcher checked the (open) breaker again and again meanwhile
+    await harness.wait_until(lambda: clock.reads >= looked + 10)
+    assert len(harness.fake.requests) == 3  # no fourth request while the breaker is open
+    clock.now += 0.2  # the cool-down is over: exactly one probe, which fails
+    await harness.wait_until(lambda: len(harness.fake.requests) == 4)
+    looked = clock.reads
+    await harness.wait_until(lambda: clock.reads >= looked + 10)
+    assert len(harness.fake.requests) == 4  # open again, with a longer cool-down
     harness.fake.clear_faults()
+    clock.now += 3600  # everything is due: retries, the next probe
     await harness.wait_until(lambda: len(set(harness.delivered_ids())) == 50)
     await dispatcher.stop()
 
@@ -197,8 +218,7 @@ async def test_stop_finishes_in_flight_requests_within_the_grace(harness: Harnes
     dispatcher = harness.dispatcher(shutdown_grace_seconds=5.0)
     await dispatcher.start()
     await harness.wait_until(lambda: harness.fake.connections_opened > 0)
-    await asyncio.sleep(0.05)
-    await dispatcher.stop()
+    await dispatcher.stop()  # the request is in flight: the grace lets it finish
     assert harness.delivered_ids() == [f"ev-{PIXEL}-1"]
     assert (await harness.outbox.counts(time.time())).in_flight == 0
 

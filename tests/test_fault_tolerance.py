@@ -8,6 +8,7 @@ checks that every event that got a 2xx reached the fake upstream.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -68,7 +69,7 @@ def kill_and_restart(
     assert acked_at_kill > delivered_at_kill, "the kill must leave stored, undelivered events"
     second = GatewayProcess(config, tmp_path / "gateway.log", port=first.port).start()
     processes.append(second)
-    time.sleep(1.0)
+    wait_for(lambda: len(sender.acked) >= acked_at_kill + 100, 30, "traffic to the new gateway")
     sender.stop()
     fake.clear_faults()
     wait_for(lambda: set(sender.acked) <= set(delivered_ids(fake)), 60, "the backlog to drain")
@@ -147,10 +148,12 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
     wait_for(lambda: len(delivered_ids(fake_api)) > 0, 30, "a first delivery")
     fake_api.add_fault(Fault(delay=3.0, drop=True, times=None))  # batches hang, then fail
     wait_for(lambda: len(sender.acked) >= 300, 30, "traffic")
-    time.sleep(0.5)  # the child has claimed batches that now hang in flight
+    wait_for(lambda: _in_flight(outbox) > 0, 10, "batches claimed and hanging in flight")
+    wait_for(lambda: _delivered_metric(gateway) > 0, 10, "the first deliveries counted")
     counted_before = _delivered_metric(gateway)
     first_child = gateway.delivery_pid
     os.kill(first_child, signal.SIGKILL)  # mid-batch: its claimed events are left behind
+    accepted_at_kill = len(fake_api.accepted_events())  # after the kill: none of its own since
     fake_api.clear_faults()
     wait_for(lambda: _other_child(gateway, first_child), 15, "a new delivery process")
     sender.stop()
@@ -158,8 +161,28 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
     assert_nothing_lost(sender, fake_api)
     assert "restarting" in gateway.log_path.read_text()
     assert httpx.get(f"{gateway.url}/readyz").status_code == 200
-    time.sleep(0.5)
-    assert _delivered_metric(gateway) > counted_before > 0  # counters never go backwards
+    # counters never go backwards: the new child's deliveries add to what the dead one had
+    # published (a reset would leave the metric short of this by counted_before)
+    by_new_child = len(fake_api.accepted_events()) - accepted_at_kill
+    expected = counted_before + by_new_child
+    wait_for(lambda: _delivered_metric(gateway) >= expected, 10, "the counters")
+    assert counted_before > 0 and by_new_child > 0
+
+
+def _in_flight(outbox_url: str) -> int:
+    """Events claimed and not settled, read beside the running gateway (as operators do)."""
+    from gateway.outbox import open_outbox
+    from gateway.settings import OutboxSettings
+
+    async def count() -> int:
+        outbox = open_outbox(OutboxSettings(url=outbox_url), owner=False)
+        await outbox.open()
+        try:
+            return (await outbox.counts(time.time())).in_flight
+        finally:
+            await outbox.close()
+
+    return asyncio.run(count())
 
 
 def _delivered_metric(gateway: GatewayProcess) -> float:
@@ -188,8 +211,8 @@ def test_a_graceful_stop_ends_the_delivery_process_and_counters_reach_metrics(
     wait_for(lambda: len(sender.acked) >= 100, 30, "traffic")
     sender.stop()
     wait_for(lambda: set(sender.acked) <= set(delivered_ids(fake_api)), 30, "delivery")
-    time.sleep(0.5)  # the child publishes its counters a few times a second
-    assert _delivered_metric(gateway) == len(set(delivered_ids(fake_api)))
+    delivered = len(set(delivered_ids(fake_api)))
+    wait_for(lambda: _delivered_metric(gateway) == delivered, 10, "the published counters")
     child = gateway.delivery_pid
     gateway.stop()
     assert gateway.process is not None and gateway.process.returncode in (0, -signal.SIGTERM)

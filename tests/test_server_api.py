@@ -129,10 +129,16 @@ def test_bad_input_gets_a_4xx_json_error_naming_the_field(
 def test_one_bad_event_rejects_the_whole_request(client: Client, fake_api: FakeEventsApi) -> None:
     body = {"events": [PURCHASE, {**PURCHASE, "properties": {"value": "$5", "currency": "USD"}}]}
     response = client.post("/v1/events", json=body, headers=AUTH)
+    assert response.status_code == 400
     assert response.json()["field"] == "events[1].properties.value"
-    counts = client.get("/readyz")
-    assert counts.status_code == 200
-    assert not fake_api.requests
+    # the sentinel: an event posted after the refused request is delivered, and alone
+    sentinel = {**PURCHASE, "event_id": "sentinel"}
+    assert client.post("/v1/events", json=sentinel, headers=AUTH).status_code == 202
+    deadline = time.monotonic() + 10
+    while not fake_api.accepted_events():
+        assert time.monotonic() < deadline, "the sentinel was not delivered"
+        time.sleep(0.02)
+    assert [e["event_id"] for e in fake_api.accepted_events()] == ["sentinel"]
 
 
 def test_several_pixels_need_a_pixel_id(

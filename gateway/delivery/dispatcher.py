@@ -77,6 +77,7 @@ class Dispatcher:
         self._breaker = CircuitBreaker(
             failure_threshold=self._options.breaker_failures,
             cooldown_seconds=self._options.breaker_cooldown_seconds,
+            clock=clock,  # one clock for the whole dispatcher: tests drive it
         )
         self._semaphore = asyncio.Semaphore(self._options.concurrency)
         self._wakeup = asyncio.Event()
