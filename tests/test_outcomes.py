@@ -62,7 +62,7 @@ def test_the_delivery_process_reports_each_event_with_tiktoks_answer(
     trace = settled(server, "o-1", "delivered")
     [step] = trace.steps
     assert (trace.source, step.code, step.message) == ("server", 0, "OK")
-    assert trace.accepted.to_tiktok()["event_id"] == "o-1"
+    assert trace.accepted is None  # kept only when asked (the console will)
     [request] = fake_api.requests
     assert step.request == 1 and step.request_id is not None and len(step.request_id) == 32
     assert settled(server, "o-2", "delivered").steps[0].request == 1  # the same request
@@ -98,7 +98,7 @@ def test_in_process_delivery_reports_to_the_same_buffer(
 
 
 def test_the_buffer_is_bounded_and_calls_its_listeners() -> None:
-    recent = RecentEvents(capacity=3, clock=lambda: 100.0)
+    recent = RecentEvents(capacity=3, clock=lambda: 100.0, keep_events=True)
     accepted: list[str] = []
     settled_ids: list[tuple[str, str]] = []
     recent.on_accept(lambda trace: accepted.append(trace.event_id))
@@ -111,6 +111,8 @@ def test_the_buffer_is_bounded_and_calls_its_listeners() -> None:
     assert accepted == [e.event_id for e in events]
     assert settled_ids == [(events[4].event_id, "delivered")]
     assert recent.find(PIXEL, "Purchase", events[0].event_id) is None  # evicted
+    kept = recent.find(PIXEL, "Purchase", events[4].event_id)
+    assert kept is not None and kept.accepted == events[4]
     assert events[4].destination == Destination("web", PIXEL, None)
 
 

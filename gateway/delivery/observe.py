@@ -89,8 +89,9 @@ class EventTrace:
     event_id: str
     source: str
     accepted_at: float
-    accepted: Event
-    """The event as stored, hashed; the console renders it with `to_tiktok()`."""
+    accepted: Event | None
+    """The event as stored, hashed, when the buffer keeps events (the console asks it to);
+    rendered with `to_tiktok()` when shown."""
     steps: list[Settlement] = field(default_factory=list)
     """Each settlement of a batch that carried this event, oldest first."""
 
@@ -107,12 +108,22 @@ Key = tuple[str, str, str]
 class RecentEvents:
     """A bounded buffer of the latest events and their outcomes, with listeners."""
 
-    def __init__(self, capacity: int = 1000, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        capacity: int = 1000,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep_events: bool = False,
+    ) -> None:
+        """`keep_events`: keep each accepted Event, not only its key, source and time. Off
+        by default: a thousand retained events make every garbage collection of the serving
+        process walk their dicts (measured: ~1.5 µs per beacon); the console turns it on."""
+        self.keep_events = keep_events
         self._capacity = capacity
         self._clock = clock
         # kept as plain tuples and lists: recording runs on every beacon, and a trace object
         # per event cost ~2.5 µs of it; EventTrace is built when somebody reads
-        self._accepted: collections.OrderedDict[Key, tuple[float, str, Event]] = (
+        self._accepted: collections.OrderedDict[Key, tuple[float, str, Event | None]] = (
             collections.OrderedDict()
         )
         self._steps: dict[Key, list[Settlement]] = {}
@@ -135,7 +146,7 @@ class RecentEvents:
         for event in events:
             key = (event.destination.event_source_id, event.event, event.event_id)
             accepted.pop(key, None)  # the same event again: it moves to the end
-            accepted[key] = (now, source, event)
+            accepted[key] = (now, source, event if self.keep_events else None)
             if self._on_accept:
                 self._tell(self._on_accept, key)
         while len(accepted) > self._capacity:
