@@ -91,7 +91,7 @@ def guarded_protocol(limits: ServerSettings) -> type[HttpToolsProtocol]:
             room = self._max_header_bytes - self._header_bytes
             if len(data) <= room:
                 self._header_bytes += len(data)
-                self._tail = (self._tail + data)[-3:]
+                self._tail = data[-3:] if len(data) >= 3 else (self._tail + data)[-3:]
                 return True
             window = self._tail + data[: room + len(_END_OF_HEADERS)]
             return _END_OF_HEADERS in window
