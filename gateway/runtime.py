@@ -22,9 +22,11 @@ from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
-from gateway.outbox import Outbox, open_outbox
+from gateway.outbox import Outbox, is_redis, open_outbox
+from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.web.metrics import Metrics
+from gateway.web.rate_limit import RateLimits
 
 log = logging.getLogger(__name__)
 RECENT_EVENTS = 1000
@@ -63,6 +65,25 @@ class Gateway:
             self.delivery = Dispatcher.from_settings(
                 settings, self.outbox, self.client, observer=self.recent
             )
+        outbox_settings = settings.outbox
+        self.guard = BacklogGuard(
+            self.outbox,
+            BacklogLimits(
+                max_bytes=outbox_settings.max_backlog_mb * MB,
+                max_age_seconds=outbox_settings.max_backlog_age_hours * 3600,
+                min_free_bytes=outbox_settings.min_free_mb * MB,
+            ),
+            on_shed=self.metrics.shed.inc,
+            clock=clock,
+        )
+        """Whether browser events are shed now, because the backlog is past a limit."""
+        self.metrics.watch_backlog(self.guard)
+        self.limits = RateLimits(
+            settings.rate_limit,
+            on_refused=lambda endpoint: self.metrics.rate_limited.labels(endpoint).inc(),
+            redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
+        )
+        """Per-client rate limits of the endpoints strangers reach."""
         self.pipeline.on_accept(self.recent.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
@@ -83,6 +104,7 @@ class Gateway:
         except BaseException:
             await self.outbox.close()
             raise
+        self.guard.start()
         self._started = True
         for warning in self.settings.warnings():
             log.warning("configuration: %s", warning)
@@ -91,7 +113,9 @@ class Gateway:
     async def stop(self) -> None:
         """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
         self._started = False
+        await self.guard.stop()
         await self.delivery.stop()
         if self.client is not None:
             await self.client.aclose()
+        await self.limits.aclose()
         await self.outbox.close()

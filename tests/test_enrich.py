@@ -7,12 +7,12 @@ import ipaddress
 import pytest
 
 from gateway.ingest.sources.beacon.enrich import (
-    ClientIpResolver,
     is_bot,
     is_tag_testing,
     locale_from_header,
     resolve_click_id,
 )
+from gateway.web.client_ip import ClientIpResolver
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
 CHROME = (

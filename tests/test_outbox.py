@@ -262,3 +262,21 @@ async def test_redis_counts_read_summaries_not_the_stream(redis_url: str) -> Non
     assert counts.pixels[PIXEL].pending + counts.pixels[PIXEL].in_flight == 2999
     assert stats["cmdstat_xrange"]["calls"] == 1  # the head of the stream, COUNT 1
     assert "cmdstat_hscan" not in stats  # dead letters are counted, not listed
+
+
+async def test_backlog_is_read_without_scanning(make_outbox: OutboxFactory) -> None:
+    outbox = await make_outbox()
+    empty = await outbox.backlog(time.time())
+    assert empty.oldest_age_seconds is None
+    await outbox.add([make_event(i) for i in range(2000)])
+    later = time.time() + 100
+    full = await outbox.backlog(later)
+    assert full.stored_bytes > empty.stored_bytes
+    assert full.oldest_age_seconds is not None and 100 <= full.oldest_age_seconds < 200
+    if isinstance(outbox, SqliteOutbox):  # the disk's room; Redis has none without maxmemory
+        assert full.free_bytes is not None and full.free_bytes > 0
+    claimed = await outbox.claim(2000, time.time())
+    await outbox.ack([c.id for c in claimed])
+    assert (await outbox.backlog(later)).oldest_age_seconds is None
+    if isinstance(outbox, SqliteOutbox):  # deleted rows' pages are free for reuse
+        assert (await outbox.backlog(later)).stored_bytes < full.stored_bytes

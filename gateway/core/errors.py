@@ -9,7 +9,8 @@
      │    ├── Unauthorized        401: missing or wrong API key
      │    ├── Forbidden           403: an origin or a caller that may not send here
      │    ├── MethodNotAllowed    405
-     │    └── UnsupportedMediaType   415
+     │    ├── UnsupportedMediaType   415
+     │    └── TooManyRequests     429: a client over its rate limit, or load shed
      └── OutboxUnavailable        events cannot be stored now (disk full, Redis down): 503
 
 Failures of the Events API are not errors here: the client classifies them into an Outcome.
@@ -21,6 +22,8 @@ its value.
 """
 
 from __future__ import annotations
+
+import math
 
 
 class GatewayError(Exception):
@@ -89,6 +92,17 @@ class MethodNotAllowed(Rejected):
 class UnsupportedMediaType(Rejected):
     status_code = 415
     error = "unsupported_media_type"
+
+
+class TooManyRequests(Rejected):
+    """Over a rate limit: `Retry-After` says when the client may send again."""
+
+    status_code = 429
+    error = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        self.retry_after_seconds = max(1, math.ceil(retry_after_seconds))
+        super().__init__(message, headers={"Retry-After": str(self.retry_after_seconds)})
 
 
 class OutboxUnavailable(GatewayError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.outbox.base import (
+    Backlog,
     Claimed,
     DeadLetter,
     Outbox,
@@ -28,7 +29,7 @@ def open_outbox(
     `consumer` names a Redis consumer that outlives one process (see RedisOutbox).
     """
     url = settings.url
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis(url):
         from gateway.outbox.redis import RedisOutbox
 
         return RedisOutbox(url, lease_seconds=settings.lease_seconds, consumer=consumer)
@@ -42,6 +43,11 @@ def open_outbox(
     )
 
 
+def is_redis(url: str) -> bool:
+    """Whether the outbox URL names a Redis server (which replicas share)."""
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
 def sqlite_path(url: str) -> str:
     """`sqlite:///rel/path`, `sqlite:////abs/path` or a plain path → a file path."""
     if url.startswith("sqlite:///"):
@@ -52,12 +58,14 @@ def sqlite_path(url: str) -> str:
 
 
 __all__ = [
+    "Backlog",
     "Claimed",
     "DeadLetter",
     "Outbox",
     "OutboxCounts",
     "OutboxUnavailable",
     "PixelCounts",
+    "is_redis",
     "open_outbox",
     "sqlite_path",
 ]

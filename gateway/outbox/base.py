@@ -66,6 +66,18 @@ class OutboxCounts:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What the load-shedding guard watches (`outbox/guard.py`); cheap to read at any size."""
+
+    stored_bytes: int
+    """What the store holds now: the database file, or Redis's memory."""
+    oldest_age_seconds: float | None
+    """Age of the oldest undelivered event; None when there is none."""
+    free_bytes: int | None
+    """Room left where the store grows (the disk, or Redis's `maxmemory`); None: no bound."""
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     id: str
     event: Event
@@ -115,6 +127,10 @@ class EventQueue(abc.ABC):
     @abc.abstractmethod
     async def check_writable(self) -> None:
         """Raise OutboxUnavailable when a write would fail now (for /readyz)."""
+
+    @abc.abstractmethod
+    async def backlog(self, now: float) -> Backlog:
+        """How big and how old the backlog is, without scanning it."""
 
 
 class OutboxAdmin(abc.ABC):

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Destination, Event
 from gateway.outbox import redis_scripts as scripts
-from gateway.outbox.base import Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
+from gateway.outbox.base import Backlog, Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -224,6 +224,25 @@ class RedisOutbox(Outbox):
     @_translated
     async def check_writable(self) -> None:
         await self._client.set(self._probe_key, repr(time.time()))
+
+    @_translated
+    async def backlog(self, now: float) -> Backlog:
+        """Redis's used memory (and `maxmemory`, when set, as the bound) and the oldest
+        event at the head of the stream or of the retries."""
+        client = self._client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.info("memory")
+            pipe.xrange(self._stream, "-", "+", count=1)
+            pipe.zrange(self._retry_key, 0, 0)
+            memory, head, first_retry = await pipe.execute()
+        used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+        created = [float(head[0][1].get("c", now))] if head else []
+        created += [float(orjson.loads(m).get("c", now)) for m in first_retry]
+        return Backlog(
+            stored_bytes=used,
+            oldest_age_seconds=max(0.0, now - min(created)) if created else None,
+            free_bytes=max(0, limit - used) if limit else None,
+        )
 
     # --- operators -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ import orjson
 
 from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Destination, Event
-from gateway.outbox.base import Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
+from gateway.outbox.base import Backlog, Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
 from gateway.outbox.sqlite_migration import SCHEMA, migrate
 from gateway.outbox.sqlite_writer import GroupCommitWriter
 
@@ -257,6 +258,30 @@ class SqliteOutbox(Outbox):
             conn.execute("DELETE FROM meta WHERE key = 'probe'")
 
         await self._db.transaction(probe)
+
+    async def backlog(self, now: float) -> Backlog:
+        """The file's used pages (not its WAL, which checkpoints keep small, nor pages freed
+        for reuse), the oldest event (the lowest id: ids grow
+        with time and a retry keeps its id), and the disk's free space."""
+
+        path = self._path
+
+        def read(conn: sqlite3.Connection) -> Backlog:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            row = conn.execute("SELECT created FROM events ORDER BY id LIMIT 1").fetchone()
+            try:
+                free: int | None = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+            except OSError:
+                free = None
+            return Backlog(
+                stored_bytes=(pages - free_pages) * page_size,
+                oldest_age_seconds=None if row is None else max(0.0, now - row[0]),
+                free_bytes=free,
+            )
+
+        return await self._db.read(read)
 
     # --- operators -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The settings sections beyond pixels: server, outbox, delivery, server API, browser, cookies.
+"""The settings sections beyond pixels: server, outbox, delivery, server API, rate limits,
+browser, cookies.
 
 Each section is a frozen dataclass whose fields declare their default, bounds, environment
 variable and conversion once (`setting`); `declared.read_section` reads any of them. A
@@ -71,6 +72,12 @@ class OutboxSettings:
     sqlite_synchronous: str = setting("FULL", convert=choice("FULL", "EXTRA", "NORMAL"))
     lease_seconds: float = setting(300.0, low=1.0, high=86400.0)
     """A claimed event not settled within this time is claimed again (by any replica)."""
+    max_backlog_mb: int = setting(4096, low=0, high=10_000_000)
+    """Past this size, browser events are refused (503) until delivery catches up; 0: off."""
+    max_backlog_age_hours: float = setting(48.0, low=0.0, high=24.0 * 28)
+    """…or while the oldest undelivered event is older than this; 0: off."""
+    min_free_mb: int = setting(512, low=0, high=10_000_000)
+    """…or while less room than this is left (disk, or Redis maxmemory); 0: off."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,23 @@ class ServerApiSettings:
     api_keys: tuple[Secret, ...] = setting((), env="GATEWAY_API_KEY", min_length=16)
     max_body_bytes: int = setting(1_048_576, low=1024, high=64 * 1_048_576)
     max_events: int = setting(1000, low=1, high=10_000)
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Requests per client IP and endpoint (web/rate_limit.py); a rate of 0 is no limit.
+
+    The beacon's default is far above what one visitor sends, so that many people behind
+    one NAT address are still served; the server API's is off (backends send in bursts)."""
+
+    beacon_per_second: float = setting(20.0, low=0.0, high=1_000_000.0)
+    beacon_burst: int = setting(200, low=1, high=1_000_000)
+    server_api_per_second: float = setting(0.0, low=0.0, high=1_000_000.0)
+    server_api_burst: int = setting(1000, low=1, high=1_000_000)
+    ipv6_prefix: int = setting(64, low=32, high=128)
+    """An IPv6 client counts as its /64: one host usually holds the whole prefix."""
+    max_clients: int = setting(100_000, low=100, high=10_000_000)
+    """Clients remembered per process and endpoint (memory stays bounded in a flood)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,7 @@ __all__ = [
     "CookieSettings",
     "DeliverySettings",
     "OutboxSettings",
+    "RateLimitSettings",
     "ServerApiSettings",
     "ServerSettings",
 ]

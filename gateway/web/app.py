@@ -44,11 +44,13 @@ def create_app(gateway: Gateway) -> Starlette:
         finally:
             await gateway.stop()
 
-    browser = beacon.BeaconSource(gateway.pipeline)
+    browser = beacon.BeaconSource(
+        gateway.pipeline, limit=gateway.limits.beacon, guard=gateway.guard
+    )
     app = Starlette(
         routes=[
             *health.routes(gateway),
-            *server_api.routes(gateway.pipeline),
+            *server_api.routes(gateway.pipeline, gateway.limits.server_api),
             *browser.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},

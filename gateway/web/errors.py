@@ -25,6 +25,7 @@ from gateway.core.errors import (
     GatewayError,
     OutboxUnavailable,
     Rejected,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -83,6 +84,8 @@ class TikTokEnvelope:
             code, message = 40105, error.message
         elif isinstance(error, Forbidden):
             code, message = 40001, error.message
+        elif isinstance(error, TooManyRequests):
+            code, message = 40100, error.message
         elif isinstance(error, EventError):
             code, message = 40002, f"{error.field}: {error.message}"
         elif isinstance(error, Rejected):

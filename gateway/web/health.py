@@ -27,7 +27,12 @@ class Health:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: started, delivery running, and the outbox writable right now."""
+        """Readiness: started, delivery running, and the outbox writable right now.
+
+        While browser events are shed (outbox/guard.py) the answer stays 200 with the reason:
+        the gateway still takes server events and serves the snippet, and with replicas
+        sharing one Redis every replica sheds alike, so a 503 would only take all of them
+        out of the load balancer."""
         gateway = self._gateway
         if not gateway.started:
             return JSONResponse({"status": "starting"}, status_code=503)
@@ -37,7 +42,12 @@ class Health:
             await gateway.outbox.check_writable()
         except OutboxUnavailable as exc:
             return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready", "pixels": len(gateway.settings.pixels)})
+        pixels = len(gateway.settings.pixels)
+        if gateway.guard.shedding:  # still ready: server events are taken, snippets served
+            return JSONResponse(
+                {"status": "shedding", "reason": gateway.guard.shedding, "pixels": pixels}
+            )
+        return JSONResponse({"status": "ready", "pixels": pixels})
 
     async def metrics(self, request: Request) -> Response:
         """Prometheus metrics, for scrapers on loopback or a private network only."""

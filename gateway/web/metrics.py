@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.delivery.options import DeliveryStats
+from gateway.outbox.guard import BacklogGuard
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,6 +46,39 @@ class _DeliveryCollector(Collector):
             yield CounterMetricFamily(f"tiktok_gateway_delivery_{name}", doc, value=value)
 
 
+class _BacklogCollector(Collector):
+    def __init__(self, guard: Callable[[], BacklogGuard | None]) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        guard = self._guard()
+        backlog = guard.backlog if guard is not None else None
+        if guard is None or backlog is None:
+            return
+        yield GaugeMetricFamily(
+            "tiktok_gateway_outbox_stored_bytes",
+            "What the outbox holds (SQLite file and WAL, or Redis memory)",
+            value=backlog.stored_bytes,
+        )
+        if backlog.oldest_age_seconds is not None:
+            yield GaugeMetricFamily(
+                "tiktok_gateway_outbox_oldest_age_seconds",
+                "Age of the oldest undelivered event",
+                value=backlog.oldest_age_seconds,
+            )
+        if backlog.free_bytes is not None:
+            yield GaugeMetricFamily(
+                "tiktok_gateway_outbox_free_bytes",
+                "Room left where the outbox grows (disk, or Redis maxmemory)",
+                value=backlog.free_bytes,
+            )
+        yield GaugeMetricFamily(
+            "tiktok_gateway_shedding",
+            "1 while browser events are refused because the backlog is past a limit",
+            value=1 if guard.shedding else 0,
+        )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -70,8 +104,24 @@ class Metrics:
             "Identifier values left out of an event because they could not be normalised",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "tiktok_gateway_rate_limited",
+            "Requests refused (429) because their client was over its rate limit, by endpoint",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "tiktok_gateway_beacons_shed",
+            "Beacons refused (503) while the outbox backlog was past a limit",
+            registry=self.registry,
+        )
         self._delivery: Callable[[], DeliveryStats | None] = lambda: None
         self.registry.register(_DeliveryCollector(lambda: self._delivery()))
+        self._guard: BacklogGuard | None = None
+        self.registry.register(_BacklogCollector(lambda: self._guard))
+
+    def watch_backlog(self, guard: BacklogGuard) -> None:
+        self._guard = guard
 
     def watch_delivery(self, stats: Callable[[], DeliveryStats | None]) -> None:
         self._delivery = stats

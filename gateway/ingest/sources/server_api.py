@@ -21,7 +21,9 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.errors import EventError, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import SERVER, Item
+from gateway.web.client_ip import ClientIpResolver
 from gateway.web.errors import GatewayJson, rendered
+from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import parse_json, read_body
 
 PATH = "/v1/events"
@@ -43,14 +45,21 @@ def authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
 class ServerEventsEndpoint:
     """POST /v1/events; precomputes keys and limits once."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, limit: RateLimit) -> None:
+        """`limit` counts requests per client before the key is checked (no free guesses)."""
         options = pipeline.settings.server_api
+        browser = pipeline.settings.browser
         self._pipeline = pipeline
+        self._limit = limit
+        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
         self._keys = tuple(k.reveal().encode() for k in options.api_keys)
         self._max_body = options.max_body_bytes
         self._max_events = options.max_events
 
     async def handle(self, request: Request) -> Response:
+        if self._limit.enabled:
+            peer = request.client.host if request.client else None
+            await self._limit.admit(self._ips.resolve(peer, request.headers))
         if not self._keys:
             raise Unauthorized("the server API is off: configure an API key")
         if not authorised(request, self._keys):
@@ -97,6 +106,6 @@ class ServerEventsEndpoint:
         return items, indexed
 
 
-def routes(pipeline: Pipeline) -> list[BaseRoute]:
-    endpoint = ServerEventsEndpoint(pipeline)
+def routes(pipeline: Pipeline, limit: RateLimit) -> list[BaseRoute]:
+    endpoint = ServerEventsEndpoint(pipeline, limit)
     return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["POST"])]

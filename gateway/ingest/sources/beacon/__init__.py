@@ -11,15 +11,18 @@ from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.endpoint import BeaconEndpoint
 from gateway.ingest.sources.beacon.snippet import SnippetEndpoint
+from gateway.outbox.guard import BacklogGuard
+from gateway.web.rate_limit import RateLimit
 
 
 class BeaconSource:
     """The browser path's endpoints, built once from the pipeline's settings."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, *, limit: RateLimit, guard: BacklogGuard) -> None:
         settings = pipeline.settings
         self.path = settings.browser.beacon_path
-        self.endpoint = BeaconEndpoint(pipeline, VisitorCookies(settings.cookies))
+        cookies = VisitorCookies(settings.cookies)
+        self.endpoint = BeaconEndpoint(pipeline, cookies, limit=limit, guard=guard)
         self.snippet = SnippetEndpoint(settings)
         self._snippet_path = settings.browser.snippet_path
 

@@ -30,10 +30,13 @@ from gateway.core.errors import (
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
-from gateway.ingest.sources.beacon.enrich import ClientIpResolver, is_bot, is_tag_testing
+from gateway.ingest.sources.beacon.enrich import is_bot, is_tag_testing
 from gateway.ingest.sources.beacon.visitor import Visitor
+from gateway.outbox.guard import BacklogGuard
 from gateway.settings import PixelConfig
+from gateway.web.client_ip import ClientIpResolver
 from gateway.web.errors import ErrorRenderer, GatewayJson, log_unexpected
+from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import parse_json, read_body
 
 log = logging.getLogger(__name__)
@@ -77,10 +80,16 @@ class BeaconEndpoint:
         pipeline: Pipeline,
         cookies: VisitorCookies,
         *,
+        limit: RateLimit,
+        guard: BacklogGuard,
         renderer: ErrorRenderer | None = None,
     ) -> None:
+        """`limit` counts beacons per client; `guard` sheds them while the backlog is past
+        a limit (both are checked before the body is read: refusing must be cheap)."""
         browser = pipeline.settings.browser
         self._pipeline = pipeline
+        self._limit = limit
+        self._guard = guard
         self._renderer = renderer or GatewayJson()
         self._cookies = cookies
         self._cookie_names = (*_COOKIES_READ, cookies.signed_name)
@@ -150,6 +159,10 @@ class BeaconEndpoint:
             return 204, [*cors, *_PREFLIGHT]
         if method != "POST":
             raise MethodNotAllowed("POST a JSON event", headers={"Allow": "POST, OPTIONS"})
+        client = scope.get("client")
+        ip = self._ips.resolve(client[0] if client else None, headers)
+        await self._limit.admit(ip)
+        self._guard.check()
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in _MEDIA_TYPES:
             raise UnsupportedMediaType("send text/plain or application/json")
@@ -164,11 +177,10 @@ class BeaconEndpoint:
         if self._drop_bots and is_bot(user_agent):
             self._pipeline.dropped("bot", len(raw_items))
             return 204, [*cors, *_counts(0, len(raw_items))]
-        client = scope.get("client")
         cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
         visitor = Visitor(
             self._cookies,
-            ip=self._ips.resolve(client[0] if client else None, headers),
+            ip=ip,
             user_agent=user_agent,
             accept_language=headers.get("accept-language"),
             cookies=cookies,
