@@ -197,7 +197,15 @@ def main() -> None:
                 for (delivery, backlog), config in configs.items():
                     if backlog:  # a fresh file holding an outage's worth of events
                         preload(directory / f"outbox-{delivery}-backlog.sqlite3", args.backlog)
-                    serve = ["serve", "--config", str(config), "--port", str(gateway_port)]
+                    serve = [
+                        "serve",
+                        "--config",
+                        str(config),
+                        "--port",
+                        str(gateway_port),
+                        "--metrics-port",
+                        "0",
+                    ]
                     ready = f"http://127.0.0.1:{gateway_port}/readyz"
                     with child(serve, ready, directory / "gw.log"):
                         url = f"http://127.0.0.1:{gateway_port}/b"

@@ -137,7 +137,7 @@ def gateway_delivery_rate(directory: Path, api: str, events: int, concurrency: i
     config = write_config(directory, api, outbox, concurrency)
     started = time.monotonic()
     with child(
-        ["serve", "--config", str(config), "--port", str(port)],
+        ["serve", "--config", str(config), "--port", str(port), "--metrics-port", "0"],
         f"http://127.0.0.1:{port}/readyz",
         directory / "gateway.log",
     ):
@@ -154,7 +154,7 @@ def memory_run(directory: Path, api: str, events: int, concurrency: int) -> dict
     now = int(time.time())
     samples: list[float] = []
     with child(
-        ["serve", "--config", str(config), "--port", str(port)],
+        ["serve", "--config", str(config), "--port", str(port), "--metrics-port", "0"],
         f"http://127.0.0.1:{port}/readyz",
         directory / "gateway.log",
     ) as process:

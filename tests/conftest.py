@@ -55,6 +55,7 @@ def make_settings(fake_api: FakeEventsApi) -> SettingsFactory:
             "api_base": fake_api.url,
             "api_timeout_seconds": 2.0,
             "pixels": [{"id": PIXEL, "access_token": TOKEN}],
+            "metrics": {"port": free_port()},  # tests run side by side: no fixed port
         }
         data.update(toml)
         return parse_settings(data, {})
@@ -121,8 +122,9 @@ def wait_for_http(url: str, *, timeout: float = 15.0) -> httpx.Response:
             time.sleep(0.05)
 
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
-"""Tests own database 15 of the local Redis and empty it around each test."""
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+"""Tests own database 15 of the local Redis and empty it around each test (set
+GATEWAY_TEST_REDIS_URL to give test runs side by side a database each)."""
 
 
 @pytest.fixture
@@ -169,15 +171,19 @@ class GatewayServer:
     ) -> None:
         import uvicorn
 
+        from gateway.web.listeners import listening_sockets
         from gateway.web.server import uvicorn_config
 
         self.app = app
         self.gateway = gateway
         self.port = port or free_port()
-        if gateway is not None:  # exactly as `serve` runs it, on a free loopback port
+        self.metrics_port = gateway.settings.metrics.port if gateway is not None else 0
+        self._sockets: list[socket.socket] | None = None
+        if gateway is not None:  # exactly as `serve` runs it, on free loopback ports
             server = dataclasses.replace(gateway.settings.server, host="127.0.0.1", port=self.port)
             settings = dataclasses.replace(gateway.settings, server=server)
             config = uvicorn_config(self.app, settings)
+            self._sockets = listening_sockets(settings)
         else:
             config = uvicorn.Config(
                 self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
@@ -190,8 +196,13 @@ class GatewayServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        """`/metrics` on the metrics listener (the public port does not serve it)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def _run(self) -> None:
-        self._loop.run_until_complete(self._server.serve())
+        self._loop.run_until_complete(self._server.serve(self._sockets))
 
     def start(self) -> GatewayServer:
         self._thread.start()

@@ -56,18 +56,23 @@ class GatewayProcess:
         self.config = config
         self.log_path = log
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def start(self) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
-                 "--port", str(self.port)],
+                 "--port", str(self.port), "--metrics-port", str(self.metrics_port)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.config.parent,
             )  # fmt: skip
         deadline = time.monotonic() + 20

@@ -184,7 +184,7 @@ def test_bots_are_dropped_and_counted(beacon: Beacon) -> None:
     response = beacon.post(EVENT, **{"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"})
     assert counts(response) == (0, 1)
     beacon.nothing_delivered()
-    metrics = beacon.http.get("/metrics").text
+    metrics = httpx.get(beacon.server.metrics_url).text
     assert 'tiktok_gateway_events_dropped_total{reason="bot"} 1.0' in metrics
 
 
@@ -201,7 +201,7 @@ def test_no_consent_means_nothing_forwarded(make_beacon: Callable[..., Beacon]) 
     beacon.nothing_delivered()
     assert counts(beacon.post({**EVENT, "consent": "granted"})) == (1, 0)
     assert len(beacon.delivered()) == 1
-    assert 'reason="no_consent"} 2.0' in beacon.http.get("/metrics").text
+    assert 'reason="no_consent"} 2.0' in httpx.get(beacon.server.metrics_url).text
 
 
 def test_limited_data_use_from_the_pixel_config(make_beacon: Callable[..., Beacon]) -> None:

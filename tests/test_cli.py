@@ -78,10 +78,11 @@ def test_send_test_rejects_bad_input_clearly(fake_api: FakeEventsApi) -> None:
 
 
 def test_serve_answers_healthz_and_readyz(tmp_path: Path) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {"TIKTOK_PIXEL_ID": PIXEL, "TIKTOK_ACCESS_TOKEN": TOKEN}
+    command = ["serve", "--port", str(port), "--metrics-port", str(metrics_port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        [sys.executable, "-m", "gateway", *command],
         env={**env, "PATH": "/usr/bin:/bin"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -95,6 +96,9 @@ def test_serve_answers_healthz_and_readyz(tmp_path: Path) -> None:
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         missing = httpx.get(f"http://127.0.0.1:{port}/nope")
         assert missing.status_code == 404 and "error" in missing.json()
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert metrics.status_code == 200 and "tiktok_gateway_" in metrics.text
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)

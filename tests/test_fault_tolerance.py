@@ -186,7 +186,7 @@ def _in_flight(outbox_url: str) -> int:
 
 
 def _delivered_metric(gateway: GatewayProcess) -> float:
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+    metrics = httpx.get(gateway.metrics_url).text
     found = re.search(r"^tiktok_gateway_delivery_delivered_total (\S+)$", metrics, re.M)
     assert found, metrics
     return float(found.group(1))

@@ -86,7 +86,7 @@ def test_server_events_count_identifiers_left_out(
     server = serve_gateway(transport=RecordingTransport(), server_api={"api_keys": [API_KEY]})
     event = {**PURCHASE, "event_id": "p-1", "user": {"phone": "not a phone"}}
     assert post(server, [event]).status_code == 202
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(server.metrics_url).text
     assert "tiktok_gateway_identifiers_dropped_total 1.0" in metrics
     assert 'tiktok_gateway_events_received_total{source="server"} 1.0' in metrics
 

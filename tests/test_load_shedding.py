@@ -92,7 +92,7 @@ def test_beacons_are_shed_past_the_backlog_limit_until_delivery_catches_up(
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "shedding"
     assert "max_backlog_mb" in ready.json()["reason"]
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(server.metrics_url).text
     assert "tiktok_gateway_shedding 1.0" in metrics
     assert "tiktok_gateway_beacons_shed_total" in metrics
     # server senders keep going: they retry, and their events are the valuable ones

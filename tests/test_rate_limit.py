@@ -169,7 +169,7 @@ def test_a_flood_from_one_address_is_refused_while_another_is_served(
         assert int(answer.headers["retry-after"]) >= 1
         assert answer.headers["access-control-allow-origin"] == SHOP  # the page can read it
 
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(server.metrics_url).text
     assert f'tiktok_gateway_rate_limited_total{{endpoint="beacon"}} {flood_refused}.0' in metrics
     # what was refused was not stored: exactly the admitted beacons reach TikTok
     admitted = flood_accepted + len(visitor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from gateway.cli.common import Commands, add_config, settings_of
 
@@ -12,6 +13,9 @@ def register(commands: Commands) -> None:
     add_config(serve)
     serve.add_argument("--host", help="interface to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="port of the metrics listener (default: 9464; 0: none)"
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=run)
 
@@ -22,10 +26,16 @@ def run(args: argparse.Namespace) -> int:
     from gateway.core.logs import configure_logging
     from gateway.runtime import Gateway
     from gateway.web.app import create_app
+    from gateway.web.listeners import listening_sockets
     from gateway.web.server import uvicorn_config
 
-    settings = settings_of(args, host=args.host, port=args.port)
+    settings = settings_of(args, host=args.host, port=args.port, metrics_port=args.metrics_port)
     configure_logging(settings.log_level, settings.secrets())
+    try:
+        sockets = listening_sockets(settings)
+    except OSError as exc:
+        print(f"cannot listen: {exc.strerror}", file=sys.stderr)
+        return 2
     app = create_app(Gateway(settings))
-    uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run()
+    uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
     return 0

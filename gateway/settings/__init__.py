@@ -2,7 +2,7 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, outbox, delivery, server API, rate limits, browser, cookies
+sections.py   server, metrics, outbox, delivery, server API, rate limits, browser, cookies
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
 """
@@ -14,6 +14,7 @@ from gateway.settings.sections import (
     BrowserSettings,
     CookieSettings,
     DeliverySettings,
+    MetricsSettings,
     OutboxSettings,
     RateLimitSettings,
     ServerApiSettings,
@@ -25,6 +26,7 @@ __all__ = [
     "BrowserSettings",
     "CookieSettings",
     "DeliverySettings",
+    "MetricsSettings",
     "OutboxSettings",
     "PixelConfig",
     "RateLimitSettings",

@@ -83,7 +83,8 @@ def parse_settings(
 ) -> Settings:
     """Build `Settings` from parsed TOML and an environment, or raise `ConfigError`.
 
-    `overrides` come from the command line: `host` and `port` replace the [server] ones.
+    `overrides` come from the command line: `host` and `port` replace the [server] ones,
+    `metrics_port` the [metrics] one.
     """
     problems: list[str] = []
     settings = read_section(Settings, TableReader(data, "", problems), env, problems)
@@ -97,10 +98,15 @@ def parse_settings(
         )
     if problems:
         raise ConfigError(problems)
-    server = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return dataclasses.replace(
-        settings, pixels=pixels, server=dataclasses.replace(settings.server, **server)
-    )
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    metrics_port = given.pop("metrics_port", settings.metrics.port)
+    server = dataclasses.replace(settings.server, **given)
+    metrics = dataclasses.replace(settings.metrics, port=metrics_port)
+    if metrics.port and metrics.port == server.port:
+        raise ConfigError(
+            [f"metrics.port: {server.port} is the public port; metrics need a port of their own"]
+        )
+    return dataclasses.replace(settings, pixels=pixels, server=server, metrics=metrics)
 
 
 def load_settings(

@@ -20,6 +20,7 @@ from gateway.settings.sections import (
     BrowserSettings,
     CookieSettings,
     DeliverySettings,
+    MetricsSettings,
     OutboxSettings,
     Problems,
     RateLimitSettings,
@@ -121,6 +122,7 @@ class Settings:
     api_base: str = setting(DEFAULT_API_BASE, env="TIKTOK_API_BASE", convert=_api_base)
     api_timeout_seconds: float = setting(10.0, low=0.1, high=120.0)
     server: ServerSettings = setting(default_factory=ServerSettings)
+    metrics: MetricsSettings = setting(default_factory=MetricsSettings)
     default_phone_region: str = setting("US", convert=_region)
     max_event_age_days: int = setting(MAX_EVENT_AGE_DAYS, low=1, high=28)
     max_clock_skew_seconds: int = setting(300, low=0, high=86400)

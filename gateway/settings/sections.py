@@ -1,5 +1,5 @@
-"""The settings sections beyond pixels: server, outbox, delivery, server API, rate limits,
-browser, cookies.
+"""The settings sections beyond pixels: server, metrics, outbox, delivery, server API, rate
+limits, browser, cookies.
 
 Each section is a frozen dataclass whose fields declare their default, bounds, environment
 variable and conversion once (`setting`); `declared.read_section` reads any of them. A
@@ -57,6 +57,18 @@ class ServerSettings:
     keep_alive_seconds: float = setting(5.0, low=0.5, high=300.0)
     max_header_bytes: int = setting(16_384, low=1024, high=1_048_576)
     max_connections: int = setting(2048, low=1, high=100_000)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Where Prometheus scrapes `/metrics`: a listener of its own, on loopback by default,
+    never the public port unless a bearer token is configured (web/listeners.py)."""
+
+    host: str = setting("127.0.0.1", env="GATEWAY_METRICS_HOST")
+    port: int = setting(9464, low=0, high=65535)
+    """0: no metrics listener."""
+    bearer_tokens: tuple[Secret, ...] = setting((), env="GATEWAY_METRICS_TOKEN", min_length=16)
+    """Set: `/metrics` is also served on the public port, to `Authorization: Bearer …`."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,7 @@ __all__ = [
     "BrowserSettings",
     "CookieSettings",
     "DeliverySettings",
+    "MetricsSettings",
     "OutboxSettings",
     "RateLimitSettings",
     "ServerApiSettings",

@@ -21,6 +21,7 @@ from gateway.ingest.sources import beacon, server_api
 from gateway.runtime import Gateway
 from gateway.web import health
 from gateway.web.errors import GatewayJson, log_unexpected
+from gateway.web.listeners import MetricsListenerGate
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -54,7 +55,10 @@ def create_app(gateway: Gateway) -> Starlette:
             *browser.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
-        middleware=[Middleware(beacon.FastPath, path=browser.path, endpoint=browser.endpoint)],
+        middleware=[
+            Middleware(MetricsListenerGate, metrics_port=gateway.settings.metrics.port),
+            Middleware(beacon.FastPath, path=browser.path, endpoint=browser.endpoint),
+        ],
         lifespan=lifespan,
     )
     # `/v1/events/` is a 404 in JSON, not a redirect built from the client's Host header

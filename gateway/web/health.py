@@ -1,8 +1,9 @@
-"""Liveness, readiness and Prometheus metrics: the routes an orchestrator and a scraper call."""
+"""Liveness, readiness and Prometheus metrics: the routes an orchestrator and a scraper call
+(on the public listener and on the metrics listener, `web/listeners.py`)."""
 
 from __future__ import annotations
 
-import ipaddress
+import hmac
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -10,17 +11,16 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.runtime import Gateway
+from gateway.web.listeners import on_metrics_listener
 from gateway.web.metrics import CONTENT_TYPE
-
-_PRIVATE_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
-)
 
 
 class Health:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        metrics = gateway.settings.metrics
+        self._metrics_port = metrics.port
+        self._tokens = tuple(t.reveal().encode() for t in metrics.bearer_tokens)
 
     async def healthz(self, request: Request) -> Response:
         """Liveness: the process answers."""
@@ -50,15 +50,17 @@ class Health:
         return JSONResponse({"status": "ready", "pixels": pixels})
 
     async def metrics(self, request: Request) -> Response:
-        """Prometheus metrics, for scrapers on loopback or a private network only."""
-        peer = request.client.host if request.client else ""
-        try:
-            private = any(ipaddress.ip_address(peer) in n for n in _PRIVATE_NETWORKS)
-        except ValueError:
-            private = False
-        if not private:
-            return JSONResponse({"error": "forbidden", "message": "metrics are internal"}, 403)
+        """Prometheus metrics: on the metrics listener, or to a configured bearer token."""
+        if not (on_metrics_listener(request.scope, self._metrics_port) or self._bearer(request)):
+            return JSONResponse({"error": "not_found", "message": "Not Found"}, 404)
         return Response(self._gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    def _bearer(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not self._tokens or header[:7].lower() != "bearer ":
+            return False
+        given = header[7:].strip().encode()
+        return any([hmac.compare_digest(given, token) for token in self._tokens])
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:
