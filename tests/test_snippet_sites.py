@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
+from gateway.core.event_names import BUILTIN_MAP, EventNameMapper
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.sources.beacon.snippet import STUB
 from tests.conftest import Site, open_page, wait_for_events
@@ -297,3 +298,18 @@ def test_single_page_app_route_changes_set_the_page_and_capture_the_click_id(
     assert purchase["page"]["url"] == f"{site.url}/app/thanks"
     assert purchase["user"]["ttclid"] == "E.C.P.spaclick"  # from the first-party cookie
     assert page_errors(page) == []
+
+
+def test_the_pixel_is_told_the_servers_name_for_every_name(site: Site) -> None:
+    """The snippet resolves names with the map the server rendered into it, in real JS."""
+    page = open_page(site.context, f"{site.url}/app/")
+    inputs = [*BUILTIN_MAP, "Purchase", "PURCHASE", "Add_To_Cart", "CompletePayment", "my_event"]
+    inputs += ["constructor", "toString"]  # names an object literal also answers to
+    ids = page.evaluate("names => names.map(name => ttgw.track(name))", inputs)
+    told: dict[str, list[str]] = {}
+    for call in page.evaluate("window.pixelCalls"):
+        told.setdefault(call["options"]["event_id"], []).append(call["name"])
+    assert site.gateway.gateway is not None
+    server = EventNameMapper(site.gateway.gateway.settings.event_names, strict=False)
+    for name, event_id in zip(inputs, ids, strict=True):
+        assert tuple(told[event_id]) == server.map(name), name
