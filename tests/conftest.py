@@ -1,10 +1,12 @@
-"""Shared fixtures: a real fake Events API on loopback, settings and a delivery helper."""
+"""Shared fixtures: a real fake Events API on loopback, settings, a delivery helper, gateways
+served by uvicorn and a headless Chromium."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from gateway.core.event import Destination, Event
 from gateway.delivery.client import EventsApiClient, Outcome
@@ -249,3 +252,86 @@ def serve_gateway(
     yield start
     for server in servers:
         server.stop()
+
+
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium for one test module: a running Playwright owns an event loop in this thread,
+    which the async tests of later modules could not run beside."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail(
+            "Debian's chromium is needed for the browser tests (./scripts/test installs it)"
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROME_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+class Site:
+    """A shop page server, the gateway it sends to, and a fresh browser context."""
+
+    def __init__(self, server: GatewayServer, gateway: GatewayServer, context: BrowserContext):
+        self.server, self.gateway, self.context = server, gateway, context
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture
+def make_site(
+    browser: Browser, serve_gateway: Callable[..., GatewayServer]
+) -> Iterator[Callable[[Callable[[str], Any]], Site]]:
+    """Serve a site (an app built from the gateway's URL) whose origin the gateway accepts."""
+    made: list[Site] = []
+
+    def make(app: Callable[[str], Any]) -> Site:
+        port = free_port()
+        gateway = serve_gateway(
+            pixels=[{"id": PIXEL, "access_token": TOKEN, "origins": [f"http://127.0.0.1:{port}"]}],
+            cookies={"secrets": ["browser-test-secret-0123456789"], "ttclid_max_age_days": 30},
+        )
+        server = GatewayServer(app(gateway.url), port=port).start()
+        made.append(Site(server, gateway, browser.new_context(user_agent=USER_AGENT)))
+        return made[-1]
+
+    yield make
+    for site in made:
+        site.context.close()
+        site.server.stop()
+
+
+def wait_for_events(fake: FakeEventsApi, count: int, within: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    while len(fake.accepted_events()) < count:
+        assert time.monotonic() < deadline, (
+            f"{len(fake.accepted_events())} of {count} events arrived"
+        )
+        time.sleep(0.05)
+    return fake.accepted_events()
+
+
+def open_page(context: BrowserContext, url: str) -> Page:
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("window.ttgw && !window.ttgw.q")  # the real script replaced the stub
+    return page

@@ -7,13 +7,11 @@ compares it with what reached the fake Events API through the gateway.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -21,21 +19,14 @@ from starlette.routing import Route
 
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.sources.beacon.snippet import STUB
-from tests.conftest import PIXEL, TOKEN, GatewayServer, free_port
-
-CHROME_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/156.0.0.0 Safari/537.36"
+from tests.conftest import (
+    PIXEL,
+    USER_AGENT,
+    Site,
+    open_page,
+    wait_for_events,
 )
+
 TTP = "2F7h37YkS1j57AYSKTI7IHhJPYH"
 TTCLID = "E.C.P.browserclick123"
 EMAIL_HASH = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
@@ -103,69 +94,13 @@ def shop_app(gateway_url: str) -> Starlette:
     )
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.fail(
-            "Debian's chromium is needed for the browser tests (./scripts/test installs it)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROME_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-class Shop:
-    def __init__(self, server: GatewayServer, gateway: GatewayServer, context: BrowserContext):
-        self.server, self.gateway, self.context = server, gateway, context
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-
 @pytest.fixture
-def shop(
-    browser: Browser,
-    serve_gateway: Callable[..., GatewayServer],
-    fake_api: FakeEventsApi,
-) -> Iterator[Shop]:
-    shop_port = free_port()
-    gateway = serve_gateway(
-        pixels=[{"id": PIXEL, "access_token": TOKEN, "origins": [f"http://127.0.0.1:{shop_port}"]}],
-        cookies={"secrets": ["browser-test-secret-0123456789"], "ttclid_max_age_days": 30},
-    )
-    shop_server = GatewayServer(shop_app(gateway.url), port=shop_port).start()
-    context = browser.new_context(user_agent=USER_AGENT)
-    try:
-        yield Shop(shop_server, gateway, context)
-    finally:
-        context.close()
-        shop_server.stop()
-
-
-def wait_for_events(fake: FakeEventsApi, count: int, within: float = 20.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    while len(fake.accepted_events()) < count:
-        assert time.monotonic() < deadline, (
-            f"{len(fake.accepted_events())} of {count} events arrived"
-        )
-        time.sleep(0.05)
-    return fake.accepted_events()
-
-
-def open_page(context: BrowserContext, url: str) -> Page:
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function("window.ttgw && !window.ttgw.q")  # the real script replaced the stub
-    return page
+def shop(make_site: Callable[[Callable[[str], Starlette]], Site]) -> Site:
+    return make_site(shop_app)
 
 
 def test_pixel_and_gateway_share_the_event_and_the_server_enriches_it(
-    shop: Shop, fake_api: FakeEventsApi
+    shop: Site, fake_api: FakeEventsApi
 ) -> None:
     landing = open_page(shop.context, f"{shop.url}/landing?ttclid={TTCLID}&utm_source=tiktok")
     [event] = wait_for_events(fake_api, 1)
@@ -208,7 +143,7 @@ def test_pixel_and_gateway_share_the_event_and_the_server_enriches_it(
 
 
 def test_server_event_arrives_when_the_pixel_is_blocked(
-    shop: Shop, fake_api: FakeEventsApi
+    shop: Site, fake_api: FakeEventsApi
 ) -> None:
     blocked: list[str] = []
 

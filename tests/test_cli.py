@@ -11,8 +11,12 @@ from pathlib import Path
 import httpx
 
 from gateway.fake_api import FakeEventsApi
-from tests.conftest import PIXEL, TOKEN, free_port, run_cli, wait_for_http
+from tests.conftest import PIXEL, TOKEN, free_port, run_cli, wait_for_events, wait_for_http
 
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
 ALICE = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
 
 
@@ -77,9 +81,18 @@ def test_send_test_rejects_bad_input_clearly(fake_api: FakeEventsApi) -> None:
     assert not fake_api.requests
 
 
-def test_serve_answers_healthz_and_readyz(tmp_path: Path) -> None:
+def test_serve_from_environment_variables_alone_serves_a_site(
+    tmp_path: Path, fake_api: FakeEventsApi
+) -> None:
+    """The quick start: health, readiness and a site's beacons, with no config file; metrics
+    on their own listener only."""
     port, metrics_port = free_port(), free_port()
-    env = {"TIKTOK_PIXEL_ID": PIXEL, "TIKTOK_ACCESS_TOKEN": TOKEN}
+    env = {
+        "TIKTOK_PIXEL_ID": PIXEL,
+        "TIKTOK_ACCESS_TOKEN": TOKEN,
+        "TIKTOK_PIXEL_ORIGINS": "https://shop.example,https://www.shop.example",
+        "TIKTOK_API_BASE": fake_api.url,
+    }
     command = ["serve", "--port", str(port), "--metrics-port", str(metrics_port)]
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", *command],
@@ -99,6 +112,15 @@ def test_serve_answers_healthz_and_readyz(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert metrics.status_code == 200 and "tiktok_gateway_" in metrics.text
+        beacon = httpx.post(
+            f"http://127.0.0.1:{port}/b",
+            content=json.dumps({"event": "purchase", "page": {"url": "https://www.shop.example/"}}),
+            headers={"Origin": "https://www.shop.example", "Content-Type": "text/plain",
+                     "User-Agent": CHROME},
+        )  # fmt: skip
+        assert beacon.status_code == 204 and beacon.headers["x-accepted"] == "1"
+        [event] = wait_for_events(fake_api, 1)
+        assert event["event"] == "Purchase"
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)

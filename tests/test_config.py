@@ -33,6 +33,27 @@ def test_api_base_and_test_code_from_the_environment() -> None:
     assert settings.pixels[0].test_event_code == "T9"
 
 
+def test_a_site_needs_no_file_its_origins_come_from_the_environment() -> None:
+    env = {**QUICK_ENV, "TIKTOK_PIXEL_ORIGINS": "https://Shop.example, https://www.shop.example/"}
+    [pixel] = parse_settings({}, env).pixels
+    assert pixel.origins == ("https://shop.example", "https://www.shop.example")
+
+
+def test_environment_origins_are_checked_and_replace_the_files() -> None:
+    bad = {**QUICK_ENV, "TIKTOK_PIXEL_ORIGINS": "https://shop.example,shop.example"}
+    assert problems_of({}, bad) == [
+        "TIKTOK_PIXEL_ORIGINS: 'shop.example' is not an origin like https://shop.example"
+    ]
+    alone = {"TIKTOK_PIXEL_ORIGINS": "https://shop.example"}
+    assert problems_of({}, alone) == ["TIKTOK_PIXEL_ID: not set, but TIKTOK_PIXEL_ORIGINS is"]
+    file_pixel = {"id": "CQUICK001", "access_token": "t", "origins": ["https://old.example"]}
+    env = {"TIKTOK_PIXEL_ID": "CQUICK001", "TIKTOK_PIXEL_ORIGINS": "https://new.example"}
+    [pixel] = parse_settings({"pixels": [file_pixel]}, env).pixels
+    assert pixel.origins == ("https://new.example",)
+    [kept] = parse_settings({"pixels": [file_pixel]}, QUICK_ENV).pixels
+    assert kept.origins == ("https://old.example",)
+
+
 def test_file_form_with_several_pixels_and_secret_references(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("tok-from-file\n")

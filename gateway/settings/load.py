@@ -19,20 +19,37 @@ from typing import Any
 from gateway.core.errors import ConfigError
 from gateway.core.secret import Secret
 from gateway.settings.declared import read_section
-from gateway.settings.model import PIXEL_ID, PixelConfig, Settings
+from gateway.settings.model import PIXEL_ID, PixelConfig, Settings, site_origin
 from gateway.settings.reader import TableReader
+
+
+def _env_origins(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...] | None:
+    """TIKTOK_PIXEL_ORIGINS: the sites allowed to send beacons, comma-separated."""
+    raw = env.get("TIKTOK_PIXEL_ORIGINS", "").strip()
+    if not raw:
+        return None
+    origins = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            origins.append(site_origin(part))
+        except ValueError as exc:
+            problems.append(f"TIKTOK_PIXEL_ORIGINS: {exc}")
+    return tuple(origins)
 
 
 def _apply_env_pixel(
     pixels: tuple[PixelConfig, ...], env: Mapping[str, str], problems: list[str]
 ) -> tuple[PixelConfig, ...]:
-    """The one-pixel quick start: TIKTOK_PIXEL_ID + TIKTOK_ACCESS_TOKEN add or override a pixel."""
+    """The one-pixel quick start: TIKTOK_PIXEL_ID + TIKTOK_ACCESS_TOKEN add or override a pixel,
+    and TIKTOK_PIXEL_ORIGINS lets a site send it beacons without a config file."""
     pixel_id = env.get("TIKTOK_PIXEL_ID", "").strip()
     token = env.get("TIKTOK_ACCESS_TOKEN", "").strip()
     test_code = env.get("TIKTOK_TEST_EVENT_CODE", "").strip() or None
+    origins = _env_origins(env, problems)
     if not pixel_id:
-        if token:
-            problems.append("TIKTOK_PIXEL_ID: not set, but TIKTOK_ACCESS_TOKEN is")
+        for name, given in (("TIKTOK_ACCESS_TOKEN", token), ("TIKTOK_PIXEL_ORIGINS", origins)):
+            if given:
+                problems.append(f"TIKTOK_PIXEL_ID: not set, but {name} is")
         return pixels
     if not PIXEL_ID.fullmatch(pixel_id):
         problems.append(f"TIKTOK_PIXEL_ID: {pixel_id!r} is not a pixel code")
@@ -47,10 +64,14 @@ def _apply_env_pixel(
             existing,
             access_token=secret or existing.access_token,
             test_event_code=test_code or existing.test_event_code,
+            origins=existing.origins if origins is None else origins,
         )
         return tuple(updated if p is existing else p for p in pixels)
     assert secret is not None
-    return (*pixels, PixelConfig(id=pixel_id, access_token=secret, test_event_code=test_code))
+    pixel = PixelConfig(
+        id=pixel_id, access_token=secret, test_event_code=test_code, origins=origins or ()
+    )
+    return (*pixels, pixel)
 
 
 def _dangerous(settings: Settings) -> list[str]:

@@ -42,7 +42,8 @@ def _pixel_id(pixel_id: str) -> str:
     return pixel_id
 
 
-def _origin(origin: str) -> str:
+def site_origin(origin: str) -> str:
+    """An origin as the browser sends it (lowercase, no path), or ValueError."""
     normal = origin.strip().lower().rstrip("/")
     if not _ORIGIN.fullmatch(normal):
         raise ValueError(f"{origin!r} is not an origin like https://shop.example")
@@ -58,7 +59,7 @@ class PixelConfig:
     event_source: str = setting("web", convert=choice(*EVENT_SOURCES, normalise=str.lower))
     test_event_code: str | None = setting(None, convert=lambda code: code.strip() or None)
     limited_data_use: bool = setting(False)
-    origins: tuple[str, ...] = setting((), each=_origin)
+    origins: tuple[str, ...] = setting((), each=site_origin)
     require_consent: bool = setting(False)
     """Browser events are forwarded only when the visitor granted consent."""
 
