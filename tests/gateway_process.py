@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -52,11 +53,22 @@ access_token = "{TOKEN}"
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, log: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        port: int | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`args` go after `serve`'s own; `env` adds to a copy without TIKTOK_/GATEWAY_ ones."""
         self.config = config
         self.log_path = log
         self.port = port or free_port()
         self.metrics_port = free_port()
+        self.args = args
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,10 +81,11 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
-                 "--port", str(self.port), "--metrics-port", str(self.metrics_port)],
+                 "--port", str(self.port), "--metrics-port", str(self.metrics_port), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.config.parent,
             )  # fmt: skip
         deadline = time.monotonic() + 20
@@ -129,10 +142,19 @@ class Sender(threading.Thread):
     """Posts events with unique ids to a gateway until stopped; remembers which got a 2xx."""
 
     def __init__(
-        self, gateway: GatewayProcess, *, per_request: int = 20, prefix: str = "k"
+        self,
+        gateway: GatewayProcess | Any,
+        *,
+        per_request: int = 20,
+        prefix: str = "k",
+        verify: ssl.SSLContext | bool = True,
+        api_key: str = API_KEY,
     ) -> None:
+        """`gateway`: anything with a `url` (a gateway, or a proxy in front of several)."""
         super().__init__(daemon=True)
         self.gateway = gateway
+        self.verify = verify
+        self.api_key = api_key
         self.per_request = per_request
         self.prefix = prefix
         self.sent: list[str] = []
@@ -142,7 +164,8 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         number = 0
-        with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        with httpx.Client(timeout=5, headers=headers, verify=self.verify) as client:
             while not self._stop_event.is_set():
                 ids = [f"{self.prefix}-{number + i}" for i in range(self.per_request)]
                 number += self.per_request

@@ -54,6 +54,15 @@ def test_environment_origins_are_checked_and_replace_the_files() -> None:
     assert kept.origins == ("https://old.example",)
 
 
+def test_a_key_in_the_file_that_the_environment_overrides_is_still_a_known_key() -> None:
+    """The image sets GATEWAY_METRICS_HOST; a mounted file saying [metrics] host must load."""
+    data = {"metrics": {"host": "127.0.0.1"}, "log_format": "text"}
+    env = {**QUICK_ENV, "GATEWAY_METRICS_HOST": "0.0.0.0", "GATEWAY_LOG_FORMAT": "JSON"}
+    settings = parse_settings(data, env)
+    assert (settings.metrics.host, settings.log_format) == ("0.0.0.0", "json")
+    assert parse_settings(data, QUICK_ENV).log_format == "text"
+
+
 def test_file_form_with_several_pixels_and_secret_references(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("tok-from-file\n")

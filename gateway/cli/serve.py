@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.web.server import uvicorn_config
 
     settings = settings_of(args, host=args.host, port=args.port, metrics_port=args.metrics_port)
-    configure_logging(settings.log_level, settings.secrets())
+    configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
         sockets = listening_sockets(settings)
     except OSError as exc:

@@ -255,7 +255,10 @@ class Dispatcher:
             await self._outbox.ack(ids)
             self.stats.delivered += len(ids)
             if outcome.code != 0:
-                log.warning("pixel %s: TikTok code %s: %s", pixel, outcome.code, outcome.message)
+                log.warning(
+                    "pixel %s: TikTok code %s: %s", pixel, outcome.code, outcome.message,
+                    extra=_fields(pixel, len(ids), outcome.code),
+                )  # fmt: skip
         elif outcome.kind is OutcomeKind.RETRY:
             self._breaker.failure()
             attempts = 1 + max(c.attempts for c in batch)
@@ -267,6 +270,7 @@ class Dispatcher:
             log.warning(
                 "pixel %s: %d event(s) will be retried in %.1fs (attempt %d): %s",
                 pixel, len(ids), delay, attempts, reason,
+                extra=_fields(pixel, len(ids), outcome.code, attempt=attempts),
             )  # fmt: skip
         else:
             self._breaker.success()  # TikTok answered: the upstream itself is fine
@@ -276,6 +280,7 @@ class Dispatcher:
                     "pixel %s: the access token was refused (code %s): fix the token, then "
                     "run 'tiktok-gateway replay --pixel %s'",
                     pixel, outcome.code, pixel,
+                    extra=_fields(pixel, len(ids), outcome.code),
                 )  # fmt: skip
             return
         kind = DELIVERED if outcome.kind is OutcomeKind.DELIVERED else RETRY
@@ -303,6 +308,7 @@ class Dispatcher:
         log.error(
             "pixel %s: %d event(s) dead-lettered: %s",
             destination.event_source_id, len(batch), reason,
+            extra=_fields(destination.event_source_id, len(batch), code),
         )  # fmt: skip
         self._tell(DEAD_LETTERED, destination, batch, request, code=code, message=reason)
 
@@ -335,3 +341,8 @@ def _reason(outcome: Outcome) -> str:
     if outcome.http_status is not None:
         return f"HTTP {outcome.http_status}: {outcome.message}"
     return outcome.message
+
+
+def _fields(pixel: str, events: int, code: int | None, **more: Any) -> dict[str, Any]:
+    """Structured fields of a delivery log line (keys of the JSON log object)."""
+    return {"pixel": pixel, "event_count": events, "tiktok_code": code, **more}

@@ -133,7 +133,8 @@ def _read_field(
         value = table.number(key, default, meta["low"], meta["high"])
     else:  # a string, or an optional one
         from_env = env.get(meta["env"], "").strip() if meta.get("env") else ""
-        value = from_env or table.string(key)
+        in_file = table.string(key)  # read even when the environment wins: a known key
+        value = from_env or in_file
         if value is None:
             return default
     return _converted(meta.get("convert"), value, default, table, key)

@@ -134,6 +134,12 @@ class Settings:
     log_level: str = setting(
         "info", convert=choice("debug", "info", "warning", "error", normalise=str.lower)
     )
+    log_format: str = setting(
+        "auto",
+        env="GATEWAY_LOG_FORMAT",
+        convert=choice("auto", "text", "json", normalise=str.lower),
+    )
+    """text, json (one object per line), or auto: text on a terminal, json elsewhere."""
     outbox: OutboxSettings = setting(default_factory=OutboxSettings)
     delivery: DeliverySettings = setting(default_factory=DeliverySettings)
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
