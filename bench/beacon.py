@@ -88,6 +88,8 @@ url = "sqlite:///{directory}/outbox-{name}.sqlite3"
 separate_process = {"true" if delivery == "process" else "false"}
 [cookies]
 secrets = ["{SECRET}"]
+[rate_limit]
+beacon_per_second = 1000000     # counted, as in production, but never refusing wrk
 [[pixels]]
 id = "{PIXEL}"
 access_token = "{TOKEN}"
