@@ -48,6 +48,12 @@ class Observed:
     ttp: str | None = None
     ttclid: str | None = None
     locale: str | None = None
+    ip_from: str = ""
+    """Where each value came from, for the console: "socket" or "proxy header" …"""
+    ttclid_from: str = ""
+    """… "url", "referrer", "event", "cookie" or "signed cookie" …"""
+    ttp_from: str = ""
+    """… "cookie", "event" or "generated". Constants: recording them costs the beacon nothing."""
 
 
 @dataclass(slots=True)

@@ -160,7 +160,8 @@ class BeaconEndpoint:
         if method != "POST":
             raise MethodNotAllowed("POST a JSON event", headers={"Allow": "POST, OPTIONS"})
         client = scope.get("client")
-        ip = self._ips.resolve(client[0] if client else None, headers)
+        peer = client[0] if client else None
+        ip = self._ips.resolve(peer, headers)
         await self._limit.admit(ip)
         self._guard.check()
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -186,6 +187,7 @@ class BeaconEndpoint:
             cookies=cookies,
             generate_ttp=self._generate_ttp,
             now=self._pipeline.now(),
+            ip_from="socket" if ip == peer else "proxy header",
         )
         indexed = "" if isinstance(body, list) else None
         items: list[Item] = []
