@@ -18,6 +18,7 @@ from gateway.settings.declared import choice, read_section, redacted, secret_val
 from gateway.settings.reader import TableReader
 from gateway.settings.sections import (
     BrowserSettings,
+    ConsoleSettings,
     CookieSettings,
     DeliverySettings,
     MetricsSettings,
@@ -139,6 +140,7 @@ class Settings:
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
+    console: ConsoleSettings = setting(default_factory=ConsoleSettings)
 
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:
