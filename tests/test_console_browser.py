@@ -91,6 +91,8 @@ def test_console_shows_a_purchase_and_replays_a_dead_letter(
     shop = context.new_page()
     shop.goto(f"{gateway.url}/shop")
     shop.wait_for_function("window.ttgw && !window.ttgw.q")
+    shop.click("#view")
+    shop.click("#cart")
     shop.click("#buy")
 
     purchase = console.locator("#events tbody tr.state-delivered", has_text="Purchase")
@@ -99,6 +101,7 @@ def test_console_shows_a_purchase_and_replays_a_dead_letter(
     assert "email" in row and "ip_user_agent (socket)" in row
     assert "3/10" in row  # email 2 + IP and user agent 1
     assert "code 0" in row and "OK" in row
+    expect(console.locator("#events tbody tr.state-delivered")).to_have_count(3)
     screenshot(console, "console-live")
 
     purchase.click()
