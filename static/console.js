@@ -182,6 +182,8 @@
           card.appendChild(el("p", "delivered (recent) " + p.delivered + " · waiting " +
             p.pending + " · retrying " + p.retrying + " · dead " + p.dead +
             " · average score " + (p.average_score === null ? "–" : p.average_score + "/10")));
+          card.appendChild(el("p", "Recovered conversions (pixel blocked or absent): " +
+            p.recovered, "recovered"));
           var chart = el("div", null, "chart");
           var top = Math.max.apply(null, p.per_minute.concat([1]));
           p.per_minute.forEach(function (n, i) {

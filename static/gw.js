@@ -9,6 +9,11 @@
   var safe = /^https:/.test(new URL(url, location.href).protocol) ||
     /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(host);
   var queued = (w.ttgw && w.ttgw.q) || [], who = {}, consent = null, pixel = null;
+  // the pixel's script failed to load (seen by the stub, or here): its own copy is lost
+  var blocked = !!(w.ttgw && w.ttgw.px);
+  w.addEventListener("error", function (e) {
+    if (/analytics\.tiktok\.com/.test((e.target && e.target.src) || "")) blocked = true;
+  }, true);
 
   function uuid() {
     var c = w.crypto;
@@ -45,6 +50,7 @@
         page: { url: location.href, referrer: d.referrer }, user: u };
       if (consent) body.consent = consent;
       if (pixel) body.pixel_id = pixel;
+      body.pixel_copy = blocked ? "blocked" : ttq && typeof ttq.track === "function" ? "loaded" : "absent";
       send(body);
       return id;
     },

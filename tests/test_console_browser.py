@@ -7,6 +7,7 @@ Screenshots of the console are saved under tests/artifacts/ (ignored by git).
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,9 +15,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from gateway.cli.demo import shop_routes
 from gateway.fake_api import FakeEventsApi, Fault
+from gateway.ingest.sources.beacon.snippet import STUB
 from gateway.runtime import Gateway
 from gateway.web.app import create_app
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, GatewayServer, SettingsFactory, free_port
@@ -58,12 +63,35 @@ def gateway(make_settings: SettingsFactory, tmp_path: Path) -> Iterator[GatewayS
     )
     served = Gateway(settings)
     app = create_app(served)
-    app.router.routes.extend(shop_routes())
+    app.router.routes.extend([*shop_routes(), Route("/pixel-test", pixel_page)])
     server = GatewayServer(app, port=port, gateway=served).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+PIXEL_PAGE = f"""<!doctype html><html><head><meta charset="utf-8"><script>
+window.pixelSettled = !/pixel=1/.test(location.search);
+if (!window.pixelSettled) {{  // as TikTok's base code: a queue, then its script, async
+  var ttq = window.ttq = [];
+  ttq.track = function () {{ ttq.push(["track"].concat([].slice.call(arguments))); }};
+  var s = document.createElement("script");
+  s.async = true;
+  s.src = "https://analytics.tiktok.com/i18n/pixel/events.js?sdkid={PIXEL}&lib=ttq";
+  s.onload = s.onerror = function () {{ window.pixelSettled = true; }};
+  document.head.appendChild(s);
+}}
+</script>
+{STUB}
+<script async src="/gw.js"></script></head><body><button id="buy">buy</button><script>
+document.getElementById("buy").onclick = function () {{
+  ttgw.track("Purchase", {{value: 5, currency: "EUR"}}); }};
+</script></body></html>"""
+
+
+async def pixel_page(request: StarletteRequest) -> HTMLResponse:
+    return HTMLResponse(PIXEL_PAGE)
 
 
 def screenshot(page: Page, name: str) -> None:
@@ -146,3 +174,47 @@ def test_console_shows_a_purchase_and_replays_a_dead_letter(
     assert TOKEN not in html and SHOP_EMAIL not in html
     assert hosts == {f"127.0.0.1:{gateway.port}"}, hosts
     context.close()
+
+
+def test_the_snippet_says_whether_the_pixel_took_its_copy(
+    browser: Browser, gateway: GatewayServer, fake_api: FakeEventsApi
+) -> None:
+    """Loaded (a stand-in pixel script), blocked (its host refused), absent (no pixel): each
+    beacon says which, and /metrics and the console's overview count them."""
+    stand_in = "window.pixelStandIn = true;"
+    cases = (
+        ("loaded", lambda route: route.fulfill(body=stand_in, content_type="text/javascript")),
+        ("blocked", lambda route: route.abort()),
+        ("absent", None),
+    )
+    for number, (state, handler) in enumerate(cases, start=1):
+        context = browser.new_context(user_agent=USER_AGENT)
+        if handler is not None:
+            context.route("**/analytics.tiktok.com/**", handler)
+        page = context.new_page()
+        page.goto(f"{gateway.url}/pixel-test" + ("?pixel=1" if handler else ""))
+        page.wait_for_function("window.pixelSettled && window.ttgw && !window.ttgw.q")
+        if state == "loaded":
+            assert page.evaluate("window.pixelStandIn") is True
+        page.click("#buy")
+        expect_delivered(fake_api, number)
+        context.close()
+
+    metrics = httpx.get(gateway.metrics_url).text
+    for state in ("loaded", "blocked", "absent"):
+        line = (
+            "tiktok_gateway_browser_events_by_pixel_copy_total"
+            f'{{event="Purchase",pixel="{PIXEL}",pixel_copy="{state}"}} 1.0'
+        )
+        assert line in metrics, (state, metrics)
+    with httpx.Client(base_url=gateway.url) as client:
+        assert client.post("/console/login", data={"password": PASSWORD}).status_code == 303
+        overview = client.get("/console/overview").json()
+    assert overview["pixels"][PIXEL]["recovered"] == 2
+
+
+def expect_delivered(fake: FakeEventsApi, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(fake.accepted_events()) < count:
+        assert time.monotonic() < deadline, f"{len(fake.accepted_events())} of {count} arrived"
+        time.sleep(0.02)
