@@ -1,15 +1,20 @@
 """Live events for the console, as Server-Sent Events, at no cost while nobody watches.
 
 Only while at least one console page is streaming does `RecentEvents` keep each accepted
-event and call our listeners; the first watcher turns both on and the last one turns them
+event and call our listener; the first watcher turns both on and the last one turns them
 off, so the beacon path costs exactly what it did without a console the rest of the time.
-A listener only appends the trace to each watcher's bounded queue (a slow page loses rows,
-never slows a beacon); the stream task turns traces into JSON off the beacon's path.
+
+While a page watches, the listener only appends the trace to each watcher's bounded deque.
+The stream wakes at most every `_TICK` seconds, keeps the latest state of each event and at
+most `_PER_TICK` of them, and only then builds their JSON: a flood of beacons costs the
+serving loop an append per event, not a serialisation per event and step (a person cannot
+read more rows than that anyway; the newest are the ones shown).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,53 +25,71 @@ from gateway.web.console.view import row
 
 _QUEUE = 2000
 _BACKLOG = 200
+_TICK = 0.25
+_PER_TICK = 100
 _HEARTBEAT_SECONDS = 15.0
+
+
+class _Watch:
+    """One page's stream: what happened since it last sent, and a flag that something did."""
+
+    def __init__(self) -> None:
+        self.traces: collections.deque[EventTrace] = collections.deque(maxlen=_QUEUE)
+        self.ready = asyncio.Event()
 
 
 class Watchers:
     def __init__(self, recent: RecentEvents) -> None:
         self._recent = recent
-        self._queues: set[asyncio.Queue[EventTrace]] = set()
+        self._watches: set[_Watch] = set()
 
     @property
     def count(self) -> int:
-        return len(self._queues)
+        return len(self._watches)
 
     def _tell(self, trace: EventTrace) -> None:
-        for queue in self._queues:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(trace)
+        for watch in self._watches:
+            watch.traces.append(trace)
+            watch.ready.set()
 
     @contextlib.contextmanager
-    def _watching(self) -> Iterator[asyncio.Queue[EventTrace]]:
-        queue: asyncio.Queue[EventTrace] = asyncio.Queue(_QUEUE)
-        if not self._queues:
+    def _watching(self) -> Iterator[_Watch]:
+        watch = _Watch()
+        if not self._watches:
             self._recent.keep_events = True
             self._recent.on_accept(self._tell)
             self._recent.on_settle(self._tell)
-        self._queues.add(queue)
+        self._watches.add(watch)
         try:
-            yield queue
+            yield watch
         finally:
-            self._queues.discard(queue)
-            if not self._queues:
+            self._watches.discard(watch)
+            if not self._watches:
                 self._recent.remove(self._tell)
                 self._recent.keep_events = False
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """The latest events (oldest first), then each new event or step as it happens."""
-        with self._watching() as queue:
+        """The latest events (oldest first), then what changes, a tick at a time."""
+        with self._watching() as watch:
             yield b": watching\n\n"  # from here on, nothing accepted is missed
             for trace in reversed(self._recent.latest(_BACKLOG)):
                 yield _message(trace)
             while True:
                 try:
                     async with asyncio.timeout(_HEARTBEAT_SECONDS):
-                        trace = await queue.get()
+                        await watch.ready.wait()
                 except TimeoutError:
                     yield b": still here\n\n"  # finds a page that went away
                     continue
-                yield _message(trace)
+                await asyncio.sleep(_TICK)  # what follows within a tick goes in one write
+                watch.ready.clear()
+                latest: dict[tuple[str, str, str], EventTrace] = {}
+                for trace in watch.traces:
+                    key = (trace.pixel, trace.event, trace.event_id)
+                    latest.pop(key, None)  # its newest state, in the order it last changed
+                    latest[key] = trace
+                watch.traces.clear()
+                yield b"".join(_message(t) for t in list(latest.values())[-_PER_TICK:])
 
 
 def _message(trace: EventTrace) -> bytes:
