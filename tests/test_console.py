@@ -220,6 +220,7 @@ def test_send_test_form_shows_the_body_the_answer_and_the_score(
     result = answer.json()
     assert result["answer"]["code"] == 0
     assert result["score"] == 2
+    assert result["request"]["data"][0]["user"]["email"] == ["848a771458…"]  # shortened
     assert RAW_EMAIL not in answer.text and TOKEN not in answer.text
     assert fake_api.accepted_events()[-1]["event"] == "Purchase"
 

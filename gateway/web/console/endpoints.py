@@ -26,7 +26,7 @@ from gateway.web.client_ip import ClientIpResolver
 from gateway.web.console.auth import ConsoleAuth
 from gateway.web.console.live import Watchers
 from gateway.web.console.pages import HEADERS, app_page, login_page
-from gateway.web.console.view import detail, short
+from gateway.web.console.view import detail, short, shown_user
 
 _ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 _MAX_FORM = 4096
@@ -242,9 +242,13 @@ class Console:
             message = f"{exc.field}: {exc.message}" if isinstance(exc, EventError) else str(exc)
             return _json({"error": "invalid", "message": message}, 400)
         user = result.body["data"][0].get("user", {})
+        shown = {**result.body, "data": [dict(e) for e in result.body["data"]]}
+        for element in shown["data"]:
+            if "user" in element:
+                element["user"] = shown_user(element["user"])
         return _json(
             {
-                "request": result.body,
+                "request": shown,
                 "score": score(user),
                 "answer": {
                     "code": result.outcome.code,
