@@ -256,3 +256,14 @@ def test_rows_say_where_server_side_values_came_from(
     assert rows[-1]["from"] == {"ip": "proxy header", "ttclid": "url", "ttp": "cookie"}
     assert rows[-1]["keys"] == ["ttclid", "ttp", "ip_user_agent"]
     assert rows[-1]["score"] == 5
+
+
+def test_a_console_path_over_the_beacon_is_a_configuration_error() -> None:
+    from gateway.core.errors import ConfigError
+    from gateway.settings import parse_settings
+
+    pixel = {"id": PIXEL, "access_token": TOKEN}
+    console = {"admin_password": PASSWORD, "path": "/b"}
+    with pytest.raises(ConfigError, match="console: path /b would hide"):
+        parse_settings({"pixels": [pixel], "console": console}, {})
+    parse_settings({"pixels": [pixel], "console": {**console, "path": "/ops"}}, {})

@@ -142,6 +142,12 @@ class Settings:
     cookies: CookieSettings = setting(default_factory=CookieSettings)
     console: ConsoleSettings = setting(default_factory=ConsoleSettings)
 
+    def problems(self) -> Problems:
+        taken = (self.browser.snippet_path, self.browser.beacon_path, "/v1/events")
+        path = self.console.path
+        if self.console.enabled and any(p == path or p.startswith(path + "/") for p in taken):
+            yield "console", f"path {path} would hide the snippet, the beacon or the server API"
+
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:
             if pixel.id == pixel_id:
