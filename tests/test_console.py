@@ -267,3 +267,16 @@ def test_a_console_path_over_the_beacon_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="console: path /b would hide"):
         parse_settings({"pixels": [pixel], "console": console}, {})
     parse_settings({"pixels": [pixel], "console": {**console, "path": "/ops"}}, {})
+
+
+def test_behind_a_trusted_proxy_each_visitor_has_its_own_login_budget(
+    make_console: Callable[..., httpx.Client],
+) -> None:
+    client = make_console(browser={"trusted_proxies": ["127.0.0.0/8"]})
+
+    def attempt(visitor: str) -> int:
+        headers = {"X-Forwarded-For": visitor}
+        return client.post("/console/login", data={"password": "x"}, headers=headers).status_code
+
+    assert [attempt("203.0.113.1") for _ in range(6)] == [401] * 5 + [429]
+    assert attempt("203.0.113.2") == 401  # another visitor, not the proxy's shared budget

@@ -77,8 +77,10 @@ class Console:
 
     async def login(self, request: Request) -> Response:
         client = request.client
-        try:  # every attempt counts: a guesser is slowed before the password is compared
-            await self._login_limit.admit(self._ips.resolve(client.host if client else None, {}))
+        # every attempt counts, per client IP (behind a trusted proxy, the visitor's)
+        try:
+            ip = self._ips.resolve(client.host if client else None, request.headers)
+            await self._login_limit.admit(ip)
         except TooManyRequests as exc:
             refused = login_page(self.path, error="Too many attempts; wait.", status=429)
             refused.headers["Retry-After"] = str(max(1, int(exc.retry_after_seconds)))
