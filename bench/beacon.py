@@ -13,7 +13,9 @@ previous beacon set; the steady state of a site) and a first visit (no gateway c
 the answer signs and sets cookies). The gateway runs as `serve` does, delivering from its
 own process; the returning visitor is also measured with delivery inline (in the serving
 process) for comparison. With `--backlog N`, the returning visitor is measured once more in
-both designs while N stored events drain (as after an outage). Each round runs (a) then (b)
+both designs while N stored events drain (as after an outage). With `--console`, the
+returning visitor is measured once more with the live console open and streaming every
+event (a client logged in and reading `/console/stream`). Each round runs (a) then (b)
 with wrk; the best round of each is compared. Figures are printed.
 """
 
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -76,9 +81,16 @@ def visitor_cookies() -> dict[str, str]:
     return {"returning": f"{base}; _ttgw={jar.signed_value(record)}", "first visit": base}
 
 
-def write_config(directory: Path, api: str, delivery: str, backlog: bool) -> Path:
+CONSOLE_PASSWORD = "bench-console-password"
+
+
+def write_config(
+    directory: Path, api: str, delivery: str, backlog: bool, console: bool = False
+) -> Path:
     name = f"{delivery}-backlog" if backlog else delivery
+    name += "-console" if console else ""
     path = directory / f"gateway-{name}.toml"
+    console_table = f'[console]\nadmin_password = "{CONSOLE_PASSWORD}"\n' if console else ""
     path.write_text(
         f"""
 api_base = "{api}"
@@ -95,6 +107,7 @@ id = "{PIXEL}"
 access_token = "{TOKEN}"
 origins = ["{ORIGIN}"]
 """
+        + console_table
     )
     return path
 
@@ -144,6 +157,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
+        "--console", action="store_true",
+        help="also measure the returning visitor with the console open and streaming",
+    )  # fmt: skip
+    parser.add_argument(
         "--backlog", type=int, default=0, metavar="N",
         help="also measure while N stored events drain (as after an outage), both designs",
     )  # fmt: skip
@@ -166,6 +183,10 @@ def main() -> None:
             for delivery in ("process", "inline")
             for backlog in ((False, True) if args.backlog else (False,))
         }
+        if args.console:
+            configs[("console", False)] = write_config(
+                directory, api, "process", False, console=True
+            )
         bare_cmd = [
             sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
             "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
@@ -209,9 +230,17 @@ def main() -> None:
                         "0",
                     ]
                     ready = f"http://127.0.0.1:{gateway_port}/readyz"
-                    with child(serve, ready, directory / "gw.log"):
+                    with (
+                        child(serve, ready, directory / "gw.log"),
+                        watching(f"http://127.0.0.1:{gateway_port}", delivery == "console"),
+                    ):
                         url = f"http://127.0.0.1:{gateway_port}/b"
                         for visitor, script in scripts.items():
+                            if delivery == "console":
+                                if visitor == "returning":
+                                    result = run_wrk(url, script, args.seconds, args.connections)
+                                    keep("returning, console", result)
+                                continue
                             if visitor == "returning" or (delivery, backlog) == ("process", False):
                                 result = run_wrk(url, script, args.seconds, args.connections)
                                 name = f"{visitor}, {delivery}" + (", backlog" if backlog else "")
@@ -222,6 +251,8 @@ def main() -> None:
             "first visit, process": "gateway, first visit",
             "returning, inline": "gateway, returning, inline delivery",
         }
+        if args.console:
+            labels["returning, console"] = "  … with the console streaming"
         if args.backlog:
             labels["returning, process, backlog"] = "  … while a backlog drains"
             labels["returning, inline, backlog"] = "  … inline, while a backlog drains"
@@ -234,6 +265,37 @@ def main() -> None:
         for name, label in labels.items():
             if name != "bare":
                 print(f"{label} / bare Starlette: {best[name]['rate'] / best['bare']['rate']:.0%}")
+
+
+@contextlib.contextmanager
+def watching(base: str, on: bool) -> Iterator[None]:
+    """A console page's stream, read in a thread for as long as the block runs."""
+    if not on:
+        yield
+        return
+    import httpx
+
+    rows = [0]
+    client = httpx.Client(base_url=base, timeout=None)
+    assert client.post("/console/login", data={"password": CONSOLE_PASSWORD}).status_code == 303
+    opened = threading.Event()
+
+    def read() -> None:
+        with contextlib.suppress(httpx.HTTPError), client.stream("GET", "/console/stream") as s:
+            for line in s.iter_lines():
+                if line == ": watching":
+                    opened.set()
+                elif line.startswith("data: "):
+                    rows[0] += 1
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    opened.wait(10)
+    try:
+        yield
+    finally:
+        client.close()
+        print(f"(the console stream delivered {rows[0]:,} rows)")
 
 
 def _wait(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -27,6 +27,8 @@ from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.web.metrics import Metrics
 from gateway.web.rate_limit import RateLimits
+from gateway.web.recovered import PixelCopies
+from gateway.web.score_histogram import ScoreHistogram
 
 log = logging.getLogger(__name__)
 RECENT_EVENTS = 1000
@@ -85,6 +87,10 @@ class Gateway:
         )
         """Per-client rate limits of the endpoints strangers reach."""
         self.pipeline.on_accept(self.recent.accepted)
+        self.pipeline.on_accept(ScoreHistogram(self.metrics.registry).accepted)
+        self.pixel_copies = PixelCopies(self.metrics.registry)
+        """Recovered conversions: browser events whose pixel copy was blocked or absent."""
+        self.pipeline.on_accept(self.pixel_copies.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
         self._started = False

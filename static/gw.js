@@ -25,6 +25,9 @@
   var queued = (w.ttgw && w.ttgw.q) || [], who = {}, sent = {}, consent, pixel;
   var page = location.href, ref = d.referrer, click = clickOf(page);
   var layer = [], layerOn = 0, modes = {}, limited = 0, field = null;
+  // the pixel's script failed to load (seen by the stub, or here): its own copy is lost
+  var blocked = w.ttgw && w.ttgw.px;
+  w.addEventListener("error", function (e) { if (/analytics\.tiktok\.com/.test(e.target.src)) blocked = 1; }, !0);
 
   // every entry point from the site's code: whatever goes wrong here stays here
   function quiet(f) {
@@ -53,8 +56,8 @@
       if (navigator.sendBeacon(url, new Blob([data], { type: "text/plain" }))) return;
     } catch (e) {}
     try {
-      fetch(url, { method: "POST", body: data, keepalive: true, credentials: "include",
-        headers: { "Content-Type": "text/plain" } });
+      // a string body is sent as text/plain: no CORS preflight, as with sendBeacon
+      fetch(url, { method: "POST", body: data, keepalive: true, credentials: "include" });
     } catch (e) {}
   }
 
@@ -65,7 +68,7 @@
     // a conversion the site sends twice (dataLayer and ttgw.track, say) goes once per page
     var key = params.order_id && list[0] + "|" + params.order_id;
     if (key && sent[key]) return sent[key];
-    var id = uuid();
+    var id = uuid(), px = w.ttq;
     if (key) sent[key] = id;
     for (i = 0; i < list.length; i++) try { w.ttq.track(list[i], params, { event_id: id }); } catch (e) {}
     var u = secure ? merge(who, user || {}) : {};
@@ -74,7 +77,8 @@
     // (undefined is left out of the JSON)
     send({ event: name, event_id: id, event_time: Date.now(), properties: params,
       page: { url: page, referrer: ref }, user: u, consent: consent, pixel_id: pixel,
-      limited_data_use: limited || undefined });
+      limited_data_use: limited || undefined,
+      pixel_copy: blocked ? "blocked" : px && px.track ? "loaded" : "absent" });
     return id;
   }
   function setConsent(state) {

@@ -57,6 +57,7 @@ def test_send_test_prints_the_body_and_the_answer(fake_api: FakeEventsApi) -> No
     assert body["data"][0]["user"]["email"] == [ALICE]
     assert body == fake_api.requests[-1].body
     assert '"code": 0' in result.stdout
+    assert "match-key score: 2/10 (keys: email;" in result.stdout
     assert "alice_abc" not in result.stdout.lower() + result.stderr.lower()
     assert TOKEN not in result.stdout + result.stderr
 

@@ -20,6 +20,7 @@ from typing import Any
 from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
 from gateway.core.errors import ConfigError
 from gateway.core.event import request_body
+from gateway.core.score import MAX_SCORE, keys_present, score
 from gateway.delivery.client import TRACK_PATH, EventsApiClient, Outcome
 from gateway.ingest.parser import ParseRules, parse_event
 from gateway.settings import PixelConfig, Settings
@@ -162,5 +163,8 @@ def run(args: argparse.Namespace) -> int:
         "http_status": result.outcome.http_status,
     }
     print("TikTok answered:", json.dumps(answer))
+    user = result.body["data"][0].get("user", {})
+    keys = ", ".join(keys_present(user)) or "none"
+    print(f"match-key score: {score(user)}/{MAX_SCORE} (keys: {keys}; the gateway's estimate)")
     print(result.explanation(), file=sys.stdout if result.outcome.delivered else sys.stderr)
     return 0 if result.outcome.delivered else EXIT_FAILED

@@ -43,6 +43,9 @@ class Event:
     limited_data_use: bool | None = None
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """The app / ad / lead sections, passed through for app and CRM sources."""
+    observed: Any = field(default=None, compare=False, repr=False)
+    """What the server observed of the sender (`ingest.policy.Observed`: where its IP, click
+    id and `_ttp` came from), for the console; never stored, never sent."""
 
     def to_tiktok(self) -> dict[str, Any]:
         """One element of the request's `data` array (test_event_code is never in here)."""

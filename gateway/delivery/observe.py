@@ -143,6 +143,16 @@ class RecentEvents:
     def on_settle(self, listener: Listener) -> None:
         self._on_settle.append(listener)
 
+    @property
+    def listened(self) -> bool:
+        return bool(self._on_accept or self._on_settle)
+
+    def remove(self, listener: Listener) -> None:
+        """Stop calling `listener`: with no listeners, recording costs what it did before."""
+        for listeners in (self._on_accept, self._on_settle):
+            while listener in listeners:
+                listeners.remove(listener)
+
     def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
         """The pipeline stored `events` (an accept hook)."""
         now, source, accepted = self._clock(), policy.name, self._accepted

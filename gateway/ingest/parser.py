@@ -166,6 +166,7 @@ def parse_event(
             page=page,
             limited_data_use=limited if limited is not None else (pixel.limited_data_use or None),
             sections=sections,
+            observed=observed,
         )
         for name in names
     ]

@@ -48,6 +48,15 @@ class Observed:
     ttp: str | None = None
     ttclid: str | None = None
     locale: str | None = None
+    ip_from: str = ""
+    """Where each value came from, for the console: "socket" or "proxy header" …"""
+    ttclid_from: str = ""
+    """… "url", "referrer", "event", "cookie" or "signed cookie" …"""
+    ttp_from: str = ""
+    """… "cookie", "event" or "generated". Constants: recording them costs the beacon nothing."""
+    pixel_copy: str = ""
+    """Browser events: whether the page's TikTok pixel took its own copy — "loaded", "blocked"
+    (its script failed to load) or "absent" (no pixel); "" when the snippet did not say."""
 
 
 @dataclass(slots=True)

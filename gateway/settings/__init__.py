@@ -2,7 +2,7 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, metrics, outbox, delivery, server API, rate limits, browser, cookies
+sections.py   server, metrics, outbox, delivery, server API, rate limits, browser, cookies, console
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
 """
@@ -12,6 +12,7 @@ from gateway.settings.load import load_settings, parse_settings
 from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings
 from gateway.settings.sections import (
     BrowserSettings,
+    ConsoleSettings,
     CookieSettings,
     DeliverySettings,
     MetricsSettings,
@@ -24,6 +25,7 @@ from gateway.settings.sections import (
 __all__ = [
     "DEFAULT_API_BASE",
     "BrowserSettings",
+    "ConsoleSettings",
     "CookieSettings",
     "DeliverySettings",
     "MetricsSettings",

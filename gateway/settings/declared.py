@@ -186,7 +186,7 @@ def _read_tuple(
 def redacted(value: Any) -> Any:
     """Plain data for printing: secrets show where they come from, URLs lose passwords."""
     if isinstance(value, Secret):
-        return str(value)
+        return "" if value.source == "missing" else str(value)  # "": reads back as missing
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for field in dataclasses.fields(value):

@@ -18,6 +18,7 @@ from gateway.settings.declared import choice, read_section, redacted, secret_val
 from gateway.settings.reader import TableReader
 from gateway.settings.sections import (
     BrowserSettings,
+    ConsoleSettings,
     CookieSettings,
     DeliverySettings,
     MetricsSettings,
@@ -146,6 +147,13 @@ class Settings:
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
+    console: ConsoleSettings = setting(default_factory=ConsoleSettings)
+
+    def problems(self) -> Problems:
+        taken = (self.browser.snippet_path, self.browser.beacon_path, "/v1/events")
+        path = self.console.path
+        if self.console.enabled and any(p == path or p.startswith(path + "/") for p in taken):
+            yield "console", f"path {path} would hide the snippet, the beacon or the server API"
 
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:

@@ -177,8 +177,30 @@ class CookieSettings:
             yield "same_site", "None requires secure = true (browsers drop the cookie)"
 
 
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The live console (web/console/): off until an admin password is configured, since
+    it shows every event and can replay dead letters."""
+
+    path: str = setting("/console", convert=_path)
+    admin_password: Secret = setting(Secret("", source="missing"))
+    """`env:NAME` or `file:/path` (or, for a demo, the password itself); 12 characters or more."""
+    session_hours: float = setting(12.0, low=0.05, high=24.0 * 30)
+    login_attempts_per_minute: float = setting(5.0, low=0.1, high=600.0)
+    """Failed logins per client IP; a burst of this many, then one per 60/N seconds."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.admin_password.reveal())
+
+    def problems(self) -> Problems:
+        if self.enabled and len(self.admin_password.reveal()) < 12:
+            yield "admin_password", "is shorter than 12 characters"
+
+
 __all__ = [
     "BrowserSettings",
+    "ConsoleSettings",
     "CookieSettings",
     "DeliverySettings",
     "MetricsSettings",

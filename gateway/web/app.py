@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.ingest.sources import beacon, server_api
 from gateway.runtime import Gateway
-from gateway.web import health
+from gateway.web import console, health
 from gateway.web.errors import GatewayJson, log_unexpected
 from gateway.web.listeners import MetricsListenerGate
 
@@ -53,6 +53,7 @@ def create_app(gateway: Gateway) -> Starlette:
             *health.routes(gateway),
             *server_api.routes(gateway.pipeline, gateway.limits.server_api),
             *browser.routes(),
+            *console.routes(gateway),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         middleware=[

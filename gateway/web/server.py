@@ -24,4 +24,7 @@ def uvicorn_config(app: Any, settings: Settings, *, access_log: bool = False) ->
         server_header=False,
         proxy_headers=False,  # the gateway decides itself which proxies to trust
         lifespan="on",
+        # a console's live stream never ends by itself: on stop, requests still running
+        # after this long are cancelled (a beacon takes milliseconds)
+        timeout_graceful_shutdown=5,
     )

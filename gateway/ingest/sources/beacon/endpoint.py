@@ -42,7 +42,10 @@ from gateway.web.request_body import parse_json, read_body
 log = logging.getLogger(__name__)
 Scope = Mapping[str, Any]
 Headers = list[tuple[bytes, bytes]]
-_BROWSER_ONLY_KEYS = frozenset({"consent", "pixel_id"})
+_BROWSER_ONLY_KEYS = frozenset({"consent", "pixel_id", "pixel_copy"})
+_PIXEL_COPY = frozenset({"loaded", "blocked", "absent"})
+"""What the snippet saw of the TikTok pixel (`ttq`) when the event was tracked; anything else
+(an older snippet, a typo) is recorded as unknown rather than refused."""
 _MEDIA_TYPES = frozenset({"text/plain", "application/json"})
 _COOKIES_READ = ("_ttp", "ttclid")
 _HEADERS_READ = (
@@ -160,7 +163,8 @@ class BeaconEndpoint:
         if method != "POST":
             raise MethodNotAllowed("POST a JSON event", headers={"Allow": "POST, OPTIONS"})
         client = scope.get("client")
-        ip = self._ips.resolve(client[0] if client else None, headers)
+        peer = client[0] if client else None
+        ip = self._ips.resolve(peer, headers)
         await self._limit.admit(ip)
         self._guard.check()
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -186,6 +190,7 @@ class BeaconEndpoint:
             cookies=cookies,
             generate_ttp=self._generate_ttp,
             now=self._pipeline.now(),
+            ip_from="socket" if ip == peer else "proxy header",
         )
         indexed = "" if isinstance(body, list) else None
         items: list[Item] = []
@@ -221,7 +226,11 @@ class BeaconEndpoint:
             self._pipeline.dropped("no_consent")
             return None
         event = {k: v for k, v in raw.items() if k not in _BROWSER_ONLY_KEYS}
-        return Item(event, pixel, visitor.observe(raw.get("user"), page_url, referrer))
+        observed = visitor.observe(raw.get("user"), page_url, referrer)
+        copy = raw.get("pixel_copy")
+        if copy in _PIXEL_COPY:
+            observed.pixel_copy = copy
+        return Item(event, pixel, observed)
 
 
 def _pick_pixel(pixel_id: Any, pixels: list[PixelConfig]) -> PixelConfig:

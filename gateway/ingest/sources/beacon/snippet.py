@@ -25,9 +25,12 @@ from gateway.settings import Settings
 STUB = (
     '<script>!function(w){var g=w.ttgw=w.ttgw||{q:[]};"track identify consent config"'
     ".split(' ').forEach(function(m){g[m]=g[m]||function(){"
-    "g.q.push([m,[].slice.call(arguments)])}})}(window);</script>"
+    "g.q.push([m,[].slice.call(arguments)])}});w.addEventListener('error',function(e){"
+    "if(/analytics\\.tiktok\\.com/.test(e.target&&e.target.src||''))g.px=1},!0)}(window);</script>"
 )
-"""The queue stub a page puts before the async script tag, so early calls are kept."""
+"""The queue stub a page puts before the async script tag, so early calls are kept; it also
+notes when the TikTok pixel's script fails to load (an ad blocker answers at once, before
+the async snippet runs), so each event can say whether the pixel took its own copy."""
 
 _COMMENT_LINES = re.compile(r"^[ \t]*//.*\n", re.MULTILINE)
 _INDENTATION = re.compile(r"^[ \t]+", re.MULTILINE)

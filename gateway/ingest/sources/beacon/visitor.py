@@ -33,8 +33,10 @@ class Visitor:
         cookies: Mapping[str, str],
         generate_ttp: bool,
         now: float,
+        ip_from: str = "socket",
     ) -> None:
         self._jar = jar
+        self._ip_from = ip_from
         self._ip, self._user_agent, self._now = ip, user_agent, now
         self._locale = locale_from_header(accept_language)
         self._cookies = cookies
@@ -42,21 +44,28 @@ class Visitor:
         self._previous = jar.read_visitor(cookies.get(jar.signed_name))
         self._record = self._previous or VisitorRecord()
         self._ttp = valid_token(cookies.get("_ttp"))
+        self._ttp_from = "cookie"
 
     def observe(self, user: Any, page_url: Any, referrer: Any) -> Observed:
         """The server's facts for one event; `user` is what the page sent (not changed)."""
         sent = user if isinstance(user, dict) else {}
-        ttp = self._ttp or valid_token(sent.get("ttp"))
-        if ttp is None and self._generate_ttp:
-            ttp = self._jar.derived_ttp(self._ip, self._user_agent, self._now)
-        self._ttp = ttp
+        ttp, ttp_from = self._ttp, self._ttp_from
+        if ttp is None:
+            ttp, ttp_from = valid_token(sent.get("ttp")), "event"
+            if ttp is None and self._generate_ttp:
+                ttp = self._jar.derived_ttp(self._ip, self._user_agent, self._now)
+                ttp_from = "generated"
+        self._ttp, self._ttp_from = ttp, ttp_from
         record = self._record
-        ttclid, _ = resolve_click_id(
+        cookie = self._cookies.get("ttclid")
+        ttclid, ttclid_from = resolve_click_id(
             page_url if isinstance(page_url, str) else None,
             referrer if isinstance(referrer, str) else None,
             sent.get("ttclid"),
-            self._cookies.get("ttclid") or record.ttclid,
+            cookie or record.ttclid,
         )
+        if ttclid_from == "cookie" and not cookie:
+            ttclid_from = "signed cookie"
         fresh_click = None
         if ttclid:
             if ttclid != record.ttclid:
@@ -69,6 +78,9 @@ class Visitor:
             ttp=ttp,
             ttclid=fresh_click,
             locale=self._locale,
+            ip_from=self._ip_from,
+            ttclid_from=ttclid_from if fresh_click else "",
+            ttp_from=ttp_from if ttp else "",
         )
 
     def cookies_to_set(self) -> Headers:

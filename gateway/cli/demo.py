@@ -1,0 +1,130 @@
+"""`tiktok-gateway demo`: a shop page, the gateway and a fake TikTok, in one command.
+
+A newcomer sees events flow from a page to "TikTok" with no account and no configuration:
+the fake Events API runs in this process, a gateway points at it with a demo pixel and a
+fresh admin password (printed), and the gateway also serves a small shop page with the
+snippet on it. The console shows each click as it is delivered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import tempfile
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from gateway.cli.common import Commands
+from gateway.ingest.sources.beacon.snippet import STUB
+from gateway.settings import Settings, parse_settings
+
+DEMO_PIXEL = "CDEMOPIXEL0001"
+DEMO_TOKEN = "demo-token-0123456789abcdef"
+SHOP_PATH = "/shop"
+
+
+def register(commands: Commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="run a demo shop, the gateway and a fake TikTok Events API, with the console"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
+    demo.add_argument("--api-port", type=int, default=0, help="the fake API's port (default: any)")
+    demo.set_defaults(run=run)
+
+
+def demo_settings(api_url: str, port: int, password: str, outbox_dir: str, **toml: Any) -> Settings:
+    """A gateway for the demo: one pixel on the fake API, the shop's origin, the console."""
+    origin = f"http://127.0.0.1:{port}"
+    data: dict[str, Any] = {
+        "api_base": api_url,
+        "pixels": [{"id": DEMO_PIXEL, "access_token": DEMO_TOKEN, "origins": [origin]}],
+        "server": {"host": "127.0.0.1", "port": port},
+        "metrics": {"port": 0},
+        "outbox": {"url": f"sqlite:///{outbox_dir}/demo-outbox.sqlite3"},
+        "delivery": {"linger_ms": 0},
+        "cookies": {"secure": False, "secrets": [secrets.token_urlsafe(24)]},
+        "console": {"admin_password": password},
+    }
+    data.update(toml)
+    return parse_settings(data, {})
+
+
+SHOP = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Demo shop · tiktok-gateway</title>
+{STUB}
+<script async src="/gw.js"></script>
+<style>body{{font:15px system-ui;max-width:560px;margin:40px auto}}
+button{{padding:8px 14px;margin:4px}}</style>
+</head><body>
+<h1>Demo shop</h1>
+<p>Each button sends an event through the gateway to the fake TikTok Events API.
+Open the console in another tab to watch it arrive.</p>
+<p><label>Email (hashed by the gateway) <input id="email" value="alice@example.com"></label></p>
+<p><button id="view">ViewContent</button><button id="cart">AddToCart</button>
+<button id="buy">Purchase</button></p>
+<p><a id="ad-click" href="{SHOP_PATH}?ttclid=E.C.P.demo-click-0001">Arrive from a TikTok ad
+(a link with ?ttclid=)</a></p>
+<p id="sent"></p>
+<script>
+function send(name, params) {{
+  var email = document.getElementById("email").value;
+  ttgw.track(name, params, email ? {{email: email}} : {{}});
+  document.getElementById("sent").textContent = name + " sent";
+}}
+document.getElementById("view").onclick = function () {{
+  send("ViewContent", {{content_id: "SKU_1", content_type: "product"}}); }};
+document.getElementById("cart").onclick = function () {{
+  send("AddToCart", {{value: 19.5, currency: "EUR",
+    contents: [{{content_id: "SKU_1", price: 19.5, quantity: 1}}]}}); }};
+document.getElementById("buy").onclick = function () {{
+  send("Purchase", {{value: 19.5, currency: "EUR",
+    contents: [{{content_id: "SKU_1", price: 19.5, quantity: 1}}]}}); }};
+</script>
+</body></html>"""
+
+
+async def shop(request: Request) -> HTMLResponse:
+    return HTMLResponse(SHOP)
+
+
+def shop_routes() -> list[Route]:
+    """The demo shop page, served by the gateway itself (same origin as the beacon)."""
+    return [Route(SHOP_PATH, shop, methods=["GET"])]
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.core.logs import configure_logging
+    from gateway.fake_api import FakeEventsApi
+    from gateway.runtime import Gateway
+    from gateway.web.app import create_app
+    from gateway.web.listeners import listening_sockets
+    from gateway.web.server import uvicorn_config
+
+    password = secrets.token_urlsafe(12)
+    with (
+        FakeEventsApi({DEMO_TOKEN: None}, port=args.api_port) as fake,
+        tempfile.TemporaryDirectory(prefix="tiktok-gateway-demo-") as outbox_dir,
+    ):
+        settings = demo_settings(fake.url, args.port, password, outbox_dir)
+        configure_logging("warning", settings.secrets())
+        try:
+            sockets = listening_sockets(settings)
+        except OSError as exc:
+            print(f"cannot listen on port {args.port}: {exc.strerror}", file=sys.stderr)
+            return 2
+        app = create_app(Gateway(settings))
+        app.router.routes.extend(shop_routes())
+        base = f"http://127.0.0.1:{args.port}"
+        print(f"fake TikTok Events API  {fake.url}")
+        print(f"demo shop               {base}{SHOP_PATH}")
+        print(f"console                 {base}{settings.console.path}")
+        print(f"admin password          {password}")
+        print("Ctrl-C stops everything; the demo keeps nothing.", flush=True)
+        uvicorn.Server(uvicorn_config(app, settings)).run(sockets)
+    return 0

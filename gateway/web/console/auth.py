@@ -1,0 +1,81 @@
+"""Who may use the console: one admin password, a signed session cookie, a CSRF token.
+
+The console shows every event and can replay dead letters, so it is off until a password is
+configured. A correct password gets a session cookie signed with itsdangerous (HttpOnly,
+`SameSite=Strict`, scoped to the console's path, expiring after `session_hours`); the
+signing key is derived from the password, so changing the password ends every session and
+replicas sharing the configuration accept each other's sessions with no shared store.
+
+Actions (replay, send a test event) also carry a CSRF token: an HMAC of the session id,
+put in the page and sent back in a header — a cross-site form cannot read it, even where a
+browser would send a Strict cookie. Login attempts are rate-limited per client IP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+
+from gateway.settings import ConsoleSettings
+
+COOKIE = "ttgw_console"
+CSRF_HEADER = "x-csrf-token"
+
+
+class ConsoleAuth:
+    def __init__(self, settings: ConsoleSettings) -> None:
+        password = settings.admin_password.reveal()
+        self._password = password.encode()
+        key = hmac.new(self._password, b"tiktok-gateway console session", hashlib.sha256)
+        self._key = key.digest()
+        self._sessions = URLSafeTimedSerializer(key.hexdigest(), salt="console-session")
+        self.max_age = int(settings.session_hours * 3600)
+        self.path = settings.path
+
+    def password_matches(self, given: str) -> bool:
+        """Compared in constant time, as bytes (a non-ASCII guess must not raise)."""
+        return hmac.compare_digest(given.encode(), self._password)
+
+    def new_session(self) -> str:
+        """The cookie value of a fresh session."""
+        return str(self._sessions.dumps({"sid": secrets.token_urlsafe(16)}))
+
+    def session(self, request: Request) -> str | None:
+        """The session id of the request's cookie, or None (missing, forged or expired)."""
+        value = request.cookies.get(COOKIE)
+        if not value:
+            return None
+        try:
+            data = self._sessions.loads(value, max_age=self.max_age)
+        except BadSignature:  # includes SignatureExpired
+            return None
+        sid = data.get("sid") if isinstance(data, dict) else None
+        return sid if isinstance(sid, str) else None
+
+    def csrf_token(self, sid: str) -> str:
+        return hmac.new(self._key, f"csrf:{sid}".encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, request: Request, sid: str) -> bool:
+        given = request.headers.get(CSRF_HEADER, "")
+        return hmac.compare_digest(given.encode(), self.csrf_token(sid).encode())
+
+    def cookie_header(self, value: str, request: Request, *, max_age: int | None = None) -> str:
+        """Set-Cookie for the session; Secure whenever the page was reached over HTTPS."""
+        age = self.max_age if max_age is None else max_age
+        parts = [
+            f"{COOKIE}={value}",
+            f"Path={self.path}",
+            f"Max-Age={age}",
+            "HttpOnly",
+            "SameSite=Strict",
+        ]
+        https = request.url.scheme == "https" or (
+            request.headers.get("x-forwarded-proto", "").lower() == "https"
+        )
+        if https:
+            parts.append("Secure")
+        return "; ".join(parts)

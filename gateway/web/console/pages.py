@@ -1,0 +1,101 @@
+"""The console's two HTML pages: the login form and the app shell the script fills in.
+
+Plain HTML with no inline script or style, so the Content-Security-Policy can forbid both:
+the behaviour is `console.js` and the look `console.css`, shipped in the package and served
+from the console's own path — the page works with no internet and asks no other host.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from starlette.responses import HTMLResponse
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _page(path: str, title: str, body: str, *, meta: str = "") -> str:
+    base = escape(path)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)} · tiktok-gateway</title>{meta}
+<link rel="stylesheet" href="{base}/assets/console.css">
+</head><body>
+<header><h1>tiktok-gateway</h1><span class="sub">{escape(title)}</span></header>
+{body}
+</body></html>"""
+
+
+def login_page(path: str, *, error: str = "", status: int = 200) -> HTMLResponse:
+    base = escape(path)
+    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = f"""<main class="login"><form method="post" action="{base}/login">
+{message}<label>Admin password <input type="password" name="password" id="password"
+autocomplete="current-password" autofocus required></label>
+<button type="submit" id="login">Log in</button></form></main>"""
+    return HTMLResponse(_page(path, "console login", body), status, HEADERS)
+
+
+def app_page(path: str, csrf: str, pixels: list[str]) -> HTMLResponse:
+    base = escape(path)
+    options = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in pixels)
+    meta = (
+        f'\n<meta name="csrf-token" content="{escape(csrf)}">'
+        f'\n<meta name="console-path" content="{base}">'
+        f'\n<script src="{base}/assets/console.js" defer></script>'
+    )
+    body = f"""<nav>
+<button data-tab="live" class="active">Live events</button>
+<button data-tab="overview">Overview</button>
+<button data-tab="dead">Dead letters</button>
+<button data-tab="test">Send a test event</button>
+<form method="post" action="{base}/logout" class="logout"><button>Log out</button></form>
+</nav>
+<section id="live" class="tab">
+<div class="filters">
+<select id="f-pixel"><option value="">every pixel</option>{options}</select>
+<input id="f-source" placeholder="source (browser, server…)">
+<input id="f-event" placeholder="event name">
+<select id="f-outcome"><option value="">any outcome</option>
+<option>accepted</option><option>delivered</option><option>retry</option>
+<option>dead_lettered</option></select>
+<label><input type="checkbox" id="pause"> pause</label>
+<span id="status" class="status">connecting…</span>
+</div>
+<table id="events"><thead><tr><th>time</th><th>source</th><th>pixel</th><th>event</th>
+<th>event_id</th><th>match keys</th><th>score</th><th>delivery</th></tr></thead>
+<tbody></tbody></table>
+<div id="detail" class="detail" hidden></div>
+</section>
+<section id="overview" class="tab" hidden><div id="overview-body"></div></section>
+<section id="dead" class="tab" hidden>
+<p><button id="dead-refresh">Refresh</button></p>
+<div id="dead-body"></div>
+</section>
+<section id="test" class="tab" hidden>
+<form id="send-test">
+<label>Pixel <select name="pixel">{options}</select></label>
+<label>Event <input name="event" value="Purchase" required></label>
+<label>Email <input name="email" type="email"></label>
+<label>Phone <input name="phone"></label>
+<label>External id <input name="external_id"></label>
+<label>ttclid <input name="ttclid"></label>
+<label>Page URL (web events) <input name="url" type="url" placeholder="https://shop.example/"></label>
+<label>Value <input name="value"></label>
+<label>Currency <input name="currency" value="EUR"></label>
+<label>Test event code <input name="test_event_code"></label>
+<button type="submit">Send now</button>
+</form>
+<pre id="send-test-result"></pre>
+</section>"""
+    return HTMLResponse(_page(path, "console", body, meta=meta), 200, HEADERS)

@@ -1,0 +1,66 @@
+"""The live stream costs the beacon path nothing while no console page watches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from gateway.delivery.observe import RecentEvents
+from gateway.ingest.policy import SERVER
+from gateway.web.console.live import Watchers
+from tests.conftest import make_event
+
+
+def test_events_are_kept_and_listened_to_only_while_a_page_watches() -> None:
+    async def scenario() -> None:
+        recent = RecentEvents(10)
+        watchers = Watchers(recent)
+        recent.accepted([make_event(1)], SERVER)
+        assert not recent.keep_events and not recent.listened
+
+        stream = watchers.stream()
+        assert await anext(stream) == b": watching\n\n"
+        assert recent.keep_events and recent.listened
+        backlog = await anext(stream)  # accepted before: shown, without its keys
+        assert b'"event_id":"ev-CTESTPIXEL0001-1"' in backlog and b'"keys"' not in backlog
+
+        recent.accepted([make_event(2)], SERVER)
+        live = await anext(stream)
+        assert b'"event_id":"ev-CTESTPIXEL0001-2"' in live and b'"score":2' in live
+
+        await stream.aclose()
+        assert not recent.keep_events and not recent.listened and watchers.count == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_is_sent_a_tick_at_a_time_newest_first_kept() -> None:
+    """300 events and a settlement of the newest: one write of the newest 100, in their last
+    state; the beacon path only appended to a deque."""
+
+    async def scenario() -> None:
+        from gateway.delivery.observe import DELIVERED, Settlement
+        from gateway.web.console import live
+
+        recent = RecentEvents(1000)
+        recent.accepted([make_event(1000)], SERVER)
+        stream = Watchers(recent).stream()
+        assert await anext(stream) == b": watching\n\n"
+        assert b"ev-CTESTPIXEL0001-1000" in await anext(stream)  # the backlog
+        events = [make_event(n) for n in range(300)]
+        recent.accepted(events, SERVER)
+        last = events[-1]
+        recent.settled(
+            Settlement(
+                DELIVERED, last.destination.event_source_id, [["Purchase", last.event_id]], 1.0
+            )
+        )
+        chunk = await anext(stream)
+        rows = [orjson.loads(line[6:]) for line in chunk.split(b"\n\n") if line]
+        assert len(rows) == live._PER_TICK
+        assert rows[-1]["event_id"] == last.event_id and rows[-1]["state"] == "delivered"
+        assert rows[0]["event_id"] == events[200].event_id
+        await stream.aclose()
+
+    asyncio.run(scenario())

@@ -1,0 +1,50 @@
+"""`tiktok-gateway demo`: one command gives a shop page, the gateway, a fake TikTok, a console."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, wait_for_http
+
+
+@pytest.fixture
+def demo() -> Iterator[dict[str, str]]:
+    """The demo in a real child process; yields what it printed, by label."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as process:
+        printed: dict[str, str] = {}
+        try:
+            assert process.stdout is not None
+            while "admin password" not in printed:
+                line = process.stdout.readline()
+                assert line, "the demo ended before printing its password"
+                label, _, value = line.rstrip().partition("  ")
+                if value:
+                    printed[label.strip()] = value.strip()
+            yield printed
+        finally:
+            process.terminate()
+            process.wait(20)
+
+
+def test_demo_prints_the_console_and_a_password_that_opens_it(demo: dict[str, str]) -> None:
+    shop = wait_for_http(demo["demo shop"])
+    assert shop.status_code == 200 and "/gw.js" in shop.text and "Purchase" in shop.text
+    with httpx.Client(timeout=10) as client:
+        login = client.post(demo["console"] + "/login", data={"password": demo["admin password"]})
+        assert login.status_code == 303
+        page = client.get(demo["console"])
+        assert page.status_code == 200 and 'id="events"' in page.text
