@@ -21,6 +21,7 @@ from gateway.settings.sections import (
     CookieSettings,
     DeliverySettings,
     OutboxSettings,
+    PrivacySettings,
     Problems,
     ServerApiSettings,
     ServerSettings,
@@ -135,6 +136,7 @@ class Settings:
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
+    privacy: PrivacySettings = setting(default_factory=PrivacySettings)
 
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:

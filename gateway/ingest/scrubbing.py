@@ -1,0 +1,59 @@
+"""The one scrubber every free-text field and URL of an event passes through, and what it
+changed, by field, for `/metrics` (the rules themselves are in core/redact.py).
+
+Fields are scrubbed by what they are: prose (`description`, `search_string`, content names,
+custom properties) for every phone format; identifiers (`order_id`, content ids, the app /
+ad / lead sections, the raw user fields) only for emails and unmistakable phone numbers,
+so an order number such as `4500123456789` survives; URLs part by part.
+"""
+
+from __future__ import annotations
+
+from gateway.core.redact import UrlRedactor, redact_text
+from gateway.core.scrub import Budget
+from gateway.settings import PrivacySettings
+
+EVENT_BUDGET = 512
+"""Units of scanning per event (each `@`, candidate number, query parameter, path segment
+to decode, 256 characters of a long text): about two milliseconds at most. A text still to
+scan past it is replaced whole by `redacted`; no real event comes near."""
+
+
+class Scrubber:
+    """Built once from `[privacy]`; hands each event its own budget and record."""
+
+    def __init__(self, privacy: PrivacySettings) -> None:
+        self._urls = UrlRedactor(privacy.dropped_query_parameters())
+
+    def for_event(self) -> EventScrub:
+        return EventScrub(self._urls)
+
+
+class EventScrub:
+    """Scrubs the texts of one event; `scrubbed` names the field of each value it changed
+    (a fixed set of labels: page.url, page.referrer, properties, contents, user, app…)."""
+
+    __slots__ = ("_budget", "_urls", "scrubbed")
+
+    def __init__(self, urls: UrlRedactor) -> None:
+        self._urls = urls
+        self._budget = Budget(EVENT_BUDGET)
+        self.scrubbed: list[str] = []
+
+    def text(self, field: str, text: str) -> str:
+        """Prose: emails and phone numbers in any common format; a URL as a URL."""
+        if text.startswith(("https://", "http://")):
+            return self.url(field, text)
+        return self._checked(field, text, redact_text(text, national=True, budget=self._budget))
+
+    def identifier(self, field: str, text: str) -> str:
+        """An id or a token: emails and `+…` / `tel:` numbers only."""
+        return self._checked(field, text, redact_text(text, national=False, budget=self._budget))
+
+    def url(self, field: str, url: str) -> str:
+        return self._checked(field, url, self._urls.redact(url, self._budget))
+
+    def _checked(self, field: str, text: str, clean: str) -> str:
+        if clean is not text:
+            self.scrubbed.append(field)
+        return clean
