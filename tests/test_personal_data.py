@@ -239,6 +239,8 @@ def test_phone_numbers_in_query_values_are_redacted(parse: Parse) -> None:
     assert page_url(parse, url) == (
         "https://shop.example/s?q=call%20redacted&c=redacted&id=4500123456789"
     )
+    plain = "https://shop.example/s?q=213-373-4253"  # nothing encoded: no shortcut either
+    assert page_url(parse, plain) == "https://shop.example/s?q=redacted"
 
 
 def test_paths_keep_national_looking_numbers(parse: Parse) -> None:

@@ -32,11 +32,16 @@ from gateway.core.scrub import Budget
 _RUN = re.compile(r"\d[\d ().-]{7,}")
 _SEPARATORS = " ().-"
 _JOINED_BEFORE = "-./"
+_DIGITS = b"0123456789"
 
 
 def might_hold_phone(text: str, *, national: bool) -> bool:
-    """False when `text` surely holds no phone number (the cheap test of the common case)."""
+    """False when `text` surely holds no phone number (the cheap test of the common case:
+    every form needs 5 digits, counted in C, where the regular expression costs ~15 ns a
+    character)."""
     if not national and "+" not in text and ":" not in text:
+        return False
+    if text.isascii() and len(text) - len(text.encode().translate(None, _DIGITS)) < 5:
         return False
     return _RUN.search(text) is not None
 

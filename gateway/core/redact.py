@@ -36,12 +36,12 @@ MAX_DECODES = 4
 _PATH_SAFE = "!$&'()*+,;=:@"
 _QUERY_SAFE = "/:@!$'()*,;"
 _NAME_SEPARATORS = re.compile(r"[\[\].]")
-_NAME_NOISE = str.maketrans("", "", "_- +")
 
 
 def parameter_name(name: str) -> str:
-    """A query parameter's name as it is compared: `First-Name`, `first_name` → `firstname`."""
-    return name.lower().translate(_NAME_NOISE)
+    """A query parameter's name as it is compared: `First-Name`, `first_name` → `firstname`.
+    (Chained `replace`: `str.translate` costs four times as much.)"""
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "").replace("+", "")
 
 
 def redact_text(text: str, *, national: bool, budget: Budget) -> str:
@@ -79,9 +79,12 @@ class UrlRedactor:
 
     def __init__(self, dropped_parameters: Iterable[str]) -> None:
         self._dropped = frozenset(parameter_name(n) for n in dropped_parameters)
+        self._verdicts: dict[str, bool] = {}  # names repeat (utm_source, ttclid…)
 
     def redact(self, url: str, budget: Budget) -> str:
         """`url` without personal data (the same object when it held none)."""
+        if self._plainly_clean(url):
+            return url
         head, hash_mark, fragment = url.partition("#")
         head, question_mark, query = head.partition("?")
         authority_end = _authority_end(head)
@@ -96,7 +99,29 @@ class UrlRedactor:
         clean = "".join(pieces)
         return url if clean == url else clean
 
+    def _plainly_clean(self, url: str) -> bool:
+        """The common URL, seen at a glance: nothing encoded, no `@`, `+`, `#` nor a second
+        `:`, no run of digits in its query and no parameter to drop."""
+        if "@" in url or "%" in url or "+" in url or "#" in url or url.count(":") > 1:
+            return False
+        query = url.partition("?")[2]
+        if not query:
+            return True
+        if might_hold_phone(query, national=True):
+            return False
+        return not any(self._is_dropped(pair.partition("=")[0]) for pair in query.split("&"))
+
     def _is_dropped(self, name: str) -> bool:
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            verdict = self._judge(name)
+            if len(name) <= 64:
+                if len(self._verdicts) >= 4096:  # bounded whatever names clients invent
+                    self._verdicts.clear()
+                self._verdicts[name] = verdict
+        return verdict
+
+    def _judge(self, name: str) -> bool:
         lowered = name.lower()
         if "[" in lowered or "." in lowered:  # billing[email], customer.phone
             return any(

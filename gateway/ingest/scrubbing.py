@@ -29,29 +29,32 @@ class Scrubber:
         return EventScrub(self._urls)
 
 
-class EventScrub:
-    """Scrubs the texts of one event; `scrubbed` names the field of each value it changed
-    (a fixed set of labels: page.url, page.referrer, properties, contents, user, app…)."""
+class EventScrub(Budget):
+    """Scrubs the texts of one event, spending its own budget; `scrubbed` names the field of
+    each value it changed (a fixed set: page.url, page.referrer, properties, contents,
+    user, app, ad, lead)."""
 
-    __slots__ = ("_budget", "_urls", "scrubbed")
+    __slots__ = ("_urls", "scrubbed")
 
     def __init__(self, urls: UrlRedactor) -> None:
+        super().__init__(EVENT_BUDGET)
         self._urls = urls
-        self._budget = Budget(EVENT_BUDGET)
         self.scrubbed: list[str] = []
 
     def text(self, field: str, text: str) -> str:
         """Prose: emails and phone numbers in any common format; a URL as a URL."""
         if text.startswith(("https://", "http://")):
             return self.url(field, text)
-        return self._checked(field, text, redact_text(text, national=True, budget=self._budget))
+        return self._checked(field, text, redact_text(text, national=True, budget=self))
 
     def identifier(self, field: str, text: str) -> str:
         """An id or a token: emails and `+…` / `tel:` numbers only."""
-        return self._checked(field, text, redact_text(text, national=False, budget=self._budget))
+        if "@" not in text and "+" not in text and ":" not in text and "%" not in text:
+            return text  # the common case, decided without a scan
+        return self._checked(field, text, redact_text(text, national=False, budget=self))
 
     def url(self, field: str, url: str) -> str:
-        return self._checked(field, url, self._urls.redact(url, self._budget))
+        return self._checked(field, url, self._urls.redact(url, self))
 
     def _checked(self, field: str, text: str, clean: str) -> str:
         if clean is not text:
