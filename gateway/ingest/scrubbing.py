@@ -13,10 +13,11 @@ from gateway.core.redact import UrlRedactor, redact_text
 from gateway.core.scrub import Budget
 from gateway.settings import PrivacySettings
 
-EVENT_BUDGET = 512
+EVENT_BUDGET = 256
 """Units of scanning per event (each `@`, candidate number, query parameter, path segment
-to decode, 256 characters of a long text): about two milliseconds at most. A text still to
-scan past it is replaced whole by `redacted`; no real event comes near."""
+to decode, 256 characters of a long text): a millisecond or so at most. A text still to
+scan past it is replaced whole by `redacted`; no real event comes near (64 KB of text,
+or 256 addresses)."""
 
 
 class Scrubber:
