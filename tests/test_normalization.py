@@ -203,14 +203,14 @@ async def test_limited_data_use_follows_the_event_then_the_pixel(deliver: Delive
 
 async def test_emails_in_page_urls_are_redacted(deliver: Deliver) -> None:
     page = {
-        "url": "https://shop.example/thanks?email=alice%40example.com&ttclid=E.C.P.x",
+        "url": "https://shop.example/thanks?contact=alice%40example.com&ttclid=E.C.P.x",
         "referrer": "https://shop.example/signup?u=bob@example.org",
     }
     data = await deliver({"event": "Lead", "page": page})
     assert data[0]["page"] == {
-        "url": "https://shop.example/thanks?email=redacted&ttclid=E.C.P.x",
+        "url": "https://shop.example/thanks?contact=redacted&ttclid=E.C.P.x",
         "referrer": "https://shop.example/signup?u=redacted",
     }
-    untouched = "https://shop.example/p?q=hello@world&x=1"
+    untouched = "https://shop.example/@shop/p?q=@world&x=1&when=2024-11-22"
     data = await deliver({"event": "Lead", "page": {"url": untouched}})
     assert data[0]["page"]["url"] == untouched

@@ -1,4 +1,5 @@
-"""Emails are found in linear time, so crafted input cannot hold the event loop."""
+"""Emails and phone numbers are found in linear time, so crafted input cannot hold the
+event loop."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.core.scrub import email_spans, scrub_emails
-from gateway.ingest.fields import scrub_url
+from gateway.core.phones_in_text import phone_spans
+from gateway.core.redact import UrlRedactor
+from gateway.core.scrub import Budget, email_spans, scrub_emails
+from gateway.ingest.scrubbing import EVENT_BUDGET
 
 CRAFTED = ("https://shop.example/?e=" + "a" * 1000 + "@" + "a." * 1500)[:4096]
+URLS = UrlRedactor(["email"])
+
+
+def scrub_url(url: str) -> str:
+    return URLS.redact(url, Budget(EVENT_BUDGET))
 
 
 @pytest.mark.parametrize(
@@ -19,9 +27,11 @@ CRAFTED = ("https://shop.example/?e=" + "a" * 1000 + "@" + "a." * 1500)[:4096]
         ("write to john.doe+shop@example.com today", "write to redacted today"),
         ("a@b.co and c@d.org.", "redacted and redacted."),
         ("no address here", "no address here"),
-        ("user@localhost", "user@localhost"),  # no TLD: not taken for an address
+        ("user@localhost", "redacted"),  # no TLD needed: intranet hosts are addresses too
+        ("jürgen@beispiel.de", "redacted"),  # letters of any script
         ("@example.com", "@example.com"),
         ("x@@example.com", "x@@example.com"),
+        ("2@10 each", "2@10 each"),  # a domain needs a letter
         ("John@Example.COM", "redacted"),
     ],
 )
@@ -34,7 +44,8 @@ def test_the_crafted_url_of_the_attack_is_scrubbed_in_linear_time() -> None:
     best = min(_seconds(lambda: scrub_url(CRAFTED)) for _ in range(5))
     assert best < 0.002, f"{best * 1000:.2f} ms"
     doubled = "a" * 2000 + "@" + "a." * 3000
-    assert email_spans(doubled) == []  # and the answer is right: no TLD of letters
+    [(start, end)] = email_spans(doubled)  # and the answer is right: bounded local part
+    assert (start, end) == (2000 - 64, 2001 + 253)
 
 
 def test_a_scan_visits_each_character_a_bounded_number_of_times() -> None:
@@ -45,6 +56,23 @@ def test_a_scan_visits_each_character_a_bounded_number_of_times() -> None:
         _seconds(lambda: email_spans(small)) for _ in range(5)
     )
     assert ratio < 64, ratio
+
+
+def test_phone_candidates_are_found_in_linear_time() -> None:
+    small = "1 2 3 4 5 6 7 8 9 0 +" * 20 + "(1" * 100
+    large = small * 16
+    ratio = min(_seconds(lambda: phone_spans(large, national=True)) for _ in range(5)) / min(
+        _seconds(lambda: phone_spans(small, national=True)) for _ in range(5)
+    )
+    assert ratio < 64, ratio
+
+
+def test_a_spent_budget_stops_the_scan() -> None:
+    """Past its budget an event's text is replaced whole, so the work per event is bounded."""
+    budget = Budget(3)  # `%` takes the URL part by part: each parameter spends a unit
+    assert URLS.redact("https://shop.example/?a=%31&b=2&c=3&d=4", budget) == (
+        "https://shop.example/?a=%31&b=2&c=3&redacted"
+    )
 
 
 def _seconds(work: Callable[[], object]) -> float:

@@ -12,6 +12,7 @@ Follow one event from any source to the Events API by folder names alone:
     ingest/pipeline.py         Pipeline.ingest(items, policy): parse all or nothing, count,
     ingest/parser.py           store, run accept hooks (wake delivery, record the event)
     ingest/user.py, fields.py  validation, normalisation and hashing (core/normalize.py)
+    ingest/scrubbing.py        personal data out of every other text and URL (core/redact.py)
           │  `core/event.Event`: hashed, ready to send
           ▼
     outbox/                    durable before the sender hears 2xx (SQLite or Redis); the

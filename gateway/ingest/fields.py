@@ -1,8 +1,8 @@
 """The parts of an input event other than its user: properties, contents, page, sections.
 
 Strict: an unknown or mistyped value is an error naming its field, never silently dropped;
-identifiers are refused outside `user` (they would travel unhashed); emails are scrubbed
-from page URLs, which TikTok receives as they are.
+identifiers are refused outside `user` (they would travel unhashed); every text and URL
+passes the event's scrubber (scrubbing.py), as TikTok receives them as they are.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from gateway.core.errors import EventError
 from gateway.core.normalize import decimal_sum, parse_number
-from gateway.core.scrub import scrub_emails
+from gateway.ingest.scrubbing import EventScrub
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _MAX_TEXT = 2048
 _PROPERTY_TEXT = ("content_type", "order_id", "shop_id", "search_string", "description")
+_PROPERTY_IDS = frozenset({"order_id", "shop_id"})
 
 
 def clean_text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
@@ -35,19 +35,6 @@ def clean_text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | No
     return text or None
 
 
-def scrub_url(url: str) -> str:
-    """The URL with email addresses in its query replaced: sign-up and checkout pages often
-    carry `?email=…`, and a page URL is sent to TikTok unhashed."""
-    parts = urlsplit(url)
-    if "@" not in unquote(parts.query):
-        return url
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    cleaned = [(k, scrub_emails(v)) for k, v in pairs]
-    if cleaned == pairs:
-        return url
-    return urlunsplit(parts._replace(query=urlencode(cleaned, safe="/:")))
-
-
 def key_name(key: str) -> str:
     """A key as an error names it: blank or oddly spaced keys are quoted so they show."""
     return key if key and key.strip() == key else repr(key)
@@ -61,7 +48,7 @@ def table(field_name: str, raw: Any) -> Mapping[str, Any]:
     return raw
 
 
-def _parse_contents(raw: Any) -> list[dict[str, Any]]:
+def _parse_contents(raw: Any, scrub: EventScrub) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise EventError("properties.contents", "must be a list of objects")
     contents = []
@@ -74,7 +61,7 @@ def _parse_contents(raw: Any) -> list[dict[str, Any]]:
             if key == "content_id":
                 text = clean_text(f"{where}.content_id", value, limit=256)
                 if text:
-                    content["content_id"] = text
+                    content["content_id"] = scrub.identifier("contents", text)
             elif key == "price":
                 content["price"] = parse_number(f"{where}.price", value)
             elif key == "quantity":
@@ -82,7 +69,7 @@ def _parse_contents(raw: Any) -> list[dict[str, Any]]:
             else:
                 text = clean_text(f"{where}.{key}", value, limit=512)
                 if text:
-                    content[key] = text
+                    content[scrub.identifier("contents", key)] = scrub.text("contents", text)
         content.setdefault("quantity", 1)
         contents.append(content)
     return contents
@@ -105,12 +92,14 @@ def count(field_name: str, raw: Any, *, low: int) -> int:
     return raw
 
 
-def flat_section(name: str, raw: Any) -> dict[str, Any]:
-    """app / ad / lead: passed through, but only as flat objects of plain values."""
+def flat_section(name: str, raw: Any, scrub: EventScrub) -> dict[str, Any]:
+    """app / ad / lead: passed through, but only as flat objects of plain values (ids: their
+    texts are scrubbed as identifiers)."""
     section = table(name, raw)
     out: dict[str, Any] = {}
-    for key, value in section.items():
-        where = f"{name}.{key}"
+    for raw_key, value in section.items():
+        where = f"{name}.{raw_key}"
+        key = scrub.identifier(name, raw_key)
         if isinstance(value, bool):
             out[key] = value
         elif isinstance(value, int | float):
@@ -118,13 +107,13 @@ def flat_section(name: str, raw: Any) -> dict[str, Any]:
         elif isinstance(value, str):
             text = clean_text(where, value, limit=512)
             if text:
-                out[key] = text
+                out[key] = scrub.identifier(name, text)
         elif value is not None:
             raise EventError(where, "must be a string, a number or true/false")
     return out
 
 
-def parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
+def parse_properties(raw: Mapping[str, Any], scrub: EventScrub) -> dict[str, Any]:
     props: dict[str, Any] = {}
     for key, value in raw.items():
         where = f"properties.{key}"
@@ -139,11 +128,13 @@ def parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
                     raise EventError(where, "must be an ISO 4217 code such as USD")
                 props["currency"] = text.upper()
         elif key == "contents":
-            props["contents"] = _parse_contents(value)
+            props["contents"] = _parse_contents(value, scrub)
         elif key == "content_ids":
             items = value if isinstance(value, list) else [value]
             props["content_ids"] = [
-                t for i, v in enumerate(items) if (t := clean_text(f"{where}[{i}]", v))
+                scrub.identifier("properties", t)
+                for i, v in enumerate(items)
+                if (t := clean_text(f"{where}[{i}]", v))
             ]
         elif key == "num_items":
             props["num_items"] = count(where, value, low=0)
@@ -153,12 +144,14 @@ def parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise EventError(where, "must be 'product' or 'product_group'")
         elif key in _PROPERTY_TEXT or isinstance(value, str):
             text = clean_text(where, value)
-            if text:
-                props[key] = text
+            if text and key in _PROPERTY_IDS:
+                props[key] = scrub.identifier("properties", text)
+            elif text:
+                props[_custom_key(key, scrub)] = scrub.text("properties", text)
         elif isinstance(value, bool):
-            props[key] = value
+            props[_custom_key(key, scrub)] = value
         elif isinstance(value, int | float):
-            props[key] = parse_number(where, value, allow_negative=True)
+            props[_custom_key(key, scrub)] = parse_number(where, value, allow_negative=True)
         else:
             raise EventError(where, "custom properties must be strings, numbers or booleans")
     contents: list[dict[str, Any]] = props.get("contents") or []
@@ -171,14 +164,17 @@ def parse_properties(raw: Mapping[str, Any]) -> dict[str, Any]:
     return props
 
 
-def parse_page(raw: Any) -> dict[str, str]:
+def _custom_key(key: str, scrub: EventScrub) -> str:
+    """A custom property's name goes to TikTok too: an email used as one is scrubbed."""
+    return key if key in _PROPERTY_TEXT else scrub.identifier("properties", key)
+
+
+def parse_page(raw: Any, scrub: EventScrub) -> dict[str, str]:
     page = {}
     for key, value in table("page", raw).items():
         if key not in ("url", "referrer"):
             raise EventError(f"page.{key}", "unknown page field (url, referrer)")
         value_text = clean_text(f"page.{key}", value, limit=4096)
         if value_text:
-            page[key] = (
-                scrub_url(value_text) if "@" in value_text or "%40" in value_text else value_text
-            )
+            page[key] = scrub.url(f"page.{key}", value_text)
     return page

@@ -3,8 +3,9 @@
 Every source shares this parser so the rules of `tiktok-events-api.md` hold whatever the
 entry point; what differs per source is its `SourcePolicy`. It validates strictly (a typo
 such as `event_name` is an error naming the field, not a silently empty event), hashes
-identifiers as soon as it reads them (`user.py`), and returns warnings for values it had to
-leave out (unparseable phones) without ever quoting them.
+identifiers as soon as it reads them (`user.py`), scrubs personal data from every other
+text and URL (`scrubbing.py`), and returns warnings for values it had to leave out
+(unparseable phones) without ever quoting them, and the fields it scrubbed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gateway.ingest.fields import (
     table,
 )
 from gateway.ingest.policy import SERVER, Observed, SourcePolicy
+from gateway.ingest.scrubbing import Scrubber
 from gateway.ingest.user import parse_user
 from gateway.settings import PixelConfig, Settings
 
@@ -56,6 +58,7 @@ class ParseRules:
     names: EventNameMapper
     max_event_age_seconds: int
     max_clock_skew_seconds: int
+    scrubber: Scrubber
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseRules:
@@ -64,15 +67,18 @@ class ParseRules:
             names=EventNameMapper(settings.event_names, strict=settings.strict_event_names),
             max_event_age_seconds=settings.max_event_age_days * 86400,
             max_clock_skew_seconds=settings.max_clock_skew_seconds,
+            scrubber=Scrubber(settings.privacy),
         )
 
 
 @dataclass
 class Parsed:
-    """The events one input became, and what had to be left out (never the values)."""
+    """The events one input became, what had to be left out (never the values), and the
+    field of each value scrubbed of personal data."""
 
     events: list[Event]
     warnings: list[str] = field(default_factory=list)
+    scrubbed: list[str] = field(default_factory=list)
 
 
 def _resolve_time(raw: Any, *, now: float, rules: ParseRules, policy: SourcePolicy) -> int:
@@ -131,23 +137,25 @@ def parse_event(
     if unknown:
         raise EventError(key_name(unknown[0]), "unknown field")
     warnings: list[str] = []
+    scrub = rules.scrubber.for_event()
     names = rules.names.map(raw.get("event"))
     event_time = _resolve_time(raw.get("event_time"), now=now, rules=rules, policy=policy)
     user = parse_user(
         table("user", raw.get("user")),
         rules.default_phone_region,
         warnings,
+        scrub,
         observed,
         observed_overrides=policy.observed_overrides,
     )
-    properties = parse_properties(table("properties", raw.get("properties")))
-    page = parse_page(raw.get("page"))
+    properties = parse_properties(table("properties", raw.get("properties")), scrub)
+    page = parse_page(raw.get("page"), scrub)
     if pixel.event_source == "web" and "url" not in page:
         raise EventError("page.url", "is required for web events")
     limited = raw.get("limited_data_use")
     if limited is not None and not isinstance(limited, bool):
         raise EventError("limited_data_use", "must be true or false")
-    sections = {k: flat_section(k, raw[k]) for k in ("app", "ad", "lead") if raw.get(k)}
+    sections = {k: flat_section(k, raw[k], scrub) for k in ("app", "ad", "lead") if raw.get(k)}
     event_id = _event_id(raw, pixel, event_time, user, policy)
     code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
     destination = Destination(
@@ -170,4 +178,4 @@ def parse_event(
         )
         for name in names
     ]
-    return Parsed(events=events, warnings=warnings)
+    return Parsed(events=events, warnings=warnings, scrubbed=scrub.scrubbed)

@@ -6,7 +6,8 @@ observed) and calls `Pipeline.ingest(items, policy)`. Here, once for every sourc
 - each item is parsed under the source's `SourcePolicy`; an error names the item's place
   in the request (`events[3].user.email`) — one bad item refuses the whole request, so a
   retry after the fix cannot half-duplicate;
-- values left out (unparseable phones) are counted in metrics;
+- values left out (unparseable phones) and values scrubbed of personal data are counted
+  in metrics;
 - the events are stored durably; `ingest` returns only once the outbox has them, so a 2xx
   to the sender always means "stored", and "cannot store now" is `OutboxUnavailable`,
   which each surface's renderer answers in its own format;
@@ -82,6 +83,7 @@ class Pipeline:
         now = self.now()
         events: list[Event] = []
         left_out = 0
+        scrubbed: list[str] = []
         for index, item in enumerate(items):
             try:
                 parsed = parse_event(
@@ -96,9 +98,12 @@ class Pipeline:
             except EventError as exc:
                 raise placed(exc, indexed, index) from None
             left_out += len(parsed.warnings)
+            scrubbed += parsed.scrubbed
             events.extend(parsed.events)
         if left_out:
             self.metrics.identifiers_dropped.inc(left_out)
+        for field in scrubbed:
+            self.metrics.personal_data_scrubbed.labels(field).inc()
         return events
 
     async def store(self, events: Sequence[Event], policy: SourcePolicy) -> None:

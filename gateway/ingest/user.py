@@ -2,7 +2,9 @@
 
 What the server observed of the sender (`Observed`: IP, user agent, `_ttp`, click id,
 locale) is merged here, beside the input: it replaces what the input says for sources whose
-policy trusts the server more (browsers), and only completes it for the others.
+policy trusts the server more (browsers), and only completes it for the others. Fields sent
+raw (user agent, click ids, places) are scrubbed as identifiers: an email in a user agent
+or a city is personal data too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gateway.core.normalize import (
 )
 from gateway.ingest.fields import clean_text, key_name
 from gateway.ingest.policy import Observed
+from gateway.ingest.scrubbing import EventScrub
 
 _RAW_USER_KEYS = ("ttclid", "ttp", "user_agent", "locale", "idfa", "idfv", "gaid", "att_status")
 _ATT_STATUS = frozenset({"AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"})
@@ -58,6 +61,7 @@ def parse_user(
     raw: Mapping[str, Any],
     region: str,
     warnings: list[str],
+    scrub: EventScrub,
     observed: Observed | None = None,
     *,
     observed_overrides: bool = False,
@@ -76,7 +80,7 @@ def parse_user(
         if kind == "raw":
             text = clean_text(f"user.{key}", value)
             if text:
-                user[target] = text
+                user[target] = scrub.identifier("user", text)
         elif kind == "email":
             lists.setdefault(target, []).extend(hashed_values(f"user.{key}", value, hash_email)[0])
         elif kind == "external_id":
@@ -94,14 +98,14 @@ def parse_user(
             if ip:
                 user["ip"] = _ip(ip)
         else:
-            one = _single_key(kind, key, value)
+            one = _single_key(kind, key, value, scrub)
             if one:
                 user[target] = one
     for target, hashes in lists.items():
         if hashes:
             user[target] = list(dict.fromkeys(hashes))
     if observed is not None:
-        _merge_observed(user, observed, overrides=observed_overrides)
+        _merge_observed(user, observed, scrub, overrides=observed_overrides)
     if "att_status" in user and user["att_status"] not in _ATT_STATUS:
         raise EventError("user.att_status", f"must be one of {', '.join(sorted(_ATT_STATUS))}")
     return user
@@ -114,7 +118,7 @@ def _ip(text: str) -> str:
     return canonical
 
 
-def _single_key(kind: str, key: str, value: Any) -> str | None:
+def _single_key(kind: str, key: str, value: Any, scrub: EventScrub) -> str | None:
     """A hashed name or zip, an already-hashed one, or a place (sent as it is)."""
     text = clean_text(f"user.{key}", value, limit=256)
     if not text:
@@ -123,14 +127,17 @@ def _single_key(kind: str, key: str, value: Any) -> str | None:
         return require_sha256(f"user.{key}", text)[0]
     if kind == "name":
         return hash_name_or_zip(text)
-    return clean_place(text)
+    return clean_place(scrub.identifier("user", text))  # before `@` and `+` are stripped
 
 
-def _merge_observed(user: dict[str, Any], observed: Observed, *, overrides: bool) -> None:
+def _merge_observed(
+    user: dict[str, Any], observed: Observed, scrub: EventScrub, *, overrides: bool
+) -> None:
     for key in OBSERVED_KEYS:
         value = getattr(observed, key)
         if key == "user_agent":
             value = clean_text("user.user_agent", value)
+            value = scrub.identifier("user", value) if value else value
         if value and (overrides or key not in user):
             user[key] = value
     if observed.locale and "locale" not in user:

@@ -2,7 +2,8 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, metrics, outbox, delivery, server API, rate limits, browser, cookies, console
+sections.py   server, metrics, outbox, delivery, server API, rate limits, browser, cookies,
+              console, privacy
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
 """
@@ -17,6 +18,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     MetricsSettings,
     OutboxSettings,
+    PrivacySettings,
     RateLimitSettings,
     ServerApiSettings,
     ServerSettings,
@@ -31,6 +33,7 @@ __all__ = [
     "MetricsSettings",
     "OutboxSettings",
     "PixelConfig",
+    "PrivacySettings",
     "RateLimitSettings",
     "Secret",
     "ServerApiSettings",

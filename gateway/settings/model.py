@@ -23,6 +23,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     MetricsSettings,
     OutboxSettings,
+    PrivacySettings,
     Problems,
     RateLimitSettings,
     ServerApiSettings,
@@ -148,6 +149,7 @@ class Settings:
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
     console: ConsoleSettings = setting(default_factory=ConsoleSettings)
+    privacy: PrivacySettings = setting(default_factory=PrivacySettings)
 
     def problems(self) -> Problems:
         taken = (self.browser.snippet_path, self.browser.beacon_path, "/v1/events")

@@ -1,5 +1,5 @@
 """The settings sections beyond pixels: server, metrics, outbox, delivery, server API, rate
-limits, browser, cookies.
+limits, browser, cookies, console, privacy.
 
 Each section is a frozen dataclass whose fields declare their default, bounds, environment
 variable and conversion once (`setting`); `declared.read_section` reads any of them. A
@@ -21,6 +21,17 @@ _PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,63}")
 _BLOCKED_WORDS = ("tiktok", "pixel", "track", "collect", "analytics", "event")
 DEFAULT_TAG_TESTING_HOSTS = ("gtm-msr.appspot.com", "tagassistant.google.com")
 Problems = Iterator[tuple[str, str]]
+DROPPED_QUERY_PARAMETERS = (
+    *("email", "email_address", "mail"),
+    *("phone", "phone_number", "tel", "telephone", "mobile", "cell", "fax"),
+    *("name", "first_name", "last_name", "full_name", "given_name", "family_name", "surname"),
+    *("fname", "lname", "username"),
+    *("address", "address1", "address2", "street", "zip", "zip_code", "postcode", "postal_code"),
+    *("birthday", "birthdate", "date_of_birth", "dob", "ssn", "password", "passwd", "pwd"),
+)
+"""Query parameters dropped from page URLs by default: their name says they hold personal
+data, whatever their value looks like (`?name=John+Smith`). Compared without case, `_`,
+`-`, also inside brackets or after a dot: `firstName`, `billing[email]`, `customer.phone`."""
 
 
 def _outbox_url(url: str) -> str:
@@ -36,6 +47,12 @@ def _path(path: str) -> str:
         words = ", ".join(_BLOCKED_WORDS)
         raise ValueError(f"{path!r} contains a word ad blockers match ({words})")
     return path
+
+
+def _parameter(name: str) -> str:
+    if not name.strip():
+        raise ValueError("a query parameter name may not be blank")
+    return name.strip()
 
 
 def _network(cidr: str) -> Network:
@@ -198,13 +215,30 @@ class ConsoleSettings:
             yield "admin_password", "is shorter than 12 characters"
 
 
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Personal data kept out of page URLs and free-text fields (see core/redact.py)."""
+
+    drop_query_parameters: tuple[str, ...] = setting((), each=_parameter)
+    """Dropped from page URLs besides DROPPED_QUERY_PARAMETERS (e.g. "customer")."""
+    keep_query_parameters: tuple[str, ...] = setting((), each=_parameter)
+    """Names of DROPPED_QUERY_PARAMETERS to keep (e.g. "name" where it is a product slug)."""
+
+    def dropped_query_parameters(self) -> tuple[str, ...]:
+        kept = {name.lower() for name in self.keep_query_parameters}
+        names = (*DROPPED_QUERY_PARAMETERS, *self.drop_query_parameters)
+        return tuple(name for name in names if name.lower() not in kept)
+
+
 __all__ = [
+    "DROPPED_QUERY_PARAMETERS",
     "BrowserSettings",
     "ConsoleSettings",
     "CookieSettings",
     "DeliverySettings",
     "MetricsSettings",
     "OutboxSettings",
+    "PrivacySettings",
     "RateLimitSettings",
     "ServerApiSettings",
     "ServerSettings",

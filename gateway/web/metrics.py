@@ -1,8 +1,9 @@
 """Prometheus metrics, one registry per app (no global state), served at /metrics.
 
 Counters say what became of events the gateway saw but did not forward (bots, tag testers,
-no consent, unparseable identifiers) — the numbers an operator needs to trust the pipeline —
-and the dispatcher's own counts are read live at scrape time.
+no consent, unparseable identifiers) and which values lost personal data on the way — the
+numbers an operator needs to trust the pipeline — and the dispatcher's own counts are read
+live at scrape time.
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ class Metrics:
         self.shed = Counter(
             "tiktok_gateway_beacons_shed",
             "Beacons refused (503) while the outbox backlog was past a limit",
+            registry=self.registry,
+        )
+        self.personal_data_scrubbed = Counter(
+            "tiktok_gateway_personal_data_scrubbed",
+            "Values whose emails, phone numbers or personal query parameters were removed, "
+            "by field (page.url, page.referrer, properties, contents, user, app, ad, lead)",
+            ["field"],
             registry=self.registry,
         )
         self._delivery: Callable[[], DeliveryStats | None] = lambda: None
