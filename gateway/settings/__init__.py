@@ -2,7 +2,7 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, outbox, delivery, server API, browser, cookies
+sections.py   server, outbox, delivery, server API, relay, browser, cookies
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
 """
@@ -15,6 +15,7 @@ from gateway.settings.sections import (
     CookieSettings,
     DeliverySettings,
     OutboxSettings,
+    RelaySettings,
     ServerApiSettings,
     ServerSettings,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "DeliverySettings",
     "OutboxSettings",
     "PixelConfig",
+    "RelaySettings",
     "Secret",
     "ServerApiSettings",
     "ServerSettings",

@@ -22,6 +22,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     OutboxSettings,
     Problems,
+    RelaySettings,
     ServerApiSettings,
     ServerSettings,
 )
@@ -133,6 +134,7 @@ class Settings:
     outbox: OutboxSettings = setting(default_factory=OutboxSettings)
     delivery: DeliverySettings = setting(default_factory=DeliverySettings)
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
+    relay: RelaySettings = setting(default_factory=RelaySettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
 

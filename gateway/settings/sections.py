@@ -1,4 +1,5 @@
-"""The settings sections beyond pixels: server, outbox, delivery, server API, browser, cookies.
+"""The settings sections beyond pixels: server, outbox, delivery, server API, relay, browser,
+cookies.
 
 Each section is a frozen dataclass whose fields declare their default, bounds, environment
 variable and conversion once (`setting`); `declared.read_section` reads any of them. A
@@ -99,6 +100,17 @@ class ServerApiSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    """The TikTok-compatible relay: TikTok's own paths, for integrations that change only
+    their base URL. Larger than TikTok's limits on purpose: a request over 1,000 events is
+    split downstream instead of refused."""
+
+    enabled: bool = setting(True)
+    max_body_bytes: int = setting(8 * 1_048_576, low=1024, high=64 * 1_048_576)
+    max_events: int = setting(10_000, low=1, high=100_000)
+
+
+@dataclass(frozen=True)
 class BrowserSettings:
     """The browser path: where the snippet and beacon live, limits, and whom to believe."""
 
@@ -146,6 +158,7 @@ __all__ = [
     "CookieSettings",
     "DeliverySettings",
     "OutboxSettings",
+    "RelaySettings",
     "ServerApiSettings",
     "ServerSettings",
 ]
