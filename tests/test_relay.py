@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.core.normalize import sha256_hex
-from gateway.fake_api import FakeEventsApi
+from gateway.fake_api import FakeEventsApi, Fault
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, GatewayServer
 
 EVENT_SET = "7300000000000000001"
@@ -399,6 +399,25 @@ def test_an_invalid_event_refuses_the_whole_request_naming_the_field(
     assert answer["code"] == 40002
     assert answer["message"].startswith(f"{field}: "), answer["message"]
     sentinel_delivered_alone(relay, fake_api)
+
+
+def test_tiktoks_later_refusal_lands_in_the_dead_letters(
+    relay: Relay, fake_api: FakeEventsApi
+) -> None:
+    """Code 0 means stored, not accepted by TikTok: what TikTok refuses afterwards is a dead
+    letter with TikTok's reason, and the request's other events are delivered."""
+    message = "Batch.{position}.properties.contents.0.content_id: Not a valid string"
+    fake_api.add_fault(Fault(code=40002, message=message, event_id="refused", times=None))
+    events = [v2_event(event_id="refused"), v2_event(event_id="fine")]
+    assert relay.envelope(TRACK, v2_body(*events))["code"] == 0
+    assert [e["event_id"] for e in delivered(fake_api)] == ["fine"]
+    deadline = time.monotonic() + 15
+    outbox = relay.server.gateway.outbox  # type: ignore[union-attr]
+    while not (dead := relay.server.call(outbox.dead_letters())):
+        assert time.monotonic() < deadline, "no dead letter"
+        time.sleep(0.02)
+    assert [(d.event.event_id, d.code) for d in dead] == [("refused", 40002)]
+    assert "content_id" in dead[0].reason
 
 
 def test_an_unwritable_outbox_is_50002_with_retry_after(relay: Relay) -> None:
