@@ -343,7 +343,7 @@ def test_another_pixels_token_is_40001_and_an_api_key_may_send(
     [
         (TRACK, v2_body(v2_event(), event_source_id="CUNKNOWN0001"), "event_source_id"),
         (TRACK, v2_body(v2_event(), event_source_id=None), "event_source_id"),
-        (TRACK, v2_body(v2_event(), event_source_id=EVENT_SET), "event_source"),
+        (TRACK, v2_body(v2_event(), event_source_id=EVENT_SET), "event_source_id"),
         (V1_TRACK, {"pixel_code": "CNOPE0000001", "event": "Lead"}, "pixel_code"),
         ("/open_api/v1.3/offline/track/", {"event_set_id": PIXEL, "event": "Lead"}, "event_set_id"),
     ],

@@ -94,7 +94,7 @@ class RelayEndpoint:
         if not any([hmac.compare_digest(token, t) for t in allowed]):
             raise Forbidden(_NO_SCOPE)
         if pixel.event_source != relayed.event_source:
-            field = "event_source" if where == "event_source_id" else where
+            # as TikTok names it for a pixel sent as an offline event set: the id, not the kind
             kind = f"a {pixel.event_source} event source, not {relayed.event_source}"
-            raise EventError(field, f"{pixel.id} is {kind}")
+            raise EventError(where, f"Invalid value: {pixel.id} is {kind}")
         return pixel
