@@ -418,6 +418,23 @@ def test_tiktoks_later_refusal_lands_in_the_dead_letters(
         time.sleep(0.02)
     assert [(d.event.event_id, d.code) for d in dead] == [("refused", 40002)]
     assert "content_id" in dead[0].reason
+    # what the console reads: both traced as relayed, each with its own fate
+    recent = relay.server.gateway.recent  # type: ignore[union-attr]
+    deadline = time.monotonic() + 15
+    while True:
+        traces = {t.event_id: t for t in relay.server.call(_latest(recent))}
+        if {t.state for t in traces.values()} >= {"delivered"} and len(traces) == 2:
+            break
+        assert time.monotonic() < deadline, {k: t.state for k, t in traces.items()}
+        time.sleep(0.02)
+    assert {t.source for t in traces.values()} == {"relay"}
+    assert traces["fine"].state == "delivered" and traces["refused"].state != "delivered"
+
+
+async def _latest(recent: Any) -> list[Any]:
+    """Read the buffer on the server's own loop, where it lives."""
+    traces: list[Any] = recent.latest()
+    return traces
 
 
 def test_an_unwritable_outbox_is_50002_with_retry_after(relay: Relay) -> None:
