@@ -13,8 +13,9 @@ the integrations the relay is for send them:
 (c) `POST /open_api/v1.3/pixel/track/`, the same event as a TikTok 1.0 body.
 
 Every event carries a raw email and phone (hashed on the way), an IP, a user agent, a page
-and a value; each request has its own event_id. Each round runs (a), (b), (c) with wrk; the
-best round of each is compared. Figures are printed; the target is (b) ≥ 90 % of (a). As the
+and a value; each request has its own event_id. Each round runs (a), (b), (c) with wrk, each
+round starting with the next one (the outbox grows, neighbours come and go); the best round
+of each is compared. Figures are printed; the target is (b) ≥ 90 % of (a). As the
 relay answers its errors with HTTP 200 (as TikTok does), each line also says how many of the
 requests wrk sent were stored, read from the gateway's /metrics.
 """
@@ -130,8 +131,12 @@ def main() -> None:
             child(fake_args, f"{api}/_fake/stats", directory / "fake.log"),
             child(serve, f"{base}/readyz", directory / "gw.log"),
         ):
-            for _ in range(args.rounds):
-                for name, (path, *_) in CASES.items():
+            names = list(CASES)
+            for round_number in range(args.rounds):
+                # each round starts with another case, so none always runs first or last
+                shift = round_number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    path = CASES[name][0]
                     source = "server" if name == "server API" else "relay"
                     before = stored(base, source)
                     result = run_wrk(base + path, scripts[name], args.seconds, args.connections)
