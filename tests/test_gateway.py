@@ -126,7 +126,7 @@ def test_our_json_renderer(error: Exception, status: int, body: dict[str, str]) 
         (PayloadTooLarge("data", "more than 1000 events"), 40002),
         (Unauthorized("missing or wrong access token"), 40105),
         (UnsupportedMediaType("send JSON"), 40000),
-        (OutboxUnavailable("redis down"), 50001),
+        (OutboxUnavailable("redis down"), 50002),
         (RuntimeError("a bug"), 50000),
     ],
 )
@@ -137,6 +137,9 @@ def test_tiktok_envelope_renderer_answers_as_tiktok_does(error: Exception, code:
     assert set(answer.body) == {"code", "message", "request_id", "data"}
     if isinstance(error, EventError):
         assert answer.body["message"].startswith(error.field)
+    if isinstance(error, OutboxUnavailable):
+        assert answer.headers == {"Retry-After": "5"}
+        assert "redis down" not in str(answer.body)
 
 
 def test_a_trailing_slash_is_a_json_404_not_a_redirect(

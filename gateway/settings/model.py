@@ -26,6 +26,7 @@ from gateway.settings.sections import (
     PrivacySettings,
     Problems,
     RateLimitSettings,
+    RelaySettings,
     ServerApiSettings,
     ServerSettings,
 )
@@ -146,6 +147,7 @@ class Settings:
     delivery: DeliverySettings = setting(default_factory=DeliverySettings)
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
+    relay: RelaySettings = setting(default_factory=RelaySettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
     console: ConsoleSettings = setting(default_factory=ConsoleSettings)

@@ -1,5 +1,5 @@
 """The settings sections beyond pixels: server, metrics, outbox, delivery, server API, rate
-limits, browser, cookies, console, privacy.
+limits, relay, browser, cookies, console, privacy.
 
 Each section is a frozen dataclass whose fields declare their default, bounds, environment
 variable and conversion once (`setting`); `declared.read_section` reads any of them. A
@@ -152,6 +152,17 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    """The TikTok-compatible relay: TikTok's own paths, for integrations that change only
+    their base URL. Larger than TikTok's limits on purpose: a request over 1,000 events is
+    split downstream instead of refused."""
+
+    enabled: bool = setting(True)
+    max_body_bytes: int = setting(8 * 1_048_576, low=1024, high=64 * 1_048_576)
+    max_events: int = setting(10_000, low=1, high=100_000)
+
+
+@dataclass(frozen=True)
 class BrowserSettings:
     """The browser path: where the snippet and beacon live, limits, and whom to believe."""
 
@@ -240,6 +251,7 @@ __all__ = [
     "OutboxSettings",
     "PrivacySettings",
     "RateLimitSettings",
+    "RelaySettings",
     "ServerApiSettings",
     "ServerSettings",
 ]

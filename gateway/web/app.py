@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.ingest.sources import beacon, server_api
+from gateway.ingest.sources import beacon, relay, server_api
 from gateway.runtime import Gateway
 from gateway.web import console, health
 from gateway.web.errors import GatewayJson, log_unexpected
@@ -52,6 +52,7 @@ def create_app(gateway: Gateway) -> Starlette:
         routes=[
             *health.routes(gateway),
             *server_api.routes(gateway.pipeline, gateway.limits.server_api),
+            *relay.routes(gateway.pipeline),
             *browser.routes(),
             *console.routes(gateway),
         ],

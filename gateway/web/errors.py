@@ -91,9 +91,16 @@ class TikTokEnvelope:
         elif isinstance(error, Rejected):
             code, message = 40000, error.message
         elif isinstance(error, OutboxUnavailable):
-            code, message = 50001, "events cannot be stored now; retry"
-        body = {"code": code, "message": message, "request_id": uuid.uuid4().hex, "data": {}}
-        return ErrorAnswer(200, body)
+            # 50002 as TikTok's "try again later"; the header says when (TikTok sends none)
+            body = envelope(50002, "events cannot be stored now; retry later")
+            return ErrorAnswer(200, body, {"Retry-After": str(error.retry_after_seconds)})
+        headers = error.headers if isinstance(error, Rejected) else {}  # Retry-After of a 40100
+        return ErrorAnswer(200, envelope(code, message), headers)
+
+
+def envelope(code: int, message: str) -> dict[str, Any]:
+    """TikTok's answer: `code` 0 and "OK" for success, else its error code and message."""
+    return {"code": code, "message": message, "request_id": uuid.uuid4().hex, "data": {}}
 
 
 def log_unexpected(error: BaseException, where: str) -> None:

@@ -123,6 +123,14 @@ class Metrics:
             ["field"],
             registry=self.registry,
         )
+        self.relay_fixups = Counter(
+            "tiktok_gateway_relay_fixups",
+            "What the TikTok-compatible relay changed in stored requests, by kind "
+            "(raw identifiers hashed, digests passed through, numeric event ids, ms / ISO "
+            "times, legacy event names, 1.0 events translated, requests over 1,000 split)",
+            ["kind"],
+            registry=self.registry,
+        )
         self._delivery: Callable[[], DeliveryStats | None] = lambda: None
         self.registry.register(_DeliveryCollector(lambda: self._delivery()))
         self._guard: BacklogGuard | None = None

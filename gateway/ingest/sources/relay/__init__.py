@@ -1,0 +1,59 @@
+"""The TikTok-compatible relay: existing integrations change only their base URL.
+
+    POST /open_api/v1.3/event/track/     Events 2.0
+    POST /open_api/v1.3/pixel/track/     Events 1.0, one web event
+    POST /open_api/v1.3/pixel/batch/     Events 1.0, web events in `batch[]`
+    POST /open_api/v1.3/offline/track/   offline 1.0, one event
+    POST /open_api/v1.3/offline/batch/   offline 1.0, events in `batch[]`
+    (the same under v1.2, each with or without its trailing slash)
+
+translate.py reads each body into 2.0 events (1.0 field by field), endpoint.py authenticates
+the `Access-Token`, sends the events down the one ingest path every source takes and answers
+in TikTok's envelope; fixups.py counts what the gateway fixed on the way.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.sources.relay.endpoint import RELAY, Reader, RelayEndpoint
+from gateway.ingest.sources.relay.translate import read_v1, read_v2
+from gateway.web.errors import TikTokEnvelope, rendered
+
+VERSIONS = ("v1.3", "v1.2")
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+"""Every method reaches the endpoint, which refuses all but POST in TikTok's envelope."""
+READERS: dict[str, Reader] = {
+    "event/track": read_v2,
+    "pixel/track": functools.partial(read_v1, offline=False, batch=False),
+    "pixel/batch": functools.partial(read_v1, offline=False, batch=True),
+    "offline/track": functools.partial(read_v1, offline=True, batch=False),
+    "offline/batch": functools.partial(read_v1, offline=True, batch=True),
+}
+
+
+def routes(pipeline: Pipeline) -> list[BaseRoute]:
+    """TikTok's paths (every method: a GET gets TikTok's envelope too, not a 405 page)."""
+    if not pipeline.settings.relay.enabled:
+        return []
+    endpoint = RelayEndpoint(pipeline)
+    renderer = TikTokEnvelope()
+    found: list[BaseRoute] = []
+    for name, read in READERS.items():
+
+        async def handle(request: Request, read: Reader = read) -> Response:
+            return await endpoint.handle(request, read)
+
+        guarded = rendered(handle, renderer)
+        for version in VERSIONS:
+            path = f"/open_api/{version}/{name}"
+            found += [Route(p, guarded, methods=_METHODS) for p in (path + "/", path)]
+    return found
+
+
+__all__ = ["READERS", "RELAY", "VERSIONS", "routes"]

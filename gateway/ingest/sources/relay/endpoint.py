@@ -1,0 +1,100 @@
+"""The relay's HTTP side: TikTok's paths, TikTok's `Access-Token`, TikTok's envelope.
+
+Every answer is HTTP 200 with TikTok's envelope, as clients written against TikTok parse it:
+code 0 only once every event of the request is durably in the outbox; 40105 for a token that
+is neither a configured pixel's nor a gateway API key; 40001 for a token of another pixel;
+40002 naming the field for anything invalid, the whole request refused (as TikTok does for
+2.0); 50002 with `Retry-After` when the outbox cannot store now. Errors are rendered by
+`web/errors.TikTokEnvelope` behind the endpoint's boundary, so not even a bug answers 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.core.errors import (
+    EventError,
+    Forbidden,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.policy import Item, SourcePolicy
+from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
+from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
+from gateway.settings import PixelConfig
+from gateway.web.errors import envelope
+from gateway.web.request_body import parse_json, read_body
+
+RELAY = SourcePolicy("relay")
+"""Server-to-server: the sender's clock is trusted (within the skew), a missing event_id is
+derived from the event's content so a retried request deduplicates."""
+Reader = Callable[[Any], RelayRequest]
+_BAD_TOKEN = "Access token is incorrect or has been revoked."
+_NO_SCOPE = "No permission to operate on this event source with this access token."
+
+
+class RelayEndpoint:
+    """One instance for all of TikTok's paths; tokens, keys and limits precomputed once."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        settings = pipeline.settings
+        self._pipeline = pipeline
+        self._pixels = {p.id: p for p in settings.pixels}
+        self._tokens = {p.id: p.access_token.reveal().encode() for p in settings.pixels}
+        self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
+        self._all = tuple(t for t in dict.fromkeys([*self._tokens.values(), *self._keys]) if t)
+        self._max_body = settings.relay.max_body_bytes
+        self._max_events = settings.relay.max_events
+        counter = pipeline.metrics.relay_fixups
+        self._fixups = {kind: counter.labels(kind) for kind in KINDS}
+
+    async def handle(self, request: Request, read: Reader) -> Response:
+        if request.method != "POST":
+            raise MethodNotAllowed("use POST")
+        token = request.headers.get("access-token", "").strip().encode()
+        # the token first, before the body is even read: a stranger costs nothing
+        if not token or not any([hmac.compare_digest(token, t) for t in self._all]):
+            raise Unauthorized(_BAD_TOKEN)
+        length = request.headers.get("content-length")
+        relayed = read(parse_json(await read_body(request.receive, length, self._max_body)))
+        if len(relayed.events) > self._max_events:
+            where = relayed.indexed or "body"
+            raise PayloadTooLarge(where, f"more than {self._max_events} events in one request")
+        pixel = self._destination(relayed, token)
+        pairs = zip(relayed.events, relayed.codes, strict=True)
+        items = [Item(raw, pixel, test_event_code=code) for raw, code in pairs]
+        try:
+            await self._pipeline.ingest(items, RELAY, indexed=relayed.indexed)
+        except EventError as exc:
+            if not relayed.legacy:
+                raise
+            raise type(exc)(legacy_field(exc.field), exc.message) from None
+        for kind, count in count_fixups(relayed.events, legacy=relayed.legacy).items():
+            self._fixups[kind].inc(count)
+        return Response(orjson.dumps(envelope(0, "OK")), media_type="application/json")
+
+    def _destination(self, relayed: RelayRequest, token: bytes) -> PixelConfig:
+        """The configured pixel / event set the request addresses, if this token may send."""
+        where = relayed.source_id_field
+        source_id = relayed.source_id
+        if not isinstance(source_id, str) or not source_id.strip():
+            raise EventError(where, "required: the pixel code or event set id")
+        pixel = self._pixels.get(source_id.strip())
+        if pixel is None:  # TikTok: 40002 "Invalid value for event_source_id"
+            raise EventError(where, "Invalid value: not an event source of this gateway")
+        allowed = (*self._keys, self._tokens[pixel.id])
+        if not any([hmac.compare_digest(token, t) for t in allowed]):
+            raise Forbidden(_NO_SCOPE)
+        if pixel.event_source != relayed.event_source:
+            # as TikTok names it for a pixel sent as an offline event set: the id, not the kind
+            kind = f"a {pixel.event_source} event source, not {relayed.event_source}"
+            raise EventError(where, f"Invalid value: {pixel.id} is {kind}")
+        return pixel

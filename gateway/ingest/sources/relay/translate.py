@@ -1,0 +1,226 @@
+"""TikTok's request bodies read into 2.0 events: Events 2.0 as it is, Events 1.0 field by field.
+
+    2.0     /event/track/    {event_source, event_source_id, test_event_code, partner_name, data[]}
+    1.0     /pixel/track/    {pixel_code, event, event_id, timestamp, test_event_code, context,
+                              properties}
+            /pixel/batch/    {pixel_code, batch[] (each as above, with type: "track")}
+    offline /offline/track/  {event_set_id, event, event_id, timestamp, context, properties}
+            /offline/batch/  {event_set_id, batch[]}
+
+A 1.0 event becomes the 2.0 event TikTok's migration notes describe (README, "Switching an
+existing integration"): `timestamp` → `event_time`, `context.ad.callback` → `user.ttclid`,
+`context.user.*` → `user.*` (`phone_number` → `phone`, offline `emails[]` /
+`phone_numbers[]` → `email` / `phone`), `context.ip` / `user_agent` / `locale` → `user.*`,
+`context.page` → `page`, `properties` unchanged. Nothing here validates values: the shared
+parser does, and `legacy_field` names its complaints in the 1.0 words the sender used.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.errors import EventError
+from gateway.ingest.fields import key_name
+
+WEB, OFFLINE = "web", "offline"
+_V2_KEYS = frozenset({"event_source", "event_source_id", "test_event_code", "partner_name", "data"})
+_V1_EVENT_KEYS = frozenset(
+    {"event", "event_id", "timestamp", "context", "properties", "test_event_code"}
+    | {"limited_data_use"}
+)
+_V1_USER = {
+    # 1.0 key → the parser's key (which names it in errors; `legacy_field` maps it back)
+    "email": "email",
+    "emails": "emails",
+    "phone_number": "phone_number",
+    "phone_numbers": "phones",
+    "external_id": "external_id",
+    "external_ids": "external_ids",
+    "ttp": "ttp",
+}
+_V1_CONTEXT_USER_LEVEL = ("ip", "user_agent", "locale")
+_V1_AS_IS = ("event", "event_id", "limited_data_use")
+
+
+@dataclass
+class RelayRequest:
+    """One request in 2.0 terms: its destination as the sender named it, and its events."""
+
+    source_id: Any
+    source_id_field: str
+    """How the sender named the destination: event_source_id, pixel_code or event_set_id."""
+    event_source: str
+    """web / app / offline / crm: stated in 2.0, implied by the path in 1.0."""
+    events: list[Any]
+    codes: list[str | None] = field(default_factory=list)
+    """The test_event_code of each event (1.0 may give one per event)."""
+    indexed: str | None = None
+    """The list the events came in (`data`, `batch`), for error fields; None for one event."""
+    legacy: bool = False
+    """1.0: errors are named in 1.0 words, and each event counts as translated."""
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise EventError("body", "must be a JSON object")
+    return body
+
+
+def _code(raw: Any, where: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise EventError(where, "must be a string")
+    return raw.strip() or None
+
+
+def _events(body: dict[str, Any], key: str) -> list[Any]:
+    events = body.get(key)
+    if not isinstance(events, list) or not events:
+        raise EventError(key, "must be a non-empty list of events")
+    return events
+
+
+def read_v2(body: Any) -> RelayRequest:
+    """An Events 2.0 body; its events are already in 2.0 form."""
+    body = _object(body)
+    unknown = sorted(set(body) - _V2_KEYS)
+    if unknown:
+        raise EventError(key_name(unknown[0]), "unknown field")
+    source = body.get("event_source")
+    if not isinstance(source, str) or not source:
+        raise EventError("event_source", "required: web, app, offline or crm")
+    events = _events(body, "data")
+    code = _code(body.get("test_event_code"), "test_event_code")
+    return RelayRequest(
+        source_id=body.get("event_source_id"),
+        source_id_field="event_source_id",
+        event_source=source.strip().lower(),
+        events=events,
+        codes=[code] * len(events),
+        indexed="data",
+    )
+
+
+def read_v1(body: Any, *, offline: bool, batch: bool) -> RelayRequest:
+    """A 1.0 body (pixel or offline, one event or a batch), translated to 2.0 events."""
+    body = _object(body)
+    id_field = "event_set_id" if offline else "pixel_code"
+    if batch:
+        unknown = sorted(set(body) - {id_field, "batch", "test_event_code", "partner_name"})
+        if unknown:
+            raise EventError(key_name(unknown[0]), "unknown field")
+        raws, indexed = _events(body, "batch"), "batch"
+    else:
+        raws = [{k: v for k, v in body.items() if k not in (id_field, "partner_name")}]
+        indexed = None
+    shared = _code(body.get("test_event_code"), "test_event_code") if batch else None
+    events, codes = [], []
+    for index, raw in enumerate(raws):
+        try:
+            event, code = _v1_event(raw, batch=batch)
+        except EventError as exc:
+            raise exc.at(f"{indexed}[{index}]") if indexed else exc from None
+        events.append(event)
+        codes.append(code or shared)
+    return RelayRequest(
+        source_id=body.get(id_field),
+        source_id_field=id_field,
+        event_source=OFFLINE if offline else WEB,
+        events=events,
+        codes=codes,
+        indexed=indexed,
+        legacy=True,
+    )
+
+
+def _table(where: str, raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise EventError(where, "must be an object")
+    return raw
+
+
+def _v1_event(raw: Any, *, batch: bool) -> tuple[dict[str, Any], str | None]:
+    """One 1.0 event as a 2.0 event, and its test_event_code."""
+    if not isinstance(raw, dict):
+        raise EventError("event", "each event must be a JSON object")
+    allowed = _V1_EVENT_KEYS | {"type"} if batch else _V1_EVENT_KEYS
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise EventError(key_name(unknown[0]), "unknown field")
+    if batch and raw.get("type", "track") != "track":
+        raise EventError("type", 'must be "track"')
+    event: dict[str, Any] = {k: raw[k] for k in _V1_AS_IS if k in raw}
+    if "properties" in raw:
+        event["properties"] = _v1_properties(raw["properties"])
+    if raw.get("timestamp") is not None:
+        event["event_time"] = raw["timestamp"]
+    user: dict[str, Any] = {}
+    for key, value in _table("context", raw.get("context")).items():
+        if key == "user":
+            for user_key, user_value in _table("context.user", value).items():
+                target = _V1_USER.get(user_key)
+                if target is None:
+                    raise EventError(f"context.user.{key_name(user_key)}", "unknown field")
+                user[target] = user_value
+        elif key == "ad":
+            for ad_key, ad_value in _table("context.ad", value).items():
+                if ad_key != "callback":
+                    raise EventError(f"context.ad.{key_name(ad_key)}", "unknown field")
+                user["ttclid"] = ad_value
+        elif key == "page":
+            event["page"] = _table("context.page", value)
+        elif key in _V1_CONTEXT_USER_LEVEL:
+            user[key] = value
+        else:
+            raise EventError(f"context.{key_name(key)}", "unknown field")
+    if user:
+        event["user"] = user
+    return event, _code(raw.get("test_event_code"), "test_event_code")
+
+
+def _v1_properties(raw: Any) -> Any:
+    """1.0 clients (TikTok's own SDK among them) put `content_type` in each content; 2.0 has
+    one `properties.content_type`. Lifted when every content agrees and none is given."""
+    if not isinstance(raw, dict) or "content_type" in raw:
+        return raw
+    contents = raw.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return raw
+    if not all(isinstance(c, dict) for c in contents):
+        return raw
+    values = [c.get("content_type") for c in contents]
+    if not all(isinstance(v, str) for v in values) or len(kinds := set(values)) != 1:
+        return raw
+    if not kinds <= _CONTENT_TYPES:
+        return raw
+    lifted = [{k: v for k, v in c.items() if k != "content_type"} for c in contents]
+    return {**raw, "contents": lifted, "content_type": kinds.pop()}
+
+
+_CONTENT_TYPES = frozenset({"product", "product_group"})
+_PLACE = re.compile(r"((?:batch|data)\[\d+\]\.)?(.*)", re.DOTALL)
+_LEGACY_NAMES = {
+    "event_time": "timestamp",
+    "user.ttclid": "context.ad.callback",
+    "user.phones": "context.user.phone_numbers",
+    **{f"user.{key}": f"context.{key}" for key in _V1_CONTEXT_USER_LEVEL},
+}
+
+
+def legacy_field(field_name: str) -> str:
+    """A 2.0 field the parser named, in the 1.0 words of the request: `batch[2].timestamp`."""
+    match = _PLACE.fullmatch(field_name)
+    assert match is not None  # the pattern matches any text
+    place, rest = match.group(1) or "", match.group(2)
+    for new, old in _LEGACY_NAMES.items():
+        if rest == new or rest.startswith((f"{new}.", f"{new}[")):
+            return place + old + rest[len(new) :]
+    for prefix in ("user.", "page."):
+        if rest.startswith(prefix):
+            return f"{place}context.{rest}"
+    return field_name
