@@ -3,6 +3,7 @@
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
 sections.py   server, metrics, outbox, delivery, server API, rate limits, browser, cookies
+postbacks.py  lead systems' postbacks: sources, tracking rules, the lead context
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
 """
@@ -10,6 +11,7 @@ load.py       the file and the environment → `Settings`, or `ConfigError`
 from gateway.core.secret import Secret
 from gateway.settings.load import load_settings, parse_settings
 from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings
+from gateway.settings.postbacks import PostbackSettings, PostbackSource
 from gateway.settings.sections import (
     BrowserSettings,
     CookieSettings,
@@ -29,6 +31,8 @@ __all__ = [
     "MetricsSettings",
     "OutboxSettings",
     "PixelConfig",
+    "PostbackSettings",
+    "PostbackSource",
     "RateLimitSettings",
     "Secret",
     "ServerApiSettings",

@@ -15,6 +15,7 @@ import phonenumbers
 
 from gateway.core.secret import Secret
 from gateway.settings.declared import choice, read_section, redacted, secret_values, setting
+from gateway.settings.postbacks import PostbackSettings
 from gateway.settings.reader import TableReader
 from gateway.settings.sections import (
     BrowserSettings,
@@ -139,6 +140,7 @@ class Settings:
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
+    postbacks: PostbackSettings = setting(default_factory=PostbackSettings)
 
     def pixel(self, pixel_id: str) -> PixelConfig | None:
         for pixel in self.pixels:
