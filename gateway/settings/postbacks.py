@@ -60,14 +60,19 @@ class PostbackSource:
     """Field → incoming value → trigger name (`status` → `1` → `lead_sold`)."""
     fields: tuple[str, ...] = ()
     """Extra fields its templates may name."""
+    macros: Mapping[str, str] | None = None
+    """Parameter → the platform's macro, for `postback-url` (None: from the rules)."""
 
     def describe(self) -> dict[str, Any]:
-        return {
+        shown: dict[str, Any] = {
             "secret": str(self.secret),
             "rename": dict(self.rename),
             "triggers": {k: dict(v) for k, v in self.triggers.items()},
             "fields": list(self.fields),
         }
+        if self.macros is not None:
+            shown["macros"] = dict(self.macros)
+        return shown
 
 
 def _read_sources(
@@ -95,8 +100,9 @@ def _read_sources(
         for field_name in maps_table.raw_keys():
             trigger_maps[field_name] = _string_map(maps_table, field_name)
         extra = tuple(one.strings("fields"))
+        macros = _string_map(one, "macros") if "macros" in one.raw_keys() else None
         one.finish()
-        sources[name] = PostbackSource(name, secret, rename, trigger_maps, extra)
+        sources[name] = PostbackSource(name, secret, rename, trigger_maps, extra, macros)
     sources_table.finish()
     return sources
 

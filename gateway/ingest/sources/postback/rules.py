@@ -331,6 +331,15 @@ def derived_event_id(rule: str, source: str, fields: Mapping[str, str]) -> str:
     return "pb-" + hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
+def fields_read(rule: Rule) -> list[str]:
+    """Every postback field the rule reads: trigger, filters, price, templates."""
+    names = ["trigger", *(f.field for f in rule.filters)]
+    if rule.price is not None:
+        names.append(rule.price.field)
+    names.extend(placeholders(rule))
+    return list(dict.fromkeys(names))
+
+
 def placeholders(rule: Rule) -> Sequence[str]:
     """Every field the rule's templates name (for configuration checks)."""
     names = [n for t in rule.action.templates.values() for n in t.fields]

@@ -1,0 +1,370 @@
+"""Postbacks end to end over real HTTP: a browser beacon, then the lead system's postback,
+then what the fake Events API receives; authentication, answers, reloads."""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.fake_api import FakeEventsApi
+from gateway.runtime import Gateway
+from gateway.settings import load_settings
+from gateway.web.app import create_app
+from tests.conftest import PIXEL, TOKEN, GatewayServer, free_port
+
+SHOP = "http://shop.test"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+TTP = "2F7h37YkS1j57AYSKTI7IHhJPYH"
+CLICK = "E.C.P.click-42"
+LMS_KEY = "lms-secret-0123456789"
+TREE_KEY = "tree-secret-0123456789"
+API_KEY = "server-key-0123456789"
+RULES = f"""
+[[pixels]]
+id = "{PIXEL}"
+access_token = "{TOKEN}"
+origins = ["{SHOP}"]
+
+[cookies]
+secrets = ["cookie-secret-0123456789abcdef"]
+
+[server_api]
+api_keys = ["{API_KEY}"]
+
+[postbacks.sources.lms]
+secret = "{LMS_KEY}"
+rename = {{ payout = "price" }}
+
+[postbacks.sources.tree]
+secret = "{TREE_KEY}"
+rename = {{ revenue = "price", click_ref = "lead_id" }}
+triggers = {{ status = {{ "1" = "lead_sold", "0" = "form_submit" }} }}
+
+[[postbacks.rules]]
+name = "sold"
+trigger = "lead_sold"
+filters = {{ publisher = {{ none_of = ["blocked-pub"] }} }}
+price = {{ gt = 0 }}
+event = "CompleteRegistration"
+fields = {{ event_id = "{{lead_id}}-{{trigger}}", value = "{{price}}", currency = "USD", \
+external_id = "{{lead_id}}" }}
+
+[[postbacks.rules]]
+name = "form"
+trigger = "form_submit"
+event = "Lead"
+fields = {{ event_id = "{{lead_id}}-form", external_id = "{{lead_id}}" }}
+"""
+
+
+def config(**replace: str) -> dict[str, Any]:
+    text = RULES.replace(" \\\n", " ")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return tomllib.loads(text)
+
+
+class Lead:
+    """The browser, the lead system and TikTok around one gateway."""
+
+    def __init__(self, server: GatewayServer, fake: FakeEventsApi) -> None:
+        self.server, self.fake = server, fake
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+
+    def browse(self, lead_id: str, *, url: str = f"{SHOP}/landing?ttclid={CLICK}") -> None:
+        body = {"event": "ViewContent", "event_id": f"view-{lead_id}", "page": {"url": url}}
+        body["user"] = {"external_id": lead_id}
+        headers = {
+            "Origin": SHOP,
+            "Content-Type": "text/plain",
+            "User-Agent": CHROME,
+            "Cookie": f"_ttp={TTP}",
+        }
+        response = self.http.post("/b", content=json.dumps(body), headers=headers)
+        assert response.status_code == 204 and response.headers["x-accepted"] == "1"
+
+    def delivered(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + within
+        while len(self.fake.accepted_events()) < count:
+            assert time.monotonic() < deadline, "events not delivered"
+            time.sleep(0.02)
+        return self.fake.accepted_events()
+
+    def delivered_event(self, event_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            found = [e for e in self.fake.accepted_events() if e["event_id"] == event_id]
+            if found:
+                return found[-1]
+            assert time.monotonic() < deadline, f"{event_id} not delivered"
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def lead(serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi) -> Iterator[Lead]:
+    made = Lead(serve_gateway(**config()), fake_api)
+    yield made
+    made.http.close()
+
+
+def assert_browser_context(event: dict[str, Any]) -> None:
+    user = event["user"]
+    assert user["ttclid"] == CLICK
+    assert user["ttp"] == TTP
+    assert user["ip"] == "127.0.0.1"
+    assert user["user_agent"] == CHROME
+    assert event["page"]["url"] == f"{SHOP}/landing?ttclid={CLICK}"
+
+
+def test_a_get_postback_gets_the_browsers_click_id_and_context(lead: Lead) -> None:
+    lead.browse("lead-42")
+    answer = lead.http.get(
+        "/v1/postbacks/lms",
+        params={
+            "key": LMS_KEY,
+            "trigger": "lead_sold",
+            "lead_id": "lead-42",
+            "payout": "37.5",
+            "publisher": "pub-1",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["stored"] == 1 and body["ttclid"] == "context"
+    assert body["fired"] == [
+        {
+            "rule": "sold",
+            "events": [
+                {"event": "CompleteRegistration", "event_id": "lead-42-lead_sold", "pixel": PIXEL}
+            ],
+        }
+    ]
+    assert body["not_fired"] == [
+        {"rule": "form", "reason": "trigger: 'lead_sold' is not form_submit"}
+    ]
+    event = lead.delivered_event("lead-42-lead_sold")
+    assert event["event"] == "CompleteRegistration"
+    assert event["properties"] == {"value": 37.5, "currency": "USD"}
+    assert_browser_context(event)
+
+
+def test_a_form_post_and_a_json_post_work_the_same(lead: Lead) -> None:
+    lead.browse("lead-7")
+    form = lead.http.post(
+        f"/v1/postbacks/tree?key={TREE_KEY}",
+        data={"status": "1", "click_ref": "lead-7", "revenue": "12"},
+    )
+    assert form.status_code == 200, form.text
+    assert form.json()["fired"][0]["events"][0]["event_id"] == "lead-7-lead_sold"
+    as_json = lead.http.post(
+        "/v1/postbacks/tree",
+        json={"status": 0, "click_ref": "lead-7"},
+        headers={"X-Api-Key": TREE_KEY},
+    )
+    assert as_json.status_code == 200, as_json.text
+    assert as_json.json()["fired"][0]["events"][0]["event_id"] == "lead-7-form"
+    sold = lead.delivered_event("lead-7-lead_sold")
+    assert sold["properties"]["value"] == 12
+    assert_browser_context(sold)
+    assert_browser_context(lead.delivered_event("lead-7-form"))
+
+
+def test_a_retried_postback_gives_the_same_event_id(lead: Lead) -> None:
+    lead.browse("L-1")
+    params = {"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "L-1", "payout": "5"}
+    first = lead.http.get("/v1/postbacks/lms", params=params).json()
+    again = lead.http.get("/v1/postbacks/lms", params=params).json()
+    assert first["stored"] == again["stored"] == 1
+    assert first["fired"] == again["fired"]
+    assert first["fired"][0]["events"][0]["event_id"] == "L-1-lead_sold"
+
+
+def test_a_lead_the_browser_never_showed_is_flagged_and_a_web_event_needs_a_page(
+    lead: Lead,
+) -> None:
+    params = {"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "never-seen", "payout": "5"}
+    body = lead.http.get("/v1/postbacks/lms", params=params).json()
+    assert body["ttclid"] == "missing"
+    assert {"rule": "sold", "reason": "page.url: is required for web events"} in body["not_fired"]
+    with_page = {**params, "url": "https://shop.example/thanks"}
+    assert lead.http.get("/v1/postbacks/lms", params=with_page).json()["stored"] == 1
+
+
+def test_a_filtered_out_publisher_sends_nothing_and_says_why(lead: Lead) -> None:
+    lead.browse("lead-9")
+    answer = lead.http.get(
+        "/v1/postbacks/lms",
+        params={
+            "key": LMS_KEY,
+            "trigger": "lead_sold",
+            "lead_id": "lead-9",
+            "payout": "5",
+            "publisher": "blocked-pub",
+        },
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["stored"] == 0 and body["fired"] == []
+    assert {"rule": "sold", "reason": "publisher: 'blocked-pub' is excluded (none of)"} in body[
+        "not_fired"
+    ]
+    # a sentinel postback sent after it is delivered, and nothing else for lead-9 is
+    lead.browse("sentinel")
+    sentinel = {"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "sentinel", "payout": "1"}
+    assert lead.http.get("/v1/postbacks/lms", params=sentinel).json()["stored"] == 1
+    lead.delivered_event("sentinel-lead_sold")
+    assert not [e for e in lead.fake.accepted_events() if e["event_id"].startswith("lead-9-")]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "headers"),
+    [
+        ("/v1/postbacks/lms", {"key": "wrong-secret-0123456789"}, {}),
+        ("/v1/postbacks/lms", {}, {}),
+        ("/v1/postbacks/lms", {"key": TREE_KEY}, {}),
+        ("/v1/postbacks/nope", {"key": LMS_KEY}, {}),
+        ("/v1/postbacks/lms", {}, {"X-Api-Key": "wrong-secret-0123456789"}),
+    ],
+)
+def test_a_wrong_secret_is_401_json(
+    lead: Lead, path: str, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    answer = lead.http.get(path, params={**params, "trigger": "lead_sold"}, headers=headers)
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "unauthorized"
+
+
+def test_the_api_key_in_a_header_is_accepted_too(lead: Lead) -> None:
+    answer = lead.http.get(
+        "/v1/postbacks/lms",
+        params={"trigger": "form_submit", "lead_id": "x", "url": "https://shop.example/"},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert answer.status_code == 200 and answer.json()["fired"][0]["rule"] == "form"
+
+
+def test_a_price_that_is_no_number_is_400_naming_the_senders_field(lead: Lead) -> None:
+    answer = lead.http.get(
+        "/v1/postbacks/lms",
+        params={"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "x", "payout": "#price#"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "payout"
+
+
+def test_a_dry_run_shows_the_events_api_json_and_stores_nothing(lead: Lead) -> None:
+    answer = lead.http.get(
+        "/v1/postbacks/lms",
+        params={
+            "key": LMS_KEY,
+            "trigger": "lead_sold",
+            "lead_id": "dry",
+            "payout": "3",
+            "email": "Alice@Example.com",
+            "url": "https://shop.example/",
+            "dry_run": "1",
+        },
+    )
+    body = answer.json()
+    assert body["stored"] == 0
+    (request,) = body["requests"]
+    assert request["event_source_id"] == PIXEL
+    user = request["data"][0]["user"]
+    assert user["email"] == ["ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"]
+    assert "Alice" not in answer.text
+
+
+def test_postbacks_are_rate_limited_per_client(
+    serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi
+) -> None:
+    data = config()
+    data["rate_limit"] = {"postback_per_second": 0.001, "postback_burst": 2}
+    server = serve_gateway(**data)
+    with httpx.Client(base_url=server.url) as http:
+        codes = [
+            http.get("/v1/postbacks/lms", params={"key": LMS_KEY}).status_code for _ in range(3)
+        ]
+    assert codes == [200, 200, 429]
+
+
+def test_lead_context_is_counted_in_metrics(lead: Lead) -> None:
+    lead.browse("lead-m")
+    for lead_id in ("lead-m", "unknown"):
+        lead.http.get(
+            "/v1/postbacks/lms",
+            params={"key": LMS_KEY, "trigger": "form_submit", "lead_id": lead_id},
+        )
+    metrics = httpx.get(lead.server.metrics_url).text
+    assert "tiktok_gateway_lead_context_hits_total 1.0" in metrics
+    assert "tiktok_gateway_lead_context_misses_total 1.0" in metrics
+    assert 'tiktok_gateway_postbacks_total{result="fired",source="lms"} 1.0' in metrics
+    assert 'tiktok_gateway_postbacks_total{result="none",source="lms"} 1.0' in metrics
+    assert 'tiktok_gateway_postback_rules_skipped_total{source="lms"} 1.0' in metrics
+
+
+@pytest.fixture
+def reloadable(tmp_path: Path, fake_api: FakeEventsApi) -> Iterator[tuple[Lead, Path, Gateway]]:
+    path = tmp_path / "gateway.toml"
+    text = RULES.replace(" \\\n", " ")
+    extra = (
+        f'api_base = "{fake_api.url}"\n[metrics]\nport = {free_port()}\n'
+        f'[outbox]\nurl = "sqlite:///{tmp_path}/outbox.sqlite3"\n[delivery]\nlinger_ms = 0\n'
+    )
+    path.write_text(extra + text)
+    gateway = Gateway(load_settings(path, {}), reload=lambda: load_settings(path, {}))
+    server = GatewayServer(create_app(gateway), gateway=gateway).start()
+    made = Lead(server, fake_api)
+    yield made, path, gateway
+    made.http.close()
+    server.stop()
+
+
+def test_rules_reload_without_a_restart_and_a_broken_file_keeps_the_old_ones(
+    reloadable: tuple[Lead, Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    lead, path, gateway = reloadable
+    params = {"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "r", "payout": "1", "url": SHOP}
+    assert (
+        lead.http.get("/v1/postbacks/lms", params=params).json()["fired"][0]["events"][0]["event"]
+        == "CompleteRegistration"
+    )
+
+    path.write_text(
+        path.read_text().replace('event = "CompleteRegistration"', 'event = "Purchase"')
+    )
+    assert gateway.live.reload()
+    fired = lead.http.get("/v1/postbacks/lms", params=params).json()["fired"]
+    assert fired[0]["events"][0]["event"] == "Purchase"
+
+    path.write_text(path.read_text().replace("{lead_id}-{trigger}", "{leadid}-{trigger}"))
+    caplog.clear()
+    assert not gateway.live.reload()
+    refusals = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
+    assert len(refusals) == 1 and "{leadid} names no known or configured field" in refusals[0]
+    fired = lead.http.get("/v1/postbacks/lms", params=params).json()["fired"]
+    assert fired[0]["events"][0] == {"event": "Purchase", "event_id": "r-lead_sold", "pixel": PIXEL}
+
+
+def test_postback_url_prints_the_url_to_paste(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(RULES.replace(" \\\n", " "))
+    result = run_cli("postback-url", "tree", "--config", str(path), "--base", "https://t.shop")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"https://t.shop/v1/postbacks/tree?key={TREE_KEY}&status={{status}}"
+        "&publisher={publisher}&revenue={revenue}&click_ref={click_ref}"
+    )
+    unknown = run_cli("postback-url", "nope", "--config", str(path))
+    assert unknown.returncode == 1 and "no postback source 'nope'" in unknown.stderr
