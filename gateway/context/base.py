@@ -31,6 +31,7 @@ from typing import Any
 from gateway.core.normalize import hash_external_id
 
 log = logging.getLogger(__name__)
+_STOP_SECONDS = 10.0
 CONTEXT_FIELDS = ("ttclid", "ttclid_at", "ttp", "ip", "user_agent", "url", "locale")
 
 
@@ -108,6 +109,7 @@ class ContextStore(abc.ABC):
         self._task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Lock | None = None
         self._next_sweep = 0.0
+        self._stopping = False
 
     # --- backend ---------------------------------------------------------------------------
 
@@ -139,17 +141,23 @@ class ContextStore(abc.ABC):
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # asked to stop, not cancelled: a Redis command cancelled halfway can hang the close
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(task, _STOP_SECONDS)
+        except TimeoutError:
+            log.warning("lead context: the writer did not stop in time")
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._sweep_seconds)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
                 if self.clock() >= self._next_sweep:

@@ -71,7 +71,7 @@ def create_app(gateway: Gateway) -> Starlette:
     app = Starlette(
         routes=[
             *health.routes(gateway),
-            *server_api.routes(gateway.pipeline, gateway.limits.server_api),
+            *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
             *browser.routes(),
         ],
