@@ -23,6 +23,7 @@ from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
+from gateway.ingest.sources.postback.log import postback_log
 from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.outbox import Outbox, is_redis, open_outbox
 from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
@@ -95,7 +96,9 @@ class Gateway:
         """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
         self.pipeline.on_accept(self.leads.accepted)
         self.metrics.watch_context(lambda: self.leads.store.stats)
-        self.postbacks = PostbackProcessor(self.pipeline, self.leads)
+        self.postback_log = postback_log(settings, self.outbox)
+        """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
+        self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self.pipeline.on_accept(self.recent.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
@@ -113,8 +116,10 @@ class Gateway:
         await self.outbox.open()
         try:
             await self.leads.store.open()
+            await self.postback_log.open()
             await self.delivery.start()
         except BaseException:
+            await self.postback_log.close()
             await self.leads.store.close()
             await self.outbox.close()
             raise
@@ -132,5 +137,6 @@ class Gateway:
         if self.client is not None:
             await self.client.aclose()
         await self.limits.aclose()
+        await self.postback_log.close()
         await self.leads.store.close()
         await self.outbox.close()

@@ -368,3 +368,111 @@ def test_postback_url_prints_the_url_to_paste(tmp_path: Path) -> None:
     )
     unknown = run_cli("postback-url", "nope", "--config", str(path))
     assert unknown.returncode == 1 and "no postback source 'nope'" in unknown.stderr
+
+
+def test_a_server_event_for_a_lead_gets_the_browser_context_and_its_own_values_win(
+    lead: Lead,
+) -> None:
+    lead.browse("lead-s")
+    event = {
+        "event": "Purchase",
+        "event_id": "order-s",
+        "user": {"external_id": "lead-s", "ip": "203.0.113.9"},
+    }
+    answer = lead.http.post(
+        "/v1/events", json=event, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert answer.status_code == 202, answer.text
+    delivered = lead.delivered_event("order-s")
+    assert delivered["user"]["ip"] == "203.0.113.9"  # the sender's own value wins
+    assert delivered["user"]["ttclid"] == CLICK and delivered["user"]["ttp"] == TTP
+    assert delivered["user"]["user_agent"] == CHROME
+    assert delivered["page"]["url"] == f"{SHOP}/landing?ttclid={CLICK}"
+
+
+def write_config(path: Path, **top: str) -> Path:
+    extra = "".join(f"{key} = {value}\n" for key, value in top.items())
+    path.write_text(extra + RULES.replace(" \\\n", " "))
+    return path
+
+
+def test_the_postback_log_shows_what_each_postback_became(lead: Lead, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    lead.browse("lead-log")
+    sold = {
+        "key": LMS_KEY,
+        "trigger": "lead_sold",
+        "lead_id": "lead-log",
+        "payout": "9",
+        "email": "Alice@Example.com",
+    }
+    lead.http.get("/v1/postbacks/lms", params=sold)
+    lead.http.get(
+        "/v1/postbacks/lms",
+        params={"key": LMS_KEY, "trigger": "lead_return", "lead_id": "lead-log", "ttclid": "x"},
+    )
+    lead.delivered_event("lead-log-lead_sold")
+    assert lead.server.gateway is not None
+    lead.server.call(lead.server.gateway.postback_log.flush())
+    url = lead.server.gateway.settings.outbox.url
+    config = write_config(tmp_path / "gateway.toml", api_base='"http://127.0.0.1:9"')
+    config.write_text(config.read_text() + f'\n[outbox]\nurl = "{url}"\n')
+    result = run_cli("postbacks", "lms", "--last", "20", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("lead_sold  ttclid: context")
+    assert lines[1] == ("    fired sold: CompleteRegistration lead-log-lead_sold  [delivered]")
+    assert "lead_return  ttclid: malformed" in result.stdout
+    assert "    nothing fired" in result.stdout
+    assert "    not sold: trigger: 'lead_return' is not lead_sold" in result.stdout
+    as_json = run_cli("postbacks", "lms", "--json", "--config", str(config)).stdout
+    entry = json.loads(as_json.splitlines()[0])
+    assert entry["fields"]["email"] == (
+        "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"
+    )
+    assert "Alice" not in as_json and LMS_KEY not in as_json
+
+
+def test_postback_test_shows_matched_and_unmatched_rules_and_the_json(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    config = write_config(tmp_path / "gateway.toml")
+    query = "trigger=lead_sold&lead_id=L1&payout=5&url=https://shop.example/&email=a@b.example"
+    result = run_cli("postback-test", "lms", query, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "matched  sold: CompleteRegistration (event_id L1-lead_sold)"
+    assert lines[1] == "no match form: trigger: 'lead_sold' is not form_submit"
+    body = json.loads(result.stdout[result.stdout.index("[") :])
+    assert body[0]["data"][0]["properties"] == {"value": 5, "currency": "USD"}
+    assert "a@b.example" not in result.stdout
+    filtered = run_cli(
+        "postback-test", "lms", f"{query}&publisher=blocked-pub", "--config", str(config)
+    )
+    assert "no match sold: publisher: 'blocked-pub' is excluded (none of)" in filtered.stdout
+    assert "nothing would be sent" in filtered.stdout
+
+
+def test_postback_test_sends_with_the_test_event_code(
+    tmp_path: Path, fake_api: FakeEventsApi
+) -> None:
+    from tests.conftest import run_cli
+
+    config = write_config(tmp_path / "gateway.toml", api_base=f'"{fake_api.url}"')
+    query = "trigger=form_submit&lead_id=L2&url=https://shop.example/"
+    result = run_cli(
+        "postback-test",
+        "lms",
+        query,
+        "--send",
+        "--test-event-code",
+        "TEST123",
+        "--config",
+        str(config),
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'TikTok answered: {"code": 0' in result.stdout
+    (request,) = fake_api.requests
+    assert request.body["test_event_code"] == "TEST123"
+    assert request.body["data"][0]["event_id"] == "L2-form"

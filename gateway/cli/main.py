@@ -13,11 +13,29 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import check_config, fake_api, outbox, postback_url, send_test, serve
+from gateway.cli import (
+    check_config,
+    fake_api,
+    outbox,
+    postback_test,
+    postback_url,
+    postbacks,
+    send_test,
+    serve,
+)
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED
 from gateway.core.errors import ConfigError, EventError, OutboxUnavailable
 
-_COMMANDS = (serve, check_config, send_test, outbox, fake_api, postback_url)
+_COMMANDS = (
+    serve,
+    check_config,
+    send_test,
+    outbox,
+    fake_api,
+    postback_url,
+    postback_test,
+    postbacks,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

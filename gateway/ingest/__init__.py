@@ -5,7 +5,8 @@ Follow one event from any source to the Events API by folder names alone:
     ingest/sources/beacon/     browser snippet → POST /b (origin, cookies, what the server
                                observes of the visitor: `Observed`)
     ingest/sources/server_api  backends → POST /v1/events (API key)
-    ingest/sources/<next>/     postbacks, the TikTok-compatible relay, file imports: one
+    ingest/sources/postback/   lead systems → /v1/postbacks/{source} (tracking rules)
+    ingest/sources/<next>/     the TikTok-compatible relay, file imports: one
                                folder each, one line where routes or commands are registered
           │  each source reads its own wire format into `Item`s and picks a `SourcePolicy`
           ▼

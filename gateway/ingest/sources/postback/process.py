@@ -11,6 +11,7 @@ refuses the postback (400), so the platform shows the error instead of retrying 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +22,14 @@ from gateway.core.event import Destination, Event, request_body
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.postback.conditions import NotANumber
+from gateway.ingest.sources.postback.log import PostbackLog, loggable
 from gateway.ingest.sources.postback.request import sender_name
 from gateway.ingest.sources.postback.rules import Built, RuleSet, Unmatched
 from gateway.settings import PostbackSource
 
 log = logging.getLogger(__name__)
 POSTBACK = SourcePolicy("postback")
+_CLICK = re.compile(r"[A-Za-z0-9._~-]{8,512}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Outcome:
     fired: list[FiredRule] = field(default_factory=list)
     unmatched: list[Unmatched] = field(default_factory=list)
     click: str = "missing"
+    """given, context, expired (older than the window), malformed or missing."""
     stored: bool = False
 
     @property
@@ -78,6 +82,13 @@ class Outcome:
         return body
 
 
+def _click_flag(given: str | None, filled: str) -> str:
+    """How the click id stands; one the sender gave that TikTok would not take is flagged."""
+    if given and not _CLICK.fullmatch(given):
+        return "malformed"
+    return filled
+
+
 def tiktok_requests(events: list[Event]) -> list[dict[str, Any]]:
     """The Events API bodies these events would be sent in, one per destination."""
     by_destination: dict[Destination, list[Event]] = {}
@@ -89,9 +100,15 @@ def tiktok_requests(events: list[Event]) -> list[dict[str, Any]]:
 class PostbackProcessor:
     """Evaluates rules, fills in the lead context, parses and stores the events."""
 
-    def __init__(self, pipeline: Pipeline, leads: LeadMemory | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        leads: LeadMemory | None = None,
+        journal: PostbackLog | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._leads = leads
+        self._journal = journal
         metrics = pipeline.metrics
         self._counted = metrics.postbacks
         self._skipped = metrics.postback_rules_skipped
@@ -114,7 +131,7 @@ class PostbackProcessor:
         outcome.unmatched.extend(evaluation.unmatched)
         built = [b for fired in evaluation.fired for b in fired.events]
         filled = await self._fill(fields, built)
-        outcome.click = filled.click
+        outcome.click = _click_flag(fields.get("ttclid"), filled.click)
         for fired in evaluation.fired:
             try:
                 events = self._parse(fired.events, filled)
@@ -137,6 +154,9 @@ class PostbackProcessor:
             outcome.stored = True
         if store:
             self._counted.labels(source.name, "fired" if outcome.fired else "none").inc()
+            if self._journal is not None:
+                entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": loggable(fields)}
+                self._journal.record(source.name, entry)
         return outcome
 
     async def _fill(self, fields: Mapping[str, str], built: list[Built]) -> Filled:
