@@ -476,3 +476,84 @@ def test_postback_test_sends_with_the_test_event_code(
     (request,) = fake_api.requests
     assert request.body["test_event_code"] == "TEST123"
     assert request.body["data"][0]["event_id"] == "L2-form"
+
+
+def test_sighup_reloads_the_rules_of_a_running_gateway(
+    tmp_path: Path, fake_api: FakeEventsApi
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for_http
+
+    port = free_port()
+    config = write_config(tmp_path / "gateway.toml", api_base=f'"{fake_api.url}"')
+    original = config.read_text() + f'\n[outbox]\nurl = "sqlite:///{tmp_path}/o.sqlite3"\n'
+    config.write_text(original)
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
+             str(port), "--metrics-port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/healthz", timeout=30)
+        params = {"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "h", "payout": "1",
+                  "url": SHOP, "dry_run": "1"}  # fmt: skip
+
+        def event_name() -> str:
+            fired = httpx.get(f"{base}/v1/postbacks/lms", params=params).json()["fired"]
+            name: str = fired[0]["events"][0]["event"]
+            return name
+
+        def wait_until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 15
+            while not condition():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+
+        assert event_name() == "CompleteRegistration"
+        config.write_text(original.replace('event = "CompleteRegistration"', 'event = "Purchase"'))
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: event_name() == "Purchase")
+        config.write_text("[[postbacks.rules]]\nbroken = true\n")
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in log.read_text())
+        assert event_name() == "Purchase"
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(30)
+    refused = [line for line in log.read_text().splitlines() if "reload refused" in line]
+    assert len(refused) == 1
+
+
+def test_with_a_redis_outbox_replicas_share_the_lead_context(
+    serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi, redis_url: str
+) -> None:
+    data = config()
+    data["outbox"] = {"url": redis_url}
+    browser_side = Lead(serve_gateway(**data), fake_api)
+    other_replica = Lead(serve_gateway(**data), fake_api)
+    try:
+        browser_side.browse("lead-r")
+        gateway = browser_side.server.gateway
+        assert gateway is not None  # its queue is written at once, by its own task:
+        deadline = time.monotonic() + 10  # another replica sees it after that write
+        while gateway.leads.store.stats.written < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        answer = other_replica.http.get(
+            "/v1/postbacks/lms",
+            params={"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "lead-r", "payout": "4"},
+        )
+        assert answer.json()["ttclid"] == "context", answer.text
+        assert_browser_context(other_replica.delivered_event("lead-r-lead_sold"))
+    finally:
+        browser_side.http.close()
+        other_replica.http.close()

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"cannot listen: {exc.strerror}", file=sys.stderr)
         return 2
     overrides = {"host": args.host, "port": args.port, "metrics_port": args.metrics_port}
-    app = create_app(Gateway(settings, reload=lambda: settings_of(args, **overrides)))
+    gateway = Gateway(settings, reload=lambda: settings_of(args, **overrides))
+    # a reloaded file may hold new secrets (a source's key): the log filter learns them
+    gateway.live.on_reload(lambda new: configure_logging(new.log_level, new.secrets()))
+    app = create_app(gateway)
     uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
     return 0
