@@ -15,6 +15,7 @@ same `event_id` — so TikTok deduplicates a platform's retries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -126,6 +127,7 @@ DEFAULT_TEMPLATES = {
     "event_time": "{event_time}",
 }
 """A field the action does not template takes the postback's field of the same name."""
+_DEFAULTS = {key: Template.parse(text) for key, text in DEFAULT_TEMPLATES.items()}
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,12 @@ class Action:
     """None: the only configured pixel."""
     templates: Mapping[str, Template] = field(default_factory=dict)
     contents: Mapping[str, Template] = field(default_factory=dict)
+
+    @functools.cached_property
+    def effective(self) -> tuple[tuple[str, Template], ...]:
+        """Every field's template, the defaults included: worked out once, used per postback."""
+        keys = [k for k in TEMPLATE_KEYS if k in self.templates or k in _DEFAULTS]
+        return tuple((k, self.templates.get(k) or _DEFAULTS[k]) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -246,7 +254,10 @@ class RuleSet:
 def build(rule: Rule, source: str, fields: Mapping[str, str]) -> tuple[Built, ...]:
     """The rule's events for this postback; raises Skipped when one cannot be valid."""
     action = rule.action
-    rendered = {key: _render(action, key, fields) for key in TEMPLATE_KEYS}
+    rendered: dict[str, str | None] = dict.fromkeys(TEMPLATE_KEYS)
+    for key, template in action.effective:
+        text = template.render(fields)
+        rendered[key] = (text.strip() or None) if text is not None else None
     event_id = rendered.pop("event_id")
     if "event_id" not in action.templates:
         event_id = derived_event_id(rule.name, source, fields)
@@ -286,17 +297,6 @@ def build(rule: Rule, source: str, fields: Mapping[str, str]) -> tuple[Built, ..
         if (text := rendered.pop(key)) is not None:
             raw[key] = int(text) if key == "event_time" and text.isdigit() else text
     return tuple(Built(action.pixel, {"event": name, **raw}) for name in action.events)
-
-
-def _render(action: Action, key: str, fields: Mapping[str, str]) -> str | None:
-    template = action.templates.get(key)
-    if template is None:
-        default = DEFAULT_TEMPLATES.get(key)
-        if default is None:
-            return None
-        template = Template.parse(default)
-    text = template.render(fields)
-    return text.strip() or None if text is not None else None
 
 
 def _value(action: Action, text: str) -> str:
