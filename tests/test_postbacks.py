@@ -557,3 +557,16 @@ def test_with_a_redis_outbox_replicas_share_the_lead_context(
     finally:
         browser_side.http.close()
         other_replica.http.close()
+
+
+def test_a_reload_says_which_changes_need_a_restart(
+    reloadable: tuple[Lead, Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, path, gateway = reloadable
+    path.write_text("max_event_age_days = 3\n" + path.read_text())
+    caplog.set_level("INFO", logger="gateway.settings.live")
+    assert gateway.live.reload()
+    (line,) = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
+    assert line == (
+        "configuration reloaded: postbacks applied; max_event_age_days changed and need a restart"
+    )

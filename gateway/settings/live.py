@@ -13,6 +13,7 @@ listener of their own; a change to them is logged as needing a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -50,9 +51,10 @@ class LiveSettings:
             log.error("configuration reload refused, keeping the running one: %s", exc)
             return False
         needs_restart = [
-            name
-            for name in ("pixels", "outbox", "server", "metrics", "delivery", "browser")
-            if getattr(settings, name) != getattr(self.current, name)
+            field.name
+            for field in dataclasses.fields(Settings)
+            if field.name not in RELOADED
+            and getattr(settings, field.name) != getattr(self.current, field.name)
         ]
         self.current = settings
         for listener in self._listeners:
