@@ -140,6 +140,9 @@ class PostbackProcessor:
                 outcome.unmatched.append(Unmatched(fired.rule, reason, skipped=True))
                 continue
             outcome.fired.append(FiredRule(fired.rule, events))
+        if len(outcome.unmatched) > 1:  # in the order of the configuration
+            order = {rule.name: index for index, rule in enumerate(rules.rules)}
+            outcome.unmatched.sort(key=lambda unmatched: order.get(unmatched.rule, 0))
         for unmatched in outcome.unmatched:
             if unmatched.skipped and store:
                 self._skipped.labels(source.name).inc()
