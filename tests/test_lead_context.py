@@ -183,3 +183,43 @@ async def test_keys_are_stored_as_keyed_hashes_never_raw(
 
 def read_files(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in folder.glob("outbox.sqlite3*"))
+
+
+@pytest.mark.parametrize(
+    ("browser", "backend_event"),
+    [
+        (
+            {
+                "user": {
+                    "external_id": [
+                        "80fba0ae1c48e3978e43e4efc365e14e12ea0c830ba8ba5b9a2dafc7e3f2ab8b"
+                    ]
+                }
+            },
+            {"user": {"external_id": " user_123 "}},
+        ),
+        ({"properties": {"order_id": "1001"}}, {"properties": {"order_id": "1001"}}),
+        ({"properties": {"lead_id": "L-9"}}, {"properties": {"lead_id": "L-9"}}),
+        ({"properties": {"lead_id": "L-9"}}, {"user": {"external_id": "L-9"}}),
+    ],
+)
+async def test_browser_events_are_remembered_by_each_identity_key(
+    make_memory: tuple[MemoryFactory, Clock], browser: dict[str, Any], backend_event: dict[str, Any]
+) -> None:
+    from gateway.core.event import Destination, Event
+    from gateway.ingest.policy import BROWSER, SERVER
+
+    make, _ = make_memory
+    memory = await make()
+    seen = Event(
+        Destination("web", "CPIXEL0001"), "ViewContent", 1, "v-1",
+        user={"ttclid": "E.C.P.k", "ip": "1.2.3.4", **browser.get("user", {})},
+        properties=browser.get("properties", {}),
+        page={"url": "https://shop.example/landing"},
+    )  # fmt: skip
+    memory.accepted([seen], SERVER)  # only the browser path leaves context behind
+    assert (await memory.fill(memory.keys_of(backend_event), [backend_event])).observed is None
+    memory.accepted([seen], BROWSER)
+    filled = await memory.fill(memory.keys_of(backend_event), [backend_event])
+    assert filled.observed is not None and filled.observed.ttclid == "E.C.P.k"
+    assert filled.url == "https://shop.example/landing" and filled.click == "context"
