@@ -120,17 +120,12 @@ def _string_map(table: TableReader, key: str) -> dict[str, str]:
 
 def _names(table: TableReader, key: str, *, required: bool) -> tuple[str, ...]:
     """A name or a list of names (`trigger`, `event`, `sources`)."""
-    raw = _peek(table, key)
+    raw = table.peek(key)  # its shape picks the reader, which then marks it read
     items = table.strings(key) if isinstance(raw, list) else [table.string(key) or ""]
     names = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
     if required and not names:
         table.problem(key, "required: a name or a list of names")
     return names
-
-
-def _peek(table: TableReader, key: str) -> Any:
-    """A key's raw value, to pick how to read it (the reader then marks it read)."""
-    return table.peek(key)
 
 
 def _filters(table: TableReader) -> tuple[Filter, ...]:
@@ -159,8 +154,7 @@ def _filters(table: TableReader) -> tuple[Filter, ...]:
 
 
 def _price(table: TableReader) -> PriceRestriction | None:
-    raw = _peek(table, "price")
-    table.table("price") if isinstance(raw, dict) else table.string("price")
+    raw = table.value("price")
     if raw is None:
         return None
     if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in OPERATORS:
