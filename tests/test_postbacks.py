@@ -570,3 +570,11 @@ def test_a_reload_says_which_changes_need_a_restart(
     assert line == (
         "configuration reloaded: postbacks applied; max_event_age_days changed and need a restart"
     )
+
+
+def test_a_blank_parameter_name_is_ignored_and_a_long_value_named(lead: Lead) -> None:
+    base = f"/v1/postbacks/lms?key={LMS_KEY}&trigger=form_submit&lead_id=b&url={SHOP}"
+    assert lead.http.get(f"{base}&=x&&").json()["stored"] == 1
+    answer = lead.http.get(f"{base}&publisher={'p' * 3000}")
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "publisher"

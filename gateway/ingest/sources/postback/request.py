@@ -36,6 +36,8 @@ def query_fields(query: str) -> dict[str, str]:
         raise EventError("query", f"more than {MAX_FIELDS} parameters") from None
     fields: dict[str, str] = {}
     for name, value in pairs:
+        if not name.strip():  # "=x" from a macro the platform left empty: nothing to read
+            continue
         _check(name, value)
         fields.setdefault(name.strip(), value.strip())
     return fields
@@ -59,7 +61,8 @@ def body_fields(media_type: str, body: bytes) -> dict[str, str]:
         raise EventError("body", f"more than {MAX_FIELDS} fields")
     fields: dict[str, str] = {}
     for name, value in data.items():
-        fields[name.strip()] = _text(name, value)
+        if name.strip():
+            fields[name.strip()] = _text(name, value)
     return fields
 
 
@@ -79,8 +82,8 @@ def _text(name: str, value: Any) -> str:
 
 
 def _check(name: str, value: str) -> None:
-    if len(name) > MAX_NAME or not name.strip():
-        raise EventError("query", f"a parameter name is blank or over {MAX_NAME} characters")
+    if len(name) > MAX_NAME:
+        raise EventError("query", f"a parameter name is over {MAX_NAME} characters")
     if len(value) > MAX_VALUE:
         raise EventError(_shown(name), f"longer than {MAX_VALUE} characters")
 
