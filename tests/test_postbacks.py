@@ -3,6 +3,7 @@ then what the fake Events API receives; authentication, answers, reloads."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import tomllib
@@ -432,6 +433,8 @@ def test_the_postback_log_shows_what_each_postback_became(lead: Lead, tmp_path: 
         "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"
     )
     assert "Alice" not in as_json and LMS_KEY not in as_json
+    # the rules send lead_id as external_id: the log keeps it hashed, like one
+    assert entry["fields"]["lead_id"] == hashlib.sha256(b"lead-log").hexdigest()
 
 
 def test_postback_test_shows_matched_and_unmatched_rules_and_the_json(tmp_path: Path) -> None:

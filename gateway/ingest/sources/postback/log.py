@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -42,11 +42,13 @@ CREATE INDEX IF NOT EXISTS postback_log_source ON postback_log (source, id);
 """
 
 
-def loggable(fields: Mapping[str, str]) -> dict[str, str]:
-    """The postback's fields as the log keeps them: identifiers hashed (or left out)."""
+def loggable(fields: Mapping[str, str], identifiers: Iterable[str] = ()) -> dict[str, str]:
+    """The postback's fields as the log keeps them: identifiers hashed — email, phone and
+    the like, and `identifiers`, the fields the rules send as one (a lead id)."""
+    hashed = frozenset(identifiers)
     kept = {}
     for name, value in fields.items():
-        hashing = _HASHED.get(name)
+        hashing = _HASHED.get(name) or (hash_external_id if name in hashed else None)
         if hashing is None:
             kept[name] = value[:256]
         elif value:

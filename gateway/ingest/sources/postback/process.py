@@ -158,16 +158,17 @@ class PostbackProcessor:
         if store:
             self._counted.labels(source.name, "fired" if outcome.fired else "none").inc()
             if self._journal is not None:
-                entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": loggable(fields)}
+                kept = loggable(fields, rules.identifier_fields)
+                entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": kept}
                 self._journal.record(source.name, entry)
         return outcome
 
     async def _fill(self, fields: Mapping[str, str], built: list[Built]) -> Filled:
         raws = [b.raw for b in built]
-        if self._leads is None or not built:
+        if self._leads is None:
             return Filled(None, None, "given" if fields.get("ttclid") else "missing")
-        keys: list[str] = []
-        for raw in raws:
+        keys: list[str] = []  # looked up even when nothing fired: the log tells the click
+        for raw in raws or [{}]:
             keys.extend(k for k in self._leads.keys_of(raw, fields) if k not in keys)
         return await self._leads.fill(keys, raws)
 

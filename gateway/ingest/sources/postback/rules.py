@@ -128,6 +128,7 @@ DEFAULT_TEMPLATES = {
 }
 """A field the action does not template takes the postback's field of the same name."""
 _DEFAULTS = {key: Template.parse(text) for key, text in DEFAULT_TEMPLATES.items()}
+_HASHED_KEYS = frozenset({"email", "phone", "external_id", "first_name", "last_name", "zip_code"})
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,17 @@ class RuleSet:
 
     def describe(self) -> list[dict[str, Any]]:
         return [rule.describe() for rule in self.rules]
+
+    @functools.cached_property
+    def identifier_fields(self) -> frozenset[str]:
+        """Postback fields that become hashed identifiers (an `external_id = "{lead_id}"`
+        makes `lead_id` one): the postback log keeps them hashed only."""
+        names = {"email", "phone", "external_id", "first_name", "last_name", "zip_code"}
+        for rule in self.rules:
+            for key, template in rule.action.effective:
+                if key in _HASHED_KEYS:
+                    names.update(template.fields)
+        return frozenset(names)
 
     def evaluate(self, source: str, fields: Mapping[str, str]) -> Evaluation:
         """Run every rule of `source`; raises NotANumber for a price a rule must compare."""
