@@ -64,7 +64,7 @@ class PostbackEndpoint:
             peer = request.client.host if request.client else None
             await self._limit.admit(self._ips.resolve(peer, request.headers))
         config: PostbackSettings = self._config
-        given = query_fields(request.url.query)
+        given = query_fields(request.scope["query_string"].decode("latin-1"))
         source = config.sources.get(request.path_params["source"])
         if source is None or not self._authorised(source, given.get("key"), request):
             raise Unauthorized("unknown source, or a wrong or missing key")

@@ -6,7 +6,8 @@ reasons of the others, and how the click id stood (given, from the lead context,
 malformed or missing). It lives in the outbox's backend (a SQLite table; a Redis list per
 source), bounded per source, so `tiktok-gateway postbacks SOURCE` reads it from beside a
 running gateway. Identifiers are hashed before an entry is kept; the endpoint only queues
-entries, and one task writes them, so a postback never waits for its log line.
+entries, and one task writes them at most once a second, so a postback never waits for
+its log line and the log costs the outbox's writer one commit a second, not one a batch.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def loggable(fields: Mapping[str, str], identifiers: Iterable[str] = ()) -> dict
 class PostbackLog:
     """Queues entries and writes them in batches to the backend (`SqliteLog`, `RedisLog`)."""
 
-    def __init__(self, backend: LogBackend, size: int) -> None:
+    def __init__(self, backend: LogBackend, size: int, *, interval: float = 1.0) -> None:
         self.backend = backend
         self.size = size
+        self.interval = interval
+        self._stopped = asyncio.Event()
         self._queued: list[tuple[str, dict[str, Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,6 +80,7 @@ class PostbackLog:
         if task is None:
             return
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, 10)
@@ -96,6 +100,10 @@ class PostbackLog:
             await self._wake.wait()
             self._wake.clear()
             await self._write()
+            # at most one write a second: each is a commit (an fsync with synchronous=FULL)
+            # beside the events' own, and an operator's log can wait a second
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.interval)
 
     async def _write(self) -> None:
         batch, self._queued = self._queued, []
