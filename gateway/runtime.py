@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
+from gateway.context import lead_memory
 from gateway.core.event import Event
 from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
@@ -22,9 +23,12 @@ from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
+from gateway.ingest.sources.postback.log import postback_log
+from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.outbox import Outbox, is_redis, open_outbox
 from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
+from gateway.settings.live import LiveSettings
 from gateway.web.metrics import Metrics
 from gateway.web.rate_limit import RateLimits
 from gateway.web.recovered import PixelCopies
@@ -49,8 +53,12 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         outbox: Outbox | None = None,
         clock: Callable[[], float] = time.time,
+        reload: Callable[[], Settings] | None = None,
     ) -> None:
+        """`reload` reads the configuration again, for `live.reload()` (SIGHUP)."""
         self.settings = settings
+        self.live = LiveSettings(settings, load=reload)
+        """The configuration now: parts that can be reloaded listen to it."""
         self.metrics = Metrics()
         self.outbox = outbox or open_outbox(settings.outbox)
         self.pipeline = Pipeline(settings, self.outbox, self.metrics, clock=clock)
@@ -86,6 +94,13 @@ class Gateway:
             redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
         )
         """Per-client rate limits of the endpoints strangers reach."""
+        self.leads = lead_memory(settings, self.outbox, clock=clock)
+        """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
+        self.pipeline.on_accept(self.leads.accepted)
+        self.metrics.watch_context(lambda: self.leads.store.stats)
+        self.postback_log = postback_log(settings, self.outbox)
+        """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
+        self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self.pipeline.on_accept(self.recent.accepted)
         self.pipeline.on_accept(ScoreHistogram(self.metrics.registry).accepted)
         self.pixel_copies = PixelCopies(self.metrics.registry)
@@ -106,8 +121,12 @@ class Gateway:
         """Open the outbox, then start delivery (raises when either cannot)."""
         await self.outbox.open()
         try:
+            await self.leads.store.open()
+            await self.postback_log.open()
             await self.delivery.start()
         except BaseException:
+            await self.postback_log.close()
+            await self.leads.store.close()
             await self.outbox.close()
             raise
         self.guard.start()
@@ -124,4 +143,6 @@ class Gateway:
         if self.client is not None:
             await self.client.aclose()
         await self.limits.aclose()
+        await self.postback_log.close()
+        await self.leads.store.close()
         await self.outbox.close()

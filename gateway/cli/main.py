@@ -13,11 +13,31 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import check_config, demo, fake_api, outbox, send_test, serve
+from gateway.cli import (
+    check_config,
+    demo,
+    fake_api,
+    outbox,
+    postback_test,
+    postback_url,
+    postbacks,
+    send_test,
+    serve,
+)
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED
 from gateway.core.errors import ConfigError, EventError, OutboxUnavailable
 
-_COMMANDS = (serve, check_config, send_test, outbox, fake_api, demo)
+_COMMANDS = (
+    serve,
+    check_config,
+    send_test,
+    outbox,
+    fake_api,
+    postback_url,
+    postback_test,
+    postbacks,
+    demo,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

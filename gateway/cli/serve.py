@@ -30,12 +30,17 @@ def run(args: argparse.Namespace) -> int:
     from gateway.web.server import uvicorn_config
 
     settings = settings_of(args, host=args.host, port=args.port, metrics_port=args.metrics_port)
+    # SIGHUP reads the file again: postback rules change without a restart
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
         sockets = listening_sockets(settings)
     except OSError as exc:
         print(f"cannot listen: {exc.strerror}", file=sys.stderr)
         return 2
-    app = create_app(Gateway(settings))
+    overrides = {"host": args.host, "port": args.port, "metrics_port": args.metrics_port}
+    gateway = Gateway(settings, reload=lambda: settings_of(args, **overrides))
+    # a reloaded file may hold new secrets (a source's key): the log filter learns them
+    gateway.live.on_reload(lambda new: configure_logging(new.log_level, new.secrets()))
+    app = create_app(gateway)
     uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
     return 0

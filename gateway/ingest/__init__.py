@@ -7,8 +7,9 @@ Follow one event from any source to the Events API by folder names alone:
     ingest/sources/server_api  backends → POST /v1/events (API key)
     ingest/sources/relay/      TikTok clients → TikTok's own paths (Access-Token; Events 2.0
                                as it is, 1.0 translated field by field; TikTok's envelope)
-    ingest/sources/<next>/     postbacks, file imports: one folder each, one line where
-                               routes or commands are registered
+    ingest/sources/postback/   lead systems → /v1/postbacks/{source} (tracking rules)
+    ingest/sources/<next>/     file imports: one folder each, one line where routes or
+                               commands are registered
           │  each source reads its own wire format into `Item`s and picks a `SourcePolicy`
           ▼
     ingest/pipeline.py         Pipeline.ingest(items, policy): parse all or nothing, count,

@@ -79,6 +79,11 @@ class SqliteOutbox(Outbox):
         return self._writer.commits if self._writer is not None else 0
 
     @property
+    def writer(self) -> GroupCommitWriter:
+        """The file's one writer, for stores that live beside the events (lead context)."""
+        return self._db
+
+    @property
     def _db(self) -> GroupCommitWriter:
         if self._writer is None or not self._writer.alive:
             raise OutboxUnavailable("the outbox is not open")

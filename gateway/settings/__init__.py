@@ -4,6 +4,7 @@ declared.py   how a setting is declared (default, bounds, env, conversion) and r
 reader.py     typed reading of one TOML table, collecting problems
 sections.py   server, metrics, outbox, delivery, server API, rate limits, relay, browser,
               cookies, console, privacy
+postbacks.py  lead systems' postbacks: sources, tracking rules, the lead context
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
 """
@@ -11,6 +12,7 @@ load.py       the file and the environment → `Settings`, or `ConfigError`
 from gateway.core.secret import Secret
 from gateway.settings.load import load_settings, parse_settings
 from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings
+from gateway.settings.postbacks import PostbackSettings, PostbackSource
 from gateway.settings.sections import (
     BrowserSettings,
     ConsoleSettings,
@@ -34,6 +36,8 @@ __all__ = [
     "MetricsSettings",
     "OutboxSettings",
     "PixelConfig",
+    "PostbackSettings",
+    "PostbackSource",
     "PrivacySettings",
     "RateLimitSettings",
     "RelaySettings",

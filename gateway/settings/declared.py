@@ -187,6 +187,9 @@ def redacted(value: Any) -> Any:
     """Plain data for printing: secrets show where they come from, URLs lose passwords."""
     if isinstance(value, Secret):
         return "" if value.source == "missing" else str(value)  # "": reads back as missing
+    describe = getattr(value, "describe", None)
+    if callable(describe) and not isinstance(value, type):  # compiled objects (rules)
+        return describe()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for field in dataclasses.fields(value):

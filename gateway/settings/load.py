@@ -99,6 +99,19 @@ def _pixel_problems(pixels: tuple[PixelConfig, ...]) -> list[str]:
     return problems
 
 
+def _rule_pixel_problems(settings: Settings, pixels: tuple[PixelConfig, ...]) -> list[str]:
+    """A rule's pixel must be configured (or left out when there is only one)."""
+    problems = []
+    ids = {p.id for p in pixels}
+    for index, rule in enumerate(settings.postbacks.rules.rules):
+        pixel = rule.action.pixel
+        if pixel is None and len(ids) > 1:
+            problems.append(f"postbacks.rules[{index}].pixel: required: several pixels")
+        elif pixel is not None and pixel not in ids:
+            problems.append(f"postbacks.rules[{index}].pixel: {pixel} is not a configured pixel")
+    return problems
+
+
 def parse_settings(
     data: Mapping[str, Any], env: Mapping[str, str], *, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
@@ -112,6 +125,8 @@ def parse_settings(
     pixels = _apply_env_pixel(settings.pixels, env, problems)
     problems.extend(_pixel_problems(pixels))
     problems.extend(_dangerous(settings))
+    if pixels:
+        problems.extend(_rule_pixel_problems(settings, pixels))
     if not pixels and not problems:
         problems.append(
             "pixels: none configured (set TIKTOK_PIXEL_ID and TIKTOK_ACCESS_TOKEN, "

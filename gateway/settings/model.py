@@ -15,6 +15,7 @@ import phonenumbers
 
 from gateway.core.secret import Secret
 from gateway.settings.declared import choice, read_section, redacted, secret_values, setting
+from gateway.settings.postbacks import PostbackSettings
 from gateway.settings.reader import TableReader
 from gateway.settings.sections import (
     BrowserSettings,
@@ -152,6 +153,7 @@ class Settings:
     cookies: CookieSettings = setting(default_factory=CookieSettings)
     console: ConsoleSettings = setting(default_factory=ConsoleSettings)
     privacy: PrivacySettings = setting(default_factory=PrivacySettings)
+    postbacks: PostbackSettings = setting(default_factory=PostbackSettings)
 
     def problems(self) -> Problems:
         taken = (self.browser.snippet_path, self.browser.beacon_path, "/v1/events")

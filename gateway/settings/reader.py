@@ -89,6 +89,15 @@ class TableReader:
             tables.append(TableReader(item, f"{self.name(key)}[{index}]", self._problems))
         return tables
 
+    def value(self, key: str) -> Any:
+        """A key's raw value, marked read (for values of several shapes)."""
+        self._seen.add(key)
+        return self._data.get(key)
+
+    def peek(self, key: str) -> Any:
+        """A key's raw value without marking it read (to pick how to read it)."""
+        return self._data.get(key)
+
     def raw_keys(self) -> set[str]:
         """The keys present, without marking them read."""
         return set(self._data)

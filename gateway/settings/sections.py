@@ -145,6 +145,9 @@ class RateLimitSettings:
     beacon_burst: int = setting(200, low=1, high=1_000_000)
     server_api_per_second: float = setting(0.0, low=0.0, high=1_000_000.0)
     server_api_burst: int = setting(1000, low=1, high=1_000_000)
+    postback_per_second: float = setting(50.0, low=0.0, high=1_000_000.0)
+    """Postbacks per lead-system address: platforms fire them in bursts, from few hosts."""
+    postback_burst: int = setting(1000, low=1, high=1_000_000)
     ipv6_prefix: int = setting(64, low=32, high=128)
     """An IPv6 client counts as its /64: one host usually holds the whole prefix."""
     max_clients: int = setting(100_000, low=100, high=10_000_000)

@@ -8,8 +8,10 @@ the app's handlers is Starlette's own 404/405 and, as a last resort, a bug.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.ingest.sources import beacon, relay, server_api
+from gateway.ingest.sources.postback import endpoint as postback
 from gateway.runtime import Gateway
 from gateway.web import console, health
 from gateway.web.errors import GatewayJson, log_unexpected
@@ -34,15 +37,32 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return GatewayJson().render(exc).response()
 
 
+def _on_sighup(reload: Callable[[], object]) -> Callable[[], None]:
+    """SIGHUP reloads the configuration; returns how to stop listening. Only the main
+    thread may handle signals (a gateway run in a thread, as in tests, reloads by call)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return lambda: None
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return stop
+
+
 def create_app(gateway: Gateway) -> Starlette:
     """The HTTP app around `gateway`; the lifespan starts it and stops it."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        hangup = _on_sighup(gateway.live.reload)
         try:
             yield
         finally:
+            hangup()
             await gateway.stop()
 
     browser = beacon.BeaconSource(
@@ -51,8 +71,9 @@ def create_app(gateway: Gateway) -> Starlette:
     app = Starlette(
         routes=[
             *health.routes(gateway),
-            *server_api.routes(gateway.pipeline, gateway.limits.server_api),
-            *relay.routes(gateway.pipeline),
+            *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
+            *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
+            *relay.routes(gateway.pipeline, gateway.leads),
             *browser.routes(),
             *console.routes(gateway),
         ],

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.context.base import ContextStats
 from gateway.delivery.options import DeliveryStats
 from gateway.outbox.guard import BacklogGuard
 
@@ -80,6 +81,31 @@ class _BacklogCollector(Collector):
         )
 
 
+class _ContextCollector(Collector):
+    def __init__(self, stats: Callable[[], ContextStats | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._stats()
+        if stats is None:
+            return
+        yield CounterMetricFamily(
+            "tiktok_gateway_lead_context_hits",
+            "Backend events (postbacks, server events) that found their lead's browser context",
+            value=stats.hits,
+        )
+        yield CounterMetricFamily(
+            "tiktok_gateway_lead_context_misses",
+            "Backend events with an identity key that found no browser context",
+            value=stats.misses,
+        )
+        yield GaugeMetricFamily(
+            "tiktok_gateway_lead_context_entries",
+            "Identity keys remembered (as of the last sweep)",
+            value=stats.entries,
+        )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -131,6 +157,20 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.postbacks = Counter(
+            "tiktok_gateway_postbacks",
+            "Postbacks answered, by source and result (fired, none, invalid)",
+            ["source", "result"],
+            registry=self.registry,
+        )
+        self.postback_rules_skipped = Counter(
+            "tiktok_gateway_postback_rules_skipped",
+            "Rules that matched a postback but could not build a valid event, by source",
+            ["source"],
+            registry=self.registry,
+        )
+        self._context: Callable[[], ContextStats | None] = lambda: None
+        self.registry.register(_ContextCollector(lambda: self._context()))
         self._delivery: Callable[[], DeliveryStats | None] = lambda: None
         self.registry.register(_DeliveryCollector(lambda: self._delivery()))
         self._guard: BacklogGuard | None = None
@@ -138,6 +178,9 @@ class Metrics:
 
     def watch_backlog(self, guard: BacklogGuard) -> None:
         self._guard = guard
+
+    def watch_context(self, stats: Callable[[], ContextStats | None]) -> None:
+        self._context = stats
 
     def watch_delivery(self, stats: Callable[[], DeliveryStats | None]) -> None:
         self._delivery = stats

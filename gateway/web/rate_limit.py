@@ -206,6 +206,9 @@ class RateLimits:
         self.server_api = self.limit(
             "server_api", settings.server_api_per_second, settings.server_api_burst
         )
+        self.postback = self.limit(
+            "postback", settings.postback_per_second, settings.postback_burst
+        )
 
     def limit(self, name: str, per_second: float, burst: int) -> RateLimit:
         budget = Budget(per_second, burst)

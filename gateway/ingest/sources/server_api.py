@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.context import LeadMemory
 from gateway.core.errors import EventError, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import SERVER, Item
@@ -45,8 +46,12 @@ def authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
 class ServerEventsEndpoint:
     """POST /v1/events; precomputes keys and limits once."""
 
-    def __init__(self, pipeline: Pipeline, limit: RateLimit) -> None:
-        """`limit` counts requests per client before the key is checked (no free guesses)."""
+    def __init__(
+        self, pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+    ) -> None:
+        """`limit` counts requests per client before the key is checked (no free guesses);
+        `leads` fills in the browser context of events that name a lead the browser showed."""
+        self._leads = leads
         options = pipeline.settings.server_api
         browser = pipeline.settings.browser
         self._pipeline = pipeline
@@ -70,6 +75,8 @@ class ServerEventsEndpoint:
         length = request.headers.get("content-length")
         body = parse_json(await read_body(request.receive, length, self._max_body))
         items, indexed = self._items(body)
+        if self._leads is not None:
+            await self._leads.fill_items(items)
         events = await self._pipeline.ingest(items, SERVER, indexed=indexed)
         return JSONResponse(
             {"accepted": len(events), "event_ids": sorted({e.event_id for e in events})},
@@ -106,6 +113,8 @@ class ServerEventsEndpoint:
         return items, indexed
 
 
-def routes(pipeline: Pipeline, limit: RateLimit) -> list[BaseRoute]:
-    endpoint = ServerEventsEndpoint(pipeline, limit)
+def routes(
+    pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+) -> list[BaseRoute]:
+    endpoint = ServerEventsEndpoint(pipeline, limit, leads)
     return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["POST"])]

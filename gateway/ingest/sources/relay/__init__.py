@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.context import LeadMemory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.relay.endpoint import RELAY, Reader, RelayEndpoint
 from gateway.ingest.sources.relay.translate import read_v1, read_v2
@@ -37,11 +38,11 @@ READERS: dict[str, Reader] = {
 }
 
 
-def routes(pipeline: Pipeline) -> list[BaseRoute]:
+def routes(pipeline: Pipeline, leads: LeadMemory | None = None) -> list[BaseRoute]:
     """TikTok's paths (every method: a GET gets TikTok's envelope too, not a 405 page)."""
     if not pipeline.settings.relay.enabled:
         return []
-    endpoint = RelayEndpoint(pipeline)
+    endpoint = RelayEndpoint(pipeline, leads)
     renderer = TikTokEnvelope()
     found: list[BaseRoute] = []
     for name, read in READERS.items():

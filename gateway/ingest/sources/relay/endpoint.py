@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.context import LeadMemory
 from gateway.core.errors import (
     EventError,
     Forbidden,
@@ -44,9 +45,11 @@ _NO_SCOPE = "No permission to operate on this event source with this access toke
 class RelayEndpoint:
     """One instance for all of TikTok's paths; tokens, keys and limits precomputed once."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, leads: LeadMemory | None = None) -> None:
+        """`leads` fills in the browser context of events that name a lead it showed."""
         settings = pipeline.settings
         self._pipeline = pipeline
+        self._leads = leads
         self._pixels = {p.id: p for p in settings.pixels}
         self._tokens = {p.id: p.access_token.reveal().encode() for p in settings.pixels}
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
@@ -71,6 +74,8 @@ class RelayEndpoint:
         pixel = self._destination(relayed, token)
         pairs = zip(relayed.events, relayed.codes, strict=True)
         items = [Item(raw, pixel, test_event_code=code) for raw, code in pairs]
+        if self._leads is not None:
+            await self._leads.fill_items(items)
         try:
             await self._pipeline.ingest(items, RELAY, indexed=relayed.indexed)
         except EventError as exc:

@@ -1,0 +1,204 @@
+"""The lead-context store: what the browser showed for a lead, kept for its backend events.
+
+A lead system fires its postbacks long after the browser is gone, and its records rarely
+hold the click id. When a browser event carries an identity key (`external_id`, `order_id`,
+or a configured property such as `lead_id`), the gateway remembers what it observed then —
+`ttclid` (and when it was first seen), `_ttp`, IP, user agent, page URL, locale — under a
+keyed hash of that key; a later postback or server event with the same key gets what it
+lacks from there. What the sender gives explicitly always wins (`Observed` only completes).
+
+Keys are stored as HMAC-SHA-256 of the SHA-256 of the trimmed value, never raw: the same
+digest `external_id` is sent with, so a browser's hashed `external_id` and a lead system's
+raw lead id meet on one key. Entries expire after the attribution window, and the number
+kept is bounded (the oldest go first). Writes from the browser path are queued and written
+by one background task in batches, so a beacon never waits for them; a lookup first writes
+what is queued, so a postback right after its beacon finds it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from gateway.core.normalize import hash_external_id
+
+log = logging.getLogger(__name__)
+_STOP_SECONDS = 10.0
+CONTEXT_FIELDS = ("ttclid", "ttclid_at", "ttp", "ip", "user_agent", "url", "locale")
+
+
+@dataclass(frozen=True, slots=True)
+class LeadContext:
+    """What the browser path observed for one lead; any part may be unknown."""
+
+    ttclid: str | None = None
+    ttclid_at: float | None = None
+    """When this click id was first seen for the key (its attribution window starts there)."""
+    ttp: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    url: str | None = None
+    locale: str | None = None
+
+    def merged(self, newer: LeadContext) -> LeadContext:
+        """`newer` over this one: a later page without a click id keeps the earlier click."""
+        known = {k: v for k, v in asdict(newer).items() if v is not None}
+        if newer.ttclid is not None and newer.ttclid == self.ttclid:
+            known["ttclid_at"] = self.ttclid_at  # the same click: its first sight stands
+        return replace(self, **known)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LeadContext:
+        if not isinstance(data, dict):
+            return cls()
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class KeyHasher:
+    """Identity keys as stored: HMAC of the value's SHA-256 (or of a SHA-256 it already is)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def of_digest(self, digest: str) -> str:
+        return hmac.new(self._secret, digest.lower().encode(), hashlib.sha256).hexdigest()
+
+    def of_value(self, value: str) -> str | None:
+        digest = hash_external_id(value)
+        return self.of_digest(digest) if digest else None
+
+
+@dataclass
+class ContextStats:
+    hits: int = 0
+    misses: int = 0
+    entries: int = 0
+    written: int = 0
+
+
+class ContextStore(abc.ABC):
+    """One backend's table or keys; `remember` queues, `lookup` reads (after a flush)."""
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float,
+        max_entries: int,
+        sweep_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.stats = ContextStats()
+        self.clock = clock
+        self._sweep_seconds = sweep_seconds
+        self._queued: dict[str, LeadContext] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Lock | None = None
+        self._next_sweep = 0.0
+        self._stopping = False
+
+    # --- backend ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _prepare(self) -> None:
+        """Create the table / load scripts."""
+
+    @abc.abstractmethod
+    async def _write(self, entries: dict[str, LeadContext], now: float) -> None:
+        """Merge each entry into what is stored under its key; (re)start its expiry."""
+
+    @abc.abstractmethod
+    async def _read(self, keys: Sequence[str], now: float) -> LeadContext | None:
+        """The first key's unexpired context, merged with the others' (first key wins)."""
+
+    @abc.abstractmethod
+    async def _sweep(self, now: float) -> int:
+        """Drop expired entries, then the oldest past `max_entries`; return how many remain."""
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._prepare()
+        self._flushing = asyncio.Lock()
+        self._task = asyncio.create_task(self._run(), name="lead-context")
+
+    async def close(self) -> None:
+        """Write what is queued, stop the task. Idempotent."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # asked to stop, not cancelled: a Redis command cancelled halfway can hang the close
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(task, _STOP_SECONDS)
+        except TimeoutError:
+            log.warning("lead context: the writer did not stop in time")
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._sweep_seconds)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                await self.flush()
+                if self.clock() >= self._next_sweep:
+                    await self.sweep()
+            except Exception as exc:  # the store is an aid: a failure must not stop the task
+                log.warning("lead context: %s", type(exc).__name__)
+
+    # --- use -------------------------------------------------------------------------------
+
+    def remember(self, entries: Iterable[tuple[str, LeadContext]]) -> None:
+        """Queue contexts to store (never blocks; the task writes them)."""
+        queued = self._queued
+        for key, context in entries:
+            earlier = queued.get(key)
+            queued[key] = earlier.merged(context) if earlier is not None else context
+        if queued:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write what is queued; also waits for a write already under way."""
+        if self._flushing is None:
+            return
+        async with self._flushing:
+            batch, self._queued = self._queued, {}
+            if batch:
+                await self._write(batch, self.clock())
+                self.stats.written += len(batch)
+
+    async def lookup(self, keys: Sequence[str]) -> LeadContext | None:
+        """The context remembered for any of `keys` (first key first); counts hits/misses."""
+        if not keys:
+            return None
+        await self.flush()  # what the browser path queued, or is writing now, counts
+        found = await self._read(keys, self.clock())
+        if found is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return found
+
+    async def sweep(self) -> None:
+        now = self.clock()
+        self.stats.entries = await self._sweep(now)
+        self._next_sweep = now + self._sweep_seconds

@@ -1,0 +1,90 @@
+"""The postback endpoint: a URL a lead system can be given, whatever it can send.
+
+    GET  /v1/postbacks/{source}?key=<secret>&trigger=lead_sold&lead_id=…&price=…
+    POST /v1/postbacks/{source}?key=<secret>    (a form, or a JSON object)
+
+The source's secret travels in the URL (`key`), as most platforms can only be given a URL;
+a sender that can set headers may send the API key instead (`X-Api-Key` / bearer). Both are
+compared in constant time. The answer is JSON: the rules fired with the event ids stored,
+and why the others did not fire. A postback that fires nothing is answered 200 with those
+reasons — platforms retry errors, and retrying will not make a rule match. `dry_run=1`
+evaluates and shows the exact Events API requests without storing anything.
+
+The rules are read per request from a holder that a configuration reload replaces whole
+(`settings/live.py`), so a reload needs no restart and a request never sees half a set.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.core.errors import Unauthorized
+from gateway.ingest.sources.postback.process import PostbackProcessor
+from gateway.ingest.sources.postback.request import body_fields, our_fields, query_fields
+from gateway.ingest.sources.server_api import authorised
+from gateway.settings import PostbackSettings, PostbackSource, Settings
+from gateway.settings.live import LiveSettings
+from gateway.web.client_ip import ClientIpResolver
+from gateway.web.errors import GatewayJson, rendered
+from gateway.web.rate_limit import RateLimit
+from gateway.web.request_body import read_body
+
+PATH = "/v1/postbacks/{source}"
+_TRUE = frozenset({"1", "true", "yes"})
+
+
+def postback_url(base: str, source: PostbackSource, macros: dict[str, str]) -> str:
+    """The URL to paste into a lead system: its secret, then our fields with its macros."""
+    query = "&".join(f"{name}={macro}" for name, macro in macros.items())
+    url = f"{base.rstrip('/')}/v1/postbacks/{source.name}?key={source.secret.reveal()}"
+    return f"{url}&{query}" if query else url
+
+
+class PostbackEndpoint:
+    def __init__(self, processor: PostbackProcessor, live: LiveSettings, limit: RateLimit) -> None:
+        settings = live.current
+        self._processor = processor
+        self._limit = limit
+        self._ips = ClientIpResolver(
+            settings.browser.trusted_proxies, settings.browser.client_ip_header
+        )
+        self._api_keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
+        self._config = settings.postbacks
+        live.on_reload(self._reconfigure)
+
+    def _reconfigure(self, settings: Settings) -> None:
+        self._config = settings.postbacks  # one reference: a request sees the old or the new
+
+    async def handle(self, request: Request) -> Response:
+        if self._limit.enabled:
+            peer = request.client.host if request.client else None
+            await self._limit.admit(self._ips.resolve(peer, request.headers))
+        config: PostbackSettings = self._config
+        given = query_fields(request.scope["query_string"].decode("latin-1"))
+        source = config.sources.get(request.path_params["source"])
+        if source is None or not self._authorised(source, given.get("key"), request):
+            raise Unauthorized("unknown source, or a wrong or missing key")
+        if request.method == "POST":
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            length = request.headers.get("content-length")
+            body = await read_body(request.receive, length, config.max_body_bytes)
+            given.update(body_fields(media, body))
+        dry_run = given.get("dry_run", "").lower() in _TRUE
+        fields = our_fields(source, given)
+        outcome = await self._processor.process(source, fields, config.rules, store=not dry_run)
+        return JSONResponse(outcome.answer(requests=dry_run), status_code=200)
+
+    def _authorised(self, source: PostbackSource, key: str | None, request: Request) -> bool:
+        secret = source.secret.reveal().encode()
+        if key is not None:
+            return hmac.compare_digest(key.encode(), secret)
+        return authorised(request, (secret, *self._api_keys))
+
+
+def routes(processor: PostbackProcessor, live: LiveSettings, limit: RateLimit) -> list[BaseRoute]:
+    endpoint = PostbackEndpoint(processor, live, limit)
+    return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["GET", "POST"])]

@@ -1,0 +1,184 @@
+"""One postback, start to end: rules → events (with the lead's browser context) → outbox.
+
+Shared by the HTTP endpoint and `tiktok-gateway postback-test`, so a dry run shows exactly
+what a live postback would store. A rule that matches but whose event the parser refuses
+(a web event without a page URL, an `event_time` out of range) is skipped with the
+parser's reason, counted and logged; the other rules still fire. Only a fault of the
+sender that no rule can get past — a price that is no number where a rule compares it —
+refuses the postback (400), so the platform shows the error instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.context import Filled, LeadMemory, with_url
+from gateway.core.errors import EventError
+from gateway.core.event import Destination, Event, request_body
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.policy import Item, SourcePolicy
+from gateway.ingest.sources.postback.conditions import NotANumber
+from gateway.ingest.sources.postback.log import PostbackLog, loggable
+from gateway.ingest.sources.postback.request import sender_name
+from gateway.ingest.sources.postback.rules import Built, RuleSet, Unmatched
+from gateway.settings import PostbackSource
+
+log = logging.getLogger(__name__)
+POSTBACK = SourcePolicy("postback")
+_CLICK = re.compile(r"[A-Za-z0-9._~-]{8,512}")
+
+
+@dataclass(frozen=True)
+class FiredRule:
+    rule: str
+    events: list[Event]
+
+
+@dataclass
+class Outcome:
+    """What one postback became: rules fired with their events, the others with reasons."""
+
+    source: str
+    trigger: str | None
+    fired: list[FiredRule] = field(default_factory=list)
+    unmatched: list[Unmatched] = field(default_factory=list)
+    click: str = "missing"
+    """given, context, expired (older than the window), malformed or missing."""
+    stored: bool = False
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for rule in self.fired for event in rule.events]
+
+    def answer(self, *, requests: bool = False) -> dict[str, Any]:
+        """The JSON answer (and, for a dry run, the exact Events API requests)."""
+        body: dict[str, Any] = {
+            "source": self.source,
+            "trigger": self.trigger,
+            "stored": len(self.events) if self.stored else 0,
+            "fired": [
+                {
+                    "rule": fired.rule,
+                    "events": [
+                        {
+                            "event": e.event,
+                            "event_id": e.event_id,
+                            "pixel": e.destination.event_source_id,
+                        }
+                        for e in fired.events
+                    ],
+                }
+                for fired in self.fired
+            ],
+            "not_fired": [{"rule": u.rule, "reason": u.reason} for u in self.unmatched],
+            "ttclid": self.click,
+        }
+        if requests:
+            body["requests"] = tiktok_requests(self.events)
+        return body
+
+
+def _click_flag(given: str | None, filled: str) -> str:
+    """How the click id stands; one the sender gave that TikTok would not take is flagged."""
+    if given and not _CLICK.fullmatch(given):
+        return "malformed"
+    return filled
+
+
+def tiktok_requests(events: list[Event]) -> list[dict[str, Any]]:
+    """The Events API bodies these events would be sent in, one per destination."""
+    by_destination: dict[Destination, list[Event]] = {}
+    for event in events:
+        by_destination.setdefault(event.destination, []).append(event)
+    return [request_body(d, group) for d, group in by_destination.items()]
+
+
+class PostbackProcessor:
+    """Evaluates rules, fills in the lead context, parses and stores the events."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        leads: LeadMemory | None = None,
+        journal: PostbackLog | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._leads = leads
+        self._journal = journal
+        metrics = pipeline.metrics
+        self._counted = metrics.postbacks
+        self._skipped = metrics.postback_rules_skipped
+
+    async def process(
+        self,
+        source: PostbackSource,
+        fields: Mapping[str, str],
+        rules: RuleSet,
+        *,
+        store: bool = True,
+    ) -> Outcome:
+        """Raises EventError (400) for a price that is no number, OutboxUnavailable (503)."""
+        try:
+            evaluation = rules.evaluate(source.name, fields)
+        except NotANumber as exc:
+            self._counted.labels(source.name, "invalid").inc()
+            raise EventError(sender_name(source, exc.field), "is not a number") from None
+        outcome = Outcome(source.name, fields.get("trigger") or None)
+        outcome.unmatched.extend(evaluation.unmatched)
+        built = [b for fired in evaluation.fired for b in fired.events]
+        filled = await self._fill(fields, built)
+        outcome.click = _click_flag(fields.get("ttclid"), filled.click)
+        for fired in evaluation.fired:
+            try:
+                events = self._parse(fired.events, filled)
+            except EventError as exc:
+                reason = f"{exc.field}: {exc.message}"
+                outcome.unmatched.append(Unmatched(fired.rule, reason, skipped=True))
+                continue
+            outcome.fired.append(FiredRule(fired.rule, events))
+        if len(outcome.unmatched) > 1:  # in the order of the configuration
+            order = {rule.name: index for index, rule in enumerate(rules.rules)}
+            outcome.unmatched.sort(key=lambda unmatched: order.get(unmatched.rule, 0))
+        for unmatched in outcome.unmatched:
+            if unmatched.skipped and store:
+                self._skipped.labels(source.name).inc()
+                log.info(
+                    "postback from %s: rule %r skipped: %s",
+                    source.name,
+                    unmatched.rule,
+                    unmatched.reason,
+                )
+        if store and outcome.events:
+            await self._pipeline.store(outcome.events, POSTBACK)
+            outcome.stored = True
+        if store:
+            self._counted.labels(source.name, "fired" if outcome.fired else "none").inc()
+            if self._journal is not None:
+                kept = loggable(fields, rules.identifier_fields)
+                entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": kept}
+                self._journal.record(source.name, entry)
+        return outcome
+
+    async def _fill(self, fields: Mapping[str, str], built: list[Built]) -> Filled:
+        raws = [b.raw for b in built]
+        if self._leads is None:
+            return Filled(None, None, "given" if fields.get("ttclid") else "missing")
+        keys: list[str] = []  # looked up even when nothing fired: the log tells the click
+        for raw in raws or [{}]:
+            keys.extend(k for k in self._leads.keys_of(raw, fields) if k not in keys)
+        return await self._leads.fill(keys, raws)
+
+    def _parse(self, built: tuple[Built, ...], filled: Filled) -> list[Event]:
+        items = [
+            Item(
+                with_url(b.raw, filled.url),
+                self._pipeline.pixel(b.pixel, "pixel"),
+                observed=filled.observed,
+            )
+            for b in built
+        ]
+        return self._pipeline.parse(items, POSTBACK)

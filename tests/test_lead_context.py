@@ -1,0 +1,225 @@
+"""The lead-context store on both backends: merge, expiry, bound, keyed hashes only."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.context import LeadContext, LeadMemory, lead_memory
+from gateway.outbox import Outbox, open_outbox
+from tests.conftest import SettingsFactory
+
+pytestmark = pytest.mark.anyio
+SECRET_ID = "lead-secret-value-4711"
+DAY = 86400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MemoryFactory = Callable[..., Awaitable[LeadMemory]]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return f"sqlite:///{tmp_path}/outbox.sqlite3"
+
+
+@pytest.fixture
+async def make_memory(
+    backend: str, make_settings: SettingsFactory
+) -> AsyncIterator[tuple[MemoryFactory, Clock]]:
+    clock = Clock()
+    opened: list[tuple[Outbox, LeadMemory]] = []
+
+    async def make(**postbacks: Any) -> LeadMemory:
+        """A gateway's store; with SQLite (one process per file) the earlier one stops first."""
+        if backend.startswith("sqlite"):
+            for outbox, memory in opened:
+                await memory.store.close()
+                await outbox.close()
+        settings = make_settings(
+            outbox={"url": backend},
+            cookies={"secrets": ["cookie-secret-0123456789abcdef"]},
+            postbacks=postbacks,
+        )
+        outbox = open_outbox(settings.outbox)
+        await outbox.open()
+        memory = lead_memory(settings, outbox, clock=clock)
+        await memory.store.open()
+        opened.append((outbox, memory))
+        return memory
+
+    yield make, clock
+    for outbox, memory in opened:  # closing twice is fine: both are idempotent
+        await memory.store.close()
+        await outbox.close()
+
+
+def keys(memory: LeadMemory, lead_id: str) -> list[str]:
+    return memory.keys_of({}, {"lead_id": lead_id})
+
+
+async def test_remembered_context_is_found_by_any_replica_after_a_restart(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    make, clock = make_memory
+    first = await make()
+    first.store.remember(
+        [
+            (k, LeadContext(ttclid="E.C.P.1", ttclid_at=clock.now, ip="1.2.3.4"))
+            for k in keys(first, SECRET_ID)
+        ]
+    )
+    await first.store.close()  # writes what is queued: a restart loses nothing
+    second = await make()  # a restart, or another replica: same storage, same secret
+    found = await second.store.lookup(keys(second, SECRET_ID))
+    assert found == LeadContext(ttclid="E.C.P.1", ttclid_at=clock.now, ip="1.2.3.4")
+    assert await second.store.lookup(keys(second, "someone-else")) is None
+    assert (second.store.stats.hits, second.store.stats.misses) == (1, 1)
+
+
+async def test_a_later_page_keeps_the_click_and_its_first_sight(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    make, clock = make_memory
+    memory = await make()
+    (key,) = keys(memory, SECRET_ID)
+    first_sight = clock.now
+    memory.store.remember([(key, LeadContext(ttclid="E.C.P.1", ttclid_at=first_sight))])
+    await memory.store.flush()
+    clock.now += 60
+    memory.store.remember([(key, LeadContext(ttclid="E.C.P.1", ttclid_at=clock.now, ttp="t2"))])
+    await memory.store.flush()
+    memory.store.remember([(key, LeadContext(url="https://shop.example/2"))])
+    found = await memory.store.lookup([key])
+    assert found == LeadContext(
+        ttclid="E.C.P.1", ttclid_at=first_sight, ttp="t2", url="https://shop.example/2"
+    )
+
+
+async def test_a_click_older_than_the_window_is_not_filled_in_and_is_flagged(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    make, clock = make_memory
+    memory = await make(context_days=28)
+    (key,) = keys(memory, SECRET_ID)
+    memory.store.remember([(key, LeadContext(ttclid="E.C.P.1", ttclid_at=clock.now - 29 * DAY))])
+    filled = await memory.fill([key], [{}])
+    assert filled.click == "expired" and filled.observed is not None
+    assert filled.observed.ttclid is None
+    sent = await memory.fill([key], [{"user": {"ttclid": "E.C.P.mine"}}])
+    assert sent.click == "given"
+
+
+async def test_entries_expire_after_the_window(
+    make_memory: tuple[MemoryFactory, Clock], backend: str
+) -> None:
+    make, clock = make_memory
+    memory = await make(context_days=2)
+    (key,) = keys(memory, SECRET_ID)
+    memory.store.remember([(key, LeadContext(ip="1.2.3.4"))])
+    await memory.store.flush()
+    if backend.startswith("redis"):  # Redis expires by itself, on its own clock
+        import redis
+
+        client = redis.Redis.from_url(backend)
+        ttl = client.pttl(f"tiktok-gateway:context:{key}")
+        client.close()
+        assert 2 * DAY * 1000 - 60_000 < ttl <= 2 * DAY * 1000
+    else:
+        clock.now += 2 * DAY + 1
+        assert await memory.store.lookup([key]) is None
+
+
+async def test_the_store_is_bounded_and_counts_its_entries(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    make, clock = make_memory
+    memory = await make(context_max_entries=100)
+    for number in range(105):
+        clock.now += 1  # later entries expire later: the first five go first
+        memory.store.remember([(k, LeadContext(ip="1.2.3.4")) for k in keys(memory, f"l{number}")])
+        await memory.store.flush()
+    await memory.store.sweep()
+    assert memory.store.stats.entries == 100
+    assert await memory.store.lookup(keys(memory, "l0")) is None
+    assert await memory.store.lookup(keys(memory, "l104")) is not None
+
+
+async def test_keys_are_stored_as_keyed_hashes_never_raw(
+    make_memory: tuple[MemoryFactory, Clock], backend: str, tmp_path: Path
+) -> None:
+    make, _ = make_memory
+    memory = await make()
+    memory.store.remember([(k, LeadContext(ip="1.2.3.4")) for k in keys(memory, SECRET_ID)])
+    await memory.store.flush()
+    if backend.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(backend)
+        stored = b" ".join(client.keys("*"))
+        client.close()
+    else:
+        stored = await asyncio.to_thread(read_files, tmp_path)
+    assert keys(memory, SECRET_ID)[0].encode() in stored  # the keyed hash is there…
+    assert SECRET_ID.encode() not in stored  # …never the value, nor its plain digest
+
+    assert hashlib.sha256(SECRET_ID.encode()).hexdigest().encode() not in stored
+
+
+def read_files(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob("outbox.sqlite3*"))
+
+
+@pytest.mark.parametrize(
+    ("browser", "backend_event"),
+    [
+        (
+            {
+                "user": {
+                    "external_id": [
+                        "80fba0ae1c48e3978e43e4efc365e14e12ea0c830ba8ba5b9a2dafc7e3f2ab8b"
+                    ]
+                }
+            },
+            {"user": {"external_id": " user_123 "}},
+        ),
+        ({"properties": {"order_id": "1001"}}, {"properties": {"order_id": "1001"}}),
+        ({"properties": {"lead_id": "L-9"}}, {"properties": {"lead_id": "L-9"}}),
+        ({"properties": {"lead_id": "L-9"}}, {"user": {"external_id": "L-9"}}),
+    ],
+)
+async def test_browser_events_are_remembered_by_each_identity_key(
+    make_memory: tuple[MemoryFactory, Clock], browser: dict[str, Any], backend_event: dict[str, Any]
+) -> None:
+    from gateway.core.event import Destination, Event
+    from gateway.ingest.policy import BROWSER, SERVER
+
+    make, _ = make_memory
+    memory = await make()
+    seen = Event(
+        Destination("web", "CPIXEL0001"), "ViewContent", 1, "v-1",
+        user={"ttclid": "E.C.P.k", "ip": "1.2.3.4", **browser.get("user", {})},
+        properties=browser.get("properties", {}),
+        page={"url": "https://shop.example/landing"},
+    )  # fmt: skip
+    memory.accepted([seen], SERVER)  # only the browser path leaves context behind
+    assert (await memory.fill(memory.keys_of(backend_event), [backend_event])).observed is None
+    memory.accepted([seen], BROWSER)
+    filled = await memory.fill(memory.keys_of(backend_event), [backend_event])
+    assert filled.observed is not None and filled.observed.ttclid == "E.C.P.k"
+    assert filled.url == "https://shop.example/landing" and filled.click == "context"

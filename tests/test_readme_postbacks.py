@@ -1,0 +1,52 @@
+"""The README's postback configurations are valid, and print the URLs it shows."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from gateway.settings import parse_settings
+from tests.conftest import run_cli
+
+README = Path(__file__).parent.parent / "README.md"
+ENV = {
+    "TIKTOK_PIXEL_ID": "C4ABCDEF1234567890",
+    "TIKTOK_ACCESS_TOKEN": "token",
+    "LMS_POSTBACK_SECRET": "lms-secret-0123456789",
+    "PINGTREE_POSTBACK_SECRET": "tree-secret-0123456789",
+    "GATEWAY_CONTEXT_SECRET": "context-secret-0123456789",
+}
+
+
+def section() -> str:
+    text = README.read_text()
+    start = text.index("## Postbacks from a lead system")
+    return text[start : text.index("\n## ", start + 3)]
+
+
+def blocks() -> list[str]:
+    return re.findall(r"```toml\n(.*?)```", section(), re.DOTALL)
+
+
+def test_every_configuration_of_the_section_is_valid() -> None:
+    found = blocks()
+    assert len(found) == 4
+    for block in found:
+        data = tomllib.loads(block)
+        data.pop("pixels", None)
+        rules = data.get("postbacks", {}).get("rules", [])
+        for rule in rules:
+            rule.pop("pixel", None)  # the README's pixel is the one of ENV here
+        parse_settings(data, ENV)
+
+
+def test_the_lms_url_is_the_one_the_readme_shows(tmp_path: Path) -> None:
+    config = tmp_path / "lms.toml"
+    config.write_text(blocks()[1])
+    result = run_cli(
+        "postback-url", "lms", "--base", "https://t.shop.example", "--config", str(config), env=ENV
+    )
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.strip().replace("lms-secret-0123456789", "…")
+    assert shown in section()
