@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import check_config, fake_api, outbox, send_test, serve
+from gateway.cli import check_config, fake_api, import_file, outbox, send_test, serve
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED
 from gateway.core.errors import ConfigError, EventError, OutboxUnavailable
 
-_COMMANDS = (serve, check_config, send_test, outbox, fake_api)
+_COMMANDS = (serve, check_config, send_test, outbox, import_file, fake_api)
 
 
 def _parser() -> argparse.ArgumentParser:

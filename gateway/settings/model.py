@@ -20,6 +20,7 @@ from gateway.settings.sections import (
     BrowserSettings,
     CookieSettings,
     DeliverySettings,
+    ImportSettings,
     MetricsSettings,
     OutboxSettings,
     Problems,
@@ -143,6 +144,7 @@ class Settings:
     outbox: OutboxSettings = setting(default_factory=OutboxSettings)
     delivery: DeliverySettings = setting(default_factory=DeliverySettings)
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
+    imports: ImportSettings = setting(default_factory=ImportSettings)
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
