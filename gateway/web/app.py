@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.ingest.sources import beacon, server_api
+from gateway.ingest.sources.imports import endpoint as imports
 from gateway.runtime import Gateway
 from gateway.web import health
 from gateway.web.errors import GatewayJson, log_unexpected
@@ -52,6 +53,7 @@ def create_app(gateway: Gateway) -> Starlette:
         routes=[
             *health.routes(gateway),
             *server_api.routes(gateway.pipeline, gateway.limits.server_api),
+            *imports.routes(gateway.pipeline, gateway.limits.server_api),
             *browser.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
