@@ -15,9 +15,9 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
-from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
+from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
 from gateway.cli.progress import ImportProgress
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
@@ -67,10 +67,10 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
     try:
         mapping = parse_mapping(args.map)
     except ValueError as exc:
-        raise SystemExit(f"tiktok-gateway import: {exc}") from None
+        _usage(str(exc))
     days = args.max_age_days or settings.imports.max_event_age_days
     if not 1 <= days <= 28:
-        raise SystemExit("tiktok-gateway import: --max-age-days must be from 1 to 28")
+        _usage("--max-age-days must be from 1 to 28")
     return ImportOptions(
         pixel=args.pixel,
         event=args.event,
@@ -154,6 +154,11 @@ def run_import(args: argparse.Namespace) -> int:
     else:
         print(summary.to_text())
     return 0
+
+
+def _usage(problem: str) -> NoReturn:
+    print(f"tiktok-gateway import: {problem}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
 
 
 def _tell(stream: Any) -> int | None:

@@ -136,27 +136,43 @@ class Importer:
         chunks = self._chunks(rows)
         outbox = self._pipeline.outbox
         summary = self.summary
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                break
-            summary.chunks += 1
-            summary.rows += len(chunk.records)
-            summary.fingerprint = chunk.key
-            if self.options.resume and await outbox.checkpoint_stored(chunk.key):
-                summary.resumed_rows += len(chunk.records)
-            else:
+        storing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    break
+                summary.chunks += 1
+                summary.rows += len(chunk.records)
+                summary.fingerprint = chunk.key
+                if self.options.resume and await outbox.checkpoint_stored(chunk.key):
+                    summary.resumed_rows += len(chunk.records)
+                    continue
+                # this chunk was read and parsed while the previous one was being stored;
+                # it is stored only once that one is (checkpoints stay in file order)
                 events, rejections = await asyncio.to_thread(self._parse, chunk)
+                if storing is not None:
+                    await storing
                 if not self.options.dry_run:
-                    await self._pipeline.store(events, self._policy, checkpoint=chunk.key)
-                summary.count(events)
+                    storing = asyncio.create_task(self._store(events, chunk.key))
+                else:
+                    summary.count(events)
                 self._rejected(rejections)
-            summary.elapsed_seconds = time.monotonic() - started
-            if self._progress is not None:
-                self._progress(summary)
+                summary.elapsed_seconds = time.monotonic() - started
+                if self._progress is not None:
+                    self._progress(summary)
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()  # the writer finishes the transaction it holds, or not
         summary.ignored_columns = list(self._columns.ignored)
         summary.elapsed_seconds = time.monotonic() - started
         return summary
+
+    async def _store(self, events: list[Event], key: str) -> None:
+        await self._pipeline.store(events, self._policy, checkpoint=key)
+        self.summary.count(events)
 
     def _check_header(self, header: list[str]) -> None:
         if not header:

@@ -10,6 +10,7 @@ Each row also carries its raw text, which the importer fingerprints for `--resum
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -128,7 +129,8 @@ def _detaching(text: io.TextIOWrapper, rows: Iterator[Row | RowError]) -> Iterat
     try:
         yield from rows
     finally:
-        text.detach()
+        with contextlib.suppress(ValueError):  # the caller closed the file already
+            text.detach()
 
 
 def _csv_header(text: IO[str], sample: str, file_format: str) -> tuple[list[str], Any, _Lines]:
