@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
 from gateway.cli.progress import ImportProgress
+from gateway.core.errors import OutboxUnavailable
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
 from gateway.ingest.sources.imports.importer import Importer, ImportOptions
@@ -148,6 +149,11 @@ def run_import(args: argparse.Namespace) -> int:
             progress.close()
             print("interrupted: run the same command with --resume to go on", file=sys.stderr)
             return 130
+        except OutboxUnavailable as exc:
+            progress.close()
+            print(f"outbox unavailable: {exc}", file=sys.stderr)
+            print("once it is fixed, run the same command with --resume", file=sys.stderr)
+            return EXIT_FAILED
         progress.close()
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
