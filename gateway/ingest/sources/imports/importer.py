@@ -147,17 +147,17 @@ class Importer:
                 summary.fingerprint = chunk.key
                 if self.options.resume and await outbox.checkpoint_stored(chunk.key):
                     summary.resumed_rows += len(chunk.records)
-                    continue
-                # this chunk was read and parsed while the previous one was being stored;
-                # it is stored only once that one is (checkpoints stay in file order)
-                events, rejections = await asyncio.to_thread(self._parse, chunk)
-                if storing is not None:
-                    await storing
-                if not self.options.dry_run:
-                    storing = asyncio.create_task(self._store(events, chunk.key))
                 else:
-                    summary.count(events)
-                self._rejected(rejections)
+                    # this chunk was read and parsed while the previous one was being
+                    # stored; it is stored only once that one is (checkpoints in file order)
+                    events, rejections = await asyncio.to_thread(self._parse, chunk)
+                    if storing is not None:
+                        await storing
+                    if not self.options.dry_run:
+                        storing = asyncio.create_task(self._store(events, chunk.key))
+                    else:
+                        summary.count(events)
+                    self._rejected(rejections)
                 summary.elapsed_seconds = time.monotonic() - started
                 if self._progress is not None:
                     self._progress(summary)
