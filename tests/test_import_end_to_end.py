@@ -224,3 +224,23 @@ def test_uploads_are_refused_with_4xx_json_never_500(
     assert answer.json().get("field") == field
     missing = httpx.get(f"{gateway.url}/v1/imports/unknown", headers=auth)
     assert missing.status_code == (401 if status == 401 else 404)
+
+
+def test_an_upload_posted_again_with_resume_stores_nothing_twice(
+    tmp_path: Path, fake_api: FakeEventsApi, serve_gateway: Callable[..., GatewayServer]
+) -> None:
+    path = tmp_path / "orders.csv"
+    write_rows(path, 2500)
+    gateway = offline_gateway(serve_gateway, tmp_path / "outbox.sqlite3")
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    url = f"{gateway.url}/v1/imports"
+    first = httpx.post(url, content=path.read_bytes(), headers=auth, timeout=60)
+    again = httpx.post(url, params={"resume": "true"}, content=path.read_bytes(), headers=auth)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["summary"]["events"] == 2500
+    assert (again.json()["summary"]["resumed_rows"], again.json()["summary"]["events"]) == (
+        2500,
+        0,
+    )
+    wait_until(lambda: len(fake_api.accepted_events()) >= 2500, "the upload delivered")
+    assert len({e["event_id"] for e in fake_api.accepted_events()}) == 2500
