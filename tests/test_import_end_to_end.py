@@ -197,6 +197,7 @@ def test_the_http_upload_gives_the_same_result_as_the_command(
         ({"map": "E-Mail"}, b"x", None, 400, "map"),
         ({"dry_run": "perhaps"}, b"x", None, 400, "dry_run"),
         ({"max_age_days": "90"}, b"x", None, 400, "max_age_days"),
+        ({"currency": "EURO"}, b"x", None, 400, "currency"),
         ({}, b"", None, 400, "body"),
         ({}, b"email,timestamp\na@example.com,1\n", None, 400, "event"),
         ({}, b"\xff\xfe\x00bad", None, 400, "body"),

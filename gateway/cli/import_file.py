@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
@@ -69,6 +70,8 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
         mapping = parse_mapping(args.map)
     except ValueError as exc:
         _usage(str(exc))
+    if args.currency and not re.fullmatch(r"[A-Za-z]{3}", args.currency.strip()):
+        _usage("--currency must be an ISO 4217 code such as EUR")
     days = args.max_age_days or settings.imports.max_event_age_days
     if not 1 <= days <= 28:
         _usage("--max-age-days must be from 1 to 28")
@@ -76,7 +79,7 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
         pixel=args.pixel,
         event=args.event,
         mapping=mapping,
-        currency=(args.currency or "").upper() or settings.imports.default_currency,
+        currency=(args.currency or "").strip().upper() or settings.imports.default_currency,
         limited_data_use=args.limited_data_use,
         test_event_code=args.test_event_code,
         group_by_order=args.group_by == "order_id",

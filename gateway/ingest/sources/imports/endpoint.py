@@ -163,6 +163,8 @@ class ImportsEndpoint:
         if not days_text.isdigit() or not 1 <= int(days_text) <= 28:
             raise EventError("max_age_days", "must be a whole number from 1 to 28")
         currency = (query.get("currency") or "").strip().upper()
+        if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+            raise EventError("currency", "must be an ISO 4217 code such as EUR")
         return ImportOptions(
             pixel=self._pixel(query.get("pixel")),
             event=query.get("event") or None,
