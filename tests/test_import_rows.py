@@ -254,6 +254,13 @@ async def test_a_column_mapping_and_aliases(run_import: Any) -> None:
     assert user["ip"] == "203.0.113.7"
 
 
+async def test_trailing_empty_fields_are_not_a_malformed_line(run_import: Any) -> None:
+    content = csv_of(f"a@example.com,,Purchase,{NOW - 60},,", "b@example.com,,Purchase,1,x")
+    _, events, report = await run_import(content)
+    assert len(events) == 1
+    assert report.splitlines()[1] == '3,line,"has 5 fields, the header has 4"'
+
+
 async def test_bom_and_semicolons(run_import: Any) -> None:
     content = "\ufeffemail;event;timestamp;value;currency\n"
     content += f'"a@example.com";Purchase;{NOW - 60};"19.99";EUR\n'

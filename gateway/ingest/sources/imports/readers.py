@@ -202,6 +202,8 @@ def _csv_rows(reader: Any, lines: _Lines, header: list[str]) -> Iterator[Row | R
         text = _taken(lines)
         if not values or (len(values) == 1 and not values[0].strip()):
             continue  # a blank line
+        if len(values) > width and not any(v.strip() for v in values[width:]):
+            del values[width:]  # trailing delimiters, as some exports write on data lines
         if len(values) != width:
             yield RowError(start, f"has {len(values)} fields, the header has {width}", text)
             continue
