@@ -91,8 +91,9 @@ def child_import(path: Path, outbox: Path) -> dict[str, object]:
         )  # fmt: skip
     elapsed = time.perf_counter() - started
     total = summary.rows
-    first = [rss for rows, rss in samples if rows <= total * 0.1]
-    last = [rss for rows, rss in samples if rows >= total * 0.9]
+    # a small file has one chunk: then its one sample stands for both ends
+    first = [rss for rows, rss in samples if rows <= total * 0.1] or [samples[0][1]]
+    last = [rss for rows, rss in samples if rows >= total * 0.9] or [samples[-1][1]]
     return {
         "rows": total,
         "events": summary.events,
