@@ -109,11 +109,15 @@ def _event_id(
     pixel: PixelConfig,
     event_time: int,
     user: Mapping[str, Any],
+    properties: Mapping[str, Any],
+    sections: Mapping[str, Mapping[str, Any]],
     policy: SourcePolicy,
 ) -> str:
     event_id = event_id_string("event_id", raw.get("event_id"))
     if event_id is not None:
         return event_id
+    if policy.event_id_from is not None:
+        return policy.event_id_from(str(raw.get("event")), event_time, user, properties, sections)
     if policy.derive_missing_event_id:
         return _derived_event_id(pixel.id, str(raw.get("event")), event_time, user)
     return str(uuid.uuid4())
@@ -156,7 +160,7 @@ def parse_event(
     if limited is not None and not isinstance(limited, bool):
         raise EventError("limited_data_use", "must be true or false")
     sections = {k: flat_section(k, raw[k], scrub) for k in ("app", "ad", "lead") if raw.get(k)}
-    event_id = _event_id(raw, pixel, event_time, user, policy)
+    event_id = _event_id(raw, pixel, event_time, user, properties, sections, policy)
     code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
     destination = Destination(
         event_source=pixel.event_source,

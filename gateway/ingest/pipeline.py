@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.core.errors import EventError
 from gateway.core.event import Event
-from gateway.ingest.parser import ParseRules, parse_event
+from gateway.ingest.parser import Parsed, ParseRules, parse_event
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.outbox import Outbox
 from gateway.settings import PixelConfig, Settings
@@ -106,11 +106,46 @@ class Pipeline:
             self.metrics.personal_data_scrubbed.labels(field).inc()
         return events
 
-    async def store(self, events: Sequence[Event], policy: SourcePolicy) -> None:
-        """Store events durably (raises OutboxUnavailable), count them, run the hooks."""
+    def parse_each(self, items: Sequence[Item], policy: SourcePolicy) -> list[Parsed | EventError]:
+        """Each item on its own: its events and warnings, or its error (file imports, where
+        one bad row is reported and the others go)."""
+        now = self.now()
+        results: list[Parsed | EventError] = []
+        left_out = 0
+        rules = self.rules
+        for item in items:
+            try:
+                parsed = parse_event(
+                    item.raw,
+                    pixel=item.pixel,
+                    rules=rules,
+                    now=now,
+                    policy=policy,
+                    observed=item.observed,
+                    test_event_code=item.test_event_code,
+                )
+            except EventError as exc:
+                results.append(exc)
+                continue
+            left_out += len(parsed.warnings)
+            results.append(parsed)
+        if left_out:
+            self.metrics.identifiers_dropped.inc(left_out)
+        return results
+
+    async def store(
+        self, events: Sequence[Event], policy: SourcePolicy, *, checkpoint: str | None = None
+    ) -> None:
+        """Store events durably (raises OutboxUnavailable), count them, run the hooks.
+
+        `checkpoint` (imports) is recorded in the same transaction as the events, so "this
+        chunk is stored" is true exactly when its events are."""
+        if checkpoint is not None:
+            await self.outbox.add(events, checkpoint=checkpoint)
+        elif events:
+            await self.outbox.add(events)
         if not events:
             return
-        await self.outbox.add(events)
         received = self._received.get(policy.name)
         if received is None:
             received = self._received[policy.name] = self.metrics.received.labels(policy.name)

@@ -6,10 +6,16 @@ store now" — is the same for every source, so it lives once in the pipeline an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.settings import PixelConfig
+
+EventIdRecipe = Callable[
+    [str, int, Mapping[str, Any], Mapping[str, Any], Mapping[str, Mapping[str, Any]]], str
+]
+"""(input event name, event_time, hashed user, properties, sections) → event_id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,9 @@ class SourcePolicy:
     observed_overrides: bool = False
     """True: what the server observed (IP, user agent, cookies) replaces what the input says;
     False: it only completes what the input leaves out."""
+    event_id_from: EventIdRecipe | None = None
+    """How a missing event id is derived, when the source's rule is not the default one
+    (file imports: email, phone, event and time, as the CDP connectors do)."""
 
 
 BROWSER = SourcePolicy(

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination, Event
+
+CHECKPOINT_DAYS = 35
+"""How long an import's chunk checkpoints are kept: past TikTok's 28-day window, a re-import
+of the rows would be refused as too old anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +104,15 @@ class EventQueue(abc.ABC):
         """Idempotent."""
 
     @abc.abstractmethod
-    async def add(self, events: Sequence[Event]) -> None:
-        """Store events durably; return only once they survive a crash. Raises OutboxUnavailable."""
+    async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
+        """Store events durably; return only once they survive a crash. Raises OutboxUnavailable.
+
+        `checkpoint` (file imports): a key recorded in the same transaction as the events,
+        so it is stored if and only if they are; `checkpoint_stored` asks for it later."""
+
+    async def checkpoint_stored(self, key: str) -> bool:
+        """Whether an `add` with this checkpoint was stored (kept CHECKPOINT_DAYS)."""
+        raise OutboxUnavailable(f"{type(self).__name__} keeps no import checkpoints")
 
     @abc.abstractmethod
     async def claim(self, limit: int, now: float) -> list[Claimed]:

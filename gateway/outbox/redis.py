@@ -33,11 +33,20 @@ from redis.exceptions import RedisError, ResponseError
 from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Destination, Event
 from gateway.outbox import redis_scripts as scripts
-from gateway.outbox.base import Backlog, Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
+from gateway.outbox.base import (
+    CHECKPOINT_DAYS,
+    Backlog,
+    Claimed,
+    DeadLetter,
+    Outbox,
+    OutboxCounts,
+    PixelCounts,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 Entry = tuple[str, dict[str, str]]
+_CHECKPOINT_SECONDS = CHECKPOINT_DAYS * 86400
 
 
 def _translated(
@@ -71,6 +80,7 @@ class RedisOutbox(Outbox):
         self._dead_key = f"{prefix}:dead"
         self._counts_key = f"{prefix}:counts"
         self._probe_key = f"{prefix}:probe"
+        self._checkpoint_prefix = f"{prefix}:import:"
         self._group = "dispatchers"
         self._lease_ms = int(lease_seconds * 1000)
         self._forget_ms = int(forget_consumers_after * 1000)
@@ -133,7 +143,7 @@ class RedisOutbox(Outbox):
             await client.aclose()
 
     @_translated
-    async def add(self, events: Sequence[Event]) -> None:
+    async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
         now = repr(time.time())
         try:
             fields = [_fields(e, now) for e in events]
@@ -148,7 +158,13 @@ class RedisOutbox(Outbox):
                 pipe.xadd(self._stream, entry)
             for pixel, number in per_pixel.items():
                 pipe.hincrby(self._counts_key, f"q:{pixel}", number)
+            if checkpoint is not None:  # in the same MULTI: stored exactly when the events are
+                pipe.set(f"{self._checkpoint_prefix}{checkpoint}", now, ex=_CHECKPOINT_SECONDS)
             await pipe.execute()
+
+    @_translated
+    async def checkpoint_stored(self, key: str) -> bool:
+        return bool(await self._client.exists(f"{self._checkpoint_prefix}{key}"))
 
     @_translated
     async def claim(self, limit: int, now: float) -> list[Claimed]:

@@ -28,7 +28,15 @@ import orjson
 
 from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Destination, Event
-from gateway.outbox.base import Backlog, Claimed, DeadLetter, Outbox, OutboxCounts, PixelCounts
+from gateway.outbox.base import (
+    CHECKPOINT_DAYS,
+    Backlog,
+    Claimed,
+    DeadLetter,
+    Outbox,
+    OutboxCounts,
+    PixelCounts,
+)
 from gateway.outbox.sqlite_migration import SCHEMA, migrate
 from gateway.outbox.sqlite_writer import GroupCommitWriter
 
@@ -146,8 +154,8 @@ class SqliteOutbox(Outbox):
 
     # --- the queue -------------------------------------------------------------------------
 
-    async def add(self, events: Sequence[Event]) -> None:
-        if not events:
+    async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
+        if not events and checkpoint is None:
             return
         now = time.time()
         try:  # serialised here, so a bad value fails its own request, not the writer
@@ -169,7 +177,30 @@ class SqliteOutbox(Outbox):
             payload = orjson.dumps(rows)
         except orjson.JSONEncodeError:
             raise EventError("event", "holds a value that cannot be stored") from None
-        await self._db.add(payload)
+        if checkpoint is None:
+            await self._db.add(payload)
+            return
+
+        def with_checkpoint(conn: sqlite3.Connection) -> None:
+            # one transaction: the checkpoint exists exactly when the chunk's events do
+            conn.execute(_INSERT_JSON, (payload.decode(),))
+            conn.execute(
+                "INSERT OR REPLACE INTO import_checkpoints (key, created) VALUES (?, ?)",
+                (checkpoint, now),
+            )
+            conn.execute(
+                "DELETE FROM import_checkpoints WHERE created < ?", (now - CHECKPOINT_DAYS * 86400,)
+            )
+
+        await self._db.transaction(with_checkpoint)
+
+    async def checkpoint_stored(self, key: str) -> bool:
+        row = await self._db.read(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM import_checkpoints WHERE key = ?", (key,)
+            ).fetchone()
+        )
+        return row is not None
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         """Read the ready events, then lease those still due in a short write.

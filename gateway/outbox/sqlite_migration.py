@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS import_checkpoints (key TEXT PRIMARY KEY, created REAL NOT NULL);
 """
 _FROM_V1 = """
 ALTER TABLE events RENAME TO events_v1;

@@ -22,6 +22,7 @@ from gateway.settings.sections import (
     ConsoleSettings,
     CookieSettings,
     DeliverySettings,
+    ImportSettings,
     MetricsSettings,
     OutboxSettings,
     PrivacySettings,
@@ -147,6 +148,7 @@ class Settings:
     outbox: OutboxSettings = setting(default_factory=OutboxSettings)
     delivery: DeliverySettings = setting(default_factory=DeliverySettings)
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
+    imports: ImportSettings = setting(default_factory=ImportSettings)
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     relay: RelaySettings = setting(default_factory=RelaySettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)

@@ -135,6 +135,21 @@ class ServerApiSettings:
 
 
 @dataclass(frozen=True)
+class ImportSettings:
+    """File imports (`tiktok-gateway import`, `POST /v1/imports`): offline and CRM
+    conversions, judged by the offline connectors' rules rather than the browser's."""
+
+    max_event_age_days: int = setting(28, low=1, high=28)
+    """Rows older than this are rejected and reported (TikTok's click-through window)."""
+    default_currency: str | None = setting("USD", convert=lambda c: c.strip().upper() or None)
+    """For rows with a value or price but no currency (the connectors' default)."""
+    chunk_rows: int = setting(1000, low=1, high=100_000)
+    """Rows stored per transaction; an interrupted import resumes after the last one."""
+    max_upload_mb: int = setting(64, low=1, high=4096)
+    """Largest file `POST /v1/imports` accepts (it is held in memory, never on disk)."""
+
+
+@dataclass(frozen=True)
 class RateLimitSettings:
     """Requests per client IP and endpoint (web/rate_limit.py); a rate of 0 is no limit.
 
@@ -250,6 +265,7 @@ __all__ = [
     "ConsoleSettings",
     "CookieSettings",
     "DeliverySettings",
+    "ImportSettings",
     "MetricsSettings",
     "OutboxSettings",
     "PrivacySettings",

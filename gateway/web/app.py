@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.ingest.sources import beacon, relay, server_api
+from gateway.ingest.sources.imports import endpoint as imports
 from gateway.ingest.sources.postback import endpoint as postback
 from gateway.runtime import Gateway
 from gateway.web import console, health
@@ -74,6 +75,7 @@ def create_app(gateway: Gateway) -> Starlette:
             *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
             *relay.routes(gateway.pipeline, gateway.leads),
+            *imports.routes(gateway.pipeline, gateway.limits.server_api),
             *browser.routes(),
             *console.routes(gateway),
         ],

@@ -1,0 +1,177 @@
+"""`import PATH`: offline and CRM conversions from a CSV, TSV or JSON Lines file (or `-`).
+
+Runs beside a gateway (the outbox opened as operator commands open it): rows go into the
+outbox in chunks and the gateway's dispatcher delivers them like any other event.
+Exit status 0 when the file was read to its end (rejected rows are in the summary and the
+report), 1 when it could not be read or stored (re-run with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import IO, Any, NoReturn
+
+from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
+from gateway.cli.progress import ImportProgress
+from gateway.core.errors import OutboxUnavailable
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.sources.imports.columns import parse_mapping
+from gateway.ingest.sources.imports.importer import Importer, ImportOptions
+from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, open_binary
+from gateway.ingest.sources.imports.summary import ReportWriter, Summary
+from gateway.outbox import open_outbox
+from gateway.settings import Settings
+from gateway.web.metrics import Metrics
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "import", help="import offline / CRM conversions from a CSV, TSV or JSON Lines file"
+    )
+    add_config(parser)
+    parser.add_argument("path", metavar="PATH", help="the file (gzip welcome), or - for stdin")
+    parser.add_argument("--pixel", metavar="ID", help="the event set (default: the only one)")
+    parser.add_argument("--event", metavar="NAME", help="event name when there is no event column")
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=FIELD",
+        help="read COLUMN as FIELD (repeatable), e.g. --map 'E-Mail=email'",
+    )
+    parser.add_argument("--currency", help="currency of rows without one (default: USD)")
+    parser.add_argument("--limited-data-use", action="store_true", help="web event sets only")
+    parser.add_argument("--test-event-code", metavar="CODE")
+    parser.add_argument(
+        "--group-by",
+        choices=["order_id"],
+        help="rows sharing an order id and event become one event (Σ price × quantity)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="auto")
+    parser.add_argument("--max-age-days", type=int, metavar="DAYS", help="default: 28")
+    parser.add_argument("--dry-run", action="store_true", help="everything but storing")
+    parser.add_argument("--report", metavar="PATH", help="write one line per rejected row")
+    parser.add_argument(
+        "--resume", action="store_true", help="skip the chunks an interrupted run stored"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(run=run_import)
+
+
+def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
+    try:
+        mapping = parse_mapping(args.map)
+    except ValueError as exc:
+        _usage(str(exc))
+    if args.currency and not re.fullmatch(r"[A-Za-z]{3}", args.currency.strip()):
+        _usage("--currency must be an ISO 4217 code such as EUR")
+    days = args.max_age_days or settings.imports.max_event_age_days
+    if not 1 <= days <= 28:
+        _usage("--max-age-days must be from 1 to 28")
+    return ImportOptions(
+        pixel=args.pixel,
+        event=args.event,
+        mapping=mapping,
+        currency=(args.currency or "").strip().upper() or settings.imports.default_currency,
+        limited_data_use=args.limited_data_use,
+        test_event_code=args.test_event_code,
+        group_by_order=args.group_by == "order_id",
+        dry_run=args.dry_run,
+        resume=args.resume,
+        file_format=args.format,
+        max_age_days=days,
+        chunk_rows=settings.imports.chunk_rows,
+    )
+
+
+async def import_file(
+    settings: Settings,
+    options: ImportOptions,
+    binary: IO[bytes],
+    *,
+    report: ReportWriter | None = None,
+    progress: Callable[[Summary, int | None], None] | None = None,
+    position: Callable[[], int | None] = lambda: None,
+) -> Summary:
+    outbox = open_outbox(settings.outbox, owner=False)
+    if not options.dry_run or options.resume:
+        await outbox.open()
+    try:
+        pipeline = Pipeline(settings, outbox, Metrics())
+        importer = Importer(
+            pipeline,
+            options,
+            report=report.write if report is not None else None,
+            progress=(lambda s: progress(s, position())) if progress is not None else None,
+        )
+        return await importer.run(binary)
+    finally:
+        await outbox.close()
+
+
+def run_import(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    options = options_of(args, settings)
+    try:
+        binary = open_binary(args.path)
+    except OSError as exc:
+        print(f"cannot read {args.path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    total = None if args.path == "-" else os.path.getsize(args.path)
+    raw = getattr(binary, "fileobj", None) or binary  # the compressed file's own position
+    progress = ImportProgress(sys.stderr, total_bytes=total, tty=sys.stderr.isatty())
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(binary)
+        report = None
+        if args.report:
+            stream = stack.enter_context(open(args.report, "w", newline="", encoding="utf-8"))
+            report = ReportWriter(stream)
+        try:
+            summary = asyncio.run(
+                import_file(
+                    settings,
+                    options,
+                    binary,
+                    report=report,
+                    progress=progress,
+                    position=lambda: _tell(raw),
+                )
+            )
+        except UnreadableFile as exc:
+            progress.close()
+            print(f"cannot import {args.path}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            progress.close()
+            print("interrupted: run the same command with --resume to go on", file=sys.stderr)
+            return 130
+        except OutboxUnavailable as exc:
+            progress.close()
+            print(f"outbox unavailable: {exc}", file=sys.stderr)
+            print("once it is fixed, run the same command with --resume", file=sys.stderr)
+            return EXIT_FAILED
+        progress.close()
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        print(summary.to_text())
+    return 0
+
+
+def _usage(problem: str) -> NoReturn:
+    print(f"tiktok-gateway import: {problem}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def _tell(stream: Any) -> int | None:
+    try:
+        return int(stream.tell())
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,292 @@
+"""An import: rows in chunks through the one ingest path, each chunk stored before the next.
+
+Durable and resumable by construction. Each chunk has a key: a SHA-256 chained over the
+import's options and the exact text of every record so far, i.e. the fingerprint of the
+file up to that chunk. The outbox stores the chunk's events and its key in ONE transaction
+(`Outbox.add(..., checkpoint=key)`), so after a `kill -9` at any instant a chunk is either
+wholly stored with its key or not at all. `--resume` re-reads the file, recomputes the keys
+and skips (without parsing) every chunk whose key is stored: no row is stored twice, and a
+file edited after the crash is re-imported from the first chunk that differs. Standard
+input and uploads resume the same way, as nothing needs to be known before reading. Without
+`--resume` everything is stored again, and TikTok deduplicates by the same event ids.
+
+Rows become input events in the server API's shape (`columns.py`) and go through
+`Pipeline.parse_each` / `Pipeline.store` — the path every source takes, where the lead
+context (issue 9) will fill in click ids by external id or order id. Reading and parsing run
+in a worker thread, a chunk at a time, so an upload never holds the serving loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from gateway.core.errors import EventError
+from gateway.core.event import Event
+from gateway.ingest.parser import Parsed
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.policy import Item, SourcePolicy
+from gateway.ingest.sources.imports.columns import Columns, RowRules, merged, to_input
+from gateway.ingest.sources.imports.readers import Row, RowError, read_rows
+from gateway.ingest.sources.imports.rules import (
+    DEFAULT_MAX_AGE_DAYS,
+    import_event_id,
+    missing_identity,
+)
+from gateway.ingest.sources.imports.summary import Rejection, Summary
+from gateway.settings import PixelConfig
+
+CHUNK_ROWS = 1000
+"""Rows per chunk: one transaction (one fsync) per Events API batch's worth of rows."""
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    pixel: str | None = None
+    event: str | None = None
+    mapping: dict[str, str] = field(default_factory=dict)
+    currency: str | None = "USD"
+    limited_data_use: bool = False
+    test_event_code: str | None = None
+    group_by_order: bool = False
+    dry_run: bool = False
+    resume: bool = False
+    file_format: str = "auto"
+    max_age_days: int = DEFAULT_MAX_AGE_DAYS
+    chunk_rows: int = CHUNK_ROWS
+
+    def fingerprint_seed(self, pixel: PixelConfig) -> bytes:
+        """Everything that changes what a row becomes: a chunk imported with other options
+        is another chunk."""
+        return orjson.dumps(
+            [
+                pixel.id,
+                self.event,
+                sorted(self.mapping.items()),
+                self.currency,
+                self.limited_data_use,
+                self.test_event_code,
+                self.group_by_order,
+                self.chunk_rows,
+            ]
+        )
+
+
+@dataclass(slots=True)
+class _Record:
+    """One record read: its first line, its input event or why it has none, its text."""
+
+    line: int
+    raw: dict[str, Any] | None
+    error: Rejection | None
+    text: str
+
+
+@dataclass(slots=True)
+class _Chunk:
+    records: list[_Record]
+    key: str
+
+
+Progress = Callable[[Summary], None]
+Report = Callable[[list[Rejection]], None]
+
+
+class Importer:
+    """One import of one file into the outbox (or nowhere, with `dry_run`)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        options: ImportOptions,
+        *,
+        report: Report | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self.options = options
+        self.pixel = pipeline.pixel(options.pixel, field="pixel")
+        self._columns = Columns(options.mapping)
+        self._rules = RowRules(
+            event=options.event,
+            currency=options.currency,
+            limited_data_use=options.limited_data_use and self.pixel.event_source == "web",
+        )
+        self._policy = SourcePolicy(
+            "import",
+            max_age_seconds=options.max_age_days * 86400,
+            event_id_from=import_event_id,
+        )
+        self._report = report
+        self._progress = progress
+        self.summary = Summary(dry_run=options.dry_run)
+
+    async def run(self, binary: IO[bytes]) -> Summary:
+        """Import every row of `binary`; raises EventError / UnreadableFile for a file that
+        cannot be imported at all, OutboxUnavailable when storing fails (resume later)."""
+        started = time.monotonic()
+        header, rows = await asyncio.to_thread(read_rows, binary, self.options.file_format)
+        self._check_header(header)
+        chunks = self._chunks(rows)
+        outbox = self._pipeline.outbox
+        summary = self.summary
+        storing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    break
+                summary.chunks += 1
+                summary.rows += len(chunk.records)
+                summary.fingerprint = chunk.key
+                if self.options.resume and await outbox.checkpoint_stored(chunk.key):
+                    summary.resumed_rows += len(chunk.records)
+                else:
+                    # this chunk was read and parsed while the previous one was being
+                    # stored; it is stored only once that one is (checkpoints in file order)
+                    events, rejections = await asyncio.to_thread(self._parse, chunk)
+                    if storing is not None:
+                        await storing
+                    if not self.options.dry_run:
+                        storing = asyncio.create_task(self._store(events, chunk.key))
+                    else:
+                        summary.count(events)
+                    self._rejected(rejections)
+                summary.elapsed_seconds = time.monotonic() - started
+                if self._progress is not None:
+                    self._progress(summary)
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()  # the writer finishes the transaction it holds, or not
+        summary.ignored_columns = list(self._columns.ignored)
+        summary.elapsed_seconds = time.monotonic() - started
+        return summary
+
+    async def _store(self, events: list[Event], key: str) -> None:
+        await self._pipeline.store(events, self._policy, checkpoint=key)
+        self.summary.count(events)
+
+    def _check_header(self, header: list[str]) -> None:
+        if not header:
+            return  # JSON Lines: each object names its own fields
+        targets = {self._columns.field(name) for name in header}
+        if "event" not in targets and not self.options.event:
+            raise EventError("event", "the file has no event column: pass --event NAME")
+        if "timestamp" not in targets:
+            raise EventError("timestamp", "the file has no timestamp column (or --map one)")
+
+    def _rejected(self, rejections: list[Rejection]) -> None:
+        for rejection in rejections:
+            self.summary.rejected[(rejection.field, rejection.reason)] += 1
+        if rejections and self._report is not None:
+            self._report(rejections)
+
+    # --- in the worker thread --------------------------------------------------------------
+
+    def _chunks(self, rows: Iterator[Row | RowError]) -> Iterator[_Chunk]:
+        """Chunks of `chunk_rows` records; with --group-by order_id a chunk never splits an
+        order's consecutive lines."""
+        chain = hashlib.sha256(self.options.fingerprint_seed(self.pixel)).digest()
+        size = self.options.chunk_rows
+        grouping = self.options.group_by_order
+        records: list[_Record] = []
+        for row in rows:
+            record = self._record(row)
+            if len(records) >= size and not (grouping and _same_order(records[-1], record)):
+                chain = _chained(chain, records)
+                yield _Chunk(records, chain.hex())
+                records = []
+            records.append(record)
+        if records:
+            yield _Chunk(records, _chained(chain, records).hex())
+
+    def _record(self, row: Row | RowError) -> _Record:
+        if isinstance(row, RowError):
+            return _Record(row.line, None, Rejection(row.line, "line", row.reason), row.text)
+        try:
+            raw = to_input(row.values, self._columns, self._rules)
+        except EventError as exc:
+            where = self._columns.column(exc.field)
+            return _Record(row.line, None, Rejection(row.line, where, exc.message), row.text)
+        return _Record(row.line, raw, None, row.text)
+
+    def _parse(self, chunk: _Chunk) -> tuple[list[Event], list[Rejection]]:
+        rejections: list[Rejection] = []
+        inputs: list[tuple[int, dict[str, Any]]] = []
+        for record in chunk.records:
+            if record.error is not None:
+                rejections.append(record.error)
+            elif record.raw is not None:
+                inputs.append((record.line, record.raw))
+        if self.options.group_by_order:
+            inputs = _grouped(inputs)
+        code = self.options.test_event_code
+        items = [Item(raw, self.pixel, test_event_code=code) for _, raw in inputs]
+        events: list[Event] = []
+        for (line, _), result in zip(
+            inputs, self._pipeline.parse_each(items, self._policy), strict=True
+        ):
+            if isinstance(result, EventError):
+                rejections.append(
+                    Rejection(line, self._columns.where(result.field), result.message)
+                )
+                continue
+            reason = _unmatched(result)
+            if reason is not None:
+                rejections.append(Rejection(line, self._columns.column("email"), reason))
+                continue
+            self.summary.left_out += len(result.warnings)
+            events.extend(result.events)
+        rejections.sort(key=lambda r: r.line)
+        return events, rejections
+
+
+def _unmatched(parsed: Parsed) -> str | None:
+    reason = missing_identity(parsed.events[0]) if parsed.events else None
+    if reason is not None and parsed.warnings:
+        reason += " (a phone was not a phone number)"
+    return reason
+
+
+def _chained(chain: bytes, records: list[_Record]) -> bytes:
+    digest = hashlib.sha256(chain)
+    digest.update("".join(r.text for r in records).encode("utf-8", "surrogatepass"))
+    return digest.digest()
+
+
+def _order_key(raw: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    if raw is None:
+        return None
+    order_id = raw.get("properties", {}).get("order_id")
+    return None if order_id is None else (order_id, raw.get("event"))
+
+
+def _same_order(last: _Record, record: _Record) -> bool:
+    key = _order_key(last.raw)
+    return key is not None and key == _order_key(record.raw)
+
+
+def _grouped(inputs: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    """Consecutive rows of one order and event → one input event (reported at its first
+    line); rows without an order id stay on their own."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    group: list[dict[str, Any]] = []
+    line = 0
+    for row_line, raw in inputs:
+        if group and _order_key(raw) is not None and _order_key(raw) == _order_key(group[0]):
+            group.append(raw)
+            continue
+        if group:
+            out.append((line, merged(group[0], group) if len(group) > 1 else group[0]))
+        group, line = [raw], row_line
+    if group:
+        out.append((line, merged(group[0], group) if len(group) > 1 else group[0]))
+    return out

@@ -1,0 +1,350 @@
+"""File imports, row by row: readers, columns, the seed's rules, grouping, the report.
+
+Every test writes its own file and imports it into a SQLite outbox of its own, then reads
+back exactly what would be sent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.cli.import_file import import_file
+from gateway.core.event import Event
+from gateway.ingest.sources.imports.importer import ImportOptions
+from gateway.ingest.sources.imports.readers import open_binary
+from gateway.ingest.sources.imports.rules import import_event_id
+from gateway.ingest.sources.imports.summary import ReportWriter, Summary
+from gateway.outbox.sqlite import SqliteOutbox
+from tests.conftest import TOKEN, SettingsFactory
+
+pytestmark = pytest.mark.anyio
+OFFLINE = "7301234567890123456"
+CRM = "7301234567890123457"
+WEB = "CWEBPIXEL0001"
+NOW = int(time.time())
+ALICE = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
+ALICE_PHONE = "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"
+Imported = tuple[Summary, list[Event], str]
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def run_import(make_settings: SettingsFactory, tmp_path: Path) -> Callable[..., Any]:
+    """Write `content` to a file, import it, return (summary, stored events, report)."""
+    counter = iter(range(1000))
+
+    async def run(content: str | bytes, *, name: str = "rows.csv", **options: Any) -> Imported:
+        number = next(counter)
+        store = options.pop("outbox", number)
+        settings = make_settings(
+            pixels=[
+                {"id": OFFLINE, "access_token": TOKEN, "event_source": "offline"},
+                {"id": CRM, "access_token": TOKEN, "event_source": "crm"},
+                {"id": WEB, "access_token": TOKEN},
+            ],
+            outbox={"url": f"sqlite:///{tmp_path}/outbox-{store}.sqlite3"},
+            imports={"chunk_rows": options.setdefault("chunk_rows", 1000)},
+            default_phone_region=options.pop("region", "US"),
+        )
+        path = tmp_path / f"{number}-{name}"
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        options.setdefault("pixel", OFFLINE)
+        report = io.StringIO(newline="")
+        with open_binary(str(path)) as binary:
+            summary = await import_file(
+                settings, ImportOptions(**options), binary, report=ReportWriter(report)
+            )
+        outbox = SqliteOutbox(settings.outbox.url[len("sqlite:///") :], exclusive=False)
+        await outbox.open()
+        try:
+            events = [c.decode() for c in await outbox.claim(1_000_000, time.time() + 1)]
+            await outbox.release_leases()  # a later import into the same outbox sees them all
+        finally:
+            await outbox.close()
+        return summary, events, report.getvalue()
+
+    return run
+
+
+def csv_of(*rows: str, header: str = "email,phone,event,timestamp") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+MOMENT = (NOW - 3 * 86400) // 3600 * 3600
+ISO = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(MOMENT))
+PARIS = time.strftime("%Y-%m-%dT%H:%M:%S+01:00", time.gmtime(MOMENT + 3600))
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [f"{ISO}Z", PARIS, ISO.replace("T", " "), str(MOMENT), str(MOMENT * 1000), f"{MOMENT}.9"],
+)
+async def test_each_timestamp_form_is_unix_seconds(run_import: Any, stamp: str) -> None:
+    summary, events, _ = await run_import(csv_of(f"alice@example.com,,Purchase,{stamp}"))
+    assert [e.event_time for e in events] == [MOMENT], summary.rejected
+
+
+async def test_phones_become_e164_and_digests_pass_through(run_import: Any) -> None:
+    content = csv_of(
+        f" ALICE@example.com ,(213) 373-4253,Purchase,{NOW - 60}",
+        f"{ALICE.upper()},{ALICE_PHONE},Purchase,{NOW - 60}",
+        f"bob@example.com,+44 20 7946 0958,Purchase,{NOW - 60}",
+    )
+    _, events, _ = await run_import(content)
+    users = [dict(e.user) for e in events]
+    assert users[0] == {"email": [sha("alice@example.com")], "phone": [ALICE_PHONE]}
+    assert users[1] == {"email": [ALICE], "phone": [ALICE_PHONE]}  # never hashed twice
+    assert users[2]["phone"] == [sha("+442079460958")]
+    assert users[0]["email"] == [ALICE.replace(ALICE, sha("alice@example.com"))]
+
+
+async def test_the_default_region_reads_national_numbers(run_import: Any) -> None:
+    content = csv_of(f",030 1234567,Purchase,{NOW - 60}")
+    _, berlin, _ = await run_import(content, region="DE")
+    assert berlin[0].user["phone"] == [sha("+49301234567")]
+    _, elsewhere, _ = await run_import(content, region="US")
+    assert elsewhere[0].user["phone"] != [sha("+49301234567")]
+
+
+@pytest.mark.parametrize(
+    ("age_days", "window", "kept"),
+    [(27, 28, True), (29, 28, False), (9, 10, True), (11, 10, False)],
+)
+async def test_events_older_than_the_window_are_rejected_and_reported(
+    run_import: Any, age_days: int, window: int, kept: bool
+) -> None:
+    content = csv_of(
+        f"alice@example.com,,Purchase,{NOW - 60}",
+        f"bob@example.com,,Purchase,{NOW - age_days * 86400}",
+    )
+    _, events, report = await run_import(content, max_age_days=window)
+    assert len(events) == (2 if kept else 1)
+    if not kept:
+        assert f'3,timestamp,"is older than {window} days' in report
+        assert "bob" not in report
+
+
+async def test_the_event_id_is_a_stable_hash_of_email_phone_event_and_time(
+    run_import: Any,
+) -> None:
+    content = csv_of(
+        f"Alice@Example.com,(213) 373-4253,Purchase,{NOW - 60}",
+        f"alice@example.com,+1 213 373 4253,Purchase,{NOW - 60}",
+        f"alice@example.com,+1 213 373 4253,Lead,{NOW - 60}",
+        f"bob@example.com,+1 213 373 4253,Purchase,{NOW - 60}",
+    )
+    _, first, _ = await run_import(content)
+    _, second, _ = await run_import(content)
+    ids = [e.event_id for e in first]
+    assert ids == [e.event_id for e in second]  # a re-import: TikTok deduplicates
+    assert ids[0] == ids[1]  # the same person, spelt differently
+    assert len({ids[1], ids[2], ids[3]}) == 3
+    user = {"email": [sha("alice@example.com")], "phone": [ALICE_PHONE]}
+    assert ids[0] == import_event_id("Purchase", NOW - 60, user, {}, {})
+    assert all(len(i) == 32 for i in ids)
+
+
+async def test_an_event_id_column_is_kept(run_import: Any) -> None:
+    content = csv_of(
+        f"a@example.com,,Purchase,{NOW - 60},order-1", header="email,phone,event,timestamp,event_id"
+    )
+    _, events, _ = await run_import(content)
+    assert events[0].event_id == "order-1"
+
+
+async def test_order_lines_become_one_event_worth_the_sum_of_price_times_quantity(
+    run_import: Any,
+) -> None:
+    header = "email,event,timestamp,order_id,content_id,price,quantity"
+    content = csv_of(
+        f"a@example.com,Purchase,{NOW - 60},o-1,SKU1,0.1,3",
+        f"a@example.com,Purchase,{NOW - 60},o-1,SKU2,2.5,2",
+        f"b@example.com,Purchase,{NOW - 60},o-2,SKU1,10,1",
+        f"a@example.com,Purchase,{NOW - 60},o-1,SKU3,1,1",
+        header=header,
+    )
+    _, events, _ = await run_import(content, group_by_order=True, currency="EUR")
+    assert len(events) == 3  # o-1 twice: its lines are not consecutive
+    first = events[0].properties
+    assert first["value"] == 5.3 and first["currency"] == "EUR"
+    assert [c["content_id"] for c in first["contents"]] == ["SKU1", "SKU2"]
+    assert events[1].properties["value"] == 10
+    _, ungrouped, _ = await run_import(content, currency="EUR")
+    assert [e.properties["value"] for e in ungrouped] == [0.3, 5.0, 10, 1]
+
+
+async def test_grouped_orders_are_never_split_between_chunks(run_import: Any) -> None:
+    header = "email,event,timestamp,order_id,price,quantity"
+    rows = [f"a@example.com,Purchase,{NOW - 60},o-{n // 3},1,1" for n in range(30)]
+    summary, events, _ = await run_import(
+        csv_of(*rows, header=header), group_by_order=True, chunk_rows=4
+    )
+    assert len(events) == 10 and all(e.properties["value"] == 3 for e in events)
+    assert summary.chunks == 5  # 4 rows, then the rest of the order: 6 rows a chunk
+
+
+@pytest.mark.parametrize(
+    ("pixel", "header", "row", "kept"),
+    [
+        (OFFLINE, "email,phone,external_id", "a@example.com,,", True),
+        (OFFLINE, "email,phone,external_id", ",+12133734253,", True),
+        (OFFLINE, "email,phone,external_id", ",,user-1", False),
+        (OFFLINE, "email,phone,external_id", ",not a phone,", False),
+        (CRM, "email,phone,lead_id", ",,lead-7", True),
+        (CRM, "email,phone,lead_id", ",,", False),
+        (WEB, "email,external_id,page_url", ",user-1,https://shop.example/p", True),
+        (WEB, "email,external_id,page_url", ",,https://shop.example/p", False),
+        (WEB, "email,external_id,page_url", "a@example.com,,", False),
+    ],
+)
+async def test_identity_keys_required_per_event_source(
+    run_import: Any, pixel: str, header: str, row: str, kept: bool
+) -> None:
+    content = csv_of(f"{row},{NOW - 60}", header=f"{header},timestamp")
+    summary, events, report = await run_import(content, pixel=pixel, event="Purchase")
+    assert len(events) == (1 if kept else 0), summary.rejected
+    if not kept:
+        assert report.splitlines()[1].startswith("2,")
+
+
+async def test_crm_rows_carry_their_lead_id(run_import: Any) -> None:
+    content = csv_of(f"lead-7,{NOW - 60}", header="lead_id,timestamp")
+    _, events, _ = await run_import(content, pixel=CRM, event="Lead")
+    assert events[0].sections == {"lead": {"lead_id": "lead-7"}}
+    assert events[0].destination.event_source == "crm"
+
+
+async def test_limited_data_use_only_on_web_events(run_import: Any) -> None:
+    web = csv_of(
+        f"a@example.com,https://shop.example/p,{NOW - 60}", header="email,page_url,timestamp"
+    )
+    _, events, _ = await run_import(web, pixel=WEB, event="Purchase", limited_data_use=True)
+    assert events[0].limited_data_use is True
+    _, events, _ = await run_import(web, pixel=OFFLINE, event="Purchase", limited_data_use=True)
+    assert events[0].limited_data_use is None
+
+
+async def test_a_column_mapping_and_aliases(run_import: Any) -> None:
+    header = "E-Mail Address,Mobile,Zeit,Agent,Cookie ID,TikTok Click ID,IP"
+    row = f"a@example.com,+12133734253,{NOW - 60},Mozilla/5.0,ttp-1,E.C.P.abc,203.0.113.7"
+    _, events, _ = await run_import(
+        csv_of(row, header=header),
+        event="Purchase",
+        mapping={"e_mail_address": "email", "mobile": "phone", "zeit": "timestamp"},
+    )
+    user = events[0].user
+    assert user["email"] == [sha("a@example.com")] and user["phone"] == [ALICE_PHONE]
+    assert (user["user_agent"], user["ttp"], user["ttclid"]) == (
+        "Mozilla/5.0",
+        "ttp-1",
+        "E.C.P.abc",
+    )
+    assert user["ip"] == "203.0.113.7"
+
+
+async def test_trailing_empty_fields_are_not_a_malformed_line(run_import: Any) -> None:
+    content = csv_of(f"a@example.com,,Purchase,{NOW - 60},,", "b@example.com,,Purchase,1,x")
+    _, events, report = await run_import(content)
+    assert len(events) == 1
+    assert report.splitlines()[1] == '3,line,"has 5 fields, the header has 4"'
+
+
+async def test_bom_and_semicolons(run_import: Any) -> None:
+    content = "\ufeffemail;event;timestamp;value;currency\n"
+    content += f'"a@example.com";Purchase;{NOW - 60};"19.99";EUR\n'
+    _, events, _ = await run_import(content.encode("utf-8"))
+    assert events[0].properties == {"value": 19.99, "currency": "EUR"}
+
+
+async def test_tabs_gzip_and_json_lines(run_import: Any) -> None:
+    tsv = f"email\tevent\ttimestamp\na@example.com\tPurchase\t{NOW - 60}\n"
+    _, events, _ = await run_import(gzip.compress(tsv.encode()), name="rows.tsv.gz")
+    assert len(events) == 1
+    lines = [
+        {"email": "a@example.com", "event": "Purchase", "timestamp": (NOW - 60) * 1000},
+        {"email": "b@example.com", "event": "Lead", "timestamp": NOW - 60, "value": 3},
+    ]
+    jsonl = b"\n".join(orjson.dumps(line) for line in lines) + b"\n"
+    _, events, _ = await run_import(gzip.compress(jsonl), name="rows.jsonl.gz")
+    assert [e.event for e in events] == ["Purchase", "Lead"]
+    assert events[1].properties == {"value": 3, "currency": "USD"}
+
+
+async def test_a_malformed_line_in_the_middle_is_reported_and_the_rest_imported(
+    run_import: Any,
+) -> None:
+    content = csv_of(
+        f"a@example.com,,Purchase,{NOW - 60}",
+        'b@example.com,"unclosed,Purchase',
+        f"c@example.com,,Purchase,{NOW - 60}",
+        "secret@example.com,,Purchase,yesterday",
+        f"d@example.com,,Purchase,{NOW - 60}",
+    )
+    summary, events, report = await run_import(content)
+    assert len(events) == 3 and summary.rows == 5
+    lines = report.splitlines()
+    assert lines[0] == "line,field,reason"
+    assert lines[1].startswith("3,line,")
+    assert lines[2].startswith("5,timestamp,")
+    assert "secret" not in report and "example" not in report
+    json_lines = (
+        orjson.dumps({"email": "a@example.com", "event": "Purchase", "timestamp": NOW - 60})
+        + b"\n{not json\n"
+        + orjson.dumps({"email": "b@example.com", "event": "Purchase", "timestamp": NOW - 60})
+    )
+    summary, events, report = await run_import(json_lines, name="rows.jsonl")
+    assert len(events) == 2 and report.splitlines()[1] == "2,line,not valid JSON"
+
+
+async def test_a_file_without_event_or_timestamp_column_is_refused_at_once(
+    run_import: Any,
+) -> None:
+    from gateway.core.errors import EventError
+
+    with pytest.raises(EventError, match="--event"):
+        await run_import(csv_of(f"a@example.com,{NOW}", header="email,timestamp"))
+    with pytest.raises(EventError, match="timestamp"):
+        await run_import(csv_of("a@example.com,Purchase", header="email,event"))
+
+
+async def test_dry_run_stores_nothing_and_counts_coverage(run_import: Any) -> None:
+    header = "email,phone,event,timestamp,ip,user_agent,notes"
+    content = csv_of(
+        f"a@example.com,,Purchase,{NOW - 60},203.0.113.7,Mozilla/5.0,x",
+        f",+12133734253,Purchase,{NOW - 60},,,y",
+        header=header,
+    )
+    summary, events, _ = await run_import(content, dry_run=True)
+    assert events == [] and summary.events == 2
+    coverage = summary.to_json()["match_key_coverage"]
+    assert coverage == {
+        "email": 0.5, "phone": 0.5, "external_id": 0.0, "ttclid": 0.0, "ip_user_agent": 0.5
+    }  # fmt: skip
+    assert summary.ignored_columns == ["notes"]
+
+
+async def test_resume_skips_stored_chunks_and_redoes_those_that_changed(run_import: Any) -> None:
+    rows = [f"c{n}@example.com,,Purchase,{NOW - 60}" for n in range(6)]
+    first, events, _ = await run_import(csv_of(*rows), chunk_rows=2, outbox="shared")
+    assert (first.chunks, len(events)) == (3, 6)
+    again, events, _ = await run_import(csv_of(*rows), chunk_rows=2, outbox="shared", resume=True)
+    assert (again.resumed_rows, again.events, len(events)) == (6, 0, 6)
+    rows[3] = f"changed@example.com,,Purchase,{NOW - 60}"  # the second chunk differs now
+    edited, events, _ = await run_import(csv_of(*rows), chunk_rows=2, outbox="shared", resume=True)
+    assert (edited.resumed_rows, edited.events, len(events)) == (2, 4, 10)
+    other, _, _ = await run_import(
+        csv_of(*rows), chunk_rows=2, outbox="shared", resume=True, currency="EUR"
+    )
+    assert other.resumed_rows == 0  # other options make other events: nothing is skipped
