@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PIXEL, TOKEN, child, free_port
+from bench.common import PIXEL, TOKEN, child, free_port, run_wrk
 from gateway.core.event import Destination, Event
 from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
 from gateway.outbox.sqlite import SqliteOutbox
@@ -129,24 +128,6 @@ def preload(path: Path, count: int) -> None:
 
     path.unlink(missing_ok=True)
     asyncio.run(fill())
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result = {"rate": rate, "non_2xx": float(errors.group(1)) if errors else 0.0}
-    for percentile in ("50", "99"):
-        match = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", output)
-        if match:
-            value, unit = float(match.group(1)), match.group(2)
-            result[f"p{percentile}_ms"] = (
-                value / 1000 if unit == "us" else value * (1000 if unit == "s" else 1)
-            )
-    return result
 
 
 def main() -> None:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import API_KEY, PIXEL, TOKEN, child, free_port
+from bench.common import API_KEY, PIXEL, TOKEN, child, free_port, run_wrk
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (
@@ -145,24 +143,6 @@ def show_leads(base: str) -> None:
         event = check["requests"][0]["data"][0]
         assert event["user"]["ttclid"] == "E.C.P.bench7", event
         assert check["ttclid"] == "context"
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result = {"rate": rate, "non_2xx": float(errors.group(1)) if errors else 0.0}
-    for percentile in ("50", "99"):
-        match = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", output)
-        if match:
-            value, unit = float(match.group(1)), match.group(2)
-            result[f"p{percentile}_ms"] = (
-                value / 1000 if unit == "us" else value * (1000 if unit == "s" else 1)
-            )
-    return result
 
 
 def main() -> None:

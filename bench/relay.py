@@ -33,8 +33,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.beacon import run_wrk
-from bench.common import API_KEY, PIXEL, TOKEN, child, free_port
+
+from bench.common import API_KEY, PIXEL, TOKEN, child, free_port, run_wrk
 
 EVENT = """'"event":"Purchase","event_id":"' .. counter .. '-' .. math.random(1e9) .. '",'
     .. '"event_time":' .. os.time() .. ','
@@ -92,7 +92,7 @@ access_token = "{TOKEN}"
 
 
 def stored(base: str, source: str) -> float:
-    """Events the gateway stored from one source so far, from its /metrics."""
+    """Events the gateway stored from one source so far, from its metrics listener."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
     found = re.search(rf'tiktok_gateway_events_received_total{{source="{source}"}} (\S+)', text)
     return float(found.group(1)) if found else 0.0
@@ -125,8 +125,11 @@ def main() -> None:
         fake_args = ["fake-api", "--port", str(fake_port), "--token", TOKEN]
         fake_args += ["--no-record", "--no-validate", "--delay", "0.05"]
         best: dict[str, dict[str, float]] = {}
+        metrics_port = free_port()
         serve = ["serve", "--config", str(config), "--port", str(gateway_port)]
+        serve += ["--metrics-port", str(metrics_port)]
         base = f"http://127.0.0.1:{gateway_port}"
+        metrics = f"http://127.0.0.1:{metrics_port}"
         with (
             child(fake_args, f"{api}/_fake/stats", directory / "fake.log"),
             child(serve, f"{base}/readyz", directory / "gw.log"),
@@ -138,11 +141,11 @@ def main() -> None:
                 for name in names[shift:] + names[:shift]:
                     path = CASES[name][0]
                     source = "server" if name == "server API" else "relay"
-                    before = stored(base, source)
+                    before = stored(metrics, source)
                     result = run_wrk(base + path, scripts[name], args.seconds, args.connections)
                     # the relay answers errors with HTTP 200, so wrk cannot see them: count
                     # what was stored against what wrk sent (its rate × duration, ~1 %)
-                    result["stored"] = (stored(base, source) - before) / (
+                    result["stored"] = (stored(metrics, source) - before) / (
                         result["rate"] * args.seconds
                     )
                     if result["rate"] > best.get(name, {"rate": 0.0})["rate"]:

@@ -22,6 +22,7 @@ from gateway.context import LeadMemory
 from gateway.core.errors import EventError, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import SERVER, Item
+from gateway.settings import Settings
 from gateway.web.client_ip import ClientIpResolver
 from gateway.web.errors import GatewayJson, rendered
 from gateway.web.rate_limit import RateLimit
@@ -43,6 +44,28 @@ def authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
     return any([hmac.compare_digest(candidate, key) for key in keys])
 
 
+class ServerCallers:
+    """Who may call a server-to-server endpoint (`/v1/events`, `/v1/imports`): a client
+    within its rate limit — counted before the key is checked, so no free guesses — that
+    sends one of the API keys."""
+
+    def __init__(self, settings: Settings, limit: RateLimit) -> None:
+        self._limit = limit
+        browser = settings.browser
+        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
+        self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
+
+    async def admit(self, request: Request) -> None:
+        """Return when the caller may go on; raise TooManyRequests or Unauthorized."""
+        if self._limit.enabled:
+            peer = request.client.host if request.client else None
+            await self._limit.admit(self._ips.resolve(peer, request.headers))
+        if not self._keys:
+            raise Unauthorized("the server API is off: configure an API key")
+        if not authorised(request, self._keys):
+            raise Unauthorized("missing or wrong API key")
+
+
 class ServerEventsEndpoint:
     """POST /v1/events; precomputes keys and limits once."""
 
@@ -53,22 +76,13 @@ class ServerEventsEndpoint:
         `leads` fills in the browser context of events that name a lead the browser showed."""
         self._leads = leads
         options = pipeline.settings.server_api
-        browser = pipeline.settings.browser
         self._pipeline = pipeline
-        self._limit = limit
-        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
-        self._keys = tuple(k.reveal().encode() for k in options.api_keys)
+        self._callers = ServerCallers(pipeline.settings, limit)
         self._max_body = options.max_body_bytes
         self._max_events = options.max_events
 
     async def handle(self, request: Request) -> Response:
-        if self._limit.enabled:
-            peer = request.client.host if request.client else None
-            await self._limit.admit(self._ips.resolve(peer, request.headers))
-        if not self._keys:
-            raise Unauthorized("the server API is off: configure an API key")
-        if not authorised(request, self._keys):
-            raise Unauthorized("missing or wrong API key")
+        await self._callers.admit(request)
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise UnsupportedMediaType("send Content-Type: application/json")

@@ -29,14 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import EventError, Unauthorized
+from gateway.core.errors import EventError
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
 from gateway.ingest.sources.imports.importer import Importer, ImportOptions
 from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, decompressed
 from gateway.ingest.sources.imports.summary import Rejection, Summary
-from gateway.ingest.sources.server_api import authorised
-from gateway.web.client_ip import ClientIpResolver
+from gateway.ingest.sources.server_api import ServerCallers
 from gateway.web.errors import GatewayJson, rendered
 from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import read_body
@@ -80,26 +79,13 @@ class ImportsEndpoint:
     def __init__(self, pipeline: Pipeline, limit: RateLimit) -> None:
         settings = pipeline.settings
         self._pipeline = pipeline
-        self._limit = limit
-        self._ips = ClientIpResolver(
-            settings.browser.trusted_proxies, settings.browser.client_ip_header
-        )
-        self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
+        self._callers = ServerCallers(settings, limit)
         self._max_body = settings.imports.max_upload_mb * 1_048_576
         self._settings = settings.imports
         self._imports: OrderedDict[str, ImportRecord] = OrderedDict()
 
-    async def _admit(self, request: Request) -> None:
-        if self._limit.enabled:
-            peer = request.client.host if request.client else None
-            await self._limit.admit(self._ips.resolve(peer, request.headers))
-        if not self._keys:
-            raise Unauthorized("the server API is off: configure an API key")
-        if not authorised(request, self._keys):
-            raise Unauthorized("missing or wrong API key")
-
     async def create(self, request: Request) -> Response:
-        await self._admit(request)
+        await self._callers.admit(request)
         options = self._options(request)
         length = request.headers.get("content-length")
         body = await read_body(request.receive, length, self._max_body)
@@ -131,7 +117,7 @@ class ImportsEndpoint:
         return JSONResponse(record.to_json(), status_code=202)
 
     async def show(self, request: Request) -> Response:
-        await self._admit(request)
+        await self._callers.admit(request)
         record = self._imports.get(request.path_params["import_id"])
         if record is None:
             return JSONResponse(
