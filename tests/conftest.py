@@ -320,13 +320,20 @@ def make_site(
         site.server.stop()
 
 
-def wait_for_events(fake: FakeEventsApi, count: int, within: float = 20.0) -> list[dict[str, Any]]:
+def wait_until(condition: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `within` seconds."""
     deadline = time.monotonic() + within
-    while len(fake.accepted_events()) < count:
-        assert time.monotonic() < deadline, (
-            f"{len(fake.accepted_events())} of {count} events arrived"
-        )
+    while not condition():
+        assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def wait_for_events(fake: FakeEventsApi, count: int, within: float = 20.0) -> list[dict[str, Any]]:
+    wait_until(
+        lambda: len(fake.accepted_events()) >= count,
+        f"fewer than {count} events arrived",
+        within,
+    )
     return fake.accepted_events()
 
 

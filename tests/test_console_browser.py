@@ -6,7 +6,6 @@ Screenshots of the console are saved under tests/artifacts/ (ignored by git).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from tests.conftest import (
     GatewayServer,
     SettingsFactory,
     free_port,
+    wait_for_events,
 )
 
 PASSWORD = "console-password-0123"
@@ -190,7 +190,7 @@ def test_the_snippet_says_whether_the_pixel_took_its_copy(
         if state == "loaded":
             assert page.evaluate("window.pixelStandIn") is True
         page.click("#buy")
-        expect_delivered(fake_api, number)
+        wait_for_events(fake_api, number, within=10)
         context.close()
 
     metrics = httpx.get(gateway.metrics_url).text
@@ -204,10 +204,3 @@ def test_the_snippet_says_whether_the_pixel_took_its_copy(
         assert client.post("/console/login", data={"password": PASSWORD}).status_code == 303
         overview = client.get("/console/overview").json()
     assert overview["pixels"][PIXEL]["recovered"] == 2
-
-
-def expect_delivered(fake: FakeEventsApi, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(fake.accepted_events()) < count:
-        assert time.monotonic() < deadline, f"{len(fake.accepted_events())} of {count} arrived"
-        time.sleep(0.02)

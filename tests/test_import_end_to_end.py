@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gateway.fake_api import FakeEventsApi
-from tests.conftest import TOKEN, GatewayServer, run_cli
+from tests.conftest import TOKEN, GatewayServer, run_cli, wait_until
 
 OFFLINE = "7301234567890123456"
 API_KEY = "import-api-key-0123456789"
@@ -65,13 +65,6 @@ def stored(outbox: Path) -> list[tuple[str, str]]:
         return list(conn.execute("SELECT event_id, data FROM events ORDER BY id"))
 
 
-def wait_until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def offline_gateway(serve: Callable[..., GatewayServer], outbox: Path) -> GatewayServer:
     return serve(
         pixels=[{"id": OFFLINE, "access_token": TOKEN, "event_source": "offline"}],
@@ -95,7 +88,7 @@ def test_25000_rows_arrive_as_25_requests_of_1000_offline_events_hashed_once(
     assert "Customer" not in done.stdout + done.stderr
 
     offline_gateway(serve_gateway, outbox)
-    wait_until(lambda: len(fake_api.accepted_events()) >= ROWS, "all rows delivered")
+    wait_until(lambda: len(fake_api.accepted_events()) >= ROWS, "all rows delivered", within=60.0)
     requests = fake_api.requests
     assert [len(r.body["data"]) for r in requests] == [1000] * 25
     assert {(r.body["event_source"], r.body["event_source_id"]) for r in requests} == {
@@ -127,7 +120,9 @@ def test_kill_9_half_way_then_resume_stores_every_row_exactly_once(
     importer.stdin.write(("\n".join(lines[:half]) + "\n").encode())
     importer.stdin.flush()
     try:  # it has stored 12 chunks, read the 13th and waits for its end: kill it there
-        wait_until(lambda: outbox.exists() and len(stored(outbox)) >= 12_000, "12 chunks")
+        wait_until(
+            lambda: outbox.exists() and len(stored(outbox)) >= 12_000, "12 chunks", within=60.0
+        )
     finally:
         os.kill(importer.pid, signal.SIGKILL)
         importer.wait(10)
@@ -179,7 +174,7 @@ def test_the_http_upload_gives_the_same_result_as_the_command(
         headers={"Authorization": f"Bearer {API_KEY}"},
     )
     assert shown.status_code == 200 and shown.json()["summary"]["events"] == 5000
-    wait_until(lambda: len(fake_api.accepted_events()) >= 5000, "the upload delivered")
+    wait_until(lambda: len(fake_api.accepted_events()) >= 5000, "the upload delivered", within=60.0)
     delivered = {e["event_id"]: e for e in fake_api.accepted_events()}
     by_cli = {event_id: json.loads(data) for event_id, data in stored(by_command)}
     assert delivered.keys() == by_cli.keys()
@@ -243,5 +238,5 @@ def test_an_upload_posted_again_with_resume_stores_nothing_twice(
         2500,
         0,
     )
-    wait_until(lambda: len(fake_api.accepted_events()) >= 2500, "the upload delivered")
+    wait_until(lambda: len(fake_api.accepted_events()) >= 2500, "the upload delivered", within=60.0)
     assert len({e["event_id"] for e in fake_api.accepted_events()}) == 2500

@@ -4,7 +4,6 @@ catches up."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from gateway.fake_api import FakeEventsApi
 from gateway.outbox import Backlog
 from gateway.outbox.guard import MB, BacklogLimits
-from tests.conftest import PIXEL, TOKEN, GatewayServer
+from tests.conftest import PIXEL, TOKEN, GatewayServer, wait_until
 
 SHOP = "http://shop.test"
 API_KEY = "server-api-key-0123456789"
@@ -40,13 +39,6 @@ def test_the_verdict_names_the_limit_passed(backlog: Backlog, reason: str | None
     verdict = LIMITS.verdict(backlog)
     assert verdict == reason if reason is None else reason in (verdict or "")
     assert BacklogLimits(0, 0, 0).verdict(backlog) is None  # 0 turns every limit off
-
-
-def _wait_for(condition: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def _events(first: int, count: int) -> dict[str, Any]:
@@ -84,7 +76,7 @@ def test_beacons_are_shed_past_the_backlog_limit_until_delivery_catches_up(
 
     for first in range(0, 2000, 500):  # ~2 MB of server events, past the 1 MB limit
         assert api.post("/v1/events", json=_events(first, 500)).status_code == 202
-    _wait_for(lambda: browser.post("/b", content=beacon).status_code == 503, "never shed")
+    wait_until(lambda: browser.post("/b", content=beacon).status_code == 503, "never shed")
 
     shed = browser.post("/b", content=beacon)
     assert shed.status_code == 503 and shed.json()["error"] == "unavailable"
@@ -99,7 +91,7 @@ def test_beacons_are_shed_past_the_backlog_limit_until_delivery_catches_up(
     assert api.post("/v1/events", json=_events(5000, 1)).status_code == 202
 
     fake_api.clear_faults()  # TikTok is back: the backlog drains, beacons come in again
-    _wait_for(lambda: browser.post("/b", content=beacon).status_code == 204, "still shedding")
+    wait_until(lambda: browser.post("/b", content=beacon).status_code == 204, "still shedding")
     assert httpx.get(f"{server.url}/readyz").json()["status"] == "ready"
     api.close()
     browser.close()

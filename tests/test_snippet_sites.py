@@ -8,7 +8,6 @@ received; the fake Events API shows what the gateway delivered.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,7 +23,7 @@ from starlette.routing import Route
 from gateway.core.event_names import BUILTIN_MAP, EventNameMapper
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.sources.beacon.snippet import STUB
-from tests.conftest import Site, open_page, wait_for_events
+from tests.conftest import Site, open_page, wait_for_events, wait_until
 
 EMAIL_HASH = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
 MUG = (
@@ -143,13 +142,6 @@ def site_app(gateway_url: str) -> Starlette:
 @pytest.fixture
 def site(make_site: Callable[[Callable[[str], Starlette]], Site]) -> Site:
     return make_site(site_app)
-
-
-def wait_until(condition: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def by_name(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

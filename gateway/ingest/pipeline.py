@@ -81,57 +81,47 @@ class Pipeline:
     ) -> list[Event]:
         """Every item's events, or the first item's error placed at `indexed[i]`."""
         now = self.now()
-        events: list[Event] = []
-        left_out = 0
-        scrubbed: list[str] = []
+        results: list[Parsed] = []
         for index, item in enumerate(items):
             try:
-                parsed = parse_event(
-                    item.raw,
-                    pixel=item.pixel,
-                    rules=self.rules,
-                    now=now,
-                    policy=policy,
-                    observed=item.observed,
-                    test_event_code=item.test_event_code,
-                )
+                results.append(self._parse_one(item, policy, now))
             except EventError as exc:
                 raise placed(exc, indexed, index) from None
-            left_out += len(parsed.warnings)
-            scrubbed += parsed.scrubbed
-            events.extend(parsed.events)
-        if left_out:
-            self.metrics.identifiers_dropped.inc(left_out)
-        for field in scrubbed:
-            self.metrics.personal_data_scrubbed.labels(field).inc()
-        return events
+        self._count(results)
+        return [event for parsed in results for event in parsed.events]
 
     def parse_each(self, items: Sequence[Item], policy: SourcePolicy) -> list[Parsed | EventError]:
         """Each item on its own: its events and warnings, or its error (file imports, where
         one bad row is reported and the others go)."""
         now = self.now()
         results: list[Parsed | EventError] = []
-        left_out = 0
-        rules = self.rules
         for item in items:
             try:
-                parsed = parse_event(
-                    item.raw,
-                    pixel=item.pixel,
-                    rules=rules,
-                    now=now,
-                    policy=policy,
-                    observed=item.observed,
-                    test_event_code=item.test_event_code,
-                )
+                results.append(self._parse_one(item, policy, now))
             except EventError as exc:
                 results.append(exc)
-                continue
-            left_out += len(parsed.warnings)
-            results.append(parsed)
+        self._count([r for r in results if not isinstance(r, EventError)])
+        return results
+
+    def _parse_one(self, item: Item, policy: SourcePolicy, now: float) -> Parsed:
+        return parse_event(
+            item.raw,
+            pixel=item.pixel,
+            rules=self.rules,
+            now=now,
+            policy=policy,
+            observed=item.observed,
+            test_event_code=item.test_event_code,
+        )
+
+    def _count(self, results: Sequence[Parsed]) -> None:
+        """What parsing left out or scrubbed, in the metrics (every source alike)."""
+        left_out = sum(len(parsed.warnings) for parsed in results)
         if left_out:
             self.metrics.identifiers_dropped.inc(left_out)
-        return results
+        for parsed in results:
+            for field in parsed.scrubbed:
+                self.metrics.personal_data_scrubbed.labels(field).inc()
 
     async def store(
         self, events: Sequence[Event], policy: SourcePolicy, *, checkpoint: str | None = None
@@ -140,10 +130,8 @@ class Pipeline:
 
         `checkpoint` (imports) is recorded in the same transaction as the events, so "this
         chunk is stored" is true exactly when its events are."""
-        if checkpoint is not None:
+        if events or checkpoint is not None:
             await self.outbox.add(events, checkpoint=checkpoint)
-        elif events:
-            await self.outbox.add(events)
         if not events:
             return
         received = self._received.get(policy.name)
