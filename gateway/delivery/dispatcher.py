@@ -96,9 +96,15 @@ class Dispatcher:
         observer: DeliveryObserver | None = None,
     ) -> Dispatcher:
         """The dispatcher `serve` runs, in its delivery process or in the serving one."""
-        tokens = {p.id: p.access_token for p in settings.pixels}
         options = DeliveryOptions.from_settings(settings)
-        return cls(outbox, client, tokens, options=options, observer=observer)
+        return cls(outbox, client, _tokens(settings), options=options, observer=observer)
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's tokens: a batch sent from now on uses them (one
+        reference swapped; a request under way keeps the token it was sent with). A pixel
+        no longer configured has its events dead-lettered, to be replayed once it is back."""
+        self._client.learn_secrets(settings.secrets())
+        self._tokens = _tokens(settings)
 
     @property
     def running(self) -> bool:
@@ -333,6 +339,10 @@ class Isolation:
     """What is left of one refused batch's budget of extra requests."""
 
     left: int
+
+
+def _tokens(settings: Settings) -> dict[str, Secret]:
+    return {pixel.id: pixel.access_token for pixel in settings.pixels}
 
 
 def _reason(outcome: Outcome) -> str:
