@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from gateway.runtime import Gateway
 from gateway.settings import load_settings
 from gateway.web.app import create_app
 from tests.conftest import GatewayServer, free_port, run_cli, wait_until
-from tests.gateway_process import API_KEY, Sender
+from tests.gateway_process import API_KEY, GatewayProcess, Sender
 
 PIXEL = "CRELOADPIXEL01"
 NEW_PIXEL = "CRELOADPIXEL02"
@@ -69,7 +70,9 @@ class SecretMount:
 class Reloading:
     """A served gateway whose config file and token mount the test rewrites."""
 
-    def __init__(self, tmp_path: Path, fake: FakeEventsApi) -> None:
+    def __init__(
+        self, tmp_path: Path, fake: FakeEventsApi, *, separate_process: bool = True
+    ) -> None:
         self.fake = fake
         self.secrets = SecretMount(tmp_path / "secrets")
         self.secrets.write(token=OLD_TOKEN)
@@ -85,6 +88,7 @@ url = "sqlite:///{tmp_path}/outbox.sqlite3"
 [delivery]
 linger_ms = 0
 backoff_initial_seconds = 0.05
+separate_process = {str(separate_process).lower()}
 [server_api]
 api_keys = ["{API_KEY}"]
 """
@@ -277,3 +281,57 @@ def test_dead_letters_of_a_revoked_token_are_replayed_after_the_rotation(
     wait_until(lambda: set(ids) <= set(reloading.delivered()), "the replayed events")
     assert reloading.delivered() == {i: ["new"] for i in ids}  # each once, with the new token
     assert reloading.dead_letters() == 0
+
+
+def test_a_dispatcher_in_the_serving_process_takes_the_new_token_too(
+    tmp_path: Path, fake: FakeEventsApi
+) -> None:
+    reloading = Reloading(tmp_path, fake, separate_process=False)
+    try:
+        assert not isinstance(reloading.gateway.delivery, DeliveryProcess)
+        fake.set_token(NEW_TOKEN, label="new")
+        reloading.secrets.write(token=NEW_TOKEN)
+        reloading.reloaded(1)
+        assert reloading.server_event("in-process").status_code == 202
+        wait_until(lambda: "in-process" in reloading.delivered(), "the event")
+        assert reloading.delivered() == {"in-process": ["new"]}
+    finally:
+        reloading.close()
+
+
+def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
+    tmp_path: Path, fake: FakeEventsApi
+) -> None:
+    """`serve` as run in production, not watching files: SIGHUP alone reloads."""
+    secrets = SecretMount(tmp_path / "secrets")
+    secrets.write(token=OLD_TOKEN)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'api_base = "{fake.url}"\nwatch_files_seconds = 0\n'
+        f'[outbox]\nurl = "sqlite:///{tmp_path}/outbox.sqlite3"\n[delivery]\nlinger_ms = 0\n'
+        f'[server_api]\napi_keys = ["{API_KEY}"]\n'
+        + Reloading.pixel(PIXEL, SHOP, f"file:{secrets.path('token')}")
+    )
+    log = tmp_path / "serve.log"
+    gateway = GatewayProcess(config, log).start()
+    try:
+        post = {"json": {"event": "Purchase", "event_id": "h-1", "page": {"url": SHOP}}}
+        headers = {"X-Api-Key": API_KEY}
+        assert httpx.post(f"{gateway.url}/v1/events", headers=headers, **post).status_code == 202
+        wait_until(lambda: fake.requests, "the first event")
+        fake.set_token(NEW_TOKEN, label="new")
+        fake.revoke_token(OLD_TOKEN)
+        secrets.write(token=NEW_TOKEN)
+        os.kill(gateway.pid, signal.SIGHUP)
+        wait_until(lambda: "configuration reloaded" in log.read_text(), log.read_text())
+        post["json"]["event_id"] = "h-2"
+        assert httpx.post(f"{gateway.url}/v1/events", headers=headers, **post).status_code == 202
+        wait_until(lambda: len(fake.requests) == 2, "the second event")
+    finally:
+        gateway.stop()
+    first, second = fake.requests
+    assert (first.token_label, second.token_label) == ("old", "new")
+    assert second.code == 0 and second.body["data"][0]["event_id"] == "h-2"
+    text = log.read_text()
+    assert "delivery process: 1 pixel(s) and their tokens reloaded" in text
+    assert OLD_TOKEN not in text and NEW_TOKEN not in text
