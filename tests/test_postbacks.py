@@ -586,13 +586,17 @@ def test_a_reload_says_which_changes_need_a_restart(
     reloadable: tuple[Lead, Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     lead, path, gateway = reloadable
-    path.write_text("max_event_age_days = 3\n" + path.read_text())
+    lms = "[postbacks.sources.lms]"
+    text = path.read_text().replace(lms, f"[postbacks]\ncontext_days = 7\n{lms}", 1)
+    assert text != path.read_text()
+    path.write_text("max_event_age_days = 3\n" + text)
     caplog.set_level("INFO", logger="gateway.settings.live")
     assert lead.server.call(gateway.live.reload())
     (line,) = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
     assert line == (
-        "configuration reloaded: pixels, postbacks applied; "
-        "max_event_age_days changed and need a restart"
+        "configuration reloaded: pixels, postbacks.sources, postbacks.rules, "
+        "postbacks.max_body_bytes applied; max_event_age_days, postbacks.context_days changed "
+        "and need a restart"
     )
 
 

@@ -13,8 +13,8 @@ A good one is applied in two steps, so nothing is accepted that cannot be delive
    configuration or the new, never a mix.
 
 What is reloaded: the pixels (ids, tokens, origins, test codes, consent) and the postback
-sources and rules. The rest (listeners, the outbox, limits, delivery's pace) is built once
-at start; a change to it is logged as needing a restart.
+sources and rules (`RELOADED`). The rest (listeners, the outbox, limits, delivery's pace,
+the lead context) is built once at start; a change to it is logged as needing a restart.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from gateway.settings.model import Settings
 log = logging.getLogger(__name__)
 Listener = Callable[[Settings], None]
 Prepare = Callable[[Settings], Awaitable[None]]
-RELOADED = ("pixels", "postbacks")
-"""The sections whose listeners apply a reload; a change elsewhere needs a restart."""
+RELOADED = ("pixels", "postbacks.sources", "postbacks.rules", "postbacks.max_body_bytes")
+"""What the listeners apply (a section, or a section's key); a change elsewhere — the lead
+context's and the postback log's settings too — needs a restart."""
 Fingerprint = dict[str, str]
 
 
@@ -113,12 +114,7 @@ class LiveSettings:
                 self.refused += 1
                 log.error("configuration reload refused, keeping the running one: %s", exc)
                 return False
-            needs_restart = [
-                field.name
-                for field in dataclasses.fields(Settings)
-                if field.name not in RELOADED
-                and getattr(settings, field.name) != getattr(self.current, field.name)
-            ]
+            needs_restart = _not_reloaded(self.current, settings)
             for hook in self._prepare:
                 await hook(settings)
             self.current = settings
@@ -157,6 +153,24 @@ class LiveSettings:
             files = self.watched()  # a reloaded file may name other secret files
             added = await asyncio.to_thread(_fingerprint, [f for f in files if f not in now])
             seen = {**{f: now[f] for f in files if f in now}, **added}
+
+
+def _not_reloaded(old: Settings, new: Settings) -> list[str]:
+    """The keys that changed but are not in RELOADED: `outbox`, `postbacks.context_days`."""
+    changed = []
+    for field in dataclasses.fields(Settings):
+        name = field.name
+        before, after = getattr(old, name), getattr(new, name)
+        if name in RELOADED or before == after:
+            continue
+        keys = [k.split(".", 1)[1] for k in RELOADED if k.startswith(f"{name}.")]
+        if not keys:
+            changed.append(name)
+            continue
+        for inner in dataclasses.fields(before):
+            if inner.name not in keys and getattr(before, inner.name) != getattr(after, inner.name):
+                changed.append(f"{name}.{inner.name}")
+    return changed
 
 
 def _fingerprint(paths: Sequence[str]) -> Fingerprint:
