@@ -116,6 +116,7 @@ class Gateway:
         self.live.prepare(self.delivery.reconfigure)
         self.live.on_reload(self.pipeline.reconfigure)
         self.live.on_reload(_warn)
+        self.metrics.watch_reloads(lambda: (self.live.reloads, self.live.refused))
         self._started = False
 
     def _wake_delivery(self, events: Sequence[Event], policy: SourcePolicy) -> None:

@@ -229,6 +229,10 @@ def test_a_bad_file_keeps_the_running_configuration_and_is_logged_once(
         f"pixels[0].access_token: {reloading.secrets.path('token')} is empty"
     )
 
+    metrics = httpx.get(reloading.server.metrics_url).text
+    assert 'tiktok_gateway_config_reloads_total{result="applied"} 1.0' in metrics
+    assert 'tiktok_gateway_config_reloads_total{result="refused"} 1.0' in metrics
+
     reloading.config.write_text("[[pixels]\nbroken")  # not TOML at all
     assert not reloading.server.call(reloading.gateway.live.reload())
     assert reloading.server_event("still-good", NEW_PIXEL).status_code == 202
@@ -315,17 +319,21 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
     log = tmp_path / "serve.log"
     gateway = GatewayProcess(config, log).start()
     try:
-        post = {"json": {"event": "Purchase", "event_id": "h-1", "page": {"url": SHOP}}}
+
+        def post(event_id: str) -> None:
+            event = {"event": "Purchase", "event_id": event_id, "page": {"url": SHOP}}
+            answer = httpx.post(f"{gateway.url}/v1/events", headers=headers, json=event)
+            assert answer.status_code == 202, answer.text
+
         headers = {"X-Api-Key": API_KEY}
-        assert httpx.post(f"{gateway.url}/v1/events", headers=headers, **post).status_code == 202
+        post("h-1")
         wait_until(lambda: fake.requests, "the first event")
         fake.set_token(NEW_TOKEN, label="new")
         fake.revoke_token(OLD_TOKEN)
         secrets.write(token=NEW_TOKEN)
         os.kill(gateway.pid, signal.SIGHUP)
         wait_until(lambda: "configuration reloaded" in log.read_text(), log.read_text())
-        post["json"]["event_id"] = "h-2"
-        assert httpx.post(f"{gateway.url}/v1/events", headers=headers, **post).status_code == 202
+        post("h-2")
         wait_until(lambda: len(fake.requests) == 2, "the second event")
     finally:
         gateway.stop()
