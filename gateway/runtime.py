@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 
@@ -54,10 +55,13 @@ class Gateway:
         outbox: Outbox | None = None,
         clock: Callable[[], float] = time.time,
         reload: Callable[[], Settings] | None = None,
+        config_file: str | Path | None = None,
     ) -> None:
-        """`reload` reads the configuration again, for `live.reload()` (SIGHUP)."""
+        """`reload` reads the configuration again, for `live.reload()` (SIGHUP, or a change
+        of `config_file` or of a `file:` secret)."""
         self.settings = settings
-        self.live = LiveSettings(settings, load=reload)
+        """The configuration the gateway started with; `live.current` is the one now."""
+        self.live = LiveSettings(settings, load=reload, config_file=config_file)
         """The configuration now: parts that can be reloaded listen to it."""
         self.metrics = Metrics()
         self.outbox = outbox or open_outbox(settings.outbox)
@@ -108,6 +112,11 @@ class Gateway:
         self.pipeline.on_accept(self.pixel_copies.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
+        # delivery first: no event is accepted for a new pixel or token it does not know
+        self.live.prepare(self.delivery.reconfigure)
+        self.live.on_reload(self.pipeline.reconfigure)
+        self.live.on_reload(_warn)
+        self.metrics.watch_reloads(lambda: (self.live.reloads, self.live.refused))
         self._started = False
 
     def _wake_delivery(self, events: Sequence[Event], policy: SourcePolicy) -> None:
@@ -130,14 +139,15 @@ class Gateway:
             await self.outbox.close()
             raise
         self.guard.start()
+        self.live.start(self.settings.watch_files_seconds)
         self._started = True
-        for warning in self.settings.warnings():
-            log.warning("configuration: %s", warning)
+        _warn(self.settings)
         log.info("gateway ready: %d pixel(s), outbox %r", len(self.settings.pixels), self.outbox)
 
     async def stop(self) -> None:
         """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
         self._started = False
+        await self.live.stop()
         await self.guard.stop()
         await self.delivery.stop()
         if self.client is not None:
@@ -146,3 +156,8 @@ class Gateway:
         await self.postback_log.close()
         await self.leads.store.close()
         await self.outbox.close()
+
+
+def _warn(settings: Settings) -> None:
+    for warning in settings.warnings():
+        log.warning("configuration: %s", warning)

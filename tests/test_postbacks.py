@@ -343,13 +343,13 @@ def test_rules_reload_without_a_restart_and_a_broken_file_keeps_the_old_ones(
     path.write_text(
         path.read_text().replace('event = "CompleteRegistration"', 'event = "Purchase"')
     )
-    assert gateway.live.reload()
+    assert lead.server.call(gateway.live.reload())
     fired = lead.http.get("/v1/postbacks/lms", params=params).json()["fired"]
     assert fired[0]["events"][0]["event"] == "Purchase"
 
     path.write_text(path.read_text().replace("{lead_id}-{trigger}", "{leadid}-{trigger}"))
     caplog.clear()
-    assert not gateway.live.reload()
+    assert not lead.server.call(gateway.live.reload())
     refusals = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
     assert len(refusals) == 1 and "{leadid} names no known or configured field" in refusals[0]
     fired = lead.http.get("/v1/postbacks/lms", params=params).json()["fired"]
@@ -585,13 +585,18 @@ def test_with_a_redis_outbox_replicas_share_the_lead_context(
 def test_a_reload_says_which_changes_need_a_restart(
     reloadable: tuple[Lead, Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, path, gateway = reloadable
-    path.write_text("max_event_age_days = 3\n" + path.read_text())
+    lead, path, gateway = reloadable
+    lms = "[postbacks.sources.lms]"
+    text = path.read_text().replace(lms, f"[postbacks]\ncontext_days = 7\n{lms}", 1)
+    assert text != path.read_text()
+    path.write_text("max_event_age_days = 3\n" + text)
     caplog.set_level("INFO", logger="gateway.settings.live")
-    assert gateway.live.reload()
+    assert lead.server.call(gateway.live.reload())
     (line,) = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
     assert line == (
-        "configuration reloaded: postbacks applied; max_event_age_days changed and need a restart"
+        "configuration reloaded: pixels, postbacks.sources, postbacks.rules, "
+        "postbacks.max_body_bytes applied; max_event_age_days, postbacks.context_days changed "
+        "and need a restart"
     )
 
 

@@ -58,9 +58,13 @@ class Pipeline:
         self.outbox = outbox
         self.metrics = metrics
         self.now = clock
-        self._pixels = {p.id: p for p in settings.pixels}
+        self._pixels = _by_id(settings.pixels)
         self._accept_hooks: list[AcceptHook] = []
         self._received: dict[str, Any] = {}  # the metric's child per source, looked up once
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's pixels (one reference: a lookup sees old or new)."""
+        self._pixels = _by_id(settings.pixels)
 
     def on_accept(self, hook: AcceptHook) -> None:
         """Run `hook` after every stored request (it must be quick and must not raise)."""
@@ -68,13 +72,20 @@ class Pipeline:
 
     def pixel(self, pixel_id: object, field: str = "pixel_id") -> PixelConfig:
         """The configured pixel named by an input, or the only one when the input names none."""
+        pixels = self._pixels
         if pixel_id is None:
-            if len(self._pixels) == 1:
-                return next(iter(self._pixels.values()))
+            if len(pixels) == 1:
+                return next(iter(pixels.values()))
             raise EventError(field, "required: several pixels are configured")
-        if not isinstance(pixel_id, str) or pixel_id not in self._pixels:
+        pixel = pixels.get(pixel_id) if isinstance(pixel_id, str) else None
+        if pixel is None:
             raise EventError(field, "is not a configured pixel")
-        return self._pixels[pixel_id]
+        return pixel
+
+    @property
+    def pixel_ids(self) -> list[str]:
+        """The pixels configured now (after the latest reload)."""
+        return list(self._pixels)
 
     def parse(
         self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
@@ -155,3 +166,7 @@ class Pipeline:
     def dropped(self, reason: str, count: int = 1) -> None:
         """Events seen on purpose not forwarded (bots, no consent, tag testing)."""
         self.metrics.dropped.labels(reason).inc(count)
+
+
+def _by_id(pixels: Sequence[PixelConfig]) -> dict[str, PixelConfig]:
+    return {pixel.id: pixel for pixel in pixels}

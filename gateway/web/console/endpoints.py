@@ -50,7 +50,11 @@ class Console:
         )
         browser = gateway.settings.browser
         self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
-        self._pixels = [p.id for p in gateway.settings.pixels]
+
+    @property
+    def _pixels(self) -> list[str]:
+        """The pixels configured now: a reload may have added or removed some."""
+        return self._gateway.pipeline.pixel_ids
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
@@ -239,7 +243,7 @@ class Console:
         code = str(asked.get("test_event_code") or "").strip() or None
         test = TestEvent(**fields, pixel=pixel, test_event_code=code)
         try:
-            result = await send_test(self._gateway.settings, test)
+            result = await send_test(self._gateway.live.current, test)
         except (EventError, ConfigError) as exc:
             message = f"{exc.field}: {exc.message}" if isinstance(exc, EventError) else str(exc)
             return _json({"error": "invalid", "message": message}, 400)

@@ -11,7 +11,8 @@ is neither a configured pixel's nor a gateway API key; 40001 for a token of anot
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
 from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
-from gateway.settings import PixelConfig
+from gateway.settings import PixelConfig, Settings
 from gateway.web.errors import envelope
 from gateway.web.request_body import parse_json, read_body
 
@@ -50,28 +51,32 @@ class RelayEndpoint:
         settings = pipeline.settings
         self._pipeline = pipeline
         self._leads = leads
-        self._pixels = {p.id: p for p in settings.pixels}
-        self._tokens = {p.id: p.access_token.reveal().encode() for p in settings.pixels}
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
-        self._all = tuple(t for t in dict.fromkeys([*self._tokens.values(), *self._keys]) if t)
+        self._access = _Access.of(settings.pixels, self._keys)
         self._max_body = settings.relay.max_body_bytes
         self._max_events = settings.relay.max_events
         counter = pipeline.metrics.relay_fixups
         self._fixups = {kind: counter.labels(kind) for kind in KINDS}
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's pixels and tokens (one reference, read once per
+        request: a request is judged by the old table or the new, never both)."""
+        self._access = _Access.of(settings.pixels, self._keys)
+
     async def handle(self, request: Request, read: Reader) -> Response:
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
+        access = self._access
         token = request.headers.get("access-token", "").strip().encode()
         # the token first, before the body is even read: a stranger costs nothing
-        if not token or not any([hmac.compare_digest(token, t) for t in self._all]):
+        if not token or not any([hmac.compare_digest(token, t) for t in access.all]):
             raise Unauthorized(_BAD_TOKEN)
         length = request.headers.get("content-length")
         relayed = read(parse_json(await read_body(request.receive, length, self._max_body)))
         if len(relayed.events) > self._max_events:
             where = relayed.indexed or "body"
             raise PayloadTooLarge(where, f"more than {self._max_events} events in one request")
-        pixel = self._destination(relayed, token)
+        pixel = self._destination(relayed, token, access)
         pairs = zip(relayed.events, relayed.codes, strict=True)
         items = [Item(raw, pixel, test_event_code=code) for raw, code in pairs]
         if self._leads is not None:
@@ -86,16 +91,16 @@ class RelayEndpoint:
             self._fixups[kind].inc(count)
         return Response(orjson.dumps(envelope(0, "OK")), media_type="application/json")
 
-    def _destination(self, relayed: RelayRequest, token: bytes) -> PixelConfig:
+    def _destination(self, relayed: RelayRequest, token: bytes, access: _Access) -> PixelConfig:
         """The configured pixel / event set the request addresses, if this token may send."""
         where = relayed.source_id_field
         source_id = relayed.source_id
         if not isinstance(source_id, str) or not source_id.strip():
             raise EventError(where, "required: the pixel code or event set id")
-        pixel = self._pixels.get(source_id.strip())
+        pixel = access.pixels.get(source_id.strip())
         if pixel is None:  # TikTok: 40002 "Invalid value for event_source_id"
             raise EventError(where, "Invalid value: not an event source of this gateway")
-        allowed = (*self._keys, self._tokens[pixel.id])
+        allowed = (*self._keys, access.tokens[pixel.id])
         if not any([hmac.compare_digest(token, t) for t in allowed]):
             raise Forbidden(_NO_SCOPE)
         if pixel.event_source != relayed.event_source:
@@ -103,3 +108,18 @@ class RelayEndpoint:
             kind = f"a {pixel.event_source} event source, not {relayed.event_source}"
             raise EventError(where, f"Invalid value: {pixel.id} is {kind}")
         return pixel
+
+
+@dataclass(frozen=True)
+class _Access:
+    """Who may relay for which pixel: the pixels, their tokens, and every token or key."""
+
+    pixels: dict[str, PixelConfig]
+    tokens: dict[str, bytes]
+    all: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, pixels: Sequence[PixelConfig], keys: tuple[bytes, ...]) -> _Access:
+        tokens = {p.id: p.access_token.reveal().encode() for p in pixels}
+        every = tuple(t for t in dict.fromkeys([*tokens.values(), *keys]) if t)
+        return cls({p.id: p for p in pixels}, tokens, every)
