@@ -391,6 +391,23 @@ def test_a_server_event_for_a_lead_gets_the_browser_context_and_its_own_values_w
     assert delivered["page"]["url"] == f"{SHOP}/landing?ttclid={CLICK}"
 
 
+def test_an_uploaded_file_row_for_a_lead_gets_the_browser_context(lead: Lead) -> None:
+    """A CRM export uploaded to /v1/imports: the row names the lead, the browser context
+    completes it (here even the page URL a web event needs)."""
+    lead.browse("lead-f")
+    header = "email,external_id,event,event_id,timestamp"
+    rows = f"{header}\nf@example.com,lead-f,Purchase,row-f,{int(time.time())}\n"
+    answer = lead.http.post(
+        "/v1/imports",
+        params={"pixel": PIXEL},
+        content=rows,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "text/csv"},
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["summary"]["lead_context_filled"] == 1
+    assert_browser_context(lead.delivered_event("row-f"))
+
+
 def test_a_relayed_event_for_a_lead_gets_the_browser_context(lead: Lead) -> None:
     """The TikTok-compatible relay fills in the same context as the server API."""
     lead.browse("lead-r")

@@ -75,7 +75,7 @@ def create_app(gateway: Gateway) -> Starlette:
             *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
             *relay.routes(gateway.pipeline, gateway.leads, gateway.live),
-            *imports.routes(gateway.pipeline, gateway.limits.server_api),
+            *imports.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *browser.routes(),
             *console.routes(gateway),
         ],

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import orjson
 
+from gateway.context import LeadMemory
 from gateway.core.errors import EventError
 from gateway.core.event import Event
 from gateway.ingest.parser import Parsed
@@ -108,8 +109,12 @@ class Importer:
         *,
         report: Report | None = None,
         progress: Progress | None = None,
+        leads: LeadMemory | None = None,
     ) -> None:
+        """`leads`: the lead-context store, whose browser context completes rows that name
+        a lead (by external id or order id); None when this process cannot read it."""
         self._pipeline = pipeline
+        self._leads = leads
         self.options = options
         self.pixel = pipeline.pixel(options.pixel, field="pixel")
         self._columns = Columns(options.mapping)
@@ -150,7 +155,11 @@ class Importer:
                 else:
                     # this chunk was read and parsed while the previous one was being
                     # stored; it is stored only once that one is (checkpoints in file order)
-                    events, rejections = await asyncio.to_thread(self._parse, chunk)
+                    inputs, rejections = await asyncio.to_thread(self._inputs, chunk)
+                    items = self._items(inputs)
+                    if self._leads is not None:
+                        summary.context_filled += await self._leads.fill_items(items)
+                    events = await asyncio.to_thread(self._parse, inputs, items, rejections)
                     if storing is not None:
                         await storing
                     if not self.options.dry_run:
@@ -218,7 +227,9 @@ class Importer:
             return _Record(row.line, None, Rejection(row.line, where, exc.message), row.text)
         return _Record(row.line, raw, None, row.text)
 
-    def _parse(self, chunk: _Chunk) -> tuple[list[Event], list[Rejection]]:
+    def _inputs(self, chunk: _Chunk) -> tuple[list[tuple[int, dict[str, Any]]], list[Rejection]]:
+        """The chunk's input events (grouped by order with --group-by) at their first line,
+        and the records that have none."""
         rejections: list[Rejection] = []
         inputs: list[tuple[int, dict[str, Any]]] = []
         for record in chunk.records:
@@ -228,12 +239,22 @@ class Importer:
                 inputs.append((record.line, record.raw))
         if self.options.group_by_order:
             inputs = _grouped(inputs)
+        return inputs, rejections
+
+    def _items(self, inputs: list[tuple[int, dict[str, Any]]]) -> list[Item]:
         code = self.options.test_event_code
-        items = [Item(raw, self.pixel, test_event_code=code) for _, raw in inputs]
+        return [Item(raw, self.pixel, test_event_code=code) for _, raw in inputs]
+
+    def _parse(
+        self,
+        inputs: list[tuple[int, dict[str, Any]]],
+        items: list[Item],
+        rejections: list[Rejection],
+    ) -> list[Event]:
+        """The items' events; `rejections` gets the rows refused, in line order."""
         events: list[Event] = []
-        for (line, _), result in zip(
-            inputs, self._pipeline.parse_each(items, self._policy), strict=True
-        ):
+        results = self._pipeline.parse_each(items, self._policy)
+        for (line, _), result in zip(inputs, results, strict=True):
             if isinstance(result, EventError):
                 rejections.append(
                     Rejection(line, self._columns.where(result.field), result.message)
@@ -246,7 +267,7 @@ class Importer:
             self.summary.left_out += len(result.warnings)
             events.extend(result.events)
         rejections.sort(key=lambda r: r.line)
-        return events, rejections
+        return events
 
 
 def _unmatched(parsed: Parsed) -> str | None:

@@ -36,6 +36,10 @@ class Summary:
     resumed_rows: int = 0
     """Rows of chunks an earlier run had stored (--resume): not read again."""
     chunks: int = 0
+    context_filled: int = 0
+    """Rows completed from the lead-context store (click id, browser context by lead)."""
+    context_unread: str | None = None
+    """Why the lead-context store was not read (None: it was, or there is none)."""
     ignored_columns: list[str] = field(default_factory=list)
     coverage: Counter[str] = field(default_factory=Counter)
     dry_run: bool = False
@@ -72,6 +76,8 @@ class Summary:
             "identifiers_left_out": self.left_out,
             "resumed_rows": self.resumed_rows,
             "chunks": self.chunks,
+            "lead_context_filled": self.context_filled,
+            "lead_context_unread": self.context_unread,
             "ignored_columns": self.ignored_columns,
             "match_key_coverage": {
                 k: round(self.coverage[k] / events, 4) if self.events else 0.0
@@ -94,6 +100,10 @@ class Summary:
             lines.append(f"rows already stored by an earlier run (resumed): {self.resumed_rows}")
         if self.left_out:
             lines.append(f"identifiers left out (not a phone number…): {self.left_out}")
+        if self.context_filled:
+            lines.append(f"rows completed from the lead context: {self.context_filled}")
+        if self.context_unread:
+            lines.append(f"lead context not read: {self.context_unread}")
         if self.ignored_columns:
             lines.append(f"columns ignored: {', '.join(self.ignored_columns)}")
         lines.append("match-key coverage of the events:")
