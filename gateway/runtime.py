@@ -30,6 +30,7 @@ from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
 from gateway.web.metrics import Metrics
+from gateway.web.per_minute import EventsPerMinute
 from gateway.web.rate_limit import RateLimits
 from gateway.web.recovered import PixelCopies
 from gateway.web.score_histogram import ScoreHistogram
@@ -106,6 +107,13 @@ class Gateway:
         self.pixel_copies = PixelCopies(self.metrics.registry)
         """Recovered conversions: browser events whose pixel copy was blocked or absent."""
         self.pipeline.on_accept(self.pixel_copies.accepted)
+        self.per_minute = EventsPerMinute(
+            [p.id for p in settings.pixels],
+            clock=clock,
+            redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
+        )
+        """Events per minute over the last hour, per pixel (every replica's with Redis)."""
+        self.pipeline.on_accept(self.per_minute.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
         self._started = False
@@ -130,6 +138,7 @@ class Gateway:
             await self.outbox.close()
             raise
         self.guard.start()
+        self.per_minute.start()
         self._started = True
         for warning in self.settings.warnings():
             log.warning("configuration: %s", warning)
@@ -139,6 +148,7 @@ class Gateway:
         """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
         self._started = False
         await self.guard.stop()
+        await self.per_minute.stop()
         await self.delivery.stop()
         if self.client is not None:
             await self.client.aclose()

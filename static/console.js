@@ -192,7 +192,7 @@
             bar.title = n + " event(s), " + (59 - i) + " min ago";
             chart.appendChild(bar);
           });
-          card.appendChild(el("h3", "Events per minute, last hour (recent buffer)"));
+          card.appendChild(el("h3", "Events per minute, last hour" + (answer.shared ? " (every replica)" : "")));
           card.appendChild(chart);
           card.appendChild(el("h3", "Share of events carrying each match key"));
           var list = el("ul");

@@ -139,12 +139,14 @@ class Console:
         return _json(detail(trace))
 
     async def overview(self, request: Request) -> Response:
-        """Per pixel: the outbox's counts, and from the recent buffer events per minute over
-        the last hour, each match key's share and the average score."""
+        """Per pixel: the outbox's counts, events per minute over the last hour (every
+        replica's with Redis), and from the recent buffer each match key's share and the
+        average score."""
         if self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         now = time.time()
         counts = await self._gateway.outbox.counts(now)
+        per_minute = await self._gateway.per_minute.per_minute()
         pixels: dict[str, dict[str, Any]] = {}
         for pixel in self._pixels:
             per = counts.pixels.get(pixel)
@@ -152,7 +154,7 @@ class Console:
                 "pending": per.pending if per else 0,
                 "retrying": per.retrying if per else 0,
                 "dead": per.dead if per else 0,
-                "per_minute": [0] * 60,
+                "per_minute": per_minute.get(pixel, [0] * 60),
                 "events": 0,
                 "scored": 0,
                 "score_sum": 0,
@@ -164,9 +166,6 @@ class Console:
             entry = pixels.get(trace.pixel)
             if entry is None:
                 continue
-            minute = int((now - trace.accepted_at) // 60)
-            if 0 <= minute < 60:
-                entry["per_minute"][59 - minute] += 1
             entry["events"] += 1
             if trace.state == "delivered":
                 entry["delivered"] += 1
@@ -180,7 +179,7 @@ class Console:
             keys: Counter[str] = entry.pop("keys")
             entry["average_score"] = round(total / scored, 1) if scored else None
             entry["key_share"] = {k: round(keys[k] / scored, 2) if scored else 0 for k in KEYS}
-        return _json({"pixels": pixels})
+        return _json({"pixels": pixels, "shared": self._gateway.per_minute.shared})
 
     async def dead_letters(self, request: Request) -> Response:
         if self._signed_in(request) is None:
