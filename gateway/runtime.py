@@ -29,6 +29,7 @@ from gateway.outbox import Outbox, is_redis, open_outbox
 from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
+from gateway.web.console.replicas import ReplicaFeed
 from gateway.web.metrics import Metrics
 from gateway.web.per_minute import EventsPerMinute
 from gateway.web.rate_limit import RateLimits
@@ -103,6 +104,10 @@ class Gateway:
         """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
         self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self.pipeline.on_accept(self.recent.accepted)
+        self.replicas: ReplicaFeed | None = None
+        """With Redis and a console: every replica's events on every replica's console."""
+        if settings.console.enabled and is_redis(outbox_settings.url):
+            self.replicas = ReplicaFeed(outbox_settings.url, self.recent)
         self.pipeline.on_accept(ScoreHistogram(self.metrics.registry).accepted)
         self.pixel_copies = PixelCopies(self.metrics.registry)
         """Recovered conversions: browser events whose pixel copy was blocked or absent."""
@@ -139,6 +144,8 @@ class Gateway:
             raise
         self.guard.start()
         self.per_minute.start()
+        if self.replicas is not None:
+            self.replicas.start()
         self._started = True
         for warning in self.settings.warnings():
             log.warning("configuration: %s", warning)
@@ -148,6 +155,8 @@ class Gateway:
         """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
         self._started = False
         await self.guard.stop()
+        if self.replicas is not None:
+            await self.replicas.close()
         await self.per_minute.stop()
         await self.delivery.stop()
         if self.client is not None:

@@ -61,7 +61,8 @@
     var tr = el("tr");
     tr.className = "state-" + data.state;
     tr.dataset.key = key;
-    [time(data.at), data.source, data.pixel, data.event, data.event_id, keysText(data),
+    var source = data.replica ? data.source + " @ " + data.replica : data.source;
+    [time(data.at), source, data.pixel, data.event, data.event_id, keysText(data),
       data.score === undefined ? "–" : data.score + "/10", delivery(data)]
       .forEach(function (text, i) { tr.appendChild(el("td", text, "c" + i)); });
     tr.hidden = !visible(data);

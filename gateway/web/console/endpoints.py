@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -21,12 +21,14 @@ from starlette.routing import BaseRoute, Route
 from gateway.cli.send_test import TestEvent, send_test
 from gateway.core.errors import ConfigError, EventError, TooManyRequests
 from gateway.core.score import KEYS, keys_present, score
-from gateway.runtime import Gateway
 from gateway.web.client_ip import ClientIpResolver
 from gateway.web.console.auth import ConsoleAuth
 from gateway.web.console.live import Watchers
 from gateway.web.console.pages import HEADERS, app_page, login_page
 from gateway.web.console.view import detail, short, shown_user
+
+if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
+    from gateway.runtime import Gateway
 
 _ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 _MAX_FORM = 4096
@@ -43,7 +45,7 @@ class Console:
         self._gateway = gateway
         self.path = settings.path
         self._auth = ConsoleAuth(settings)
-        self._watchers = Watchers(gateway.recent)
+        self._watchers = Watchers(gateway.recent, gateway.replicas)
         per_minute = settings.login_attempts_per_minute
         self._login_limit = gateway.limits.limit(
             "console_login", per_minute / 60.0, max(1, int(per_minute))
