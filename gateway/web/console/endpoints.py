@@ -25,6 +25,7 @@ from gateway.web.client_ip import ClientIpResolver
 from gateway.web.console.auth import ConsoleAuth
 from gateway.web.console.live import Watchers
 from gateway.web.console.pages import HEADERS, app_page, login_page
+from gateway.web.console.postbacks import MAX_SHOWN, last_postbacks
 from gateway.web.console.view import detail, short, shown_user
 
 if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
@@ -65,6 +66,7 @@ class Console:
             Route(f"{p}/event", self.event, methods=["GET"]),
             Route(f"{p}/overview", self.overview, methods=["GET"]),
             Route(f"{p}/dead-letters", self.dead_letters, methods=["GET"]),
+            Route(f"{p}/postbacks", self.postbacks, methods=["GET"]),
             Route(f"{p}/replay", self.replay, methods=["POST"]),
             Route(f"{p}/send-test", self.send_test, methods=["POST"]),
         ]
@@ -75,7 +77,8 @@ class Console:
         sid = self._auth.session(request)
         if sid is None:
             return login_page(self.path)
-        return app_page(self.path, self._auth.csrf_token(sid), self._pixels)
+        sources = sorted(self._gateway.live.current.postbacks.sources)
+        return app_page(self.path, self._auth.csrf_token(sid), self._pixels, sources)
 
     async def login(self, request: Request) -> Response:
         client = request.client
@@ -208,6 +211,28 @@ class Console:
                 ],
             }
         )
+
+    async def postbacks(self, request: Request) -> Response:
+        """The last postbacks (of `?source=`, or all), each with the rules it fired or why
+        not, how its trigger was found, and what became of its events."""
+        if self._signed_in(request) is None:
+            return _json({"error": "unauthorized"}, 401)
+        sources = self._gateway.live.current.postbacks.sources
+        source = request.query_params.get("source") or None
+        if source is not None and source not in sources:
+            return _json({"error": "invalid", "message": "not a configured source"}, 400)
+        try:
+            count = min(MAX_SHOWN, max(1, int(request.query_params.get("last", "50"))))
+        except ValueError:
+            return _json({"error": "invalid", "message": "last: a number"}, 400)
+        shown = await last_postbacks(
+            self._gateway.postback_log,
+            sources,
+            self._gateway.recent,
+            source=source,
+            count=count,
+        )
+        return _json(shown)
 
     # --- actions -------------------------------------------------------------------------
 
