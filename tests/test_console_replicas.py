@@ -207,4 +207,10 @@ def test_an_event_sent_to_a_shows_delivered_on_the_console_of_b(
         assert shown.status_code == 200
         assert shown.json()["request"]["data"][0]["user"]["ip"] == "203.0.113.x"
         text = b"".join(rows).decode() + shown.text
+
+        def charted() -> bool:  # A's count reaches B's chart at A's next flush
+            overview = console.get("/console/overview").json()
+            return overview["shared"] and sum(overview["pixels"][PIXEL]["per_minute"]) == 1
+
+        wait_until(charted, "B's chart never counted the event A stored")
     assert RAW_EMAIL not in text and TOKEN not in text and "203.0.113.9" not in text

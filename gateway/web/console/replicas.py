@@ -81,6 +81,7 @@ class ReplicaFeed:
         self._watch: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._heard_until = 0.0
+        self._failing = ""
         self._events: collections.deque[EventTrace] = collections.deque(maxlen=_PER_TICK)
         self._settlements: collections.deque[Settlement] = collections.deque(
             maxlen=_SETTLEMENTS_PER_TICK
@@ -133,6 +134,7 @@ class ReplicaFeed:
             try:
                 await pubsub.subscribe(self._events_channel)
                 await self._say_watching()
+                self._failing = ""
                 hello_at = time.monotonic() + self._hello_seconds
                 while True:
                     wait = max(0.0, hello_at - time.monotonic())
@@ -143,7 +145,7 @@ class ReplicaFeed:
                         await self._say_watching()
                         hello_at = time.monotonic() + self._hello_seconds
             except (RedisError, OSError) as exc:
-                log.warning("console: other replicas' events not read: %s", exc)
+                self._trouble("other replicas' events not read", exc)
                 await asyncio.sleep(_RETRY_SECONDS)
             finally:
                 await pubsub.aclose()
@@ -187,13 +189,14 @@ class ReplicaFeed:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._watching_channel)
+                self._failing = ""
                 async for message in pubsub.listen():
                     if message.get("type") == "message" and message["data"] != (
                         self.replica.encode()
                     ):
                         self._heard()
             except (RedisError, OSError) as exc:
-                log.warning("console: not listening to other replicas: %s", exc)
+                self._trouble("not listening to other replicas", exc)
                 await asyncio.sleep(_RETRY_SECONDS)
             finally:
                 await pubsub.aclose()
@@ -236,7 +239,15 @@ class ReplicaFeed:
         try:
             await self._redis.publish(self._events_channel, payload)
         except (RedisError, OSError) as exc:  # observations: the events are stored
-            log.warning("console: events not shared with other replicas: %s", exc)
+            self._trouble("events not shared with other replicas", exc)
+        else:
+            self._failing = ""
+
+    def _trouble(self, what: str, exc: Exception) -> None:
+        """Log a Redis fault once per outage, not once a second (the outbox says it too)."""
+        if self._failing != what:
+            self._failing = what
+            log.warning("console: %s: %s", what, exc)
 
 
 def _shared(trace: EventTrace) -> dict[str, Any]:
