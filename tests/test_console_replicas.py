@@ -22,8 +22,6 @@ from gateway.web.console.replicas import ReplicaFeed
 from tests.conftest import PIXEL, TOKEN, GatewayServer, make_event, wait_until
 from tests.test_console import API_KEY, PASSWORD, RAW_EMAIL, log_in
 
-pytestmark = pytest.mark.anyio
-
 
 class Replica:
     """What one gateway process holds for the console: its buffer, its feed, its pages."""
@@ -81,6 +79,7 @@ def reader(stream: AsyncIterator[bytes]) -> Rows:
     return read
 
 
+@pytest.mark.anyio
 async def test_a_page_on_b_shows_what_a_stored_and_whoever_delivered_it(
     replicas: Callable[[str], Replica],
 ) -> None:
@@ -130,6 +129,7 @@ async def test_a_page_on_b_shows_what_a_stored_and_whoever_delivered_it(
     assert not a.recent.keep_events and not a.recent.listened
 
 
+@pytest.mark.anyio
 async def test_the_ip_is_masked_before_it_leaves_the_replica(
     replicas: Callable[[str], Replica],
 ) -> None:
