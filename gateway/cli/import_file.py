@@ -63,8 +63,21 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="skip the chunks an interrupted run stored"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        metavar="N",
+        help=f"processes parsing rows (default: one per core, here {default_jobs()})",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run_import)
+
+
+def default_jobs() -> int:
+    """One parsing process per core this process may run on (at most 8: past that, reading
+    and storing in the importing process are the limit)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
@@ -77,6 +90,8 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
     days = args.max_age_days or settings.imports.max_event_age_days
     if not 1 <= days <= 28:
         _usage("--max-age-days must be from 1 to 28")
+    if not 1 <= args.jobs <= 64:
+        _usage("--jobs must be from 1 to 64")
     return ImportOptions(
         pixel=args.pixel,
         event=args.event,
@@ -90,6 +105,7 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
         file_format=args.format,
         max_age_days=days,
         chunk_rows=settings.imports.chunk_rows,
+        jobs=args.jobs,
     )
 
 

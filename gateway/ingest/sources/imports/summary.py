@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -51,16 +52,10 @@ class Summary:
     def rejected_rows(self) -> int:
         return sum(self.rejected.values())
 
-    def count(self, events: list[Event]) -> None:
-        self.events += len(events)
-        coverage = self.coverage
-        for event in events:
-            user = event.user
-            for key in ("email", "phone", "external_id", "ttclid"):
-                if key in user:
-                    coverage[key] += 1
-            if "ip" in user and "user_agent" in user:
-                coverage["ip_user_agent"] += 1
+    def counted(self, events: int, coverage: Counter[str]) -> None:
+        """Stored (or, dry, checked) events and the match keys they carry."""
+        self.events += events
+        self.coverage.update(coverage)
 
     def to_json(self) -> dict[str, Any]:
         events = self.events or 1
@@ -114,6 +109,19 @@ class Summary:
         rate = self.rows / self.elapsed_seconds if self.elapsed_seconds else 0
         lines.append(f"time: {self.elapsed_seconds:.1f} s ({rate:,.0f} rows/s)")
         return "\n".join(lines)
+
+
+def coverage_of(events: Sequence[Event]) -> Counter[str]:
+    """How many of `events` carry each match key (the summary's coverage)."""
+    coverage: Counter[str] = Counter()
+    for event in events:
+        user = event.user
+        for key in ("email", "phone", "external_id", "ttclid"):
+            if key in user:
+                coverage[key] += 1
+        if "ip" in user and "user_agent" in user:
+            coverage["ip_user_agent"] += 1
+    return coverage
 
 
 class ReportWriter:
