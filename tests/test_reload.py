@@ -9,6 +9,7 @@ symlink swapped to a new directory), watched every 0.1 s.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -331,6 +332,8 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
         fake.set_token(NEW_TOKEN, label="new")
         fake.revoke_token(OLD_TOKEN)
         secrets.write(token=NEW_TOKEN)
+        # the log's level and format need a restart: neither process takes them now
+        config.write_text('log_level = "debug"\nlog_format = "text"\n' + config.read_text())
         os.kill(gateway.pid, signal.SIGHUP)
         wait_until(lambda: "configuration reloaded" in log.read_text(), log.read_text())
         post("h-2")
@@ -341,5 +344,50 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
     assert (first.token_label, second.token_label) == ("old", "new")
     assert second.code == 0 and second.body["data"][0]["event_id"] == "h-2"
     text = log.read_text()
-    assert "delivery process: 1 pixel(s) and their tokens reloaded" in text
     assert OLD_TOKEN not in text and NEW_TOKEN not in text
+    lines = text.splitlines()
+    (applied,) = [line for line in lines if "delivery process: 1 pixel(s)" in line]
+    (reloaded,) = [line for line in lines if "configuration reloaded" in line]
+    for line in (applied, reloaded):  # both processes still log JSON, as at start
+        assert json.loads(line)["level"] == "info"
+    assert "log_level, log_format changed and need a restart" in reloaded
+    assert '"debug"' not in text
+
+
+def test_a_config_naming_a_secret_not_there_yet_is_applied_when_it_arrives(
+    reloading: Reloading, fake: FakeEventsApi
+) -> None:
+    """Kubernetes syncs a ConfigMap and a Secret apart, up to a minute: the new pixel's
+    token file may arrive well after the config naming it."""
+    fake.set_token(OTHER_TOKEN, [NEW_PIXEL], label="other")
+    other = reloading.secrets.path("other")
+    reloading.write_pixels(
+        reloading.pixel(PIXEL, SHOP, f"file:{reloading.secrets.path('token')}"),
+        reloading.pixel(NEW_PIXEL, NEW_SHOP, f"file:{other}"),
+    )
+    wait_until(lambda: reloading.gateway.live.refused == 1, "the missing token not refused")
+    reloading.secrets.write(token=OLD_TOKEN, other=OTHER_TOKEN)
+    reloading.reloaded(1)
+    assert reloading.beacon("b-new", NEW_SHOP).status_code == 204
+    wait_until(lambda: "b-new" in reloading.delivered(), "the new pixel's event")
+    assert reloading.delivered()["b-new"] == ["other"]
+    assert reloading.gateway.live.refused == 1
+
+
+def test_a_delivery_process_restarted_after_a_reload_keeps_the_running_outbox(
+    reloading: Reloading, tmp_path: Path
+) -> None:
+    """A changed `[outbox] url` needs a restart of the gateway: a delivery child that
+    crashes and is started again meanwhile must claim where the gateway still writes."""
+    delivery = reloading.gateway.delivery
+    assert isinstance(delivery, DeliveryProcess) and delivery.pid is not None
+    text = reloading.config.read_text()
+    moved = text.replace("outbox.sqlite3", "elsewhere.sqlite3")
+    assert moved != text
+    reloading.config.write_text(moved)
+    reloading.reloaded(1)
+    os.kill(delivery.pid, signal.SIGKILL)
+    wait_until(lambda: delivery.restarts == 1 and delivery.running, "no restarted child")
+    assert reloading.server_event("after-crash").status_code == 202
+    wait_until(lambda: "after-crash" in reloading.delivered(), "the event was not delivered")
+    assert not (tmp_path / "elsewhere.sqlite3").exists()

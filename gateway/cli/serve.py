@@ -48,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     def redact_new_secrets(new: Settings) -> None:
         """A reloaded file may hold new secrets (a token): the log filter learns them, and
-        keeps the old ones (a revoked token is still nobody's business)."""
+        keeps the old ones (a revoked token is still nobody's business). The level and
+        format stay (`new` has the start-up ones: they need a restart), as in delivery."""
         secrets.extend(s for s in new.secrets() if s not in secrets)
-        configure_logging(new.log_level, secrets, settings.log_format)
+        configure_logging(new.log_level, secrets, new.log_format)
 
     gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)
