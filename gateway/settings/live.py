@@ -126,10 +126,10 @@ class LiveSettings:
             # the files as they are before reading them: a change from here on is seen by
             # the next poll, and a reload by SIGHUP leaves the watcher nothing to redo
             seen = await asyncio.to_thread(_fingerprint, self.watched())
+            self._seen = seen  # a reload that fails (a bug, delivery refusing) is not redone
             try:
                 loaded = await asyncio.to_thread(self._load)  # files, off the event loop
             except ConfigError as exc:
-                self._seen = seen
                 if not (retry and str(exc) == self._refusal):
                     self.refused += 1
                     log.error("configuration reload refused, keeping the running one: %s", exc)
