@@ -9,10 +9,13 @@ symlink swapped to a new directory), watched every 0.1 s.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ from gateway.delivery.process import DeliveryProcess
 from gateway.fake_api import FakeEventsApi
 from gateway.runtime import Gateway
 from gateway.settings import load_settings
-from gateway.web.app import create_app
+from gateway.web.app import _on_sighup, create_app
 from tests.conftest import GatewayServer, free_port, run_cli, wait_until
 from tests.gateway_process import API_KEY, GatewayProcess, Sender
 
@@ -309,14 +312,7 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
 ) -> None:
     """`serve` as run in production, not watching files: SIGHUP alone reloads."""
     secrets = SecretMount(tmp_path / "secrets")
-    secrets.write(token=OLD_TOKEN)
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f'api_base = "{fake.url}"\nwatch_files_seconds = 0\n'
-        f'[outbox]\nurl = "sqlite:///{tmp_path}/outbox.sqlite3"\n[delivery]\nlinger_ms = 0\n'
-        f'[server_api]\napi_keys = ["{API_KEY}"]\n'
-        + Reloading.pixel(PIXEL, SHOP, f"file:{secrets.path('token')}")
-    )
+    config = _served_config(tmp_path, fake, secrets)
     log = tmp_path / "serve.log"
     gateway = GatewayProcess(config, log).start()
     try:
@@ -391,3 +387,85 @@ def test_a_delivery_process_restarted_after_a_reload_keeps_the_running_outbox(
     assert reloading.server_event("after-crash").status_code == 202
     wait_until(lambda: "after-crash" in reloading.delivered(), "the event was not delivered")
     assert not (tmp_path / "elsewhere.sqlite3").exists()
+
+
+def _served_config(tmp_path: Path, fake: FakeEventsApi, secrets: SecretMount) -> Path:
+    """The config of a `serve` that does not watch files, its token in `secrets`."""
+    secrets.write(token=OLD_TOKEN)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'api_base = "{fake.url}"\nwatch_files_seconds = 0\n'
+        f'[outbox]\nurl = "sqlite:///{tmp_path}/outbox.sqlite3"\n[delivery]\nlinger_ms = 0\n'
+        f'[server_api]\napi_keys = ["{API_KEY}"]\n'
+        + Reloading.pixel(PIXEL, SHOP, f"file:{secrets.path('token')}")
+    )
+    return config
+
+
+def _spawned(pid: int) -> list[int]:
+    """The delivery children of `pid` (multiprocessing's spawn), started or starting."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread or a child that just ended
+            for child in (task / "children").read_text().split():
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+def test_sighup_while_serve_starts_or_sent_to_its_delivery_process_stops_nothing(
+    tmp_path: Path, fake: FakeEventsApi
+) -> None:
+    """A logrotate `kill -HUP`, a `systemctl reload` or a hang-up of the process group
+    may come at any moment: before the gateway handles it, it is ignored, not fatal."""
+    config = _served_config(tmp_path, fake, SecretMount(tmp_path / "secrets"))
+    log = tmp_path / "serve.log"
+    gateway = GatewayProcess(config, log)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            gateway.start()
+        except BaseException as exc:  # reported by the test's own thread
+            failed.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        # its delivery process is starting: the gateway's lifespan has not begun yet
+        wait_until(lambda: gateway.process is not None and _spawned(gateway.pid), "no child")
+        os.kill(gateway.pid, signal.SIGHUP)
+        starting.join()
+        assert not failed, failed
+        first = gateway.delivery_pid  # started before SIGHUP had a handler: it inherits…
+        os.kill(first, signal.SIGKILL)  # …so a child restarted later is the one to check
+        wait_until(lambda: _spawned(gateway.pid) not in ([], [first]), "no restarted child")
+        wait_until(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, "not ready")
+        child = gateway.delivery_pid
+        os.kill(child, signal.SIGHUP)  # as `kill -HUP -<pgid>` does to every process
+        event = {"event": "Purchase", "event_id": "after-hup", "page": {"url": SHOP}}
+        answer = httpx.post(f"{gateway.url}/v1/events", headers={"X-Api-Key": API_KEY}, json=event)
+        assert answer.status_code == 202, answer.text
+        wait_until(lambda: fake.requests, "the event was not delivered")
+        assert gateway.delivery_pid == child, log.read_text()  # the same process delivered
+    finally:
+        starting.join()
+        gateway.stop()
+    assert "Application shutdown complete" in log.read_text()  # stopped by SIGTERM alone
+
+
+def test_the_gateway_stopping_puts_back_what_sighup_did_before_it_ran() -> None:
+    """`serve` ignores SIGHUP outside the app's lifespan: stopping must not leave the
+    default action (death) while the gateway drains its delivery process."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `serve` does
+
+    async def started_then_stopping() -> object:
+        stop = _on_sighup(lambda: None)
+        assert signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN
+        stop()
+        return signal.getsignal(signal.SIGHUP)
+
+    try:
+        assert asyncio.run(started_then_stopping()) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

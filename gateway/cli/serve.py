@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from gateway.cli.common import Commands, add_config, settings_of
@@ -22,6 +23,10 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGHUP reloads once the gateway runs (web/app.py); until then, and while it stops,
+    # it is ignored rather than fatal (a logrotate or `systemctl reload` at the wrong
+    # moment). The delivery process inherits this, and ignores it itself too.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvicorn
 
     from gateway.core.logs import configure_logging

@@ -53,6 +53,7 @@ def child_main(child: ChildEnds) -> None:
 
     settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a hang-up sent to the group: the parent's
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
         import uvloop
