@@ -469,3 +469,61 @@ def test_the_gateway_stopping_puts_back_what_sighup_did_before_it_ran() -> None:
         assert asyncio.run(started_then_stopping()) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+LMS_KEY = "lms-key-0123456789abcdef"
+SALE_RULE = """
+[postbacks.sources.lms]
+secret = "{key}"
+[[postbacks.rules]]
+name = "sale"
+trigger = "lead_sold"
+event = "Purchase"
+pixel = "{pixel}"
+fields = {{ event_id = "{{lead_id}}-sale", external_id = "{{lead_id}}" }}
+"""
+
+
+def test_a_postback_under_way_during_a_reload_is_judged_by_one_configuration(
+    reloading: Reloading,
+) -> None:
+    """A reload moves rule `sale` to a new pixel and removes the old one while a slow
+    sender's body arrives: the postback started under the old rules, and its pixel is
+    looked up in the old table too, so its conversion is stored, not skipped."""
+    token = f"file:{reloading.secrets.path('token')}"
+    reloading.write_pixels(
+        reloading.pixel(PIXEL, SHOP, token), SALE_RULE.format(key=LMS_KEY, pixel=PIXEL)
+    )
+    reloading.reloaded(1)
+    reloaded = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def body() -> Iterator[bytes]:
+        yield b"trigger=lead_sold&lead_id=L1&"
+        reloaded.wait(20)
+        yield b"url=https%3A%2F%2Fshop.example%2Fthanks"
+
+    def post() -> None:
+        with httpx.Client(base_url=reloading.server.url, timeout=30) as client:
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            url = f"/v1/postbacks/lms?key={LMS_KEY}"
+            answers.append(client.post(url, content=body(), headers=form))
+
+    posting = threading.Thread(target=post)
+    posting.start()
+    try:
+        requests = reloading.server._server.server_state.tasks  # uvicorn's running requests
+        wait_until(lambda: len(requests) == 1, "the postback did not reach the gateway")
+        reloading.write_pixels(
+            reloading.pixel(NEW_PIXEL, NEW_SHOP, OTHER_TOKEN),
+            SALE_RULE.format(key=LMS_KEY, pixel=NEW_PIXEL),
+        )
+        reloading.reloaded(2)
+    finally:
+        reloaded.set()
+        posting.join()
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    outcome = answer.json()
+    assert outcome["not_fired"] == [] and outcome["stored"] == 1, outcome
+    assert outcome["fired"][0]["events"][0]["pixel"] == PIXEL  # the old rule, whole
