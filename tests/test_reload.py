@@ -9,9 +9,13 @@ symlink swapped to a new directory), watched every 0.1 s.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +28,7 @@ from gateway.delivery.process import DeliveryProcess
 from gateway.fake_api import FakeEventsApi
 from gateway.runtime import Gateway
 from gateway.settings import load_settings
-from gateway.web.app import create_app
+from gateway.web.app import _on_sighup, create_app
 from tests.conftest import GatewayServer, free_port, run_cli, wait_until
 from tests.gateway_process import API_KEY, GatewayProcess, Sender
 
@@ -308,14 +312,7 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
 ) -> None:
     """`serve` as run in production, not watching files: SIGHUP alone reloads."""
     secrets = SecretMount(tmp_path / "secrets")
-    secrets.write(token=OLD_TOKEN)
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f'api_base = "{fake.url}"\nwatch_files_seconds = 0\n'
-        f'[outbox]\nurl = "sqlite:///{tmp_path}/outbox.sqlite3"\n[delivery]\nlinger_ms = 0\n'
-        f'[server_api]\napi_keys = ["{API_KEY}"]\n'
-        + Reloading.pixel(PIXEL, SHOP, f"file:{secrets.path('token')}")
-    )
+    config = _served_config(tmp_path, fake, secrets)
     log = tmp_path / "serve.log"
     gateway = GatewayProcess(config, log).start()
     try:
@@ -331,6 +328,8 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
         fake.set_token(NEW_TOKEN, label="new")
         fake.revoke_token(OLD_TOKEN)
         secrets.write(token=NEW_TOKEN)
+        # the log's level and format need a restart: neither process takes them now
+        config.write_text('log_level = "debug"\nlog_format = "text"\n' + config.read_text())
         os.kill(gateway.pid, signal.SIGHUP)
         wait_until(lambda: "configuration reloaded" in log.read_text(), log.read_text())
         post("h-2")
@@ -341,5 +340,190 @@ def test_sighup_makes_serve_and_its_delivery_process_use_a_new_token(
     assert (first.token_label, second.token_label) == ("old", "new")
     assert second.code == 0 and second.body["data"][0]["event_id"] == "h-2"
     text = log.read_text()
-    assert "delivery process: 1 pixel(s) and their tokens reloaded" in text
     assert OLD_TOKEN not in text and NEW_TOKEN not in text
+    lines = text.splitlines()
+    (applied,) = [line for line in lines if "delivery process: 1 pixel(s)" in line]
+    (reloaded,) = [line for line in lines if "configuration reloaded" in line]
+    for line in (applied, reloaded):  # both processes still log JSON, as at start
+        assert json.loads(line)["level"] == "info"
+    assert "log_level, log_format changed and need a restart" in reloaded
+    assert '"debug"' not in text
+
+
+def test_a_config_naming_a_secret_not_there_yet_is_applied_when_it_arrives(
+    reloading: Reloading, fake: FakeEventsApi
+) -> None:
+    """Kubernetes syncs a ConfigMap and a Secret apart, up to a minute: the new pixel's
+    token file may arrive well after the config naming it."""
+    fake.set_token(OTHER_TOKEN, [NEW_PIXEL], label="other")
+    other = reloading.secrets.path("other")
+    reloading.write_pixels(
+        reloading.pixel(PIXEL, SHOP, f"file:{reloading.secrets.path('token')}"),
+        reloading.pixel(NEW_PIXEL, NEW_SHOP, f"file:{other}"),
+    )
+    wait_until(lambda: reloading.gateway.live.refused == 1, "the missing token not refused")
+    reloading.secrets.write(token=OLD_TOKEN, other=OTHER_TOKEN)
+    reloading.reloaded(1)
+    assert reloading.beacon("b-new", NEW_SHOP).status_code == 204
+    wait_until(lambda: "b-new" in reloading.delivered(), "the new pixel's event")
+    assert reloading.delivered()["b-new"] == ["other"]
+    assert reloading.gateway.live.refused == 1
+
+
+def test_a_delivery_process_restarted_after_a_reload_keeps_the_running_outbox(
+    reloading: Reloading, tmp_path: Path
+) -> None:
+    """A changed `[outbox] url` needs a restart of the gateway: a delivery child that
+    crashes and is started again meanwhile must claim where the gateway still writes."""
+    delivery = reloading.gateway.delivery
+    assert isinstance(delivery, DeliveryProcess) and delivery.pid is not None
+    text = reloading.config.read_text()
+    moved = text.replace("outbox.sqlite3", "elsewhere.sqlite3")
+    assert moved != text
+    reloading.config.write_text(moved)
+    reloading.reloaded(1)
+    os.kill(delivery.pid, signal.SIGKILL)
+    wait_until(lambda: delivery.restarts == 1 and delivery.running, "no restarted child")
+    assert reloading.server_event("after-crash").status_code == 202
+    wait_until(lambda: "after-crash" in reloading.delivered(), "the event was not delivered")
+    assert not (tmp_path / "elsewhere.sqlite3").exists()
+
+
+def _served_config(tmp_path: Path, fake: FakeEventsApi, secrets: SecretMount) -> Path:
+    """The config of a `serve` that does not watch files, its token in `secrets`."""
+    secrets.write(token=OLD_TOKEN)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'api_base = "{fake.url}"\nwatch_files_seconds = 0\n'
+        f'[outbox]\nurl = "sqlite:///{tmp_path}/outbox.sqlite3"\n[delivery]\nlinger_ms = 0\n'
+        f'[server_api]\napi_keys = ["{API_KEY}"]\n'
+        + Reloading.pixel(PIXEL, SHOP, f"file:{secrets.path('token')}")
+    )
+    return config
+
+
+def _spawned(pid: int) -> list[int]:
+    """The delivery children of `pid` (multiprocessing's spawn), started or starting."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread or a child that just ended
+            for child in (task / "children").read_text().split():
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+def test_sighup_while_serve_starts_or_sent_to_its_delivery_process_stops_nothing(
+    tmp_path: Path, fake: FakeEventsApi
+) -> None:
+    """A logrotate `kill -HUP`, a `systemctl reload` or a hang-up of the process group
+    may come at any moment: before the gateway handles it, it is ignored, not fatal."""
+    config = _served_config(tmp_path, fake, SecretMount(tmp_path / "secrets"))
+    log = tmp_path / "serve.log"
+    gateway = GatewayProcess(config, log)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            gateway.start()
+        except BaseException as exc:  # reported by the test's own thread
+            failed.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        # its delivery process is starting: the gateway's lifespan has not begun yet
+        wait_until(lambda: gateway.process is not None and _spawned(gateway.pid), "no child")
+        os.kill(gateway.pid, signal.SIGHUP)
+        starting.join()
+        assert not failed, failed
+        first = gateway.delivery_pid  # started before SIGHUP had a handler: it inherits…
+        os.kill(first, signal.SIGKILL)  # …so a child restarted later is the one to check
+        wait_until(lambda: _spawned(gateway.pid) not in ([], [first]), "no restarted child")
+        wait_until(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, "not ready")
+        child = gateway.delivery_pid
+        os.kill(child, signal.SIGHUP)  # as `kill -HUP -<pgid>` does to every process
+        event = {"event": "Purchase", "event_id": "after-hup", "page": {"url": SHOP}}
+        answer = httpx.post(f"{gateway.url}/v1/events", headers={"X-Api-Key": API_KEY}, json=event)
+        assert answer.status_code == 202, answer.text
+        wait_until(lambda: fake.requests, "the event was not delivered")
+        assert gateway.delivery_pid == child, log.read_text()  # the same process delivered
+    finally:
+        starting.join()
+        gateway.stop()
+    assert "Application shutdown complete" in log.read_text()  # stopped by SIGTERM alone
+
+
+def test_the_gateway_stopping_puts_back_what_sighup_did_before_it_ran() -> None:
+    """`serve` ignores SIGHUP outside the app's lifespan: stopping must not leave the
+    default action (death) while the gateway drains its delivery process."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `serve` does
+
+    async def started_then_stopping() -> object:
+        stop = _on_sighup(lambda: None)
+        assert signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN
+        stop()
+        return signal.getsignal(signal.SIGHUP)
+
+    try:
+        assert asyncio.run(started_then_stopping()) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+LMS_KEY = "lms-key-0123456789abcdef"
+SALE_RULE = """
+[postbacks.sources.lms]
+secret = "{key}"
+[[postbacks.rules]]
+name = "sale"
+trigger = "lead_sold"
+event = "Purchase"
+pixel = "{pixel}"
+fields = {{ event_id = "{{lead_id}}-sale", external_id = "{{lead_id}}" }}
+"""
+
+
+def test_a_postback_under_way_during_a_reload_is_judged_by_one_configuration(
+    reloading: Reloading,
+) -> None:
+    """A reload moves rule `sale` to a new pixel and removes the old one while a slow
+    sender's body arrives: the postback started under the old rules, and its pixel is
+    looked up in the old table too, so its conversion is stored, not skipped."""
+    token = f"file:{reloading.secrets.path('token')}"
+    reloading.write_pixels(
+        reloading.pixel(PIXEL, SHOP, token), SALE_RULE.format(key=LMS_KEY, pixel=PIXEL)
+    )
+    reloading.reloaded(1)
+    reloaded = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def body() -> Iterator[bytes]:
+        yield b"trigger=lead_sold&lead_id=L1&"
+        reloaded.wait(20)
+        yield b"url=https%3A%2F%2Fshop.example%2Fthanks"
+
+    def post() -> None:
+        with httpx.Client(base_url=reloading.server.url, timeout=30) as client:
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            url = f"/v1/postbacks/lms?key={LMS_KEY}"
+            answers.append(client.post(url, content=body(), headers=form))
+
+    posting = threading.Thread(target=post)
+    posting.start()
+    try:
+        requests = reloading.server._server.server_state.tasks  # uvicorn's running requests
+        wait_until(lambda: len(requests) == 1, "the postback did not reach the gateway")
+        reloading.write_pixels(
+            reloading.pixel(NEW_PIXEL, NEW_SHOP, OTHER_TOKEN),
+            SALE_RULE.format(key=LMS_KEY, pixel=NEW_PIXEL),
+        )
+        reloading.reloaded(2)
+    finally:
+        reloaded.set()
+        posting.join()
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    outcome = answer.json()
+    assert outcome["not_fired"] == [] and outcome["stored"] == 1, outcome
+    assert outcome["fired"][0]["events"][0]["pixel"] == PIXEL  # the old rule, whole

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from gateway.cli.common import Commands, add_config, settings_of
@@ -22,6 +23,10 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGHUP reloads once the gateway runs (web/app.py); until then, and while it stops,
+    # it is ignored rather than fatal (a logrotate or `systemctl reload` at the wrong
+    # moment). The delivery process inherits this, and ignores it itself too.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvicorn
 
     from gateway.core.logs import configure_logging
@@ -48,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
 
     def redact_new_secrets(new: Settings) -> None:
         """A reloaded file may hold new secrets (a token): the log filter learns them, and
-        keeps the old ones (a revoked token is still nobody's business)."""
+        keeps the old ones (a revoked token is still nobody's business). The level and
+        format stay (`new` has the start-up ones: they need a restart), as in delivery."""
         secrets.extend(s for s in new.secrets() if s not in secrets)
-        configure_logging(new.log_level, secrets, settings.log_format)
+        configure_logging(new.log_level, secrets, new.log_format)
 
     gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)

@@ -3,9 +3,9 @@ and do what the gateway says through its pipes (see process.py for the parent's 
 
 - the wake pipe: a byte per batch of stored events ("w"), or "s" to stop gracefully; its
   closing without "s" means the gateway died, and delivery stops at once;
-- the control pipe: a reloaded configuration, applied (new tokens, new secrets for the log
-  filter) and answered, so the gateway accepts events for a new token only once delivery
-  has it;
+- the control pipe: a reloaded configuration with its number, applied (new tokens, new
+  secrets for the log filter) and answered with that number (and why, if it could not be
+  applied), so the gateway accepts events for a new token only once delivery has it;
 - counters go back through shared memory, every batch's fate through the settlement pipe.
 """
 
@@ -31,7 +31,6 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 WAKE, STOP = b"w", b"s"
 READY = b"ready"
-APPLIED = b"applied"
 _STATS_EVERY = 0.2
 
 
@@ -54,6 +53,7 @@ def child_main(child: ChildEnds) -> None:
 
     settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a hang-up sent to the group: the parent's
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
         import uvloop
@@ -139,25 +139,37 @@ class _Reloads:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def readable(self) -> None:
+        # blocking: uvloop's add_reader makes the fd non-blocking, and a large message is
+        # still being written when its first bytes wake us (a read would fail mid-message)
+        os.set_blocking(self._control.fileno(), True)
         try:
-            settings = self._control.recv()
+            number, settings = self._control.recv()
         except (EOFError, OSError):  # the parent is gone: the wake pipe says so too
             asyncio.get_running_loop().remove_reader(self._control.fileno())
             return
-        task = asyncio.create_task(self._apply(settings))
+        task = asyncio.create_task(self._apply(number, settings))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _apply(self, settings: Settings) -> None:
+    async def _apply(self, number: int, settings: Settings) -> None:
+        """Apply configuration `number` and answer (number, None), or (number, why not):
+        the gateway waits for this answer, and must not wait out a timeout for a bug."""
         from gateway.core.logs import configure_logging
 
-        # the old tokens stay redacted too: a revoked token is still nobody's business
-        self._secrets = list(dict.fromkeys([*self._secrets, *settings.secrets()]))
-        configure_logging(settings.log_level, self._secrets, settings.log_format)
-        await self._dispatcher.reconfigure(settings)
-        log.info("delivery process: %d pixel(s) and their tokens reloaded", len(settings.pixels))
+        error: str | None = None
+        try:
+            # the old tokens stay redacted too: a revoked token is still nobody's business
+            self._secrets = list(dict.fromkeys([*self._secrets, *settings.secrets()]))
+            configure_logging(settings.log_level, self._secrets, settings.log_format)
+            await self._dispatcher.reconfigure(settings)
+        except Exception as exc:
+            log.exception("delivery process: the reloaded configuration could not be applied")
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            count = len(settings.pixels)
+            log.info("delivery process: %d pixel(s) and their tokens reloaded", count)
         with contextlib.suppress(OSError):
-            self._control.send_bytes(APPLIED)
+            self._control.send((number, error))
 
     async def finished(self) -> None:
         if self._tasks:

@@ -16,7 +16,9 @@ beacon while it lasted. `serve` therefore runs the dispatcher in a child process
 - counters come back through shared memory for /metrics, and every batch's fate
   (`Settlement`) through a second pipe, into the gateway's `RecentEvents`;
 - a reloaded configuration goes to the child through a third pipe (`reconfigure`), and the
-  parent waits for the child's answer before it accepts events for new pixels or tokens;
+  parent waits for the child's answer before it accepts events for new pixels or tokens:
+  one message at a time (a restart's and a reload's), numbered, so an answer that came
+  too late for its reload is never taken for the next one's;
 - a child that dies is restarted with backoff; /readyz is 503 until it runs again.
 """
 
@@ -79,6 +81,8 @@ class DeliveryProcess:
         self._wake_writer: Connection | None = None
         self._control: Connection | None = None
         """Where a reloaded configuration goes to the running child, which answers."""
+        self._reloading = asyncio.Lock()  # one message on the control pipe at a time
+        self._sent = 0  # the number of the latest configuration sent to a child
         self._wake_pending = False
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -157,29 +161,46 @@ class DeliveryProcess:
         self._control = control
         log.info("delivery process %s started", process.pid)
         if self._settings is not settings:  # reloaded while the child was starting
-            await self._send_settings(self._settings)
+            await self._send_settings()
 
     async def reconfigure(self, settings: Settings) -> None:
         """Hand a reloaded configuration to the child; return once it applies it (or after
-        a timeout: then it is logged). A child started later gets it at its start."""
-        self._settings = settings
-        if self._control is not None:
-            await self._send_settings(settings)
+        a timeout: then it is logged). A child started later gets it at its start.
 
-    async def _send_settings(self, settings: Settings) -> None:
-        control = self._control
-        assert control is not None
-        try:  # in a thread: a large rule set may not fit the pipe at once
-            await asyncio.to_thread(control.send, settings)
-            await asyncio.wait_for(_readable(control.fileno()), _RECONFIGURE_TIMEOUT)
-            control.recv_bytes()
-        except TimeoutError:
-            log.error(
-                "delivery process %s did not confirm the reloaded configuration in %.0fs",
-                self.pid, _RECONFIGURE_TIMEOUT,
-            )  # fmt: skip
-        except (EOFError, OSError, ValueError):  # it died: a new one starts with these
-            pass
+        Raises RuntimeError if the child answers that it could not apply it."""
+        self._settings = settings
+        await self._send_settings()
+
+    async def _send_settings(self) -> None:
+        """Send the latest configuration to the running child and wait for its answer.
+
+        Under a lock: two senders (a reload, and a restarted child being brought up to
+        date) would interleave the parts of a large message, and wait on the same pipe.
+        Each message is numbered and the child answers with the number, so an answer that
+        came after its reload timed out is read and dropped here, not taken as this one's.
+        """
+        async with self._reloading:
+            control, settings = self._control, self._settings
+            if control is None:  # none running: the next child starts with these
+                return
+            self._sent += 1
+            sent = self._sent
+            try:  # in a thread: a large rule set may not fit the pipe at once
+                os.set_blocking(control.fileno(), True)  # see _answer
+                await asyncio.to_thread(control.send, (sent, settings))
+                error = await asyncio.wait_for(_answer(control, sent), _RECONFIGURE_TIMEOUT)
+            except TimeoutError:
+                log.error(
+                    "delivery process %s did not confirm the reloaded configuration in %.0fs",
+                    self.pid, _RECONFIGURE_TIMEOUT,
+                )  # fmt: skip
+                return
+            except (EOFError, OSError, ValueError):  # it died: a new one starts with these
+                return
+        if error is not None:
+            raise RuntimeError(
+                f"delivery process {self.pid} could not apply the reloaded configuration: {error}"
+            )
 
     def _listen(self, settlements: Connection) -> None:
         """Read the child's settlements as they arrive, until it closes its end."""
@@ -290,6 +311,19 @@ def _widen(connection: Connection) -> None:
     times a second, and each read should take everything the child has sent meanwhile."""
     with contextlib.suppress(OSError):  # not Linux, or above pipe-max-size: the default
         fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+async def _answer(control: Connection, sent: int) -> str | None:
+    """The child's answer to configuration number `sent` (None: applied; else why not),
+    dropping answers to earlier ones that came too late."""
+    while True:
+        await _readable(control.fileno())
+        # uvloop's add_reader leaves the fd non-blocking: a read or a large send on it
+        # could then stop mid-message, and the pipe would be out of step for good
+        os.set_blocking(control.fileno(), True)
+        answered, error = control.recv()
+        if answered == sent:
+            return error if isinstance(error, str) else None
 
 
 async def _readable(fd: int) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.core.errors import EventError
@@ -70,9 +70,22 @@ class Pipeline:
         """Run `hook` after every stored request (it must be quick and must not raise)."""
         self._accept_hooks.append(hook)
 
-    def pixel(self, pixel_id: object, field: str = "pixel_id") -> PixelConfig:
-        """The configured pixel named by an input, or the only one when the input names none."""
-        pixels = self._pixels
+    @property
+    def pixels(self) -> Mapping[str, PixelConfig]:
+        """The pixel table now, by id: a request that awaits before it resolves its pixels
+        takes it with the rest of the configuration it judges by, and passes it to `pixel`."""
+        return self._pixels
+
+    def pixel(
+        self,
+        pixel_id: object,
+        field: str = "pixel_id",
+        *,
+        table: Mapping[str, PixelConfig] | None = None,
+    ) -> PixelConfig:
+        """The configured pixel named by an input, or the only one when the input names none
+        (in `table`, a table taken earlier from `pixels`; by default the one now)."""
+        pixels = self._pixels if table is None else table
         if pixel_id is None:
             if len(pixels) == 1:
                 return next(iter(pixels.values()))

@@ -14,7 +14,10 @@ A good one is applied in two steps, so nothing is accepted that cannot be delive
 
 What is reloaded: the pixels (ids, tokens, origins, test codes, consent) and the postback
 sources and rules (`RELOADED`). The rest (listeners, the outbox, limits, delivery's pace,
-the lead context) is built once at start; a change to it is logged as needing a restart.
+the lead context, the log level and format) is built once at start; a change to it is
+logged as needing a restart, and is not taken: `current`, the hooks and the listeners see
+the running configuration with only the `RELOADED` keys replaced. A delivery process
+started later (after a crash) therefore still uses the outbox and endpoint this one does.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ class LiveSettings:
         self.current = settings
         self._load = load
         self._config_file = str(config_file) if config_file is not None else None
+        self._seen: Fingerprint = _fingerprint(self.watched()) if load is not None else {}
+        """The watched files as they were when the configuration in use was read (taken
+        here, at start: a file changed while the gateway starts is still a change)."""
+        self._refusal: str | None = None
+        """Why the latest reload was refused (None: it was applied): retried at every poll."""
+        self._stopped = False
         self._prepare: list[Prepare] = []
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
@@ -77,12 +86,15 @@ class LiveSettings:
             self._spawn(self.watch(every), "config-watch")
 
     def trigger(self) -> None:
-        """Reload soon (a signal handler cannot await); `stop()` ends it if still running."""
-        self._spawn(self._reload_logged(), "config-reload")
+        """Reload soon (a signal handler cannot await); `stop()` ends it if still running,
+        and after `stop()` this does nothing (a SIGHUP while the gateway stops)."""
+        if not self._stopped:
+            self._spawn(self._reload_logged(), "config-reload")
 
     async def stop(self) -> None:
         """Stop watching and any reload under way; idempotent. A reload is cancelled before
         it applies anything, or has applied all of it (its listeners do not await)."""
+        self._stopped = True
         tasks = list(self._tasks)  # each leaves the set as it ends
         for task in tasks:
             task.cancel()
@@ -95,32 +107,45 @@ class LiveSettings:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reload_logged(self) -> bool:
+    async def _reload_logged(self, *, retry: bool = False) -> bool:
         try:
-            return await self.reload()
+            return await self.reload(retry=retry)
         except Exception:  # a bug in a listener: logged, the gateway keeps running
             log.exception("configuration reload failed")
             return False
 
-    async def reload(self) -> bool:
-        """Read, validate and apply the configuration; False (old one kept) on any problem."""
+    async def reload(self, *, retry: bool = False) -> bool:
+        """Read, validate and apply the configuration; False (old one kept) on any problem.
+
+        `retry`: the watcher trying again a configuration it saw refused; a refusal for the
+        same reason as the last one is then neither logged nor counted again."""
         if self._load is None:
             log.warning("configuration reload: this gateway was not started from a file")
             return False
         async with self._lock:  # SIGHUP and the watcher: one reload at a time
+            # the files as they are before reading them: a change from here on is seen by
+            # the next poll, and a reload by SIGHUP leaves the watcher nothing to redo
+            seen = await asyncio.to_thread(_fingerprint, self.watched())
+            self._seen = seen  # a reload that fails (a bug, delivery refusing) is not redone
             try:
-                settings = await asyncio.to_thread(self._load)  # files, off the event loop
+                loaded = await asyncio.to_thread(self._load)  # files, off the event loop
             except ConfigError as exc:
-                self.refused += 1
-                log.error("configuration reload refused, keeping the running one: %s", exc)
+                if not (retry and str(exc) == self._refusal):
+                    self.refused += 1
+                    log.error("configuration reload refused, keeping the running one: %s", exc)
+                self._refusal = str(exc)
                 return False
-            needs_restart = _not_reloaded(self.current, settings)
+            needs_restart = _not_reloaded(self.current, loaded)
+            settings = _reloaded(self.current, loaded)
             for hook in self._prepare:
                 await hook(settings)
             self.current = settings
             for listener in self._listeners:  # no await in between: all or none seen
                 listener(settings)
             self.reloads += 1
+            self._refusal = None
+            named = [f for f in self.watched() if f not in seen]  # by the new file only
+            self._seen = {**seen, **await asyncio.to_thread(_fingerprint, named)}
         log.info(
             "configuration reloaded: %s applied%s",
             ", ".join(RELOADED),
@@ -134,25 +159,47 @@ class LiveSettings:
         return list(dict.fromkeys([*files, *self.current.secret_files()]))
 
     async def watch(self, every: float) -> None:
-        """Reload whenever a watched file's content changes; runs until cancelled.
+        """Reload whenever a watched file's content changes; runs until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            await self.poll()
+
+    async def poll(self) -> bool:
+        """One look at the watched files; reload if one changed. True if it reloaded.
 
         Contents are compared (as digests, kept in memory only), not modification times:
         Kubernetes updates a mounted Secret or ConfigMap by pointing a `..data` symlink at a
-        new directory, which leaves the path's own times alone. A change that is refused is
-        logged once, then waited out until the file changes again.
+        new directory, which leaves the path's own times alone. The files are compared with
+        what they were when the configuration in use (or the latest refused one) was read.
+
+        While the latest reload is refused, every poll tries again: the refused file may
+        name a `file:` secret nobody watches yet (Kubernetes syncs a ConfigMap and a Secret
+        independently, up to a minute apart), and it is applied once that secret appears.
+        The refusal is logged and counted once, and again only if its reason changes.
         """
-        seen = await asyncio.to_thread(_fingerprint, self.watched())
-        while True:
-            await asyncio.sleep(every)
-            now = await asyncio.to_thread(_fingerprint, list(seen))
-            if now == seen:
-                continue
-            changed = [path for path in now if now[path] != seen.get(path)]
-            log.info("configuration: %s changed; reloading", ", ".join(changed))
-            await self._reload_logged()
-            files = self.watched()  # a reloaded file may name other secret files
-            added = await asyncio.to_thread(_fingerprint, [f for f in files if f not in now])
-            seen = {**{f: now[f] for f in files if f in now}, **added}
+        if self._refusal is not None:
+            return await self._reload_logged(retry=True)
+        now = await asyncio.to_thread(_fingerprint, list(self._seen))
+        if now == self._seen:
+            return False
+        changed = [path for path in now if now[path] != self._seen.get(path)]
+        log.info("configuration: %s changed; reloading", ", ".join(changed))
+        return await self._reload_logged()
+
+
+def _reloaded(running: Settings, loaded: Settings) -> Settings:
+    """The running configuration with the `RELOADED` keys of the loaded one, and no more."""
+    changes: dict[str, object] = {}
+    for key in RELOADED:
+        section, _, inner = key.partition(".")
+        if not inner:
+            changes[section] = getattr(loaded, section)
+            continue
+        base = changes.get(section, getattr(running, section))
+        changes[section] = dataclasses.replace(
+            base, **{inner: getattr(getattr(loaded, section), inner)}
+        )  # type: ignore[type-var]
+    return dataclasses.replace(running, **changes)  # type: ignore[arg-type]
 
 
 def _not_reloaded(old: Settings, new: Settings) -> list[str]:

@@ -40,15 +40,21 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def _on_sighup(reload: Callable[[], None]) -> Callable[[], None]:
     """SIGHUP reloads the configuration; returns how to stop listening. Only the main
-    thread may handle signals (a gateway run in a thread, as in tests, reloads by call)."""
+    thread may handle signals (a gateway run in a thread, as in tests, reloads by call).
+
+    Stopping puts back what SIGHUP did before (`serve` ignores it outside this window),
+    not the default action, which would kill a gateway draining its delivery process."""
     loop = asyncio.get_running_loop()
+    before = signal.getsignal(signal.SIGHUP)
     try:
         loop.add_signal_handler(signal.SIGHUP, reload)
     except (ValueError, RuntimeError, NotImplementedError):
         return lambda: None
 
     def stop() -> None:
-        loop.remove_signal_handler(signal.SIGHUP)
+        # one swap, not loop.remove_signal_handler: that sets the default action first
+        # (the loop forgets its own handler when it closes, after the gateway has stopped)
+        signal.signal(signal.SIGHUP, before if before is not None else signal.SIG_DFL)
 
     return stop
 

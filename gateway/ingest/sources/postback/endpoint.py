@@ -11,7 +11,9 @@ reasons — platforms retry errors, and retrying will not make a rule match. `dr
 evaluates and shows the exact Events API requests without storing anything.
 
 The rules are read per request from a holder that a configuration reload replaces whole
-(`settings/live.py`), so a reload needs no restart and a request never sees half a set.
+(`settings/live.py`), so a reload needs no restart and a request never sees half a set;
+the pixel table is taken with them, so a reload during a slow body or the lead-context
+lookup cannot judge the old rules by the new pixels.
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ class PostbackEndpoint:
         if self._limit.enabled:
             peer = request.client.host if request.client else None
             await self._limit.admit(self._ips.resolve(peer, request.headers))
+        # the rules and the pixel table they name, taken together (no await between: a
+        # reload swaps both at once), then kept while the body and the lead context arrive
         config: PostbackSettings = self._config
+        pixels = self._processor.pixels
         given = query_fields(request.scope["query_string"].decode("latin-1"))
         source = config.sources.get(request.path_params["source"])
         if source is None or not self._authorised(source, given.get("key"), request):
@@ -75,7 +80,9 @@ class PostbackEndpoint:
             given.update(body_fields(media, body))
         dry_run = given.get("dry_run", "").lower() in _TRUE
         fields = our_fields(source, given)
-        outcome = await self._processor.process(source, fields, config.rules, store=not dry_run)
+        outcome = await self._processor.process(
+            source, fields, config.rules, store=not dry_run, pixels=pixels
+        )
         return JSONResponse(outcome.answer(requests=dry_run), status_code=200)
 
     def _authorised(self, source: PostbackSource, key: str | None, request: Request) -> bool:

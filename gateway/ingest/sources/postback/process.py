@@ -25,7 +25,7 @@ from gateway.ingest.sources.postback.conditions import NotANumber
 from gateway.ingest.sources.postback.log import PostbackLog, loggable
 from gateway.ingest.sources.postback.request import sender_name
 from gateway.ingest.sources.postback.rules import Built, RuleSet, Unmatched
-from gateway.settings import PostbackSource
+from gateway.settings import PixelConfig, PostbackSource
 
 log = logging.getLogger(__name__)
 POSTBACK = SourcePolicy("postback")
@@ -113,6 +113,11 @@ class PostbackProcessor:
         self._counted = metrics.postbacks
         self._skipped = metrics.postback_rules_skipped
 
+    @property
+    def pixels(self) -> Mapping[str, PixelConfig]:
+        """The pixel table now (see `process`)."""
+        return self._pipeline.pixels
+
     async def process(
         self,
         source: PostbackSource,
@@ -120,8 +125,12 @@ class PostbackProcessor:
         rules: RuleSet,
         *,
         store: bool = True,
+        pixels: Mapping[str, PixelConfig] | None = None,
     ) -> Outcome:
-        """Raises EventError (400) for a price that is no number, OutboxUnavailable (503)."""
+        """Raises EventError (400) for a price that is no number, OutboxUnavailable (503).
+
+        `pixels`: the pixel table taken with `rules` (`self.pixels`, before any await), so
+        a reload while the lead context is read cannot judge old rules by a new table."""
         try:
             evaluation = rules.evaluate(source.name, fields)
         except NotANumber as exc:
@@ -134,7 +143,7 @@ class PostbackProcessor:
         outcome.click = _click_flag(fields.get("ttclid"), filled.click)
         for fired in evaluation.fired:
             try:
-                events = self._parse(fired.events, filled)
+                events = self._parse(fired.events, filled, pixels)
             except EventError as exc:
                 reason = f"{exc.field}: {exc.message}"
                 outcome.unmatched.append(Unmatched(fired.rule, reason, skipped=True))
@@ -172,11 +181,13 @@ class PostbackProcessor:
             keys.extend(k for k in self._leads.keys_of(raw, fields) if k not in keys)
         return await self._leads.fill(keys, raws)
 
-    def _parse(self, built: tuple[Built, ...], filled: Filled) -> list[Event]:
+    def _parse(
+        self, built: tuple[Built, ...], filled: Filled, pixels: Mapping[str, PixelConfig] | None
+    ) -> list[Event]:
         items = [
             Item(
                 with_url(b.raw, filled.url),
-                self._pipeline.pixel(b.pixel, "pixel"),
+                self._pipeline.pixel(b.pixel, "pixel", table=pixels),
                 observed=filled.observed,
             )
             for b in built
