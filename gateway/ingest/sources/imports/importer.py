@@ -35,6 +35,7 @@ from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.imports.chunks import (
     ChunkParser,
     ParsedChunk,
+    Rows,
     parse_in_worker,
     worker_pool,
 )
@@ -204,13 +205,11 @@ class Importer:
         """Start parsing a chunk (in a thread, or in a worker): its rows, with their lead
         context, and the records already refused."""
         inputs, rejections = await asyncio.to_thread(self._inputs, chunk)
-        code = self.options.test_event_code
-        items = [Item(raw, self.pixel, test_event_code=code) for _, raw in inputs]
+        rows: Rows = [(line, raw, None) for line, raw in inputs]
         if self._leads is not None:
+            items = [Item(raw, self.pixel) for _, raw in inputs]
             self.summary.context_filled += await self._leads.fill_items(items)
-        rows = [
-            (line, item.raw, item.observed) for (line, _), item in zip(inputs, items, strict=True)
-        ]
+            rows = [(line, i.raw, i.observed) for (line, _), i in zip(inputs, items, strict=True)]
         now = self._pipeline.now()
         future: asyncio.Future[ParsedChunk]
         if pool is None:
