@@ -31,7 +31,7 @@ from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
 from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
 from gateway.settings import PixelConfig
-from gateway.web.errors import envelope
+from gateway.web.errors import TikTokEnvelope
 from gateway.web.request_body import parse_json, read_body
 
 RELAY = SourcePolicy("relay")
@@ -45,11 +45,19 @@ _NO_SCOPE = "No permission to operate on this event source with this access toke
 class RelayEndpoint:
     """One instance for all of TikTok's paths; tokens, keys and limits precomputed once."""
 
-    def __init__(self, pipeline: Pipeline, leads: LeadMemory | None = None) -> None:
-        """`leads` fills in the browser context of events that name a lead it showed."""
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        leads: LeadMemory | None = None,
+        *,
+        answers: TikTokEnvelope | None = None,
+    ) -> None:
+        """`leads` fills in the browser context of events that name a lead it showed;
+        `answers` is the renderer of the paths' errors, so success and errors share its ids."""
         settings = pipeline.settings
         self._pipeline = pipeline
         self._leads = leads
+        self._answers = answers or TikTokEnvelope()
         self._pixels = {p.id: p for p in settings.pixels}
         self._tokens = {p.id: p.access_token.reveal().encode() for p in settings.pixels}
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
@@ -84,7 +92,8 @@ class RelayEndpoint:
             raise type(exc)(legacy_field(exc.field), exc.message) from None
         for kind, count in count_fixups(relayed.events, legacy=relayed.legacy).items():
             self._fixups[kind].inc(count)
-        return Response(orjson.dumps(envelope(0, "OK")), media_type="application/json")
+        body = orjson.dumps(self._answers.envelope(0, "OK"))
+        return Response(body, media_type="application/json")
 
     def _destination(self, relayed: RelayRequest, token: bytes) -> PixelConfig:
         """The configured pixel / event set the request addresses, if this token may send."""
