@@ -64,8 +64,9 @@ class RelayEndpoint:
         self._all = tuple(t for t in dict.fromkeys([*self._tokens.values(), *self._keys]) if t)
         self._max_body = settings.relay.max_body_bytes
         self._max_events = settings.relay.max_events
-        counter = pipeline.metrics.relay_fixups
-        self._fixups = {kind: counter.labels(kind) for kind in KINDS}
+        self._fixups = pipeline.metrics.relay_fixups
+        for kind in KINDS:  # every kind shown from the start, at 0
+            self._fixups.setdefault(kind, 0)
 
     async def handle(self, request: Request, read: Reader) -> Response:
         if request.method != "POST":
@@ -91,7 +92,7 @@ class RelayEndpoint:
                 raise
             raise type(exc)(legacy_field(exc.field), exc.message) from None
         for kind, count in count_fixups(relayed.events, legacy=relayed.legacy).items():
-            self._fixups[kind].inc(count)
+            self._fixups[kind] += count
         body = orjson.dumps(self._answers.envelope(0, "OK"))
         return Response(body, media_type="application/json")
 

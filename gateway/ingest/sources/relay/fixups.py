@@ -36,8 +36,9 @@ _MILLISECONDS_FROM = 100_000_000_000  # as core/normalize.py: seconds this large
 def count_fixups(events: Iterable[Any], *, legacy: bool) -> dict[str, int]:
     """The fix-ups these (2.0-form, still unparsed) events need, by kind (kinds seen only).
 
-    Runs on every relayed request, so it is written for speed: plain local counts, no
-    Counter, and the digest pattern tried only on text long enough to be a digest."""
+    Runs on every relayed request, so it is written for speed: plain local counts, only
+    the identifier keys present visited, the digest pattern tried only on text long
+    enough to be a digest."""
     raw = digests = numbers = milliseconds = iso = legacy_names = total = 0
     for event in events:
         total += 1
@@ -45,9 +46,8 @@ def count_fixups(events: Iterable[Any], *, legacy: bool) -> dict[str, int]:
             continue
         user = event.get("user")
         if isinstance(user, dict):
-            for key, value in user.items():
-                if key not in _IDENTIFIER_KEYS or value is None:
-                    continue
+            for key in _IDENTIFIER_KEYS.intersection(user):
+                value = user[key]
                 for item in value if isinstance(value, list) else (value,):
                     if isinstance(item, str):
                         if len(item) >= 64 and _HEX64.fullmatch(item):
@@ -72,16 +72,20 @@ def count_fixups(events: Iterable[Any], *, legacy: bool) -> dict[str, int]:
         if isinstance(name, str) and name.strip() in LEGACY_EVENTS:
             legacy_names += 1
     counts: dict[str, int] = {}
-    for kind, count in (
-        ("raw_identifier_hashed", raw),
-        ("digest_passed_through", digests),
-        ("event_id_number", numbers),
-        ("time_milliseconds", milliseconds),
-        ("time_iso", iso),
-        ("legacy_event_name", legacy_names),
-        ("translated_from_1_0", total if legacy else 0),
-        ("split_over_1000", 1 if total > MAX_BATCH else 0),
-    ):
-        if count:
-            counts[kind] = count
+    if raw:
+        counts["raw_identifier_hashed"] = raw
+    if digests:
+        counts["digest_passed_through"] = digests
+    if numbers:
+        counts["event_id_number"] = numbers
+    if milliseconds:
+        counts["time_milliseconds"] = milliseconds
+    if iso:
+        counts["time_iso"] = iso
+    if legacy_names:
+        counts["legacy_event_name"] = legacy_names
+    if legacy and total:
+        counts["translated_from_1_0"] = total
+    if total > MAX_BATCH:
+        counts["split_over_1000"] = 1
     return counts
