@@ -62,6 +62,8 @@ class RelayEndpoint:
         self._tokens = {p.id: p.access_token.reveal().encode() for p in settings.pixels}
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
         self._all = tuple(t for t in dict.fromkeys([*self._tokens.values(), *self._keys]) if t)
+        # who may send to each pixel: the gateway's keys and the pixel's own token
+        self._allowed = {pixel: (*self._keys, token) for pixel, token in self._tokens.items()}
         self._max_body = settings.relay.max_body_bytes
         self._max_events = settings.relay.max_events
         self._fixups = pipeline.metrics.relay_fixups
@@ -105,8 +107,7 @@ class RelayEndpoint:
         pixel = self._pixels.get(source_id.strip())
         if pixel is None:  # TikTok: 40002 "Invalid value for event_source_id"
             raise EventError(where, "Invalid value: not an event source of this gateway")
-        allowed = (*self._keys, self._tokens[pixel.id])
-        if not any([hmac.compare_digest(token, t) for t in allowed]):
+        if not any([hmac.compare_digest(token, t) for t in self._allowed[pixel.id]]):
             raise Forbidden(_NO_SCOPE)
         if pixel.event_source != relayed.event_source:
             # as TikTok names it for a pixel sent as an offline event set: the id, not the kind

@@ -45,7 +45,7 @@ _V1_CONTEXT_USER_LEVEL = ("ip", "user_agent", "locale")
 _V1_AS_IS = ("event", "event_id", "limited_data_use")
 
 
-@dataclass
+@dataclass(slots=True)
 class RelayRequest:
     """One request in 2.0 terms: its destination as the sender named it, and its events."""
 
