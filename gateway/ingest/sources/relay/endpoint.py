@@ -14,7 +14,6 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -95,8 +94,7 @@ class RelayEndpoint:
             raise type(exc)(legacy_field(exc.field), exc.message) from None
         for kind, count in count_fixups(relayed.events, legacy=relayed.legacy).items():
             self._fixups[kind] += count
-        body = orjson.dumps(self._answers.envelope(0, "OK"))
-        return Response(body, media_type="application/json")
+        return self._answers.ok()
 
     def _destination(self, relayed: RelayRequest, token: bytes) -> PixelConfig:
         """The configured pixel / event set the request addresses, if this token may send."""

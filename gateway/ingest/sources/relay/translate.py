@@ -31,6 +31,10 @@ _V1_EVENT_KEYS = frozenset(
     | {"limited_data_use"}
 )
 _V1_BATCH_EVENT_KEYS = _V1_EVENT_KEYS | {"type"}
+_V1_BODY_KEYS = {  # a request of one event: the event's keys and the request's own
+    offline: _V1_EVENT_KEYS | {"event_set_id" if offline else "pixel_code", "partner_name"}
+    for offline in (False, True)
+}
 _V1_USER = {
     # 1.0 key → the parser's key (which names it in errors; `legacy_field` maps it back)
     "email": "email",
@@ -114,15 +118,13 @@ def read_v1(body: Any, *, offline: bool, batch: bool) -> RelayRequest:
             raise EventError(key_name(unknown[0]), "unknown field")
         raws, indexed = _events(body, "batch"), "batch"
     else:
-        raw = dict(body)  # the body is the event, less the destination
-        raw.pop(id_field, None)
-        raw.pop("partner_name", None)
-        raws, indexed = [raw], None
+        raws, indexed = [body], None  # the body is the event (its destination ignored)
     shared = _code(body.get("test_event_code"), "test_event_code") if batch else None
+    allowed = _V1_BATCH_EVENT_KEYS if batch else _V1_BODY_KEYS[offline]
     events, codes = [], []
     for index, raw in enumerate(raws):
         try:
-            event, code = _v1_event(raw, batch=batch)
+            event, code = _v1_event(raw, allowed, batch=batch)
         except EventError as exc:
             raise exc.at(f"{indexed}[{index}]") if indexed else exc from None
         events.append(event)
@@ -146,16 +148,20 @@ def _table(where: str, raw: Any) -> dict[str, Any]:
     return raw
 
 
-def _v1_event(raw: Any, *, batch: bool) -> tuple[dict[str, Any], str | None]:
-    """One 1.0 event as a 2.0 event, and its test_event_code."""
+def _v1_event(
+    raw: Any, allowed: frozenset[str], *, batch: bool
+) -> tuple[dict[str, Any], str | None]:
+    """One 1.0 event as a 2.0 event, and its test_event_code; `allowed`: its known keys."""
     if not isinstance(raw, dict):
         raise EventError("event", "each event must be a JSON object")
-    allowed = _V1_BATCH_EVENT_KEYS if batch else _V1_EVENT_KEYS
     if not allowed.issuperset(raw):
         raise EventError(key_name(min(set(raw) - allowed)), "unknown field")
     if batch and raw.get("type", "track") != "track":
         raise EventError("type", 'must be "track"')
-    event: dict[str, Any] = {k: raw[k] for k in _V1_AS_IS if k in raw}
+    event: dict[str, Any] = {}
+    for key in _V1_AS_IS:  # a loop, not a comprehension: this runs for every 1.0 event
+        if key in raw:
+            event[key] = raw[key]
     if "properties" in raw:
         event["properties"] = _v1_properties(raw["properties"])
     if raw.get("timestamp") is not None:
@@ -184,7 +190,8 @@ def _v1_event(raw: Any, *, batch: bool) -> tuple[dict[str, Any], str | None]:
             raise EventError(f"context.{key_name(key)}", "unknown field")
     if user:
         event["user"] = user
-    return event, _code(raw.get("test_event_code"), "test_event_code")
+    code = raw.get("test_event_code")
+    return event, None if code is None else _code(code, "test_event_code")
 
 
 def _v1_properties(raw: Any) -> Any:
