@@ -11,7 +11,8 @@ serves `--requests` requests of one event each (the events of bench/relay.py) on
 another on one kept-alive connection, head and body in one write as wrk sends them, and
 is dumped. Instructions per request of the serving process (the SQLite writer thread
 included, the delivery process not) are printed for each case, and each relay path's
-cost against `/v1/events`.
+cost against `/v1/events`. `--checkout DIR` measures the gateway of another checkout (an
+older commit, say) in the same run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.beacon_cost import under_callgrind
+from bench.beacon_cost import ROOT, under_callgrind
 from bench.common import API_KEY, PIXEL, TOKEN, child, free_port
 from bench.relay import write_config
 
@@ -128,38 +129,55 @@ def instructions_per_request(
     return int(found.group(1)) / args.requests
 
 
+def measure(root: Path, directory: Path, api: str, args: argparse.Namespace) -> dict[str, float]:
+    """Instructions per request of each case, for the gateway of the checkout at `root`."""
+    port = free_port()
+    config = write_config(directory, api)
+    config = config.rename(config.with_name(f"gateway-{port}.toml"))
+    text = config.read_text().replace("outbox.sqlite3", f"outbox-{port}.sqlite3")
+    config.write_text(text)  # its own outbox file
+    serve = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    serve += ["--port", str(port), "--metrics-port", "0"]
+    ready = f"http://127.0.0.1:{port}/readyz"
+    results: dict[str, float] = {}
+    with under_callgrind(serve, ready, directory, f"gateway-{port}", root) as (process, out):
+        for name, case in CASES.items():
+            results[name] = instructions_per_request(process, out, port, case, args)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--checkout", type=Path, action="append", default=[],
+        help="also measure the gateway of this checkout (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.offset = 0
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
     with tempfile.TemporaryDirectory(prefix="bench-relay-cost-") as tmp:
         directory = Path(tmp)
-        fake_port, port = free_port(), free_port()
+        fake_port = free_port()
         api = f"http://127.0.0.1:{fake_port}"
-        config = write_config(directory, api)
         fake = ["fake-api", "--port", str(fake_port), "--token", TOKEN, "--no-record"]
         fake += ["--no-validate"]
-        serve = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
-        serve += ["--port", str(port), "--metrics-port", "0"]
-        base = f"http://127.0.0.1:{port}"
-        results: dict[str, float] = {}
-        with (
-            child(fake, f"{api}/_fake/stats", directory / "fake.log"),
-            under_callgrind(serve, f"{base}/readyz", directory, "gateway") as (process, out),
-        ):
-            for name, case in CASES.items():
-                results[name] = instructions_per_request(process, out, port, case, args)
-    baseline = results["server API"]
-    for name, cost in results.items():
-        print(f"{name:12s} {cost:12,.0f} instructions per request")
-    for name in ("relay 2.0", "relay 1.0"):
-        print(f"{name} / server API: {results[name] / baseline:.3f}")
+        runs: dict[str, dict[str, float]] = {}
+        with child(fake, f"{api}/_fake/stats", directory / "fake.log"):
+            for root in [ROOT, *args.checkout]:
+                name = "this checkout" if root == ROOT else str(root)
+                runs[name] = measure(root, directory, api, args)
+    for checkout, results in runs.items():
+        print(f"{checkout}:")
+        baseline = results["server API"]
+        for name, cost in results.items():
+            print(f"  {name:12s} {cost:12,.0f} instructions per request")
+        for name in ("relay 2.0", "relay 1.0"):
+            print(f"  {name} / server API: {results[name] / baseline:.3f}")
 
 
 if __name__ == "__main__":
