@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 
@@ -29,7 +30,9 @@ from gateway.outbox import Outbox, is_redis, open_outbox
 from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
+from gateway.web.console.replicas import ReplicaFeed
 from gateway.web.metrics import Metrics
+from gateway.web.per_minute import EventsPerMinute
 from gateway.web.rate_limit import RateLimits
 from gateway.web.recovered import PixelCopies
 from gateway.web.score_histogram import ScoreHistogram
@@ -54,10 +57,13 @@ class Gateway:
         outbox: Outbox | None = None,
         clock: Callable[[], float] = time.time,
         reload: Callable[[], Settings] | None = None,
+        config_file: str | Path | None = None,
     ) -> None:
-        """`reload` reads the configuration again, for `live.reload()` (SIGHUP)."""
+        """`reload` reads the configuration again, for `live.reload()` (SIGHUP, or a change
+        of `config_file` or of a `file:` secret)."""
         self.settings = settings
-        self.live = LiveSettings(settings, load=reload)
+        """The configuration the gateway started with; `live.current` is the one now."""
+        self.live = LiveSettings(settings, load=reload, config_file=config_file)
         """The configuration now: parts that can be reloaded listen to it."""
         self.metrics = Metrics()
         self.outbox = outbox or open_outbox(settings.outbox)
@@ -102,12 +108,29 @@ class Gateway:
         """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
         self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self.pipeline.on_accept(self.recent.accepted)
+        self.replicas: ReplicaFeed | None = None
+        """With Redis and a console: every replica's events on every replica's console."""
+        if settings.console.enabled and is_redis(outbox_settings.url):
+            self.replicas = ReplicaFeed(outbox_settings.url, self.recent)
         self.pipeline.on_accept(ScoreHistogram(self.metrics.registry).accepted)
         self.pixel_copies = PixelCopies(self.metrics.registry)
         """Recovered conversions: browser events whose pixel copy was blocked or absent."""
         self.pipeline.on_accept(self.pixel_copies.accepted)
+        self.per_minute = EventsPerMinute(
+            [p.id for p in settings.pixels],
+            clock=clock,
+            redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
+        )
+        """Events per minute over the last hour, per pixel (every replica's with Redis)."""
+        self.pipeline.on_accept(self.per_minute.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
+        # delivery first: no event is accepted for a new pixel or token it does not know
+        self.live.prepare(self.delivery.reconfigure)
+        self.live.on_reload(self.pipeline.reconfigure)
+        self.live.on_reload(lambda new: self.per_minute.track(p.id for p in new.pixels))
+        self.live.on_reload(_warn)
+        self.metrics.watch_reloads(lambda: (self.live.reloads, self.live.refused))
         self._started = False
 
     def _wake_delivery(self, events: Sequence[Event], policy: SourcePolicy) -> None:
@@ -130,15 +153,22 @@ class Gateway:
             await self.outbox.close()
             raise
         self.guard.start()
+        self.live.start(self.settings.watch_files_seconds)
+        self.per_minute.start()
+        if self.replicas is not None:
+            self.replicas.start()
         self._started = True
-        for warning in self.settings.warnings():
-            log.warning("configuration: %s", warning)
+        _warn(self.settings)
         log.info("gateway ready: %d pixel(s), outbox %r", len(self.settings.pixels), self.outbox)
 
     async def stop(self) -> None:
         """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
         self._started = False
+        await self.live.stop()
         await self.guard.stop()
+        if self.replicas is not None:
+            await self.replicas.close()
+        await self.per_minute.stop()
         await self.delivery.stop()
         if self.client is not None:
             await self.client.aclose()
@@ -146,3 +176,8 @@ class Gateway:
         await self.postback_log.close()
         await self.leads.store.close()
         await self.outbox.close()
+
+
+def _warn(settings: Settings) -> None:
+    for warning in settings.warnings():
+        log.warning("configuration: %s", warning)

@@ -1,6 +1,6 @@
 // The tiktok-gateway console: live events over Server-Sent Events, an event's detail,
-// the overview, dead letters with replay, and the send-test form. No library, no build
-// step; every value reaches the page through textContent, never as HTML.
+// the overview, dead letters with replay, the postback log, and the send-test form. No
+// library, no build step; every value reaches the page through textContent, never as HTML.
 (function () {
   "use strict";
   var meta = function (name) {
@@ -61,7 +61,8 @@
     var tr = el("tr");
     tr.className = "state-" + data.state;
     tr.dataset.key = key;
-    [time(data.at), data.source, data.pixel, data.event, data.event_id, keysText(data),
+    var source = data.replica ? data.source + " @ " + data.replica : data.source;
+    [time(data.at), source, data.pixel, data.event, data.event_id, keysText(data),
       data.score === undefined ? "–" : data.score + "/10", delivery(data)]
       .forEach(function (text, i) { tr.appendChild(el("td", text, "c" + i)); });
     tr.hidden = !visible(data);
@@ -96,6 +97,12 @@
       .then(function (shown) {
         var box = $("detail");
         box.textContent = "";
+        box.hidden = false;
+        if (shown.error) {
+          box.appendChild(el("h2", data.event + " · " + data.event_id));
+          box.appendChild(el("p", shown.message || shown.error));
+          return;
+        }
         box.appendChild(el("h2", shown.event + " · " + shown.event_id));
         var parts = [
           ["Match keys and where they came from", {keys: shown.keys, from: shown.from,
@@ -192,7 +199,7 @@
             bar.title = n + " event(s), " + (59 - i) + " min ago";
             chart.appendChild(bar);
           });
-          card.appendChild(el("h3", "Events per minute, last hour (recent buffer)"));
+          card.appendChild(el("h3", "Events per minute, last hour" + (answer.shared ? " (every replica)" : "")));
           card.appendChild(chart);
           card.appendChild(el("h3", "Share of events carrying each match key"));
           var list = el("ul");
@@ -205,6 +212,68 @@
       });
   }
 
+  function eventLink(event) {
+    var text = event.event + " " + event.event_id + " [" + event.state +
+      (event.code !== undefined && event.code !== null ? " · code " + event.code : "") +
+      (event.message ? " · " + event.message : "") + "]";
+    var link = el("a", text, "pb-event");
+    link.href = "#";
+    link.addEventListener("click", function (e) {
+      e.preventDefault();
+      showTab("live");
+      showDetail({pixel: event.pixel, event: event.event, event_id: event.event_id});
+    });
+    return link;
+  }
+
+  function loadPostbacks() {
+    var source = $("pb-source").value;
+    var url = base + "/postbacks?last=100" + (source ? "&source=" + encodeURIComponent(source) : "");
+    fetch(url, {credentials: "same-origin"}).then(function (r) { return r.json(); })
+      .then(function (answer) {
+        var body = document.querySelector("#postback-log tbody");
+        body.textContent = "";
+        var only = $("pb-none").checked;
+        var shown = answer.postbacks.filter(function (p) { return !only || !p.fired.length; });
+        var empty = $("pb-empty");
+        empty.hidden = shown.length > 0;
+        empty.textContent = answer.enabled ? "No postbacks logged yet." :
+          "The postback log is off ([postbacks] log_size = 0).";
+        shown.forEach(function (p) {
+          var tr = el("tr", null, p.fired.length ? "pb-fired" : "pb-nothing");
+          tr.appendChild(el("td", time(p.at)));
+          tr.appendChild(el("td", p.source));
+          tr.appendChild(el("td", !p.trigger ? "(none)" : p.trigger +
+            (p.trigger_from === "given" ? " (given)" : " (from " + p.trigger_from + ")")));
+          tr.appendChild(el("td", p.ttclid, "ttclid-" + p.ttclid));
+          var fired = el("td");
+          p.fired.forEach(function (rule) {
+            var line = el("div", rule.rule + ": ", "pb-rule");
+            rule.events.forEach(function (event) { line.appendChild(eventLink(event)); });
+            fired.appendChild(line);
+          });
+          if (!p.fired.length) fired.textContent = "nothing fired";
+          tr.appendChild(fired);
+          var missed = el("td");
+          p.not_fired.forEach(function (rule) {
+            missed.appendChild(el("div", rule.rule + ": " + rule.reason, "pb-reason"));
+          });
+          tr.appendChild(missed);
+          var fields = el("td");
+          var more = el("details");
+          more.appendChild(el("summary", Object.keys(p.fields).length + " field(s)"));
+          var renames = Object.keys(p.renamed).map(function (k) { return k + " → " + p.renamed[k]; });
+          if (renames.length) more.appendChild(el("p", "renamed: " + renames.join(", ")));
+          more.appendChild(el("pre", JSON.stringify(p.fields, null, 2)));
+          fields.appendChild(more);
+          tr.appendChild(fields);
+          body.appendChild(tr);
+        });
+      });
+  }
+
+  var postbackTimer = null;
+
   function showTab(name) {
     document.querySelectorAll("nav button[data-tab]").forEach(function (b) {
       b.classList.toggle("active", b.dataset.tab === name);
@@ -212,6 +281,11 @@
     document.querySelectorAll("section.tab").forEach(function (s) { s.hidden = s.id !== name; });
     if (name === "dead") loadDead();
     if (name === "overview") loadOverview();
+    if (postbackTimer !== null) { clearInterval(postbackTimer); postbackTimer = null; }
+    if (name === "postbacks") {
+      loadPostbacks();
+      postbackTimer = setInterval(loadPostbacks, 2000);
+    }
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -225,6 +299,9 @@
       if (!$("pause").checked) { held.splice(0).forEach(render); }
     });
     $("dead-refresh").addEventListener("click", loadDead);
+    $("pb-refresh").addEventListener("click", loadPostbacks);
+    $("pb-source").addEventListener("input", loadPostbacks);
+    $("pb-none").addEventListener("change", loadPostbacks);
     $("send-test").addEventListener("submit", function (e) {
       e.preventDefault();
       var payload = {};

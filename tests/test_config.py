@@ -207,6 +207,26 @@ def test_outbox_passwords_are_redacted_and_scrubbed_from_logs() -> None:
     assert "s3cret-pass" in settings.secrets()
 
 
+def test_every_secret_reaches_the_log_filter_and_file_secrets_are_named(tmp_path: Path) -> None:
+    """Postback sources are a mapping: their keys are secrets all the same (the log filter
+    once missed them); `file:` secrets are the files a reload watches."""
+    token = tmp_path / "token"
+    token.write_text("file-token-0123456789\n")
+    data = {
+        "pixels": [{"id": "CFILEPIXEL01", "access_token": f"file:{token}"}],
+        "postbacks": {"sources": {"lms": {"secret": "lms-key-0123456789abcdef"}}},
+    }
+    settings = parse_settings(data, {})
+    assert set(settings.secrets()) == {"file-token-0123456789", "lms-key-0123456789abcdef"}
+    assert settings.secret_files() == [str(token)]
+
+
+def test_watch_files_seconds_is_off_or_at_least_a_tenth() -> None:
+    assert parse_settings({"watch_files_seconds": 0}, QUICK_ENV).watch_files_seconds == 0
+    problems = problems_of({"watch_files_seconds": 0.01}, QUICK_ENV)
+    assert problems == ["watch_files_seconds: must be 0 (off) or at least 0.1"]
+
+
 def test_redacted_output_reads_back_as_the_same_settings() -> None:
     """redacted() is derived from the dataclasses, so it names every key as the file does."""
     data = {

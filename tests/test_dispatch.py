@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from gateway.delivery.client import EventsApiClient
-from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.dispatcher import UNKNOWN_PIXEL_ATTEMPTS, Dispatcher
 from gateway.delivery.options import DeliveryOptions
 from gateway.delivery.retry_policy import Backoff
 from gateway.fake_api import FakeEventsApi, Fault
 from gateway.outbox.sqlite import SqliteOutbox
 from gateway.settings import Secret
-from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, make_event
+from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, SettingsFactory, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -167,11 +167,39 @@ async def test_events_too_old_are_dead_lettered_not_sent(harness: Harness) -> No
     assert "older than 7 days" in dead.reason
 
 
-async def test_unconfigured_pixel_is_dead_lettered(harness: Harness) -> None:
+async def test_unconfigured_pixel_is_retried_a_while_then_dead_lettered(
+    harness: Harness,
+) -> None:
     await harness.outbox.add([make_event(1, pixel="CGONEPIXEL")])
-    await harness.dispatcher().drain()
+    dispatcher = harness.dispatcher()
+    await dispatcher.start()
+    try:
+        await harness.wait_until(lambda: dispatcher.stats.dead_lettered == 1)
+    finally:
+        await dispatcher.stop()
     [dead] = await harness.outbox.dead_letters()
-    assert "not configured" in dead.reason and not harness.fake.requests
+    assert dead.reason == "pixel CGONEPIXEL is not configured (add it, then replay)"
+    assert dead.attempts == UNKNOWN_PIXEL_ATTEMPTS and not harness.fake.requests
+    assert dispatcher.stats.retried == UNKNOWN_PIXEL_ATTEMPTS - 1
+
+
+async def test_a_pixel_a_reload_adds_here_later_is_delivered_not_dead(
+    harness: Harness, make_settings: SettingsFactory
+) -> None:
+    """With replicas, one that has not reloaded yet may claim another's new pixel."""
+    new_pixel = "CNEWPIXEL001"
+    await harness.outbox.add([make_event(1, pixel=new_pixel)])
+    dispatcher = harness.dispatcher()
+    await dispatcher.start()
+    try:
+        await harness.wait_until(lambda: dispatcher.stats.retried >= 1)
+        pixels = [{"id": p, "access_token": TOKEN} for p in (PIXEL, new_pixel)]
+        await dispatcher.reconfigure(make_settings(pixels=pixels))
+        await harness.wait_until(lambda: dispatcher.stats.delivered == 1)
+    finally:
+        await dispatcher.stop()
+    assert harness.delivered_ids() == [f"ev-{new_pixel}-1"]
+    assert dispatcher.stats.dead_lettered == 0
 
 
 class FrozenClock:

@@ -59,6 +59,14 @@ access_token = "{TOKEN}"
     return path
 
 
+def children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
 def stored(outbox: Path) -> list[tuple[str, str]]:
     """(event_id, data) of every event in a SQLite outbox, read beside its writers."""
     with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as conn:
@@ -109,7 +117,7 @@ def test_kill_9_half_way_then_resume_stores_every_row_exactly_once(
     config = write_config(tmp_path / "gateway.toml", outbox, fake_api.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
     importer = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", "-", "--config", str(config)],
+        [sys.executable, "-m", "gateway", "import", "-", "--config", str(config), "--jobs", "2"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -123,11 +131,14 @@ def test_kill_9_half_way_then_resume_stores_every_row_exactly_once(
         wait_until(
             lambda: outbox.exists() and len(stored(outbox)) >= 12_000, "12 chunks", within=60.0
         )
+        workers = children(importer.pid)
+        assert len(workers) >= 2  # its parsing processes
     finally:
         os.kill(importer.pid, signal.SIGKILL)
         importer.wait(10)
         importer.stdin.close()
     assert len(stored(outbox)) == 12_000
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers gone")
 
     resumed = run_cli(
         "import", str(tmp_path / "orders.csv"), "--config", str(config), "--resume", "--json"
@@ -146,6 +157,44 @@ def test_kill_9_half_way_then_resume_stores_every_row_exactly_once(
     assert anew.returncode == 0
     rows = stored(outbox)  # without --resume: stored again, with the same event ids
     assert len(rows) == 2 * ROWS and len({event_id for event_id, _ in rows}) == ROWS
+
+
+def test_ctrl_c_with_worker_processes_stops_cleanly_and_resume_finishes(
+    tmp_path: Path, fake_api: FakeEventsApi
+) -> None:
+    """Ctrl-C reaches the whole foreground group: the workers ignore it, the command says how
+    to go on and exits 130, no process is left, and --resume stores the rest exactly once."""
+    lines = write_rows(tmp_path / "orders.csv")
+    outbox = tmp_path / "outbox.sqlite3"
+    config = write_config(tmp_path / "gateway.toml", outbox, fake_api.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", "-", "--config", str(config), "--jobs", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its own process group, as a shell gives a pipeline
+    )
+    assert importer.stdin is not None and importer.stderr is not None
+    importer.stdin.write(("\n".join(lines[: 1 + ROWS // 2]) + "\n").encode())
+    importer.stdin.flush()
+    wait_until(lambda: outbox.exists() and len(stored(outbox)) >= 10_000, "10 chunks", 60.0)
+    workers = children(importer.pid)
+    os.killpg(importer.pid, signal.SIGINT)  # the terminal's Ctrl-C: every process of the group
+    importer.stdin.close()  # as the interrupted `zcat … |` before it
+    assert importer.wait(30) == 130
+    errors = importer.stderr.read().decode()
+    importer.stderr.close()
+    assert "run the same command with --resume" in errors and "Traceback" not in errors
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers gone")
+
+    resumed = run_cli(
+        "import", str(tmp_path / "orders.csv"), "--config", str(config), "--resume", "--json"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rows = stored(outbox)
+    assert len(rows) == ROWS and len({event_id for event_id, _ in rows}) == ROWS
 
 
 def test_the_http_upload_gives_the_same_result_as_the_command(

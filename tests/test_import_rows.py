@@ -18,11 +18,13 @@ import orjson
 import pytest
 
 from gateway.cli.import_file import import_file
+from gateway.context import LeadContext, lead_memory
 from gateway.core.event import Event
 from gateway.ingest.sources.imports.importer import ImportOptions
 from gateway.ingest.sources.imports.readers import open_binary
 from gateway.ingest.sources.imports.rules import import_event_id
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary
+from gateway.outbox import open_outbox
 from gateway.outbox.sqlite import SqliteOutbox
 from tests.conftest import TOKEN, SettingsFactory
 
@@ -57,6 +59,7 @@ def run_import(make_settings: SettingsFactory, tmp_path: Path) -> Callable[..., 
             outbox={"url": f"sqlite:///{tmp_path}/outbox-{store}.sqlite3"},
             imports={"chunk_rows": options.setdefault("chunk_rows", 1000)},
             default_phone_region=options.pop("region", "US"),
+            **options.pop("settings", {}),
         )
         path = tmp_path / f"{number}-{name}"
         path.write_bytes(content.encode() if isinstance(content, str) else content)
@@ -348,3 +351,131 @@ async def test_resume_skips_stored_chunks_and_redoes_those_that_changed(run_impo
         csv_of(*rows), chunk_rows=2, outbox="shared", resume=True, currency="EUR"
     )
     assert other.resumed_rows == 0  # other options make other events: nothing is skipped
+
+
+SHARED = {"cookies": {"secrets": ["cookie-secret-0123456789abcdef"]}}
+
+
+async def remembered(tmp_path: Path, make_settings: SettingsFactory, **leads: LeadContext) -> None:
+    """What a gateway's browser path left in the outbox file `outbox-ctx`, by lead key."""
+    settings = make_settings(outbox={"url": f"sqlite:///{tmp_path}/outbox-ctx.sqlite3"}, **SHARED)
+    outbox = open_outbox(settings.outbox)
+    await outbox.open()
+    memory = lead_memory(settings, outbox)
+    await memory.store.open()
+    try:
+        for name, context in leads.items():
+            field, _, value = name.partition("__")
+            raw = {"user": {"external_id": value}} if field == "external_id" else {}
+            memory.store.remember(
+                (key, context)
+                for key in memory.keys_of(raw if raw else {"properties": {field: value}})
+            )
+        await memory.store.flush()
+    finally:
+        await memory.store.close()
+        await outbox.close()
+
+
+async def test_rows_naming_a_lead_get_the_browser_context_it_left(
+    run_import: Any, tmp_path: Path, make_settings: SettingsFactory
+) -> None:
+    """By external id or order id, in one read per chunk; a row the browser never showed,
+    and what a row gives itself, stay as they are."""
+    seen = time.time() - 3600
+    await remembered(
+        tmp_path,
+        make_settings,
+        external_id__crm_42=LeadContext(
+            ttclid="E.C.P.click42", ttclid_at=seen, ttp="ttp-42", ip="203.0.113.42",
+            user_agent="Mozilla/5.0 (X11; Linux x86_64)", url="https://shop.example/p/42",
+        ),
+        order_id__order_7=LeadContext(ttclid="E.C.P.click7", ttclid_at=seen, ip="198.51.100.7"),
+    )  # fmt: skip
+    header = "email,external_id,order_id,ttclid,event,timestamp"
+    summary, events, _ = await run_import(
+        csv_of(
+            f"a@example.com,crm_42,,,Purchase,{MOMENT}",
+            f"b@example.com,,order_7,,Purchase,{MOMENT}",
+            f"c@example.com,crm_99,order_99,,Purchase,{MOMENT}",
+            f"d@example.com,,order_7,E.C.P.own,Purchase,{MOMENT}",
+            header=header,
+        ),
+        outbox="ctx",
+        settings=SHARED,
+    )
+    users = [e.user for e in events]
+    pages = [e.page for e in events]
+    assert users[0]["ttclid"] == "E.C.P.click42" and users[0]["ttp"] == "ttp-42"
+    assert users[0]["ip"] == "203.0.113.42" and users[0]["user_agent"].startswith("Mozilla")
+    assert pages[0] == {"url": "https://shop.example/p/42"}
+    assert users[1]["ttclid"] == "E.C.P.click7" and users[1]["ip"] == "198.51.100.7"
+    assert "ttclid" not in users[2] and "ip" not in users[2]
+    assert users[3]["ttclid"] == "E.C.P.own" and users[3]["ip"] == "198.51.100.7"
+    assert summary.context_filled == 3 and summary.context_unread is None
+    assert summary.coverage["ttclid"] == 3
+
+
+async def test_without_a_shared_key_the_lead_context_is_not_read_and_the_summary_says_why(
+    run_import: Any, tmp_path: Path, make_settings: SettingsFactory
+) -> None:
+    await remembered(tmp_path, make_settings, external_id__crm_42=LeadContext(ttclid="E.C.P.1"))
+    summary, events, _ = await run_import(
+        csv_of(
+            f"a@example.com,crm_42,Purchase,{MOMENT}", header="email,external_id,event,timestamp"
+        ),
+        outbox="ctx",
+    )
+    assert "ttclid" not in events[0].user
+    assert summary.context_filled == 0
+    assert "context_secrets" in (summary.context_unread or "")
+    assert "lead context not read" in summary.to_text()
+
+
+def mixed_rows(count: int) -> str:
+    """Order lines, refused rows (too old, no identity, not a phone, a broken line) and
+    plain ones, in every chunk."""
+    header = "email,phone,event,timestamp,order_id,price,quantity"
+    rows = []
+    for n in range(count):
+        kind = n % 7
+        email = f"buyer{n // 3}@example.com" if kind != 4 else ""
+        phone = "not a phone" if kind == 4 else f"(312) 555-{n % 10000:04d}"
+        stamp = NOW - 60 if kind != 5 else NOW - 40 * 86400
+        if kind == 6:
+            rows.append('broken,"quote')
+            continue
+        rows.append(f"{email},{phone},Purchase,{stamp},o-{n // 3},{n % 5 + 1},2")
+    return csv_of(*rows, header=header)
+
+
+async def test_worker_processes_store_exactly_what_one_process_stores(
+    run_import: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--jobs 2: chunks parsed in worker processes come back in file order, with the same
+    events, rejections, report and summary as when this process parses them all."""
+    from gateway.ingest.sources.imports import importer
+
+    pools: list[int] = []
+    real_pool = importer.worker_pool
+
+    def counted_pool(parser: Any, jobs: int) -> Any:
+        pools.append(jobs)
+        assert parser.pixel.access_token.reveal() == ""  # no token crosses to a worker
+        return real_pool(parser, jobs)
+
+    monkeypatch.setattr(importer, "worker_pool", counted_pool)
+    content = mixed_rows(4_000)
+    options = {"group_by_order": True, "chunk_rows": 300}
+    one, events_one, report_one = await run_import(content, jobs=1, **options)
+    two, events_two, report_two = await run_import(content, jobs=2, **options)
+    assert pools == [2]  # workers started for the second import only
+    # (the outbox orders by the time each chunk was serialised, which workers do in parallel)
+    assert sorted(orjson.dumps(e.to_tiktok()) for e in events_two) == sorted(
+        orjson.dumps(e.to_tiktok()) for e in events_one
+    )
+    assert len(events_one) > 900
+    assert report_two == report_one and report_one.count("\n") > 900
+    assert one.rejected and one.left_out and one.coverage["phone"]
+    one.elapsed_seconds = two.elapsed_seconds = 0
+    assert two.to_json() == one.to_json()

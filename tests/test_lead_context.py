@@ -92,6 +92,27 @@ async def test_remembered_context_is_found_by_any_replica_after_a_restart(
     assert (second.store.stats.hits, second.store.stats.misses) == (1, 1)
 
 
+async def test_one_read_answers_many_events_each_with_its_own_keys(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    """A chunk of an import (or a batch) is looked up at once; each event still gets only
+    what its own keys hold, its first key winning."""
+    make, _ = make_memory
+    memory = await make()
+    [lead_a], [lead_b] = keys(memory, "lead-a"), keys(memory, "lead-b")
+    memory.store.remember(
+        [(lead_a, LeadContext(ip="1.1.1.1", ttp="a")), (lead_b, LeadContext(ip="2.2.2.2"))]
+    )
+    found = await memory.store.lookup_each([[lead_b, lead_a], [], [lead_a], ["unknown"]])
+    assert found == [
+        LeadContext(ip="2.2.2.2", ttp="a"),
+        None,
+        LeadContext(ip="1.1.1.1", ttp="a"),
+        None,
+    ]
+    assert (memory.store.stats.hits, memory.store.stats.misses) == (2, 1)
+
+
 async def test_a_later_page_keeps_the_click_and_its_first_sight(
     make_memory: tuple[MemoryFactory, Clock],
 ) -> None:

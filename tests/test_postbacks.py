@@ -343,13 +343,13 @@ def test_rules_reload_without_a_restart_and_a_broken_file_keeps_the_old_ones(
     path.write_text(
         path.read_text().replace('event = "CompleteRegistration"', 'event = "Purchase"')
     )
-    assert gateway.live.reload()
+    assert lead.server.call(gateway.live.reload())
     fired = lead.http.get("/v1/postbacks/lms", params=params).json()["fired"]
     assert fired[0]["events"][0]["event"] == "Purchase"
 
     path.write_text(path.read_text().replace("{lead_id}-{trigger}", "{leadid}-{trigger}"))
     caplog.clear()
-    assert not gateway.live.reload()
+    assert not lead.server.call(gateway.live.reload())
     refusals = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
     assert len(refusals) == 1 and "{leadid} names no known or configured field" in refusals[0]
     fired = lead.http.get("/v1/postbacks/lms", params=params).json()["fired"]
@@ -389,6 +389,23 @@ def test_a_server_event_for_a_lead_gets_the_browser_context_and_its_own_values_w
     assert delivered["user"]["ttclid"] == CLICK and delivered["user"]["ttp"] == TTP
     assert delivered["user"]["user_agent"] == CHROME
     assert delivered["page"]["url"] == f"{SHOP}/landing?ttclid={CLICK}"
+
+
+def test_an_uploaded_file_row_for_a_lead_gets_the_browser_context(lead: Lead) -> None:
+    """A CRM export uploaded to /v1/imports: the row names the lead, the browser context
+    completes it (here even the page URL a web event needs)."""
+    lead.browse("lead-f")
+    header = "email,external_id,event,event_id,timestamp"
+    rows = f"{header}\nf@example.com,lead-f,Purchase,row-f,{int(time.time())}\n"
+    answer = lead.http.post(
+        "/v1/imports",
+        params={"pixel": PIXEL},
+        content=rows,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "text/csv"},
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["summary"]["lead_context_filled"] == 1
+    assert_browser_context(lead.delivered_event("row-f"))
 
 
 def test_a_relayed_event_for_a_lead_gets_the_browser_context(lead: Lead) -> None:
@@ -585,13 +602,18 @@ def test_with_a_redis_outbox_replicas_share_the_lead_context(
 def test_a_reload_says_which_changes_need_a_restart(
     reloadable: tuple[Lead, Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, path, gateway = reloadable
-    path.write_text("max_event_age_days = 3\n" + path.read_text())
+    lead, path, gateway = reloadable
+    lms = "[postbacks.sources.lms]"
+    text = path.read_text().replace(lms, f"[postbacks]\ncontext_days = 7\n{lms}", 1)
+    assert text != path.read_text()
+    path.write_text("max_event_age_days = 3\n" + text)
     caplog.set_level("INFO", logger="gateway.settings.live")
-    assert gateway.live.reload()
+    assert lead.server.call(gateway.live.reload())
     (line,) = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
     assert line == (
-        "configuration reloaded: postbacks applied; max_event_age_days changed and need a restart"
+        "configuration reloaded: pixels, postbacks.sources, postbacks.rules, "
+        "postbacks.max_body_bytes applied; max_event_age_days, postbacks.context_days changed "
+        "and need a restart"
     )
 
 

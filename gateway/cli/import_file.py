@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import IO, Any, NoReturn
 
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
 from gateway.cli.progress import ImportProgress
+from gateway.context import context_key_shared, lead_memory
 from gateway.core.errors import OutboxUnavailable
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
@@ -61,8 +63,21 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="skip the chunks an interrupted run stored"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        metavar="N",
+        help=f"processes parsing rows (default: one per core, here {default_jobs()})",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run_import)
+
+
+def default_jobs() -> int:
+    """One parsing process per core this process may run on (at most 8: past that, reading
+    and storing in the importing process are the limit)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
@@ -75,6 +90,8 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
     days = args.max_age_days or settings.imports.max_event_age_days
     if not 1 <= days <= 28:
         _usage("--max-age-days must be from 1 to 28")
+    if not 1 <= args.jobs <= 64:
+        _usage("--jobs must be from 1 to 64")
     return ImportOptions(
         pixel=args.pixel,
         event=args.event,
@@ -88,6 +105,7 @@ def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
         file_format=args.format,
         max_age_days=days,
         chunk_rows=settings.imports.chunk_rows,
+        jobs=args.jobs,
     )
 
 
@@ -103,22 +121,53 @@ async def import_file(
     outbox = open_outbox(settings.outbox, owner=False)
     if not options.dry_run or options.resume:
         await outbox.open()
+    leads, unread = None, _context_unread(settings, options)
     try:
+        if unread is None:
+            leads = lead_memory(settings, outbox)
+            await leads.store.open()
         pipeline = Pipeline(settings, outbox, Metrics())
         importer = Importer(
             pipeline,
             options,
             report=report.write if report is not None else None,
             progress=(lambda s: progress(s, position())) if progress is not None else None,
+            leads=leads,
         )
+        importer.summary.context_unread = unread
         return await importer.run(binary)
     finally:
+        if leads is not None:
+            await leads.store.close()
         await outbox.close()
+
+
+def _context_unread(settings: Settings, options: ImportOptions) -> str | None:
+    """Why this command cannot read the gateway's lead-context store, or None."""
+    if options.dry_run:
+        return "a dry run does not open the outbox"
+    if not settings.postbacks.context_keys:
+        return "postbacks.context_keys is empty"
+    if not context_key_shared(settings):
+        return (
+            "its keys are hashed with a key the gateway made at start; set "
+            "postbacks.context_secrets (or cookies.secrets) to share it"
+        )
+    return None
+
+
+def settle_heap() -> None:
+    """Move what is loaded now (modules, phone metadata, settings) out of the cyclic GC's
+    sight: a million rows allocate tens of millions of objects, and each full collection
+    would walk that static heap again (~7 % of an import's CPU, measured)."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_import(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     options = options_of(args, settings)
+    settle_heap()
     try:
         binary = open_binary(args.path)
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from gateway.cli.common import Commands, add_config, settings_of
@@ -25,12 +26,12 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.core.logs import configure_logging
     from gateway.runtime import Gateway
+    from gateway.settings import Settings
     from gateway.web.app import create_app
     from gateway.web.listeners import listening_sockets
     from gateway.web.server import uvicorn_config
 
     settings = settings_of(args, host=args.host, port=args.port, metrics_port=args.metrics_port)
-    # SIGHUP reads the file again: postback rules change without a restart
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
         sockets = listening_sockets(settings)
@@ -38,9 +39,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"cannot listen: {exc.strerror}", file=sys.stderr)
         return 2
     overrides = {"host": args.host, "port": args.port, "metrics_port": args.metrics_port}
-    gateway = Gateway(settings, reload=lambda: settings_of(args, **overrides))
-    # a reloaded file may hold new secrets (a source's key): the log filter learns them
-    gateway.live.on_reload(lambda new: configure_logging(new.log_level, new.secrets()))
+    # SIGHUP, or a change of the file or of a `file:` secret, reads the configuration again
+    config_file = args.config or os.environ.get("GATEWAY_CONFIG") or None
+    gateway = Gateway(
+        settings, reload=lambda: settings_of(args, **overrides), config_file=config_file
+    )
+    secrets = settings.secrets()
+
+    def redact_new_secrets(new: Settings) -> None:
+        """A reloaded file may hold new secrets (a token): the log filter learns them, and
+        keeps the old ones (a revoked token is still nobody's business)."""
+        secrets.extend(s for s in new.secrets() if s not in secrets)
+        configure_logging(new.log_level, secrets, settings.log_format)
+
+    gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)
     uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
     return 0

@@ -35,6 +35,12 @@ def context_key(settings: Settings) -> bytes:
     return os.urandom(32)
 
 
+def context_key_shared(settings: Settings) -> bool:
+    """Whether another process (an import beside the gateway, a replica) hashes keys as this
+    one does: not when the key is made at start."""
+    return bool(settings.postbacks.context_secrets or settings.cookies.secrets)
+
+
 def lead_memory(
     settings: Settings, outbox: Outbox, *, clock: Callable[[], float] = time.time
 ) -> LeadMemory:
@@ -68,6 +74,7 @@ __all__ = [
     "KeyHasher",
     "LeadContext",
     "LeadMemory",
+    "context_key_shared",
     "lead_memory",
     "with_url",
 ]

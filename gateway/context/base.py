@@ -122,8 +122,8 @@ class ContextStore(abc.ABC):
         """Merge each entry into what is stored under its key; (re)start its expiry."""
 
     @abc.abstractmethod
-    async def _read(self, keys: Sequence[str], now: float) -> LeadContext | None:
-        """The first key's unexpired context, merged with the others' (first key wins)."""
+    async def _read(self, keys: Sequence[str], now: float) -> dict[str, LeadContext]:
+        """The unexpired context of each of `keys` that has one, in one round trip."""
 
     @abc.abstractmethod
     async def _sweep(self, now: float) -> int:
@@ -188,14 +188,29 @@ class ContextStore(abc.ABC):
 
     async def lookup(self, keys: Sequence[str]) -> LeadContext | None:
         """The context remembered for any of `keys` (first key first); counts hits/misses."""
-        if not keys:
-            return None
+        return (await self.lookup_each([keys]))[0] if keys else None
+
+    async def lookup_each(self, key_lists: Sequence[Sequence[str]]) -> list[LeadContext | None]:
+        """`lookup` for many events (a chunk of an import, a batch) in ONE read of the store:
+        a round trip per event would cost a file import more than its parsing."""
+        wanted = list(dict.fromkeys(key for keys in key_lists for key in keys))
+        if not wanted:
+            return [None] * len(key_lists)
         await self.flush()  # what the browser path queued, or is writing now, counts
-        found = await self._read(keys, self.clock())
-        if found is None:
-            self.stats.misses += 1
-        else:
-            self.stats.hits += 1
+        stored = await self._read(wanted, self.clock())
+        found: list[LeadContext | None] = []
+        for keys in key_lists:
+            context: LeadContext | None = None
+            for key in reversed(keys):  # the first key's values win
+                entry = stored.get(key)
+                if entry is not None:
+                    context = entry if context is None else context.merged(entry)
+            if keys:
+                if context is None:
+                    self.stats.misses += 1
+                else:
+                    self.stats.hits += 1
+            found.append(context)
         return found
 
     async def sweep(self) -> None:

@@ -108,20 +108,30 @@ class LeadMemory:
         hashed = (self._hasher.of_value(v) for v in dict.fromkeys(values))
         return [h for h in hashed if h][:_MAX_KEYS]
 
-    async def fill_items(self, items: Sequence[Item]) -> None:
+    async def fill_items(self, items: Sequence[Item]) -> int:
         """Each backend item that names a lead the browser showed gets that context where
-        it leaves it out (the server API and the relay; postbacks fill their own way)."""
-        for item in items:
-            keys = self.keys_of(item.raw)
-            if keys:
-                filled = await self.fill(keys, [item.raw])
-                item.observed = filled.observed
-                item.raw = with_url(item.raw, filled.url)
+        it leaves it out (the server API, the relay, file imports; postbacks fill their own
+        way), all in one read of the store. Returns how many items got a context."""
+        key_lists = [self.keys_of(item.raw) for item in items]
+        if not any(key_lists):
+            return 0
+        contexts = await self.store.lookup_each(key_lists)
+        filled = 0
+        for item, context in zip(items, contexts, strict=True):
+            if context is not None:
+                result = self._filled(context, item.raw)
+                item.observed = result.observed
+                item.raw = with_url(item.raw, result.url)
+                filled += 1
+        return filled
 
     async def fill(self, keys: Sequence[str], given: Iterable[Any]) -> Filled:
         """The context for `keys`, as `Observed` for events like `given` (raw events)."""
-        sent_click = any(_click_of(raw) for raw in given)
         context = await self.store.lookup(keys) if keys else None
+        return self._filled(context, *given)
+
+    def _filled(self, context: LeadContext | None, *given: Any) -> Filled:
+        sent_click = any(_click_of(raw) for raw in given)
         if context is None:
             return Filled(None, None, "given" if sent_click else "missing")
         click, ttclid = "missing", None

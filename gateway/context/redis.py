@@ -75,17 +75,12 @@ class RedisContextStore(ContextStore):
                 await self._merge(keys=[self._prefix + key, self._index], args=args, client=pipe)
             await pipe.execute()
 
-    async def _read(self, keys: Sequence[str], now: float) -> LeadContext | None:
+    async def _read(self, keys: Sequence[str], now: float) -> dict[str, LeadContext]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hgetall(self._prefix + key)
             found = await pipe.execute()
-        result: LeadContext | None = None
-        for stored in reversed(found):  # the first key's values win
-            if stored:
-                context = _context(stored)
-                result = context if result is None else result.merged(context)
-        return result
+        return {key: _context(stored) for key, stored in zip(keys, found, strict=True) if stored}
 
     async def _sweep(self, now: float) -> int:
         count: int = await self._sweeper(keys=[self._index], args=[now, self.max_entries])

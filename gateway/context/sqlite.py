@@ -66,7 +66,7 @@ class SqliteContextStore(ContextStore):
 
         await self._db.transaction(merge)
 
-    async def _read(self, keys: Sequence[str], now: float) -> LeadContext | None:
+    async def _read(self, keys: Sequence[str], now: float) -> dict[str, LeadContext]:
         listed = orjson.dumps(list(keys)).decode()
 
         def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -76,14 +76,8 @@ class SqliteContextStore(ContextStore):
                 (now, listed),
             ).fetchall()
 
-        found = dict(await self._db.read(read))
-        result: LeadContext | None = None
-        for key in reversed(keys):  # the first key's values win
-            data = found.get(key)
-            if data is not None:
-                context = LeadContext.from_json(orjson.loads(data))
-                result = context if result is None else result.merged(context)
-        return result
+        rows = await self._db.read(read)
+        return {key: LeadContext.from_json(orjson.loads(data)) for key, data in rows}
 
     async def _sweep(self, now: float) -> int:
         bound = self.max_entries

@@ -133,6 +133,10 @@ class EventsApiClient:
             headers={"User-Agent": "tiktok-gateway"},
         )
 
+    def learn_secrets(self, secrets: Iterable[str]) -> None:
+        """Scrub these too from now on (a reload's new tokens; old ones stay scrubbed)."""
+        self._secrets = tuple(dict.fromkeys([*self._secrets, *secrets]))
+
     @classmethod
     def from_settings(
         cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None

@@ -40,6 +40,9 @@ from gateway.outbox import Claimed, Outbox
 from gateway.settings import Secret, Settings
 
 log = logging.getLogger(__name__)
+UNKNOWN_PIXEL_ATTEMPTS = 8
+"""Attempts at events of a pixel this delivery does not know before they are dead-lettered
+(the backoff between them, with its jitter: 0.5–1, 1–2 … 32–64 s at the defaults)."""
 
 
 def group_batches(
@@ -96,9 +99,15 @@ class Dispatcher:
         observer: DeliveryObserver | None = None,
     ) -> Dispatcher:
         """The dispatcher `serve` runs, in its delivery process or in the serving one."""
-        tokens = {p.id: p.access_token for p in settings.pixels}
         options = DeliveryOptions.from_settings(settings)
-        return cls(outbox, client, tokens, options=options, observer=observer)
+        return cls(outbox, client, _tokens(settings), options=options, observer=observer)
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's tokens: a batch sent from now on uses them (one
+        reference swapped; a request under way keeps the token it was sent with). A pixel
+        no longer configured has its events dead-lettered, to be replayed once it is back."""
+        self._client.learn_secrets(settings.secrets())
+        self._tokens = _tokens(settings)
 
     @property
     def running(self) -> bool:
@@ -217,8 +226,7 @@ class Dispatcher:
             return
         token = self._tokens.get(destination.event_source_id)
         if token is None:
-            reason = f"pixel {destination.event_source_id} is not configured (add it, then replay)"
-            await asyncio.shield(self._dead_letter(destination, batch, reason, None))
+            await asyncio.shield(self._unknown_pixel(destination, batch))
             return
         await self._send(destination, batch, token, Isolation(budget(len(batch))))
 
@@ -243,6 +251,33 @@ class Dispatcher:
                     await self._send(destination, part, token, isolation)
                 return
         await asyncio.shield(self._settle(destination, batch, outcome, request))
+
+    async def _unknown_pixel(self, destination: Destination, batch: list[Claimed]) -> None:
+        """Events of a pixel this delivery does not know: retried a while, then dead.
+
+        With replicas, a reload reaches each one on its own (a kubelet updates each pod's
+        mounted Secret within a minute or so): a replica that has the new pixel may accept
+        events that one still on the old configuration claims. Retried with the backoff
+        for UNKNOWN_PIXEL_ATTEMPTS attempts (one to two minutes at the defaults), they are
+        sent by whichever replica knows the pixel by then; a pixel really removed is
+        dead-lettered after that, to be replayed once it is back."""
+        pixel = destination.event_source_id
+        attempts = 1 + max(c.attempts for c in batch)
+        if attempts >= UNKNOWN_PIXEL_ATTEMPTS:
+            reason = f"pixel {pixel} is not configured (add it, then replay)"
+            await self._dead_letter(destination, batch, reason, None)
+            return
+        reason = f"pixel {pixel} is not configured here (yet: a reload under way?)"
+        delay = self._options.backoff.delay(attempts, None)
+        retry_at = self._clock() + delay
+        await self._outbox.retry([c.id for c in batch], retry_at, reason)
+        self.stats.retried += len(batch)
+        log.warning(
+            "pixel %s: %d event(s) will be retried in %.1fs (attempt %d): %s",
+            pixel, len(batch), delay, attempts, reason,
+            extra=_fields(pixel, len(batch), None, attempt=attempts),
+        )  # fmt: skip
+        self._tell(RETRY, destination, batch, None, message=reason, retry_at=retry_at)
 
     async def _settle(
         self, destination: Destination, batch: list[Claimed], outcome: Outcome, request: int
@@ -333,6 +368,10 @@ class Isolation:
     """What is left of one refused batch's budget of extra requests."""
 
     left: int
+
+
+def _tokens(settings: Settings) -> dict[str, Secret]:
+    return {pixel.id: pixel.access_token for pixel in settings.pixels}
 
 
 def _reason(outcome: Outcome) -> str:

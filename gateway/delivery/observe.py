@@ -82,7 +82,8 @@ class NoObserver:
 @dataclass(slots=True)
 class EventTrace:
     """One event as the console shows it: what was accepted and each delivery step since.
-    Only events this process accepted are traced (a Redis replica's console shows its own)."""
+    Events other replicas accepted are traced too while the console shares them
+    (`web/console/replicas.py`)."""
 
     pixel: str
     event: str
@@ -94,6 +95,8 @@ class EventTrace:
     rendered with `to_tiktok()` when shown."""
     steps: list[Settlement] = field(default_factory=list)
     """Each settlement of a batch that carried this event, oldest first."""
+    replica: str = ""
+    """The replica that accepted it, when another one did ("": this process)."""
 
     @property
     def state(self) -> str:
@@ -101,6 +104,7 @@ class EventTrace:
 
 
 Listener = Callable[[EventTrace], None]
+Tap = Callable[[Settlement], None]
 Key = tuple[str, str, str]
 """(pixel, event name, event_id): what TikTok deduplicates on."""
 
@@ -123,7 +127,7 @@ class RecentEvents:
         self._clock = clock
         # kept as plain tuples and lists: recording runs on every beacon, and a trace object
         # per event cost ~2.5 µs of it; EventTrace is built when somebody reads
-        self._accepted: collections.OrderedDict[Key, tuple[float, str, Event | None]] = (
+        self._accepted: collections.OrderedDict[Key, tuple[float, str, Event | None, str]] = (
             collections.OrderedDict()
         )
         self._steps: dict[Key, list[Settlement]] = {}
@@ -136,12 +140,39 @@ class RecentEvents:
         )
         self._on_accept: list[Listener] = []
         self._on_settle: list[Listener] = []
+        self._taps: list[Tap] = []
+        self._keepers: set[object] = set()
+        self._orphans: collections.OrderedDict[Key, list[Settlement]] | None = None
+        """Steps of events not (yet) in the buffer, kept while other replicas' events may
+        arrive after their settlement: another replica's dispatcher can be the faster."""
 
     def on_accept(self, listener: Listener) -> None:
         self._on_accept.append(listener)
 
     def on_settle(self, listener: Listener) -> None:
         self._on_settle.append(listener)
+
+    def tap(self, tap: Tap) -> None:
+        """Call `tap` with each settlement of this process's delivery (not another
+        replica's): what the console shares with the other replicas."""
+        self._taps.append(tap)
+
+    def untap(self, tap: Tap) -> None:
+        while tap in self._taps:
+            self._taps.remove(tap)
+
+    def keep_for(self, owner: object) -> None:
+        """Keep each accepted Event while at least one owner asks (`release` ends it)."""
+        self._keepers.add(owner)
+        self.keep_events = True
+
+    def release(self, owner: object) -> None:
+        self._keepers.discard(owner)
+        self.keep_events = bool(self._keepers)
+
+    def expect_other_replicas(self, expected: bool) -> None:
+        """While true, steps of events not in the buffer wait (bounded) for their event."""
+        self._orphans = collections.OrderedDict() if expected else None
 
     @property
     def listened(self) -> bool:
@@ -159,11 +190,25 @@ class RecentEvents:
         for event in events:
             key = (event.destination.event_source_id, event.event, event.event_id)
             accepted.pop(key, None)  # the same event again: it moves to the end
-            accepted[key] = (now, source, event if self.keep_events else None)
+            accepted[key] = (now, source, event if self.keep_events else None, "")
             if self._on_accept:
                 self._tell(self._on_accept, key)
         while len(accepted) > self._capacity:
             self._steps.pop(accepted.popitem(last=False)[0], None)
+
+    def accepted_elsewhere(
+        self, replica: str, key: Key, at: float, source: str, event: Event | None
+    ) -> None:
+        """Another replica stored an event (the console shares it while a page watches)."""
+        self._accepted.pop(key, None)
+        self._accepted[key] = (at, source, event, replica)
+        early = self._orphans.pop(key, None) if self._orphans is not None else None
+        if early:
+            self._steps.setdefault(key, []).extend(early)
+        if self._on_accept:
+            self._tell(self._on_accept, key)
+        while len(self._accepted) > self._capacity:
+            self._steps.pop(self._accepted.popitem(last=False)[0], None)
 
     def settled(self, settlement: Settlement) -> None:
         """The dispatcher settled a batch (here, or reported from the delivery process).
@@ -171,6 +216,15 @@ class RecentEvents:
         Kept in a bounded list and added to its events' traces only when somebody reads
         (or listens): a batch of 1000 costs the serving loop an append, not 1000 lookups.
         """
+        self.settled_elsewhere(settlement)
+        for tap in self._taps:
+            try:
+                tap(settlement)
+            except Exception:
+                log.exception("a settlement tap failed")
+
+    def settled_elsewhere(self, settlement: Settlement) -> None:
+        """A batch settled by another replica's delivery (or, from `settled`, by ours)."""
         self._settlements.append(settlement)
         self._unindexed.append(settlement)
         if self._on_settle:
@@ -188,6 +242,10 @@ class RecentEvents:
                     steps.setdefault(key, []).append(settlement)
                     if self._on_settle:
                         self._tell(self._on_settle, key)
+                elif self._orphans is not None:
+                    self._orphans.setdefault(key, []).append(settlement)
+                    if len(self._orphans) > self._capacity:
+                        self._orphans.popitem(last=False)
 
     def settlements(self) -> list[Settlement]:
         """The latest settlements, newest first (each names all the events of its batch)."""
@@ -205,8 +263,8 @@ class RecentEvents:
         return self._trace(key) if key in self._accepted else None
 
     def _trace(self, key: Key) -> EventTrace:
-        at, source, event = self._accepted[key]
-        return EventTrace(*key, source, at, event, list(self._steps.get(key, ())))
+        at, source, event, replica = self._accepted[key]
+        return EventTrace(*key, source, at, event, list(self._steps.get(key, ())), replica)
 
     def _tell(self, listeners: Iterable[Listener], key: Key) -> None:
         trace = self._trace(key)

@@ -72,6 +72,9 @@ class Delivery(Protocol):
 
     def notify(self) -> None: ...
 
+    async def reconfigure(self, settings: Settings) -> None:
+        """Take reloaded tokens; returns once batches sent from now on use them."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

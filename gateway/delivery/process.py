@@ -15,6 +15,8 @@ beacon while it lasted. `serve` therefore runs the dispatcher in a child process
   leases and sends those events again (same event_id, so TikTok deduplicates);
 - counters come back through shared memory for /metrics, and every batch's fate
   (`Settlement`) through a second pipe, into the gateway's `RecentEvents`;
+- a reloaded configuration goes to the child through a third pipe (`reconfigure`), and the
+  parent waits for the child's answer before it accepts events for new pixels or tokens;
 - a child that dies is restarted with backoff; /readyz is 503 until it runs again.
 """
 
@@ -26,33 +28,22 @@ import fcntl
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
-from gateway.delivery.client import EventsApiClient
-from gateway.delivery.dispatcher import Dispatcher
-from gateway.delivery.observe import (
-    DeliveryObserver,
-    NoObserver,
-    SettlementChannel,
-    read_settlements,
-)
+from gateway.delivery.child import READY, STOP, WAKE, ChildEnds, child_main
+from gateway.delivery.observe import DeliveryObserver, NoObserver, read_settlements
 from gateway.delivery.options import DeliveryStats
-from gateway.outbox import open_outbox
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
-_WAKE, _STOP = b"w", b"s"
-_READY = b"ready"
 _START_TIMEOUT = 30.0
-_STATS_EVERY = 0.2
+_RECONFIGURE_TIMEOUT = 10.0
 _RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 _HEALTHY_AFTER = 60.0  # a child that ran this long resets the backoff
 
@@ -86,6 +77,8 @@ class DeliveryProcess:
         back at once what a crashed one held."""
         self._process: multiprocessing.process.BaseProcess | None = None
         self._wake_writer: Connection | None = None
+        self._control: Connection | None = None
+        """Where a reloaded configuration goes to the running child, which answers."""
         self._wake_pending = False
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -118,17 +111,20 @@ class DeliveryProcess:
         wake_reader, wake_writer = self._context.Pipe(duplex=False)
         ready_reader, ready_writer = self._context.Pipe(duplex=False)
         settlements, settlement_writer = self._context.Pipe(duplex=False)
+        control, child_control = self._context.Pipe(duplex=True)
         _widen(settlements)
-        ends = _ChildEnds(
-            self._settings,
+        settings = self._settings
+        ends = ChildEnds(
+            settings,
             self._consumer,
             wake_reader,
             ready_writer,
             settlement_writer,
+            child_control,
             self._stats,
         )
         process = self._context.Process(
-            target=_child_main, args=(ends,), name="tiktok-gateway-delivery", daemon=True
+            target=child_main, args=(ends,), name="tiktok-gateway-delivery", daemon=True
         )
         try:
             process.start()
@@ -136,6 +132,7 @@ class DeliveryProcess:
             wake_reader.close()
             ready_writer.close()
             settlement_writer.close()
+            child_control.close()
         self._listen(settlements)
         self._process = process  # known before it answers: a stop meanwhile reaches it
         try:
@@ -145,17 +142,44 @@ class DeliveryProcess:
             message = b"exited while starting"
         except BaseException:  # cancelled by a stop: this child must not outlive it
             wake_writer.close()
+            control.close()
             await _end(process, 0.0)
             raise
         finally:
             ready_reader.close()
-        if message != _READY:
+        if message != READY:
             wake_writer.close()
+            control.close()
             await _end(process, 5.0)
             raise RuntimeError(f"delivery process failed to start: {message.decode()}")
         os.set_blocking(wake_writer.fileno(), False)
         self._wake_writer = wake_writer
+        self._control = control
         log.info("delivery process %s started", process.pid)
+        if self._settings is not settings:  # reloaded while the child was starting
+            await self._send_settings(self._settings)
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """Hand a reloaded configuration to the child; return once it applies it (or after
+        a timeout: then it is logged). A child started later gets it at its start."""
+        self._settings = settings
+        if self._control is not None:
+            await self._send_settings(settings)
+
+    async def _send_settings(self, settings: Settings) -> None:
+        control = self._control
+        assert control is not None
+        try:  # in a thread: a large rule set may not fit the pipe at once
+            await asyncio.to_thread(control.send, settings)
+            await asyncio.wait_for(_readable(control.fileno()), _RECONFIGURE_TIMEOUT)
+            control.recv_bytes()
+        except TimeoutError:
+            log.error(
+                "delivery process %s did not confirm the reloaded configuration in %.0fs",
+                self.pid, _RECONFIGURE_TIMEOUT,
+            )  # fmt: skip
+        except (EOFError, OSError, ValueError):  # it died: a new one starts with these
+            pass
 
     def _listen(self, settlements: Connection) -> None:
         """Read the child's settlements as they arrive, until it closes its end."""
@@ -186,7 +210,7 @@ class DeliveryProcess:
 
     def _wake(self) -> None:
         self._wake_pending = False
-        self._write(_WAKE)
+        self._write(WAKE)
 
     def _write(self, signal_byte: bytes) -> bool:
         if self._wake_writer is None:
@@ -235,6 +259,9 @@ class DeliveryProcess:
         if self._wake_writer is not None:
             self._wake_writer.close()
             self._wake_writer = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
 
     async def stop(self) -> None:
         """Ask the child to stop gracefully; wait for the grace period (plus margin), then kill."""
@@ -245,7 +272,7 @@ class DeliveryProcess:
                 await self._supervisor
         process = self._process
         if process is not None and process.is_alive():
-            if not self._write(_STOP):
+            if not self._write(STOP):
                 process.terminate()  # the child stops gracefully on SIGTERM too
             await _end(process, self._settings.delivery.shutdown_grace_seconds + 10.0)
         if self._settlements is not None:  # what the child reported while it stopped
@@ -263,6 +290,22 @@ def _widen(connection: Connection) -> None:
     times a second, and each read should take everything the child has sent meanwhile."""
     with contextlib.suppress(OSError):  # not Linux, or above pipe-max-size: the default
         fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+async def _readable(fd: int) -> None:
+    """Until `fd` can be read (data, or the other end closed)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _exited(process: multiprocessing.process.BaseProcess) -> None:
@@ -295,103 +338,3 @@ async def _end(process: multiprocessing.process.BaseProcess, grace: float) -> No
             log.error("delivery process %s did not stop in time: killed", process.pid)
         process.kill()
         await _exited(process)
-
-
-@dataclass(frozen=True)
-class _ChildEnds:
-    """What a delivery child gets from its gateway (pickled by multiprocessing's spawn)."""
-
-    settings: Settings
-    consumer: str
-    wake: Connection
-    ready: Connection
-    settlements: Connection
-    stats: SynchronizedArray[int]
-
-
-def _child_main(child: _ChildEnds) -> None:
-    """The child's entry point (a fresh interpreter: spawn)."""
-    from gateway.core.logs import configure_logging
-
-    settings, ready = child.settings, child.ready
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
-    configure_logging(settings.log_level, settings.secrets(), settings.log_format)
-    try:
-        import uvloop
-
-        runner: Callable[[Any], Any] = uvloop.run
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        runner = asyncio.run
-    try:
-        runner(_deliver_until_told(child))
-    except Exception as exc:  # reported to the parent if it still waits for "ready"
-        log.exception("delivery process failed")
-        with contextlib.suppress(OSError):
-            ready.send_bytes(f"{type(exc).__name__}: {exc}".encode())
-        raise SystemExit(1) from None
-
-
-async def _deliver_until_told(child: _ChildEnds) -> None:
-    settings, wake, ready, stats = child.settings, child.wake, child.ready, child.stats
-    outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
-    client = EventsApiClient.from_settings(settings)
-    await outbox.open()
-    channel = SettlementChannel(child.settlements)
-    channel.start()
-    dispatcher = Dispatcher.from_settings(settings, outbox, client, observer=channel)
-    channel.count_into(dispatcher.stats)
-    loop = asyncio.get_running_loop()
-    told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
-
-    def tell(graceful: bool) -> None:
-        if not told.done():
-            told.set_result(graceful)
-
-    def on_signal() -> None:
-        try:
-            data = os.read(wake.fileno(), 4096)
-        except BlockingIOError:
-            return
-        if not data or _STOP in data:
-            loop.remove_reader(wake.fileno())
-            tell(bool(data))
-        else:
-            dispatcher.notify()
-
-    os.set_blocking(wake.fileno(), False)
-    loop.add_reader(wake.fileno(), on_signal)
-    loop.add_signal_handler(signal.SIGTERM, tell, True)
-    await dispatcher.start()
-    ready.send_bytes(_READY)
-    ready.close()
-    publisher = asyncio.create_task(_publish_stats(dispatcher, stats))
-    dispatching = asyncio.create_task(dispatcher.finished())
-    waiting: set[asyncio.Future[Any]] = {told, dispatching}
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    publisher.cancel()
-    _share(dispatcher, stats)
-    if not told.done():  # the dispatcher died: exit, and the gateway starts a new process
-        log.error("the dispatcher stopped unexpectedly; the delivery process exits")
-        os._exit(1)
-    if not told.result():
-        log.error(
-            "the gateway process is gone: delivery stops now; the next gateway sends what "
-            "was in flight again"
-        )
-        os._exit(1)  # skip the graceful teardown: a new gateway may be taking over
-    await dispatcher.stop()
-    _share(dispatcher, stats)
-    await channel.close()
-    await client.aclose()
-    await outbox.close()
-
-
-def _share(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
-    """Copy the dispatcher's counters where the gateway reads them (DeliveryProcess.stats)."""
-    stats[:] = list(astuple(dispatcher.stats))
-
-
-async def _publish_stats(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
-    while True:
-        _share(dispatcher, stats)
-        await asyncio.sleep(_STATS_EVERY)

@@ -60,7 +60,8 @@ class Fault:
 
 @dataclass
 class ReceivedRequest:
-    """One request as the fake saw it; the token is recorded only as right or wrong."""
+    """One request as the fake saw it; the token is recorded only as right or wrong, and by
+    the label it was given (`set_token(..., label=)`), never itself."""
 
     at: float
     token_ok: bool
@@ -69,11 +70,13 @@ class ReceivedRequest:
     code: int | None
     message: str
     fault: bool = False
+    token_label: str | None = None
 
 
 @dataclass
 class _State:
     tokens: dict[str, frozenset[str] | None]
+    labels: dict[str, str] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
     record_bodies: bool = True
@@ -127,9 +130,19 @@ class FakeEventsApi:
         with self._state.lock:
             self._state.faults.clear()
 
-    def set_token(self, token: str, pixels: Iterable[str] | None = None) -> None:
+    def set_token(
+        self, token: str, pixels: Iterable[str] | None = None, *, label: str | None = None
+    ) -> None:
+        """Accept `token` (for `pixels`; None: any); requests with it record `label`."""
         with self._state.lock:
             self._state.tokens[token] = None if pixels is None else frozenset(pixels)
+            if label is not None:
+                self._state.labels[token] = label
+
+    def revoke_token(self, token: str) -> None:
+        """Refuse `token` from now on (40105), as TikTok does a revoked one."""
+        with self._state.lock:
+            self._state.tokens.pop(token, None)
 
     @property
     def requests(self) -> list[ReceivedRequest]:
@@ -203,22 +216,36 @@ class FakeEventsApi:
         with self._state.lock:
             known = token in self._state.tokens
             allowed = self._state.tokens.get(token)
+            label = self._state.labels.get(token)
         now = time.time()
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.drop:
-                self._record(ReceivedRequest(now, known, body, 0, None, "dropped", True), 0)
+                self._record(
+                    ReceivedRequest(now, known, body, 0, None, "dropped", True, token_label=label),
+                    0,
+                )
                 return None
             if fault.status is not None:
                 extra = {"retry-after": str(int(fault.retry_after))} if fault.retry_after else {}
-                self._record(ReceivedRequest(now, known, body, fault.status, None, "", True), 0)
+                self._record(
+                    ReceivedRequest(
+                        now, known, body, fault.status, None, "", True, token_label=label
+                    ),
+                    0,
+                )
                 return fault.status, extra, b'{"message":"injected failure"}'
             if fault.code is not None:
                 message = fault.message or f"injected envelope code {fault.code}"
                 if fault.event_id is not None:
                     message = message.replace("{position}", str(event_ids.index(fault.event_id)))
-                self._record(ReceivedRequest(now, known, body, 200, fault.code, message, True), 0)
+                self._record(
+                    ReceivedRequest(
+                        now, known, body, 200, fault.code, message, True, token_label=label
+                    ),
+                    0,
+                )
                 return 200, {}, _envelope(fault.code, message)
         if not known:
             code, message = _BAD_TOKEN
@@ -229,7 +256,9 @@ class FakeEventsApi:
         else:
             code, message = (0, "OK") if isinstance(body, dict) else (40002, "Invalid JSON")
         accepted = len(body["data"]) if code == 0 else 0
-        self._record(ReceivedRequest(now, known, body, 200, code, message), accepted)
+        self._record(
+            ReceivedRequest(now, known, body, 200, code, message, token_label=label), accepted
+        )
         return 200, {}, _envelope(code, message)
 
     def _control(self, method: str, path: str, raw: bytes) -> tuple[int, bytes]:

@@ -25,7 +25,7 @@ from gateway.core.errors import EventError
 from gateway.core.event import Event
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
 from gateway.ingest.policy import Item, SourcePolicy
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, Prepared
 from gateway.settings import PixelConfig, Settings
 from gateway.web.metrics import Metrics
 
@@ -58,9 +58,13 @@ class Pipeline:
         self.outbox = outbox
         self.metrics = metrics
         self.now = clock
-        self._pixels = {p.id: p for p in settings.pixels}
+        self._pixels = _by_id(settings.pixels)
         self._accept_hooks: list[AcceptHook] = []
         self._received: dict[str, Any] = {}  # the metric's child per source, looked up once
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's pixels (one reference: a lookup sees old or new)."""
+        self._pixels = _by_id(settings.pixels)
 
     def on_accept(self, hook: AcceptHook) -> None:
         """Run `hook` after every stored request (it must be quick and must not raise)."""
@@ -68,13 +72,20 @@ class Pipeline:
 
     def pixel(self, pixel_id: object, field: str = "pixel_id") -> PixelConfig:
         """The configured pixel named by an input, or the only one when the input names none."""
+        pixels = self._pixels
         if pixel_id is None:
-            if len(self._pixels) == 1:
-                return next(iter(self._pixels.values()))
+            if len(pixels) == 1:
+                return next(iter(pixels.values()))
             raise EventError(field, "required: several pixels are configured")
-        if not isinstance(pixel_id, str) or pixel_id not in self._pixels:
+        pixel = pixels.get(pixel_id) if isinstance(pixel_id, str) else None
+        if pixel is None:
             raise EventError(field, "is not a configured pixel")
-        return self._pixels[pixel_id]
+        return pixel
+
+    @property
+    def pixel_ids(self) -> list[str]:
+        """The pixels configured now (after the latest reload)."""
+        return list(self._pixels)
 
     def parse(
         self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
@@ -93,13 +104,7 @@ class Pipeline:
     def parse_each(self, items: Sequence[Item], policy: SourcePolicy) -> list[Parsed | EventError]:
         """Each item on its own: its events and warnings, or its error (file imports, where
         one bad row is reported and the others go)."""
-        now = self.now()
-        results: list[Parsed | EventError] = []
-        for item in items:
-            try:
-                results.append(self._parse_one(item, policy, now))
-            except EventError as exc:
-                results.append(exc)
+        results = parse_each(items, self.rules, policy, self.now())
         self._count([r for r in results if not isinstance(r, EventError)])
         return results
 
@@ -115,13 +120,18 @@ class Pipeline:
         )
 
     def _count(self, results: Sequence[Parsed]) -> None:
-        """What parsing left out or scrubbed, in the metrics (every source alike)."""
-        left_out = sum(len(parsed.warnings) for parsed in results)
+        self.count_parsed(
+            sum(len(parsed.warnings) for parsed in results),
+            [field for parsed in results for field in parsed.scrubbed],
+        )
+
+    def count_parsed(self, left_out: int, scrubbed: Sequence[str]) -> None:
+        """What parsing left out or scrubbed, in the metrics (every source alike; imports
+        parsed in worker processes report it here)."""
         if left_out:
             self.metrics.identifiers_dropped.inc(left_out)
-        for parsed in results:
-            for field in parsed.scrubbed:
-                self.metrics.personal_data_scrubbed.labels(field).inc()
+        for field in scrubbed:
+            self.metrics.personal_data_scrubbed.labels(field).inc()
 
     async def store(
         self, events: Sequence[Event], policy: SourcePolicy, *, checkpoint: str | None = None
@@ -144,6 +154,16 @@ class Pipeline:
             except Exception:  # a hook is an observer: the events are stored all the same
                 log.exception("an accept hook failed")
 
+    async def store_prepared(
+        self, prepared: Prepared, policy: SourcePolicy, *, checkpoint: str | None = None
+    ) -> None:
+        """`store` of events a worker process parsed and serialised (`Outbox.prepare`): no
+        accept hook runs, as no event object exists in this process (the import command's
+        own process, where nothing observes them)."""
+        await self.outbox.add_prepared(prepared, checkpoint=checkpoint)
+        if prepared.count:
+            self.metrics.received.labels(policy.name).inc(prepared.count)
+
     async def ingest(
         self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
     ) -> list[Event]:
@@ -155,3 +175,31 @@ class Pipeline:
     def dropped(self, reason: str, count: int = 1) -> None:
         """Events seen on purpose not forwarded (bots, no consent, tag testing)."""
         self.metrics.dropped.labels(reason).inc(count)
+
+
+def parse_each(
+    items: Sequence[Item], rules: ParseRules, policy: SourcePolicy, now: float
+) -> list[Parsed | EventError]:
+    """Each item parsed on its own, with no metrics: what `Pipeline.parse_each` counts, and
+    what an import's worker process runs."""
+    results: list[Parsed | EventError] = []
+    for item in items:
+        try:
+            results.append(
+                parse_event(
+                    item.raw,
+                    pixel=item.pixel,
+                    rules=rules,
+                    now=now,
+                    policy=policy,
+                    observed=item.observed,
+                    test_event_code=item.test_event_code,
+                )
+            )
+        except EventError as exc:
+            results.append(exc)
+    return results
+
+
+def _by_id(pixels: Sequence[PixelConfig]) -> dict[str, PixelConfig]:
+    return {pixel.id: pixel for pixel in pixels}

@@ -10,6 +10,7 @@ or a city is personal data too.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from gateway.core.errors import EventError
@@ -55,6 +56,7 @@ def _user_fields() -> dict[str, tuple[str, str]]:
 
 
 _USER_FIELDS = _user_fields()
+_HASHERS = {"email": hash_email, "external_id": hash_external_id}
 
 
 def parse_user(
@@ -81,14 +83,21 @@ def parse_user(
             text = clean_text(f"user.{key}", value)
             if text:
                 user[target] = scrub.identifier("user", text)
-        elif kind == "email":
-            lists.setdefault(target, []).extend(hashed_values(f"user.{key}", value, hash_email)[0])
-        elif kind == "external_id":
-            hashes = hashed_values(f"user.{key}", value, hash_external_id)[0]
-            lists.setdefault(target, []).extend(hashes)
-        elif kind == "phone":
-            hashes, dropped = hashed_values(f"user.{key}", value, lambda v: hash_phone(v, region))
-            lists.setdefault(target, []).extend(hashes)
+        elif kind == "email" or kind == "external_id" or kind == "phone":
+            if type(value) is str:  # one value, as most senders give it: no list to walk
+                digest = (
+                    hash_phone(value, region)
+                    if kind == "phone"
+                    else hash_email(value)
+                    if kind == "email"
+                    else hash_external_id(value)
+                )
+                hashes, dropped = ([digest], 0) if digest else ([], int(bool(value.strip())))
+            else:
+                hasher = _HASHERS.get(kind) or partial(hash_phone, default_region=region)
+                hashes, dropped = hashed_values(f"user.{key}", value, hasher)
+            if hashes:
+                lists.setdefault(target, []).extend(hashes)
             if dropped:
                 warnings.append(f"user.{key}: {dropped} value(s) not a phone number, left out")
         elif kind == "sha256_list":

@@ -15,6 +15,7 @@ from gateway.outbox.base import (
     Outbox,
     OutboxCounts,
     PixelCounts,
+    Prepared,
 )
 from gateway.settings import OutboxSettings
 
@@ -65,6 +66,7 @@ __all__ = [
     "OutboxCounts",
     "OutboxUnavailable",
     "PixelCounts",
+    "Prepared",
     "is_redis",
     "open_outbox",
     "sqlite_path",

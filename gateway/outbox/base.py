@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -92,6 +93,15 @@ class DeadLetter:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Events as one backend stores them (`EventQueue.prepare`), ready to pass between
+    processes: `payload` is the backend's own form."""
+
+    count: int
+    payload: Any
+
+
 class EventQueue(abc.ABC):
     """The durable queue the gateway adds to and the dispatcher drains."""
 
@@ -109,6 +119,18 @@ class EventQueue(abc.ABC):
 
         `checkpoint` (file imports): a key recorded in the same transaction as the events,
         so it is stored if and only if they are; `checkpoint_stored` asks for it later."""
+
+    @staticmethod
+    def prepare(events: Sequence[Event]) -> Prepared:
+        """`events` serialised as this backend stores them, with no I/O and no state: file
+        imports prepare in worker processes, and the importer stores with `add_prepared`.
+        Raises EventError for a value that cannot be stored."""
+        return Prepared(len(events), list(events))
+
+    async def add_prepared(self, prepared: Prepared, *, checkpoint: str | None = None) -> None:
+        """`add` of what `prepare` made (same guarantees)."""
+        events: list[Event] = prepared.payload
+        await self.add(events, checkpoint=checkpoint)
 
     async def checkpoint_stored(self, key: str) -> bool:
         """Whether an `add` with this checkpoint was stored (kept CHECKPOINT_DAYS)."""

@@ -41,6 +41,7 @@ from gateway.outbox.base import (
     Outbox,
     OutboxCounts,
     PixelCounts,
+    Prepared,
 )
 
 P = ParamSpec("P")
@@ -142,8 +143,11 @@ class RedisOutbox(Outbox):
         if client is not None:
             await client.aclose()
 
-    @_translated
     async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
+        await self.add_prepared(self.prepare(events), checkpoint=checkpoint)
+
+    @staticmethod
+    def prepare(events: Sequence[Event]) -> Prepared:
         now = repr(time.time())
         try:
             fields = [_fields(e, now) for e in events]
@@ -153,6 +157,13 @@ class RedisOutbox(Outbox):
         for event in events:
             pixel = event.destination.event_source_id
             per_pixel[pixel] = per_pixel.get(pixel, 0) + 1
+        return Prepared(len(fields), (fields, per_pixel, now))
+
+    @_translated
+    async def add_prepared(self, prepared: Prepared, *, checkpoint: str | None = None) -> None:
+        fields: list[dict[str, str]]
+        per_pixel: dict[str, int]
+        fields, per_pixel, now = prepared.payload
         async with self._client.pipeline(transaction=True) as pipe:
             for entry in fields:
                 pipe.xadd(self._stream, entry)

@@ -36,6 +36,7 @@ from gateway.outbox.base import (
     Outbox,
     OutboxCounts,
     PixelCounts,
+    Prepared,
 )
 from gateway.outbox.sqlite_migration import SCHEMA, migrate
 from gateway.outbox.sqlite_writer import GroupCommitWriter
@@ -157,6 +158,10 @@ class SqliteOutbox(Outbox):
     async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
         if not events and checkpoint is None:
             return
+        await self.add_prepared(self.prepare(events), checkpoint=checkpoint)
+
+    @staticmethod
+    def prepare(events: Sequence[Event]) -> Prepared:
         now = time.time()
         try:  # serialised here, so a bad value fails its own request, not the writer
             # the data element goes in as a string: SQLite re-parses a row's JSON for each
@@ -174,12 +179,17 @@ class SqliteOutbox(Outbox):
                 ]
                 for e in events
             ]
-            payload = orjson.dumps(rows)
+            return Prepared(len(rows), orjson.dumps(rows))
         except orjson.JSONEncodeError:
             raise EventError("event", "holds a value that cannot be stored") from None
+
+    async def add_prepared(self, prepared: Prepared, *, checkpoint: str | None = None) -> None:
+        payload: bytes = prepared.payload
         if checkpoint is None:
-            await self._db.add(payload)
+            if prepared.count:
+                await self._db.add(payload)
             return
+        now = time.time()
 
         def with_checkpoint(conn: sqlite3.Connection) -> None:
             # one transaction: the checkpoint exists exactly when the chunk's events do

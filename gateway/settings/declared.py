@@ -209,20 +209,45 @@ def redacted(value: Any) -> Any:
 
 def secret_values(value: Any) -> Iterator[str]:
     """Every secret value held anywhere in a settings object (for the redacting log filter)."""
+    for secret in _secrets_held(value):
+        if secret.reveal():
+            yield secret.reveal()
+    yield from _url_passwords(value)
+
+
+def secret_files(value: Any) -> Iterator[str]:
+    """The path of every `file:` secret in a settings object (watched for a reload)."""
+    for secret in _secrets_held(value):
+        if secret.source.startswith("file:"):
+            yield secret.source[5:]
+
+
+def _secrets_held(value: Any) -> Iterator[Secret]:
+    """Every `Secret` in a settings object: in sections, tuples and mappings (postback
+    sources are a mapping of name to source)."""
     if isinstance(value, Secret):
-        if value.reveal():
-            yield value.reveal()
+        yield value
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from _secrets_held(getattr(value, field.name))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _secrets_held(item)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _secrets_held(item)
+
+
+def _url_passwords(value: Any) -> Iterator[str]:
+    """Passwords in URLs marked `secret_url` (the outbox URL), in any section."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
             held = getattr(value, field.name)
             if field.metadata.get("secret_url") and isinstance(held, str) and "@" in held:
                 password = urlsplit(held).password
                 if password:
                     yield password
-            yield from secret_values(held)
-    elif isinstance(value, tuple | list):
-        for item in value:
-            yield from secret_values(item)
+            yield from _url_passwords(held)
 
 
 def _url_without_password(url: str) -> str:
@@ -230,4 +255,4 @@ def _url_without_password(url: str) -> str:
     return re.sub(r"\?.*$", "?***", url) if "?" in url else url  # ?password=… and friends
 
 
-__all__ = ["choice", "read_section", "redacted", "secret_values", "setting"]
+__all__ = ["choice", "read_section", "redacted", "secret_files", "secret_values", "setting"]

@@ -14,7 +14,14 @@ from typing import Any
 import phonenumbers
 
 from gateway.core.secret import Secret
-from gateway.settings.declared import choice, read_section, redacted, secret_values, setting
+from gateway.settings.declared import (
+    choice,
+    read_section,
+    redacted,
+    secret_files,
+    secret_values,
+    setting,
+)
 from gateway.settings.postbacks import PostbackSettings
 from gateway.settings.reader import TableReader
 from gateway.settings.sections import (
@@ -113,6 +120,12 @@ def _api_base(url: str) -> str:
     return url
 
 
+def _watch_seconds(seconds: float) -> float:
+    if 0 < seconds < 0.1:
+        raise ValueError("must be 0 (off) or at least 0.1")
+    return seconds
+
+
 def _region(region: str) -> str:
     region = region.strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -122,7 +135,7 @@ def _region(region: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """The gateway's whole configuration, immutable after start-up."""
+    """The gateway's whole configuration, immutable: a reload builds a new one (live.py)."""
 
     pixels: tuple[PixelConfig, ...] = setting((), read=_read_pixels)
     api_base: str = setting(DEFAULT_API_BASE, env="TIKTOK_API_BASE", convert=_api_base)
@@ -145,6 +158,10 @@ class Settings:
         convert=choice("auto", "text", "json", normalise=str.lower),
     )
     """text, json (one object per line), or auto: text on a terminal, json elsewhere."""
+    watch_files_seconds: float = setting(5.0, low=0.0, high=3600.0, convert=_watch_seconds)
+    """How often `serve` looks whether the config file or a `file:` secret changed, and
+    reloads when one did (0: only on SIGHUP). Content is compared, not modification times:
+    Kubernetes swaps a mounted Secret by moving a symlink."""
     outbox: OutboxSettings = setting(default_factory=OutboxSettings)
     delivery: DeliverySettings = setting(default_factory=DeliverySettings)
     server_api: ServerApiSettings = setting(default_factory=ServerApiSettings)
@@ -189,6 +206,10 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that scrubs them as a last line of defence."""
         return list(dict.fromkeys(secret_values(self)))
+
+    def secret_files(self) -> list[str]:
+        """The path of every `file:` secret (a reload watches them)."""
+        return list(dict.fromkeys(secret_files(self)))
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data with every secret replaced by its source."""

@@ -38,7 +38,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return GatewayJson().render(exc).response()
 
 
-def _on_sighup(reload: Callable[[], object]) -> Callable[[], None]:
+def _on_sighup(reload: Callable[[], None]) -> Callable[[], None]:
     """SIGHUP reloads the configuration; returns how to stop listening. Only the main
     thread may handle signals (a gateway run in a thread, as in tests, reloads by call)."""
     loop = asyncio.get_running_loop()
@@ -59,7 +59,7 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
-        hangup = _on_sighup(gateway.live.reload)
+        hangup = _on_sighup(gateway.live.trigger)
         try:
             yield
         finally:
@@ -67,15 +67,15 @@ def create_app(gateway: Gateway) -> Starlette:
             await gateway.stop()
 
     browser = beacon.BeaconSource(
-        gateway.pipeline, limit=gateway.limits.beacon, guard=gateway.guard
+        gateway.pipeline, limit=gateway.limits.beacon, guard=gateway.guard, live=gateway.live
     )
     app = Starlette(
         routes=[
             *health.routes(gateway),
             *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
-            *relay.routes(gateway.pipeline, gateway.leads),
-            *imports.routes(gateway.pipeline, gateway.limits.server_api),
+            *relay.routes(gateway.pipeline, gateway.leads, gateway.live),
+            *imports.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *browser.routes(),
             *console.routes(gateway),
         ],

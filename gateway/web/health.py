@@ -42,7 +42,7 @@ class Health:
             await gateway.outbox.check_writable()
         except OutboxUnavailable as exc:
             return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
-        pixels = len(gateway.settings.pixels)
+        pixels = len(gateway.pipeline.pixel_ids)
         if gateway.guard.shedding:  # still ready: server events are taken, snippets served
             return JSONResponse(
                 {"status": "shedding", "reason": gateway.guard.shedding, "pixels": pixels}

@@ -48,6 +48,23 @@ class _DeliveryCollector(Collector):
             yield CounterMetricFamily(f"tiktok_gateway_delivery_{name}", doc, value=value)
 
 
+class _ReloadCollector(Collector):
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        applied, refused = self._counts()
+        family = CounterMetricFamily(
+            "tiktok_gateway_config_reloads",
+            "Configuration reloads (SIGHUP or a changed file), by result (applied, refused: "
+            "the running configuration was kept)",
+            labels=["result"],
+        )
+        family.add_metric(["applied"], applied)
+        family.add_metric(["refused"], refused)
+        yield family
+
+
 class _BacklogCollector(Collector):
     def __init__(self, guard: Callable[[], BacklogGuard | None]) -> None:
         self._guard = guard
@@ -194,6 +211,8 @@ class Metrics:
         self.registry.register(_DeliveryCollector(lambda: self._delivery()))
         self._guard: BacklogGuard | None = None
         self.registry.register(_BacklogCollector(lambda: self._guard))
+        self._reloads: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self.registry.register(_ReloadCollector(lambda: self._reloads()))
 
     def watch_backlog(self, guard: BacklogGuard) -> None:
         self._guard = guard
@@ -203,6 +222,10 @@ class Metrics:
 
     def watch_delivery(self, stats: Callable[[], DeliveryStats | None]) -> None:
         self._delivery = stats
+
+    def watch_reloads(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """(applied, refused) configuration reloads so far."""
+        self._reloads = counts
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

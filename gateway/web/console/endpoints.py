@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -21,12 +21,15 @@ from starlette.routing import BaseRoute, Route
 from gateway.cli.send_test import TestEvent, send_test
 from gateway.core.errors import ConfigError, EventError, TooManyRequests
 from gateway.core.score import KEYS, keys_present, score
-from gateway.runtime import Gateway
 from gateway.web.client_ip import ClientIpResolver
 from gateway.web.console.auth import ConsoleAuth
 from gateway.web.console.live import Watchers
 from gateway.web.console.pages import HEADERS, app_page, login_page
+from gateway.web.console.postbacks import MAX_SHOWN, last_postbacks
 from gateway.web.console.view import detail, short, shown_user
+
+if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
+    from gateway.runtime import Gateway
 
 _ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 _MAX_FORM = 4096
@@ -43,14 +46,18 @@ class Console:
         self._gateway = gateway
         self.path = settings.path
         self._auth = ConsoleAuth(settings)
-        self._watchers = Watchers(gateway.recent)
+        self._watchers = Watchers(gateway.recent, gateway.replicas)
         per_minute = settings.login_attempts_per_minute
         self._login_limit = gateway.limits.limit(
             "console_login", per_minute / 60.0, max(1, int(per_minute))
         )
         browser = gateway.settings.browser
         self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
-        self._pixels = [p.id for p in gateway.settings.pixels]
+
+    @property
+    def _pixels(self) -> list[str]:
+        """The pixels configured now: a reload may have added or removed some."""
+        return self._gateway.pipeline.pixel_ids
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
@@ -63,6 +70,7 @@ class Console:
             Route(f"{p}/event", self.event, methods=["GET"]),
             Route(f"{p}/overview", self.overview, methods=["GET"]),
             Route(f"{p}/dead-letters", self.dead_letters, methods=["GET"]),
+            Route(f"{p}/postbacks", self.postbacks, methods=["GET"]),
             Route(f"{p}/replay", self.replay, methods=["POST"]),
             Route(f"{p}/send-test", self.send_test, methods=["POST"]),
         ]
@@ -73,7 +81,8 @@ class Console:
         sid = self._auth.session(request)
         if sid is None:
             return login_page(self.path)
-        return app_page(self.path, self._auth.csrf_token(sid), self._pixels)
+        sources = sorted(self._gateway.live.current.postbacks.sources)
+        return app_page(self.path, self._auth.csrf_token(sid), self._pixels, sources)
 
     async def login(self, request: Request) -> Response:
         client = request.client
@@ -139,12 +148,14 @@ class Console:
         return _json(detail(trace))
 
     async def overview(self, request: Request) -> Response:
-        """Per pixel: the outbox's counts, and from the recent buffer events per minute over
-        the last hour, each match key's share and the average score."""
+        """Per pixel: the outbox's counts, events per minute over the last hour (every
+        replica's with Redis), and from the recent buffer each match key's share and the
+        average score."""
         if self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         now = time.time()
         counts = await self._gateway.outbox.counts(now)
+        per_minute = await self._gateway.per_minute.per_minute()
         pixels: dict[str, dict[str, Any]] = {}
         for pixel in self._pixels:
             per = counts.pixels.get(pixel)
@@ -152,7 +163,7 @@ class Console:
                 "pending": per.pending if per else 0,
                 "retrying": per.retrying if per else 0,
                 "dead": per.dead if per else 0,
-                "per_minute": [0] * 60,
+                "per_minute": per_minute.get(pixel, [0] * 60),
                 "events": 0,
                 "scored": 0,
                 "score_sum": 0,
@@ -164,9 +175,6 @@ class Console:
             entry = pixels.get(trace.pixel)
             if entry is None:
                 continue
-            minute = int((now - trace.accepted_at) // 60)
-            if 0 <= minute < 60:
-                entry["per_minute"][59 - minute] += 1
             entry["events"] += 1
             if trace.state == "delivered":
                 entry["delivered"] += 1
@@ -180,7 +188,7 @@ class Console:
             keys: Counter[str] = entry.pop("keys")
             entry["average_score"] = round(total / scored, 1) if scored else None
             entry["key_share"] = {k: round(keys[k] / scored, 2) if scored else 0 for k in KEYS}
-        return _json({"pixels": pixels})
+        return _json({"pixels": pixels, "shared": self._gateway.per_minute.shared})
 
     async def dead_letters(self, request: Request) -> Response:
         if self._signed_in(request) is None:
@@ -207,6 +215,28 @@ class Console:
                 ],
             }
         )
+
+    async def postbacks(self, request: Request) -> Response:
+        """The last postbacks (of `?source=`, or all), each with the rules it fired or why
+        not, how its trigger was found, and what became of its events."""
+        if self._signed_in(request) is None:
+            return _json({"error": "unauthorized"}, 401)
+        sources = self._gateway.live.current.postbacks.sources
+        source = request.query_params.get("source") or None
+        if source is not None and source not in sources:
+            return _json({"error": "invalid", "message": "not a configured source"}, 400)
+        try:
+            count = min(MAX_SHOWN, max(1, int(request.query_params.get("last", "50"))))
+        except ValueError:
+            return _json({"error": "invalid", "message": "last: a number"}, 400)
+        shown = await last_postbacks(
+            self._gateway.postback_log,
+            sources,
+            self._gateway.recent,
+            source=source,
+            count=count,
+        )
+        return _json(shown)
 
     # --- actions -------------------------------------------------------------------------
 
@@ -239,7 +269,7 @@ class Console:
         code = str(asked.get("test_event_code") or "").strip() or None
         test = TestEvent(**fields, pixel=pixel, test_event_code=code)
         try:
-            result = await send_test(self._gateway.settings, test)
+            result = await send_test(self._gateway.live.current, test)
         except (EventError, ConfigError) as exc:
             message = f"{exc.field}: {exc.message}" if isinstance(exc, EventError) else str(exc)
             return _json({"error": "invalid", "message": message}, 400)

@@ -3,6 +3,8 @@
 Only while at least one console page is streaming does `RecentEvents` keep each accepted
 event and call our listener; the first watcher turns both on and the last one turns them
 off, so the beacon path costs exactly what it did without a console the rest of the time.
+With Redis the first watcher also has the other replicas share their events
+(`replicas.py`), which arrive through the same listener.
 
 While a page watches, the listener only appends the trace to each watcher's bounded deque.
 The stream wakes at most every `_TICK` seconds, keeps the latest state of each event and at
@@ -21,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 import orjson
 
 from gateway.delivery.observe import EventTrace, RecentEvents
+from gateway.web.console.replicas import ReplicaFeed
 from gateway.web.console.view import row
 
 _QUEUE = 2000
@@ -39,8 +42,10 @@ class _Watch:
 
 
 class Watchers:
-    def __init__(self, recent: RecentEvents) -> None:
+    def __init__(self, recent: RecentEvents, replicas: ReplicaFeed | None = None) -> None:
+        """`replicas` (Redis): while a page watches, other replicas' events come in too."""
         self._recent = recent
+        self._replicas = replicas
         self._watches: set[_Watch] = set()
 
     @property
@@ -56,17 +61,21 @@ class Watchers:
     def _watching(self) -> Iterator[_Watch]:
         watch = _Watch()
         if not self._watches:
-            self._recent.keep_events = True
+            self._recent.keep_for(self)
             self._recent.on_accept(self._tell)
             self._recent.on_settle(self._tell)
+            if self._replicas is not None:
+                self._replicas.watch()
         self._watches.add(watch)
         try:
             yield watch
         finally:
             self._watches.discard(watch)
             if not self._watches:
+                if self._replicas is not None:
+                    self._replicas.unwatch()
                 self._recent.remove(self._tell)
-                self._recent.keep_events = False
+                self._recent.release(self)
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The latest events (oldest first), then what changes, a tick at a time."""

@@ -46,9 +46,10 @@ autocomplete="current-password" autofocus required></label>
     return HTMLResponse(_page(path, "console login", body), status, HEADERS)
 
 
-def app_page(path: str, csrf: str, pixels: list[str]) -> HTMLResponse:
+def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTMLResponse:
     base = escape(path)
     options = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in pixels)
+    senders = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in sources)
     meta = (
         f'\n<meta name="csrf-token" content="{escape(csrf)}">'
         f'\n<meta name="console-path" content="{base}">'
@@ -58,6 +59,7 @@ def app_page(path: str, csrf: str, pixels: list[str]) -> HTMLResponse:
 <button data-tab="live" class="active">Live events</button>
 <button data-tab="overview">Overview</button>
 <button data-tab="dead">Dead letters</button>
+<button data-tab="postbacks">Postbacks</button>
 <button data-tab="test">Send a test event</button>
 <form method="post" action="{base}/logout" class="logout"><button>Log out</button></form>
 </nav>
@@ -81,6 +83,18 @@ def app_page(path: str, csrf: str, pixels: list[str]) -> HTMLResponse:
 <section id="dead" class="tab" hidden>
 <p><button id="dead-refresh">Refresh</button></p>
 <div id="dead-body"></div>
+</section>
+<section id="postbacks" class="tab" hidden>
+<div class="filters">
+<select id="pb-source"><option value="">every source</option>{senders}</select>
+<label><input type="checkbox" id="pb-none"> only those that fired nothing</label>
+<button id="pb-refresh">Refresh</button>
+<span class="status">refreshed every 2 s while shown</span>
+</div>
+<table id="postback-log"><thead><tr><th>time</th><th>source</th><th>trigger</th>
+<th>ttclid</th><th>rules fired → events (TikTok's answer)</th><th>rules not fired: why</th>
+<th>fields (identifiers hashed)</th></tr></thead><tbody></tbody></table>
+<p id="pb-empty" hidden></p>
 </section>
 <section id="test" class="tab" hidden>
 <form id="send-test">

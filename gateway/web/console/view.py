@@ -80,6 +80,8 @@ def row(trace: EventTrace) -> dict[str, Any]:
         "state": trace.state,
         "steps": [step(s) for s in trace.steps],
     }
+    if trace.replica:  # stored by another replica (Redis): its name
+        shown["replica"] = trace.replica
     if trace.accepted is not None:
         user = trace.accepted.user
         shown["keys"] = keys_present(user)

@@ -12,17 +12,28 @@ from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.endpoint import BeaconEndpoint
 from gateway.ingest.sources.beacon.snippet import SnippetEndpoint
 from gateway.outbox.guard import BacklogGuard
+from gateway.settings.live import LiveSettings
 from gateway.web.rate_limit import RateLimit
 
 
 class BeaconSource:
     """The browser path's endpoints, built once from the pipeline's settings."""
 
-    def __init__(self, pipeline: Pipeline, *, limit: RateLimit, guard: BacklogGuard) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        limit: RateLimit,
+        guard: BacklogGuard,
+        live: LiveSettings | None = None,
+    ) -> None:
+        """`live`: the beacon takes reloaded pixels and origins from it."""
         settings = pipeline.settings
         self.path = settings.browser.beacon_path
         cookies = VisitorCookies(settings.cookies)
         self.endpoint = BeaconEndpoint(pipeline, cookies, limit=limit, guard=guard)
+        if live is not None:
+            live.on_reload(self.endpoint.reconfigure)
         self.snippet = SnippetEndpoint(settings)
         self._snippet_path = settings.browser.snippet_path
 

@@ -14,7 +14,7 @@ objects) that reads only the headers and cookies it needs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -33,7 +33,7 @@ from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.enrich import is_bot, is_tag_testing
 from gateway.ingest.sources.beacon.visitor import Visitor
 from gateway.outbox.guard import BacklogGuard
-from gateway.settings import PixelConfig
+from gateway.settings import PixelConfig, Settings
 from gateway.web.client_ip import ClientIpResolver
 from gateway.web.errors import ErrorRenderer, GatewayJson, log_unexpected
 from gateway.web.rate_limit import RateLimit
@@ -109,11 +109,12 @@ class BeaconEndpoint:
         self._drop_bots = browser.drop_bots
         self._tag_hosts = browser.tag_testing_hosts
         self._generate_ttp = browser.generate_ttp
-        self._pixels_by_origin: dict[str, list[PixelConfig]] = {}
-        for pixel in pipeline.settings.pixels:
-            if pixel.event_source == "web":
-                for origin in pixel.origins:
-                    self._pixels_by_origin.setdefault(origin, []).append(pixel)
+        self._pixels_by_origin = _by_origin(pipeline.settings.pixels)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's pixels and origins: one reference swapped, read
+        once per beacon, so a beacon sees the old table or the new."""
+        self._pixels_by_origin = _by_origin(settings.pixels)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         try:
@@ -231,6 +232,16 @@ class BeaconEndpoint:
         if copy in _PIXEL_COPY:
             observed.pixel_copy = copy
         return Item(event, pixel, observed)
+
+
+def _by_origin(pixels: Sequence[PixelConfig]) -> dict[str, list[PixelConfig]]:
+    """The web pixels each site origin may send beacons for."""
+    found: dict[str, list[PixelConfig]] = {}
+    for pixel in pixels:
+        if pixel.event_source == "web":
+            for origin in pixel.origins:
+                found.setdefault(origin, []).append(pixel)
+    return found
 
 
 def _pick_pixel(pixel_id: Any, pixels: list[PixelConfig]) -> PixelConfig:

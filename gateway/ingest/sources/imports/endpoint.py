@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.context import LeadMemory
 from gateway.core.errors import EventError
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
@@ -76,9 +77,12 @@ class ImportRecord:
 class ImportsEndpoint:
     """POST /v1/imports and GET /v1/imports/{id}; the last imports are kept in memory."""
 
-    def __init__(self, pipeline: Pipeline, limit: RateLimit) -> None:
+    def __init__(
+        self, pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+    ) -> None:
         settings = pipeline.settings
         self._pipeline = pipeline
+        self._leads = leads
         self._callers = ServerCallers(settings, limit)
         self._max_body = settings.imports.max_upload_mb * 1_048_576
         self._settings = settings.imports
@@ -97,6 +101,7 @@ class ImportsEndpoint:
             options,
             report=lambda rejected: _keep(record.rejections, rejected),
             progress=lambda summary: setattr(record, "summary", summary),
+            leads=None if options.dry_run else self._leads,
         )
         self._remember(record)
         try:
@@ -183,8 +188,10 @@ def _keep(kept: list[Rejection], rejected: list[Rejection]) -> None:
         kept.extend(rejected[:room])
 
 
-def routes(pipeline: Pipeline, limit: RateLimit) -> list[BaseRoute]:
-    endpoint = ImportsEndpoint(pipeline, limit)
+def routes(
+    pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+) -> list[BaseRoute]:
+    endpoint = ImportsEndpoint(pipeline, limit, leads)
     renderer = GatewayJson()
     return [
         Route(PATH, rendered(endpoint.create, renderer), methods=["POST"]),

@@ -22,28 +22,36 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
+from gateway.context import LeadMemory
 from gateway.core.errors import EventError
-from gateway.core.event import Event
-from gateway.ingest.parser import Parsed
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
+from gateway.ingest.sources.imports.chunks import (
+    ChunkParser,
+    ParsedChunk,
+    parse_in_worker,
+    worker_pool,
+)
 from gateway.ingest.sources.imports.columns import Columns, RowRules, merged, to_input
 from gateway.ingest.sources.imports.readers import Row, RowError, read_rows
 from gateway.ingest.sources.imports.rules import (
     DEFAULT_MAX_AGE_DAYS,
     import_event_id,
-    missing_identity,
 )
 from gateway.ingest.sources.imports.summary import Rejection, Summary
 from gateway.settings import PixelConfig
 
 CHUNK_ROWS = 1000
 """Rows per chunk: one transaction (one fsync) per Events API batch's worth of rows."""
+IN_PROCESS_CHUNKS = 2
+"""Chunks parsed in this process before worker processes start (small files never wait
+for them)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class ImportOptions:
     file_format: str = "auto"
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     chunk_rows: int = CHUNK_ROWS
+    jobs: int = 1
+    """Processes parsing chunks (the import command: one per core); not in the fingerprint,
+    so an import resumes with any number."""
 
     def fingerprint_seed(self, pixel: PixelConfig) -> bytes:
         """Everything that changes what a row becomes: a chunk imported with other options
@@ -94,6 +105,8 @@ class _Chunk:
     key: str
 
 
+_Parsing = tuple[str, list[Rejection], "asyncio.Future[ParsedChunk]"]
+"""A chunk being parsed: its key, the records refused on reading, the parse."""
 Progress = Callable[[Summary], None]
 Report = Callable[[list[Rejection]], None]
 
@@ -108,8 +121,12 @@ class Importer:
         *,
         report: Report | None = None,
         progress: Progress | None = None,
+        leads: LeadMemory | None = None,
     ) -> None:
+        """`leads`: the lead-context store, whose browser context completes rows that name
+        a lead (by external id or order id); None when this process cannot read it."""
         self._pipeline = pipeline
+        self._leads = leads
         self.options = options
         self.pixel = pipeline.pixel(options.pixel, field="pixel")
         self._columns = Columns(options.mapping)
@@ -126,6 +143,10 @@ class Importer:
         self._report = report
         self._progress = progress
         self.summary = Summary(dry_run=options.dry_run)
+        self._jobs = max(1, options.jobs)
+        self._parser = ChunkParser(
+            self.pixel, pipeline.rules, self._policy, self._columns, options.test_event_code
+        )
 
     async def run(self, binary: IO[bytes]) -> Summary:
         """Import every row of `binary`; raises EventError / UnreadableFile for a file that
@@ -136,7 +157,12 @@ class Importer:
         chunks = self._chunks(rows)
         outbox = self._pipeline.outbox
         summary = self.summary
-        storing: asyncio.Task[None] | None = None
+        # chunks being parsed, in file order: a task stores each as soon as it is parsed and
+        # the one before it is stored (checkpoints in file order), while more are read; the
+        # bound keeps a few chunks in memory, whatever the file's size
+        parsing: asyncio.Queue[_Parsing | None] = asyncio.Queue(maxsize=self._jobs)
+        storing = asyncio.create_task(self._store_in_order(parsing))
+        pool: ProcessPoolExecutor | None = None
         try:
             while True:
                 chunk = await asyncio.to_thread(next, chunks, None)
@@ -148,31 +174,70 @@ class Importer:
                 if self.options.resume and await outbox.checkpoint_stored(chunk.key):
                     summary.resumed_rows += len(chunk.records)
                 else:
-                    # this chunk was read and parsed while the previous one was being
-                    # stored; it is stored only once that one is (checkpoints in file order)
-                    events, rejections = await asyncio.to_thread(self._parse, chunk)
-                    if storing is not None:
-                        await storing
-                    if not self.options.dry_run:
-                        storing = asyncio.create_task(self._store(events, chunk.key))
-                    else:
-                        summary.count(events)
-                    self._rejected(rejections)
+                    if pool is None and self._use_workers(summary.chunks):
+                        pool = worker_pool(self._parser.for_workers(outbox.prepare), self._jobs)
+                    await _put(parsing, await self._parse(chunk, pool), storing)
                 summary.elapsed_seconds = time.monotonic() - started
                 if self._progress is not None:
                     self._progress(summary)
-            if storing is not None:
-                await storing
+            await _put(parsing, None, storing)
+            await storing
+            if pool is not None:  # idle now: its workers exit at once
+                await asyncio.to_thread(pool.shutdown)
         finally:
-            if storing is not None and not storing.done():
-                storing.cancel()  # the writer finishes the transaction it holds, or not
+            storing.cancel()  # the writer finishes the transaction it holds, or not
+            while not parsing.empty():
+                left = parsing.get_nowait()
+                if left is not None:
+                    left[2].cancel()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         summary.ignored_columns = list(self._columns.ignored)
         summary.elapsed_seconds = time.monotonic() - started
         return summary
 
-    async def _store(self, events: list[Event], key: str) -> None:
-        await self._pipeline.store(events, self._policy, checkpoint=key)
-        self.summary.count(events)
+    def _use_workers(self, chunks: int) -> bool:
+        """Workers for a file of more than a few chunks: spawning them costs a second."""
+        return self._jobs > 1 and chunks > IN_PROCESS_CHUNKS
+
+    async def _parse(self, chunk: _Chunk, pool: ProcessPoolExecutor | None) -> _Parsing:
+        """Start parsing a chunk (in a thread, or in a worker): its rows, with their lead
+        context, and the records already refused."""
+        inputs, rejections = await asyncio.to_thread(self._inputs, chunk)
+        code = self.options.test_event_code
+        items = [Item(raw, self.pixel, test_event_code=code) for _, raw in inputs]
+        if self._leads is not None:
+            self.summary.context_filled += await self._leads.fill_items(items)
+        rows = [
+            (line, item.raw, item.observed) for (line, _), item in zip(inputs, items, strict=True)
+        ]
+        now = self._pipeline.now()
+        future: asyncio.Future[ParsedChunk]
+        if pool is None:
+            future = asyncio.ensure_future(asyncio.to_thread(self._parser, rows, now))
+        else:
+            future = asyncio.get_running_loop().run_in_executor(pool, parse_in_worker, rows, now)
+        return chunk.key, rejections, future
+
+    async def _store_in_order(self, parsing: asyncio.Queue[_Parsing | None]) -> None:
+        """Each chunk once parsed, in file order: stored (or, dry, counted), then reported."""
+        while (entry := await parsing.get()) is not None:
+            key, rejections, future = entry
+            parsed = await future
+            self._pipeline.count_parsed(parsed.left_out, parsed.scrubbed)
+            self.summary.left_out += parsed.left_out
+            if self.options.dry_run:
+                self.summary.counted(parsed.count, parsed.coverage)
+            else:
+                await self._store(parsed, key)
+            self._rejected(sorted(rejections + parsed.rejections, key=lambda r: r.line))
+
+    async def _store(self, parsed: ParsedChunk, key: str) -> None:
+        if parsed.prepared is not None:
+            await self._pipeline.store_prepared(parsed.prepared, self._policy, checkpoint=key)
+        else:
+            await self._pipeline.store(parsed.events or [], self._policy, checkpoint=key)
+        self.summary.counted(parsed.count, parsed.coverage)
 
     def _check_header(self, header: list[str]) -> None:
         if not header:
@@ -218,7 +283,9 @@ class Importer:
             return _Record(row.line, None, Rejection(row.line, where, exc.message), row.text)
         return _Record(row.line, raw, None, row.text)
 
-    def _parse(self, chunk: _Chunk) -> tuple[list[Event], list[Rejection]]:
+    def _inputs(self, chunk: _Chunk) -> tuple[list[tuple[int, dict[str, Any]]], list[Rejection]]:
+        """The chunk's input events (grouped by order with --group-by) at their first line,
+        and the records that have none."""
         rejections: list[Rejection] = []
         inputs: list[tuple[int, dict[str, Any]]] = []
         for record in chunk.records:
@@ -228,32 +295,22 @@ class Importer:
                 inputs.append((record.line, record.raw))
         if self.options.group_by_order:
             inputs = _grouped(inputs)
-        code = self.options.test_event_code
-        items = [Item(raw, self.pixel, test_event_code=code) for _, raw in inputs]
-        events: list[Event] = []
-        for (line, _), result in zip(
-            inputs, self._pipeline.parse_each(items, self._policy), strict=True
-        ):
-            if isinstance(result, EventError):
-                rejections.append(
-                    Rejection(line, self._columns.where(result.field), result.message)
-                )
-                continue
-            reason = _unmatched(result)
-            if reason is not None:
-                rejections.append(Rejection(line, self._columns.column("email"), reason))
-                continue
-            self.summary.left_out += len(result.warnings)
-            events.extend(result.events)
-        rejections.sort(key=lambda r: r.line)
-        return events, rejections
+        return inputs, rejections
 
 
-def _unmatched(parsed: Parsed) -> str | None:
-    reason = missing_identity(parsed.events[0]) if parsed.events else None
-    if reason is not None and parsed.warnings:
-        reason += " (a phone was not a phone number)"
-    return reason
+async def _put(
+    parsing: asyncio.Queue[_Parsing | None], entry: _Parsing | None, storing: asyncio.Task[None]
+) -> None:
+    """Queue a chunk for storing; raises what stopped the storing task (the outbox went
+    away) instead of waiting for room forever."""
+    put = asyncio.ensure_future(parsing.put(entry))
+    await asyncio.wait({put, storing}, return_when=asyncio.FIRST_COMPLETED)
+    if not put.done():
+        put.cancel()
+        storing.result()  # raises its error
+        raise RuntimeError("the storing task ended before the file did")
+    if storing.done():
+        storing.result()
 
 
 def _chained(chain: bytes, records: list[_Record]) -> bytes:

@@ -9,13 +9,13 @@ re-import of the same file is deduplicated by TikTok.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from gateway.core.event import Event
-from gateway.core.normalize import sha256_hex
 
 DEFAULT_MAX_AGE_DAYS = 28
 """TikTok's click-through attribution window: older conversions are never attributed."""
@@ -65,4 +65,4 @@ def import_event_id(
         properties.get("order_id"),
         sections.get("lead", {}).get("lead_id"),
     ]
-    return sha256_hex(orjson.dumps(material).decode())[:32]
+    return hashlib.sha256(orjson.dumps(material)).hexdigest()[:32]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -36,6 +37,10 @@ class Summary:
     resumed_rows: int = 0
     """Rows of chunks an earlier run had stored (--resume): not read again."""
     chunks: int = 0
+    context_filled: int = 0
+    """Rows completed from the lead-context store (click id, browser context by lead)."""
+    context_unread: str | None = None
+    """Why the lead-context store was not read (None: it was, or there is none)."""
     ignored_columns: list[str] = field(default_factory=list)
     coverage: Counter[str] = field(default_factory=Counter)
     dry_run: bool = False
@@ -47,16 +52,10 @@ class Summary:
     def rejected_rows(self) -> int:
         return sum(self.rejected.values())
 
-    def count(self, events: list[Event]) -> None:
-        self.events += len(events)
-        coverage = self.coverage
-        for event in events:
-            user = event.user
-            for key in ("email", "phone", "external_id", "ttclid"):
-                if key in user:
-                    coverage[key] += 1
-            if "ip" in user and "user_agent" in user:
-                coverage["ip_user_agent"] += 1
+    def counted(self, events: int, coverage: Counter[str]) -> None:
+        """Stored (or, dry, checked) events and the match keys they carry."""
+        self.events += events
+        self.coverage.update(coverage)
 
     def to_json(self) -> dict[str, Any]:
         events = self.events or 1
@@ -72,6 +71,8 @@ class Summary:
             "identifiers_left_out": self.left_out,
             "resumed_rows": self.resumed_rows,
             "chunks": self.chunks,
+            "lead_context_filled": self.context_filled,
+            "lead_context_unread": self.context_unread,
             "ignored_columns": self.ignored_columns,
             "match_key_coverage": {
                 k: round(self.coverage[k] / events, 4) if self.events else 0.0
@@ -94,6 +95,10 @@ class Summary:
             lines.append(f"rows already stored by an earlier run (resumed): {self.resumed_rows}")
         if self.left_out:
             lines.append(f"identifiers left out (not a phone number…): {self.left_out}")
+        if self.context_filled:
+            lines.append(f"rows completed from the lead context: {self.context_filled}")
+        if self.context_unread:
+            lines.append(f"lead context not read: {self.context_unread}")
         if self.ignored_columns:
             lines.append(f"columns ignored: {', '.join(self.ignored_columns)}")
         lines.append("match-key coverage of the events:")
@@ -104,6 +109,19 @@ class Summary:
         rate = self.rows / self.elapsed_seconds if self.elapsed_seconds else 0
         lines.append(f"time: {self.elapsed_seconds:.1f} s ({rate:,.0f} rows/s)")
         return "\n".join(lines)
+
+
+def coverage_of(events: Sequence[Event]) -> Counter[str]:
+    """How many of `events` carry each match key (the summary's coverage)."""
+    coverage: Counter[str] = Counter()
+    for event in events:
+        user = event.user
+        for key in ("email", "phone", "external_id", "ttclid"):
+            if key in user:
+                coverage[key] += 1
+        if "ip" in user and "user_agent" in user:
+            coverage["ip_user_agent"] += 1
+    return coverage
 
 
 class ReportWriter:

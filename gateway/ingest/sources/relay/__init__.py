@@ -22,6 +22,7 @@ from gateway.context import LeadMemory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.relay.endpoint import RELAY, Reader, RelayEndpoint
 from gateway.ingest.sources.relay.translate import read_v1, read_v2
+from gateway.settings.live import LiveSettings
 from gateway.web.errors import TikTokEnvelope, rendered
 
 VERSIONS = ("v1.3", "v1.2")
@@ -36,12 +37,17 @@ READERS: dict[str, Reader] = {
 }
 
 
-def routes(pipeline: Pipeline, leads: LeadMemory | None = None) -> list[BaseRoute]:
-    """TikTok's paths (every method: a GET gets TikTok's envelope too, not a 405 page)."""
+def routes(
+    pipeline: Pipeline, leads: LeadMemory | None = None, live: LiveSettings | None = None
+) -> list[BaseRoute]:
+    """TikTok's paths (every method: a GET gets TikTok's envelope too, not a 405 page);
+    `live`: the relay takes reloaded pixels and tokens from it."""
     if not pipeline.settings.relay.enabled:
         return []
     renderer = TikTokEnvelope()
     endpoint = RelayEndpoint(pipeline, leads, answers=renderer)
+    if live is not None:
+        live.on_reload(endpoint.reconfigure)
     guarded = {
         name: rendered(functools.partial(endpoint.handle, read=read), renderer)
         for name, read in READERS.items()

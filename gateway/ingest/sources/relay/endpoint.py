@@ -11,7 +11,8 @@ is neither a configured pixel's nor a gateway API key; 40001 for a token of anot
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -29,7 +30,7 @@ from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
 from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
-from gateway.settings import PixelConfig
+from gateway.settings import PixelConfig, Settings
 from gateway.web.errors import TikTokEnvelope
 from gateway.web.request_body import parse_json, read_body
 
@@ -57,31 +58,33 @@ class RelayEndpoint:
         self._pipeline = pipeline
         self._leads = leads
         self._answers = answers or TikTokEnvelope()
-        self._pixels = {p.id: p for p in settings.pixels}
-        self._tokens = {p.id: p.access_token.reveal().encode() for p in settings.pixels}
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
-        self._all = tuple(t for t in dict.fromkeys([*self._tokens.values(), *self._keys]) if t)
-        # who may send to each pixel: the gateway's keys and the pixel's own token
-        self._allowed = {pixel: (*self._keys, token) for pixel, token in self._tokens.items()}
+        self._access = _Access.of(settings.pixels, self._keys)
         self._max_body = settings.relay.max_body_bytes
         self._max_events = settings.relay.max_events
         self._fixups = pipeline.metrics.relay_fixups
         for kind in KINDS:  # every kind shown from the start, at 0
             self._fixups.setdefault(kind, 0)
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Take a reloaded configuration's pixels and tokens (one reference, read once per
+        request: a request is judged by the old table or the new, never both)."""
+        self._access = _Access.of(settings.pixels, self._keys)
+
     async def handle(self, request: Request, read: Reader) -> Response:
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
+        access = self._access
         token = request.headers.get("access-token", "").strip().encode()
         # the token first, before the body is even read: a stranger costs nothing
-        if not token or not any([hmac.compare_digest(token, t) for t in self._all]):
+        if not token or not any([hmac.compare_digest(token, t) for t in access.all]):
             raise Unauthorized(_BAD_TOKEN)
         length = request.headers.get("content-length")
         relayed = read(parse_json(await read_body(request.receive, length, self._max_body)))
         if len(relayed.events) > self._max_events:
             where = relayed.indexed or "body"
             raise PayloadTooLarge(where, f"more than {self._max_events} events in one request")
-        pixel = self._destination(relayed, token)
+        pixel = self._destination(relayed, token, access)
         pairs = zip(relayed.events, relayed.codes, strict=True)
         items = [Item(raw, pixel, test_event_code=code) for raw, code in pairs]
         if self._leads is not None:
@@ -96,19 +99,37 @@ class RelayEndpoint:
             self._fixups[kind] += count
         return self._answers.ok()
 
-    def _destination(self, relayed: RelayRequest, token: bytes) -> PixelConfig:
+    def _destination(self, relayed: RelayRequest, token: bytes, access: _Access) -> PixelConfig:
         """The configured pixel / event set the request addresses, if this token may send."""
         where = relayed.source_id_field
         source_id = relayed.source_id
         if not isinstance(source_id, str) or not source_id.strip():
             raise EventError(where, "required: the pixel code or event set id")
-        pixel = self._pixels.get(source_id.strip())
+        pixel = access.pixels.get(source_id.strip())
         if pixel is None:  # TikTok: 40002 "Invalid value for event_source_id"
             raise EventError(where, "Invalid value: not an event source of this gateway")
-        if not any([hmac.compare_digest(token, t) for t in self._allowed[pixel.id]]):
+        if not any([hmac.compare_digest(token, t) for t in access.allowed[pixel.id]]):
             raise Forbidden(_NO_SCOPE)
         if pixel.event_source != relayed.event_source:
             # as TikTok names it for a pixel sent as an offline event set: the id, not the kind
             kind = f"a {pixel.event_source} event source, not {relayed.event_source}"
             raise EventError(where, f"Invalid value: {pixel.id} is {kind}")
         return pixel
+
+
+@dataclass(frozen=True)
+class _Access:
+    """Who may relay for which pixel: the pixels, what may send to each (the gateway's keys
+    and the pixel's own token, built here once rather than on every request), and every
+    token or key."""
+
+    pixels: dict[str, PixelConfig]
+    allowed: dict[str, tuple[bytes, ...]]
+    all: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, pixels: Sequence[PixelConfig], keys: tuple[bytes, ...]) -> _Access:
+        tokens = {p.id: p.access_token.reveal().encode() for p in pixels}
+        every = tuple(t for t in dict.fromkeys([*tokens.values(), *keys]) if t)
+        allowed = {pixel: (*keys, token) for pixel, token in tokens.items()}
+        return cls({p.id: p for p in pixels}, allowed, every)

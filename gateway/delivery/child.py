@@ -1,0 +1,175 @@
+"""The delivery process's own side: open the outbox beside the gateway, run a dispatcher,
+and do what the gateway says through its pipes (see process.py for the parent's side).
+
+- the wake pipe: a byte per batch of stored events ("w"), or "s" to stop gracefully; its
+  closing without "s" means the gateway died, and delivery stops at once;
+- the control pipe: a reloaded configuration, applied (new tokens, new secrets for the log
+  filter) and answered, so the gateway accepts events for a new token only once delivery
+  has it;
+- counters go back through shared memory, every batch's fate through the settlement pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import SynchronizedArray
+from typing import Any
+
+from gateway.delivery.client import EventsApiClient
+from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.observe import SettlementChannel
+from gateway.outbox import open_outbox
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+WAKE, STOP = b"w", b"s"
+READY = b"ready"
+APPLIED = b"applied"
+_STATS_EVERY = 0.2
+
+
+@dataclass(frozen=True)
+class ChildEnds:
+    """What a delivery child gets from its gateway (pickled by multiprocessing's spawn)."""
+
+    settings: Settings
+    consumer: str
+    wake: Connection
+    ready: Connection
+    settlements: Connection
+    control: Connection
+    stats: SynchronizedArray[int]
+
+
+def child_main(child: ChildEnds) -> None:
+    """The child's entry point (a fresh interpreter: spawn)."""
+    from gateway.core.logs import configure_logging
+
+    settings, ready = child.settings, child.ready
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
+    configure_logging(settings.log_level, settings.secrets(), settings.log_format)
+    try:
+        import uvloop
+
+        runner: Callable[[Any], Any] = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.run
+    try:
+        runner(_deliver_until_told(child))
+    except Exception as exc:  # reported to the parent if it still waits for "ready"
+        log.exception("delivery process failed")
+        with contextlib.suppress(OSError):
+            ready.send_bytes(f"{type(exc).__name__}: {exc}".encode())
+        raise SystemExit(1) from None
+
+
+async def _deliver_until_told(child: ChildEnds) -> None:
+    settings, wake, ready, stats = child.settings, child.wake, child.ready, child.stats
+    outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
+    client = EventsApiClient.from_settings(settings)
+    await outbox.open()
+    channel = SettlementChannel(child.settlements)
+    channel.start()
+    dispatcher = Dispatcher.from_settings(settings, outbox, client, observer=channel)
+    channel.count_into(dispatcher.stats)
+    loop = asyncio.get_running_loop()
+    told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
+
+    def tell(graceful: bool) -> None:
+        if not told.done():
+            told.set_result(graceful)
+
+    def on_signal() -> None:
+        try:
+            data = os.read(wake.fileno(), 4096)
+        except BlockingIOError:
+            return
+        if not data or STOP in data:
+            loop.remove_reader(wake.fileno())
+            tell(bool(data))
+        else:
+            dispatcher.notify()
+
+    os.set_blocking(wake.fileno(), False)
+    loop.add_reader(wake.fileno(), on_signal)
+    reloads = _Reloads(child.control, dispatcher, settings)
+    loop.add_reader(child.control.fileno(), reloads.readable)
+    loop.add_signal_handler(signal.SIGTERM, tell, True)
+    await dispatcher.start()
+    ready.send_bytes(READY)
+    ready.close()
+    publisher = asyncio.create_task(_publish_stats(dispatcher, stats))
+    dispatching = asyncio.create_task(dispatcher.finished())
+    waiting: set[asyncio.Future[Any]] = {told, dispatching}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    publisher.cancel()
+    _share(dispatcher, stats)
+    if not told.done():  # the dispatcher died: exit, and the gateway starts a new process
+        log.error("the dispatcher stopped unexpectedly; the delivery process exits")
+        os._exit(1)
+    if not told.result():
+        log.error(
+            "the gateway process is gone: delivery stops now; the next gateway sends what "
+            "was in flight again"
+        )
+        os._exit(1)  # skip the graceful teardown: a new gateway may be taking over
+    loop.remove_reader(child.control.fileno())
+    await reloads.finished()
+    await dispatcher.stop()
+    _share(dispatcher, stats)
+    await channel.close()
+    await client.aclose()
+    await outbox.close()
+
+
+class _Reloads:
+    """The child's side of a reload: apply the configuration the parent sends, answer."""
+
+    def __init__(self, control: Connection, dispatcher: Dispatcher, settings: Settings) -> None:
+        self._control = control
+        self._dispatcher = dispatcher
+        self._secrets = settings.secrets()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def readable(self) -> None:
+        try:
+            settings = self._control.recv()
+        except (EOFError, OSError):  # the parent is gone: the wake pipe says so too
+            asyncio.get_running_loop().remove_reader(self._control.fileno())
+            return
+        task = asyncio.create_task(self._apply(settings))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, settings: Settings) -> None:
+        from gateway.core.logs import configure_logging
+
+        # the old tokens stay redacted too: a revoked token is still nobody's business
+        self._secrets = list(dict.fromkeys([*self._secrets, *settings.secrets()]))
+        configure_logging(settings.log_level, self._secrets, settings.log_format)
+        await self._dispatcher.reconfigure(settings)
+        log.info("delivery process: %d pixel(s) and their tokens reloaded", len(settings.pixels))
+        with contextlib.suppress(OSError):
+            self._control.send_bytes(APPLIED)
+
+    async def finished(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+
+def _share(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
+    """Copy the dispatcher's counters where the gateway reads them (DeliveryProcess.stats)."""
+    stats[:] = list(astuple(dispatcher.stats))
+
+
+async def _publish_stats(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
+    while True:
+        _share(dispatcher, stats)
+        await asyncio.sleep(_STATS_EVERY)

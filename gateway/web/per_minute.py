@@ -1,0 +1,182 @@
+"""Events per minute over the last hour, per pixel: what the console's chart draws.
+
+Each pixel has a ring of 60 counts indexed by the minute (epoch seconds // 60) modulo 60,
+beside the minute each slot holds: counting an event is a dict lookup and an integer
+increment, and the ring covers the whole hour at any rate (the console's recent buffer
+holds the last 1,000 events — a few seconds of a busy shop).
+
+With Redis the replicas share the figures. A replica adds what it counted since its last
+flush to one hash per minute (`{prefix}:per-minute:{minute}`, field = pixel, HINCRBY),
+which expires once the minute has left the hour; it flushes every few seconds from a
+background task, and only when it counted something. A reader sums the hour's hashes
+(one pipelined round trip) and adds what it counted itself and has not flushed yet, so
+its own events are exact and the other replicas' are at most one flush behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from gateway.core.event import Event
+from gateway.ingest.policy import SourcePolicy
+
+log = logging.getLogger(__name__)
+MINUTES = 60
+_KEEP_SECONDS = (MINUTES + 5) * 60
+
+
+class _Ring:
+    """One pixel's hour: counts, the minute each slot holds, and how much of it was sent."""
+
+    __slots__ = ("counts", "flushed", "minutes")
+
+    def __init__(self) -> None:
+        self.counts = [0] * MINUTES
+        self.minutes = [-1] * MINUTES
+        self.flushed = [0] * MINUTES
+
+    def count(self, minute: int) -> int:
+        slot = minute % MINUTES
+        return self.counts[slot] if self.minutes[slot] == minute else 0
+
+    def unflushed(self, minute: int) -> int:
+        slot = minute % MINUTES
+        return self.counts[slot] - self.flushed[slot] if self.minutes[slot] == minute else 0
+
+
+class EventsPerMinute:
+    def __init__(
+        self,
+        pixels: Iterable[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        redis_url: str | None = None,
+        prefix: str = "tiktok-gateway",
+        flush_seconds: float = 5.0,
+    ) -> None:
+        """`redis_url`: share the counts with the other replicas on that Redis."""
+        self._rings = {pixel: _Ring() for pixel in pixels}
+        self._clock = clock
+        self._url = redis_url
+        self._prefix = f"{prefix}:per-minute:"
+        self._flush_seconds = flush_seconds
+        self._redis: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def track(self, pixels: Iterable[str]) -> None:
+        """The pixels of a reloaded configuration: new ones get a ring, kept ones keep theirs
+        (one reference swapped: a count in flight lands in the old table or the new)."""
+        self._rings = {pixel: self._rings.get(pixel) or _Ring() for pixel in pixels}
+
+    @property
+    def shared(self) -> bool:
+        return self._url is not None
+
+    def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
+        """An accept hook: one increment per stored event."""
+        minute = int(self._clock() // 60)
+        slot = minute % MINUTES
+        rings = self._rings
+        for event in events:
+            ring = rings.get(event.destination.event_source_id)
+            if ring is None:
+                continue
+            if ring.minutes[slot] != minute:  # a new minute: the slot's old one left the hour
+                ring.minutes[slot] = minute
+                ring.counts[slot] = 0
+                ring.flushed[slot] = 0
+            ring.counts[slot] += 1
+
+    def _hour(self) -> range:
+        now = int(self._clock() // 60)
+        return range(now - MINUTES + 1, now + 1)
+
+    def local(self) -> dict[str, list[int]]:
+        """This process's counts, per pixel, oldest minute first (the last is this minute)."""
+        hour = self._hour()
+        return {pixel: [ring.count(m) for m in hour] for pixel, ring in self._rings.items()}
+
+    async def per_minute(self) -> dict[str, list[int]]:
+        """Every replica's counts with Redis (falling back to this one's if it is down)."""
+        if self._url is None:
+            return self.local()
+        hour = self._hour()
+        try:
+            client = self._client()
+            async with client.pipeline(transaction=False) as pipe:
+                for minute in hour:
+                    pipe.hgetall(f"{self._prefix}{minute}")
+                stored: list[dict[bytes, bytes]] = await pipe.execute()
+        except Exception as exc:  # an operator's chart: show what this replica knows
+            log.warning("events per minute not read from Redis: %s", type(exc).__name__)
+            return self.local()
+        shown: dict[str, list[int]] = {}
+        for pixel, ring in self._rings.items():
+            field = pixel.encode()
+            shown[pixel] = [
+                int(counts.get(field, 0)) + ring.unflushed(minute)
+                for minute, counts in zip(hour, stored, strict=True)
+            ]
+        return shown
+
+    async def flush(self) -> None:
+        """Add what was counted since the last flush to the shared hashes."""
+        if self._url is None:
+            return
+        sent: list[tuple[_Ring, str, int, int]] = []
+        for pixel, ring in self._rings.items():
+            for minute in self._hour():
+                delta = ring.unflushed(minute)
+                if delta > 0:
+                    ring.flushed[minute % MINUTES] += delta  # before awaiting: new counts wait
+                    sent.append((ring, pixel, minute, delta))
+        if not sent:
+            return
+        now = self._clock()
+        try:
+            async with self._client().pipeline(transaction=False) as pipe:
+                for _, pixel, minute, delta in sent:
+                    key = f"{self._prefix}{minute}"
+                    pipe.hincrby(key, pixel, delta)  # the clock's, not Redis's: tests move it
+                    pipe.expire(key, max(1, int(minute * 60 + _KEEP_SECONDS - now)))
+                await pipe.execute()
+        except Exception as exc:  # counted again at the next flush
+            log.warning("events per minute not shared: %s", type(exc).__name__)
+            for ring, _, minute, delta in sent:
+                if ring.minutes[minute % MINUTES] == minute:
+                    ring.flushed[minute % MINUTES] -= delta
+
+    def _client(self) -> Any:
+        if self._redis is None and self._url is not None:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(
+                self._url, socket_timeout=2, socket_connect_timeout=2
+            )
+        return self._redis
+
+    def start(self) -> None:
+        if self._url is not None and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="events-per-minute")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            await self.flush()
+
+    async def stop(self) -> None:
+        """Flush what is left and close the connection. Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.flush()
+        client, self._redis = self._redis, None
+        if client is not None:
+            await client.aclose()
