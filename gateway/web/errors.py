@@ -9,8 +9,9 @@ in the surface's own format.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -75,8 +76,53 @@ class GatewayJson:
         return ErrorAnswer(500, {"error": "internal error"})
 
 
+class RequestIds:
+    """TikTok's `request_id` of each answer: 32 hex digits, unique, without a uuid4 each.
+
+    64 random bits drawn once per instance (one per serving process: the app is built in the
+    process that serves it, one process per replica), then a counter. Two processes clash
+    only if their prefixes do: under 1 in 10^7 even after a million of them. os.urandom and a
+    UUID object per request cost the relay a visible share of a one-event request."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+class JsonAnswer(Response):
+    """HTTP 200 with a JSON body already encoded: Starlette's Response, less the generic
+    header handling of its __init__ (half the cost of a relay's answer; the attributes set
+    here are all that Response.__call__ sends)."""
+
+    media_type = _JSON
+
+    def __init__(self, body: bytes) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_HEADER]
+
+
+_JSON_HEADER = (b"content-type", _JSON.encode())
+_OK = b'{"code":0,"message":"OK","request_id":"%s","data":{}}'
+
+
 class TikTokEnvelope:
     """The relay: HTTP 200 and TikTok's envelope codes (see tiktok-events-api.md)."""
+
+    def __init__(self, ids: RequestIds | None = None) -> None:
+        self._ids = ids or RequestIds()
+
+    def ok(self) -> Response:
+        """TikTok's success answer: `envelope(0, "OK")`, from a template (every request)."""
+        return JsonAnswer(_OK % self._ids.next().encode())
+
+    def envelope(self, code: int, message: str) -> dict[str, Any]:
+        """TikTok's answer: `code` 0 and "OK" for success, else its error code and message."""
+        return {"code": code, "message": message, "request_id": self._ids.next(), "data": {}}
 
     def render(self, error: BaseException) -> ErrorAnswer:
         code, message = 50000, "internal error"
@@ -92,15 +138,10 @@ class TikTokEnvelope:
             code, message = 40000, error.message
         elif isinstance(error, OutboxUnavailable):
             # 50002 as TikTok's "try again later"; the header says when (TikTok sends none)
-            body = envelope(50002, "events cannot be stored now; retry later")
+            body = self.envelope(50002, "events cannot be stored now; retry later")
             return ErrorAnswer(200, body, {"Retry-After": str(error.retry_after_seconds)})
         headers = error.headers if isinstance(error, Rejected) else {}  # Retry-After of a 40100
-        return ErrorAnswer(200, envelope(code, message), headers)
-
-
-def envelope(code: int, message: str) -> dict[str, Any]:
-    """TikTok's answer: `code` 0 and "OK" for success, else its error code and message."""
-    return {"code": code, "message": message, "request_id": uuid.uuid4().hex, "data": {}}
+        return ErrorAnswer(200, self.envelope(code, message), headers)
 
 
 def log_unexpected(error: BaseException, where: str) -> None:

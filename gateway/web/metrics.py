@@ -123,6 +123,21 @@ class _ContextCollector(Collector):
         )
 
 
+class _TallyCollector(Collector):
+    """A labelled counter its owner keeps as a plain dict, read at scrape time: one `+=` on
+    the event loop instead of prometheus_client's lock and calls (~5,000 instructions per
+    increment), for counts taken on every request."""
+
+    def __init__(self, name: str, doc: str, label: str, tally: dict[str, int]) -> None:
+        self._name, self._doc, self._label, self._tally = name, doc, label, tally
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, count in list(self._tally.items()):
+            family.add_metric([value], count)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -166,13 +181,17 @@ class Metrics:
             ["field"],
             registry=self.registry,
         )
-        self.relay_fixups = Counter(
-            "tiktok_gateway_relay_fixups",
-            "What the TikTok-compatible relay changed in stored requests, by kind "
-            "(raw identifiers hashed, digests passed through, numeric event ids, ms / ISO "
-            "times, legacy event names, 1.0 events translated, requests over 1,000 split)",
-            ["kind"],
-            registry=self.registry,
+        self.relay_fixups: dict[str, int] = {}
+        """kind → count; the relay adds to it on every stored request (a tally, see above)."""
+        self.registry.register(
+            _TallyCollector(
+                "tiktok_gateway_relay_fixups",
+                "What the TikTok-compatible relay changed in stored requests, by kind "
+                "(raw identifiers hashed, digests passed through, numeric event ids, ms / ISO "
+                "times, legacy event names, 1.0 events translated, requests over 1,000 split)",
+                "kind",
+                self.relay_fixups,
+            )
         )
         self.postbacks = Counter(
             "tiktok_gateway_postbacks",

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.context import LeadMemory
@@ -46,21 +44,22 @@ def routes(
     `live`: the relay takes reloaded pixels and tokens from it."""
     if not pipeline.settings.relay.enabled:
         return []
-    endpoint = RelayEndpoint(pipeline, leads)
+    renderer = TikTokEnvelope()
+    endpoint = RelayEndpoint(pipeline, leads, answers=renderer)
     if live is not None:
         live.on_reload(endpoint.reconfigure)
-    renderer = TikTokEnvelope()
-    found: list[BaseRoute] = []
-    for name, read in READERS.items():
-
-        async def handle(request: Request, read: Reader = read) -> Response:
-            return await endpoint.handle(request, read)
-
-        guarded = rendered(handle, renderer)
-        for version in VERSIONS:
-            path = f"/open_api/{version}/{name}"
-            found += [Route(p, guarded, methods=_METHODS) for p in (path + "/", path)]
-    return found
+    guarded = {
+        name: rendered(functools.partial(endpoint.handle, read=read), renderer)
+        for name, read in READERS.items()
+    }
+    # the router tries routes in order: the paths clients use (v1.3, with the slash, as
+    # TikTok's SDKs send them) first, 2.0 then 1.0; each route passed costs every request
+    return [
+        Route(f"/open_api/{version}/{name}{slash}", guarded[name], methods=_METHODS)
+        for version in VERSIONS
+        for slash in ("/", "")
+        for name in READERS
+    ]
 
 
 __all__ = ["READERS", "RELAY", "VERSIONS", "routes"]

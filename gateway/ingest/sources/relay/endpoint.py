@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,7 +31,7 @@ from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
 from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
 from gateway.settings import PixelConfig, Settings
-from gateway.web.errors import envelope
+from gateway.web.errors import TikTokEnvelope
 from gateway.web.request_body import parse_json, read_body
 
 RELAY = SourcePolicy("relay")
@@ -46,17 +45,26 @@ _NO_SCOPE = "No permission to operate on this event source with this access toke
 class RelayEndpoint:
     """One instance for all of TikTok's paths; tokens, keys and limits precomputed once."""
 
-    def __init__(self, pipeline: Pipeline, leads: LeadMemory | None = None) -> None:
-        """`leads` fills in the browser context of events that name a lead it showed."""
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        leads: LeadMemory | None = None,
+        *,
+        answers: TikTokEnvelope | None = None,
+    ) -> None:
+        """`leads` fills in the browser context of events that name a lead it showed;
+        `answers` is the renderer of the paths' errors, so success and errors share its ids."""
         settings = pipeline.settings
         self._pipeline = pipeline
         self._leads = leads
+        self._answers = answers or TikTokEnvelope()
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
         self._access = _Access.of(settings.pixels, self._keys)
         self._max_body = settings.relay.max_body_bytes
         self._max_events = settings.relay.max_events
-        counter = pipeline.metrics.relay_fixups
-        self._fixups = {kind: counter.labels(kind) for kind in KINDS}
+        self._fixups = pipeline.metrics.relay_fixups
+        for kind in KINDS:  # every kind shown from the start, at 0
+            self._fixups.setdefault(kind, 0)
 
     def reconfigure(self, settings: Settings) -> None:
         """Take a reloaded configuration's pixels and tokens (one reference, read once per
@@ -88,8 +96,8 @@ class RelayEndpoint:
                 raise
             raise type(exc)(legacy_field(exc.field), exc.message) from None
         for kind, count in count_fixups(relayed.events, legacy=relayed.legacy).items():
-            self._fixups[kind].inc(count)
-        return Response(orjson.dumps(envelope(0, "OK")), media_type="application/json")
+            self._fixups[kind] += count
+        return self._answers.ok()
 
     def _destination(self, relayed: RelayRequest, token: bytes, access: _Access) -> PixelConfig:
         """The configured pixel / event set the request addresses, if this token may send."""
@@ -100,8 +108,7 @@ class RelayEndpoint:
         pixel = access.pixels.get(source_id.strip())
         if pixel is None:  # TikTok: 40002 "Invalid value for event_source_id"
             raise EventError(where, "Invalid value: not an event source of this gateway")
-        allowed = (*self._keys, access.tokens[pixel.id])
-        if not any([hmac.compare_digest(token, t) for t in allowed]):
+        if not any([hmac.compare_digest(token, t) for t in access.allowed[pixel.id]]):
             raise Forbidden(_NO_SCOPE)
         if pixel.event_source != relayed.event_source:
             # as TikTok names it for a pixel sent as an offline event set: the id, not the kind
@@ -112,14 +119,17 @@ class RelayEndpoint:
 
 @dataclass(frozen=True)
 class _Access:
-    """Who may relay for which pixel: the pixels, their tokens, and every token or key."""
+    """Who may relay for which pixel: the pixels, what may send to each (the gateway's keys
+    and the pixel's own token, built here once rather than on every request), and every
+    token or key."""
 
     pixels: dict[str, PixelConfig]
-    tokens: dict[str, bytes]
+    allowed: dict[str, tuple[bytes, ...]]
     all: tuple[bytes, ...]
 
     @classmethod
     def of(cls, pixels: Sequence[PixelConfig], keys: tuple[bytes, ...]) -> _Access:
         tokens = {p.id: p.access_token.reveal().encode() for p in pixels}
         every = tuple(t for t in dict.fromkeys([*tokens.values(), *keys]) if t)
-        return cls({p.id: p for p in pixels}, tokens, every)
+        allowed = {pixel: (*keys, token) for pixel, token in tokens.items()}
+        return cls({p.id: p for p in pixels}, allowed, every)

@@ -30,6 +30,11 @@ _V1_EVENT_KEYS = frozenset(
     {"event", "event_id", "timestamp", "context", "properties", "test_event_code"}
     | {"limited_data_use"}
 )
+_V1_BATCH_EVENT_KEYS = _V1_EVENT_KEYS | {"type"}
+_V1_BODY_KEYS = {  # a request of one event: the event's keys and the request's own
+    offline: _V1_EVENT_KEYS | {"event_set_id" if offline else "pixel_code", "partner_name"}
+    for offline in (False, True)
+}
 _V1_USER = {
     # 1.0 key → the parser's key (which names it in errors; `legacy_field` maps it back)
     "email": "email",
@@ -44,7 +49,7 @@ _V1_CONTEXT_USER_LEVEL = ("ip", "user_agent", "locale")
 _V1_AS_IS = ("event", "event_id", "limited_data_use")
 
 
-@dataclass
+@dataclass(slots=True)
 class RelayRequest:
     """One request in 2.0 terms: its destination as the sender named it, and its events."""
 
@@ -86,9 +91,8 @@ def _events(body: dict[str, Any], key: str) -> list[Any]:
 def read_v2(body: Any) -> RelayRequest:
     """An Events 2.0 body; its events are already in 2.0 form."""
     body = _object(body)
-    unknown = sorted(set(body) - _V2_KEYS)
-    if unknown:
-        raise EventError(key_name(unknown[0]), "unknown field")
+    if not _V2_KEYS.issuperset(body):
+        raise EventError(key_name(min(set(body) - _V2_KEYS)), "unknown field")
     source = body.get("event_source")
     if not isinstance(source, str) or not source:
         raise EventError("event_source", "required: web, app, offline or crm")
@@ -114,13 +118,13 @@ def read_v1(body: Any, *, offline: bool, batch: bool) -> RelayRequest:
             raise EventError(key_name(unknown[0]), "unknown field")
         raws, indexed = _events(body, "batch"), "batch"
     else:
-        raws = [{k: v for k, v in body.items() if k not in (id_field, "partner_name")}]
-        indexed = None
+        raws, indexed = [body], None  # the body is the event (its destination ignored)
     shared = _code(body.get("test_event_code"), "test_event_code") if batch else None
+    allowed = _V1_BATCH_EVENT_KEYS if batch else _V1_BODY_KEYS[offline]
     events, codes = [], []
     for index, raw in enumerate(raws):
         try:
-            event, code = _v1_event(raw, batch=batch)
+            event, code = _v1_event(raw, allowed, batch=batch)
         except EventError as exc:
             raise exc.at(f"{indexed}[{index}]") if indexed else exc from None
         events.append(event)
@@ -144,43 +148,50 @@ def _table(where: str, raw: Any) -> dict[str, Any]:
     return raw
 
 
-def _v1_event(raw: Any, *, batch: bool) -> tuple[dict[str, Any], str | None]:
-    """One 1.0 event as a 2.0 event, and its test_event_code."""
+def _v1_event(
+    raw: Any, allowed: frozenset[str], *, batch: bool
+) -> tuple[dict[str, Any], str | None]:
+    """One 1.0 event as a 2.0 event, and its test_event_code; `allowed`: its known keys."""
     if not isinstance(raw, dict):
         raise EventError("event", "each event must be a JSON object")
-    allowed = _V1_EVENT_KEYS | {"type"} if batch else _V1_EVENT_KEYS
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise EventError(key_name(unknown[0]), "unknown field")
+    if not allowed.issuperset(raw):
+        raise EventError(key_name(min(set(raw) - allowed)), "unknown field")
     if batch and raw.get("type", "track") != "track":
         raise EventError("type", 'must be "track"')
-    event: dict[str, Any] = {k: raw[k] for k in _V1_AS_IS if k in raw}
+    event: dict[str, Any] = {}
+    for key in _V1_AS_IS:  # a loop, not a comprehension: this runs for every 1.0 event
+        if key in raw:
+            event[key] = raw[key]
     if "properties" in raw:
         event["properties"] = _v1_properties(raw["properties"])
     if raw.get("timestamp") is not None:
         event["event_time"] = raw["timestamp"]
     user: dict[str, Any] = {}
-    for key, value in _table("context", raw.get("context")).items():
-        if key == "user":
+    context = raw.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise EventError("context", "must be an object")
+    for key, value in context.items() if context else ():
+        if key in _V1_CONTEXT_USER_LEVEL:
+            user[key] = value
+        elif key == "user":
             for user_key, user_value in _table("context.user", value).items():
                 target = _V1_USER.get(user_key)
                 if target is None:
                     raise EventError(f"context.user.{key_name(user_key)}", "unknown field")
                 user[target] = user_value
+        elif key == "page":
+            event["page"] = _table("context.page", value)
         elif key == "ad":
             for ad_key, ad_value in _table("context.ad", value).items():
                 if ad_key != "callback":
                     raise EventError(f"context.ad.{key_name(ad_key)}", "unknown field")
                 user["ttclid"] = ad_value
-        elif key == "page":
-            event["page"] = _table("context.page", value)
-        elif key in _V1_CONTEXT_USER_LEVEL:
-            user[key] = value
         else:
             raise EventError(f"context.{key_name(key)}", "unknown field")
     if user:
         event["user"] = user
-    return event, _code(raw.get("test_event_code"), "test_event_code")
+    code = raw.get("test_event_code")
+    return event, None if code is None else _code(code, "test_event_code")
 
 
 def _v1_properties(raw: Any) -> Any:
@@ -191,12 +202,13 @@ def _v1_properties(raw: Any) -> Any:
     contents = raw.get("contents")
     if not isinstance(contents, list) or not contents:
         return raw
-    if not all(isinstance(c, dict) for c in contents):
-        return raw
-    values = [c.get("content_type") for c in contents]
-    if not all(isinstance(v, str) for v in values) or len(kinds := set(values)) != 1:
-        return raw
-    if not kinds <= _CONTENT_TYPES:
+    kinds: set[str] = set()
+    for content in contents:  # a loop that stops at the first content without one
+        kind = content.get("content_type") if isinstance(content, dict) else None
+        if not isinstance(kind, str):
+            return raw
+        kinds.add(kind)
+    if len(kinds) != 1 or not kinds <= _CONTENT_TYPES:
         return raw
     lifted = [{k: v for k, v in c.items() if k != "content_type"} for c in contents]
     return {**raw, "contents": lifted, "content_type": kinds.pop()}
