@@ -198,6 +198,28 @@ def test_the_server_api_limit_applies_before_the_key_is_checked(
     assert int(third.headers["retry-after"]) >= 1
 
 
+def test_the_relay_counts_against_the_server_api_limit_before_the_token(
+    serve_gateway: Callable[..., GatewayServer],
+) -> None:
+    """TikTok's paths accept the gateway's API keys too: guessing there is limited alike,
+    answered in TikTok's envelope (40100, HTTP 200 as TikTok does) with a Retry-After."""
+    server = serve_gateway(
+        server_api={"api_keys": [API_KEY]},
+        rate_limit={"server_api_per_second": 0.01, "server_api_burst": 2},
+    )
+    event = {"event": "Lead", "event_id": "r-1", "event_time": int(time.time())}
+    event["page"] = {"url": SHOP + "/"}
+    body = {"event_source": "web", "event_source_id": PIXEL, "data": [event]}
+    path = "/open_api/v1.3/event/track/"
+    with httpx.Client(base_url=server.url) as http:
+        wrong = http.post(path, json=body, headers={"Access-Token": "guess-0123456789"})
+        assert wrong.json()["code"] == 40105
+        assert http.post(path, json=body, headers={"Access-Token": TOKEN}).json()["code"] == 0
+        third = http.post(path, json=body, headers={"Access-Token": TOKEN})
+    assert third.status_code == 200 and third.json()["code"] == 40100, third.text
+    assert int(third.headers["retry-after"]) >= 1
+
+
 def test_a_limit_of_zero_is_no_limit(serve_gateway: Callable[..., GatewayServer]) -> None:
     server = serve_gateway(
         pixels=[{"id": PIXEL, "access_token": TOKEN, "origins": [SHOP]}],

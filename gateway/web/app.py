@@ -80,7 +80,7 @@ def create_app(gateway: Gateway) -> Starlette:
             *health.routes(gateway),
             *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
-            *relay.routes(gateway.pipeline, gateway.leads, gateway.live),
+            *relay.routes(gateway.pipeline, gateway.leads, gateway.live, gateway.limits.server_api),
             *imports.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
             *browser.routes(),
             *console.routes(gateway),

@@ -57,13 +57,17 @@ class ServerCallers:
 
     async def admit(self, request: Request) -> None:
         """Return when the caller may go on; raise TooManyRequests or Unauthorized."""
-        if self._limit.enabled:
-            peer = request.client.host if request.client else None
-            await self._limit.admit(self._ips.resolve(peer, request.headers))
+        await self.count(request)
         if not self._keys:
             raise Unauthorized("the server API is off: configure an API key")
         if not authorised(request, self._keys):
             raise Unauthorized("missing or wrong API key")
+
+    async def count(self, request: Request) -> None:
+        """The rate limit alone (the relay checks TikTok's own credentials itself)."""
+        if self._limit.enabled:
+            peer = request.client.host if request.client else None
+            await self._limit.admit(self._ips.resolve(peer, request.headers))
 
 
 class ServerEventsEndpoint:

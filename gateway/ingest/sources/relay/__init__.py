@@ -24,6 +24,7 @@ from gateway.ingest.sources.relay.endpoint import RELAY, Reader, RelayEndpoint
 from gateway.ingest.sources.relay.translate import read_v1, read_v2
 from gateway.settings.live import LiveSettings
 from gateway.web.errors import TikTokEnvelope, rendered
+from gateway.web.rate_limit import RateLimit
 
 VERSIONS = ("v1.3", "v1.2")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -38,14 +39,18 @@ READERS: dict[str, Reader] = {
 
 
 def routes(
-    pipeline: Pipeline, leads: LeadMemory | None = None, live: LiveSettings | None = None
+    pipeline: Pipeline,
+    leads: LeadMemory | None = None,
+    live: LiveSettings | None = None,
+    limit: RateLimit | None = None,
 ) -> list[BaseRoute]:
     """TikTok's paths (every method: a GET gets TikTok's envelope too, not a 405 page);
-    `live`: the relay takes reloaded pixels and tokens from it."""
+    `live`: the relay takes reloaded pixels and tokens from it; `limit`: the server API's
+    per-client limit, which covers the relay too (it accepts the same API keys)."""
     if not pipeline.settings.relay.enabled:
         return []
     renderer = TikTokEnvelope()
-    endpoint = RelayEndpoint(pipeline, leads, answers=renderer)
+    endpoint = RelayEndpoint(pipeline, leads, answers=renderer, limit=limit)
     if live is not None:
         live.on_reload(endpoint.reconfigure)
     guarded = {

@@ -30,8 +30,10 @@ from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
 from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
+from gateway.ingest.sources.server_api import ServerCallers
 from gateway.settings import PixelConfig, Settings
 from gateway.web.errors import TikTokEnvelope
+from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import parse_json, read_body
 
 RELAY = SourcePolicy("relay")
@@ -51,10 +53,13 @@ class RelayEndpoint:
         leads: LeadMemory | None = None,
         *,
         answers: TikTokEnvelope | None = None,
+        limit: RateLimit | None = None,
     ) -> None:
         """`leads` fills in the browser context of events that name a lead it showed;
-        `answers` is the renderer of the paths' errors, so success and errors share its ids."""
+        `answers` is the renderer of the paths' errors, so success and errors share its ids;
+        `limit`: the server API's per-client limit, counted before the token is checked."""
         settings = pipeline.settings
+        self._callers = ServerCallers(settings, limit) if limit is not None else None
         self._pipeline = pipeline
         self._leads = leads
         self._answers = answers or TikTokEnvelope()
@@ -74,6 +79,8 @@ class RelayEndpoint:
     async def handle(self, request: Request, read: Reader) -> Response:
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
+        if self._callers is not None:
+            await self._callers.count(request)  # before the token: no free guesses
         access = self._access
         token = request.headers.get("access-token", "").strip().encode()
         # the token first, before the body is even read: a stranger costs nothing
