@@ -299,6 +299,9 @@ class ReplicaFeed:
                         await pubsub.ping()
                         pinged, ping_at = now, now + self._ping_seconds
             except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a cancel redis-py made an error
+                    raise
                 self._trouble(what, str(exc))
                 await asyncio.sleep(self._retry_seconds)
             finally:
