@@ -116,13 +116,16 @@ class Gateway:
         self.pixel_copies = PixelCopies(self.metrics.registry)
         """Recovered conversions: browser events whose pixel copy was blocked or absent."""
         self.pipeline.on_accept(self.pixel_copies.accepted)
+        console = settings.console.enabled
         self.per_minute = EventsPerMinute(
             [p.id for p in settings.pixels],
             clock=clock,
-            redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
+            redis_url=outbox_settings.url if console and is_redis(outbox_settings.url) else None,
         )
-        """Events per minute over the last hour, per pixel (every replica's with Redis)."""
-        self.pipeline.on_accept(self.per_minute.accepted)
+        """Events per minute over the last hour, per pixel (every replica's with Redis), for
+        the console's chart: without a console nothing counts them, nothing writes Redis."""
+        if console:
+            self.pipeline.on_accept(self.per_minute.accepted)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
         # delivery first: no event is accepted for a new pixel or token it does not know

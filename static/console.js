@@ -233,6 +233,11 @@
       .then(function (answer) {
         var body = document.querySelector("#postback-log tbody");
         body.textContent = "";
+        if (answer.error) {  // 503 while Redis is down: say so, the next refresh retries
+          $("pb-empty").hidden = false;
+          $("pb-empty").textContent = "Not available now: " + answer.message;
+          return;
+        }
         var only = $("pb-none").checked;
         var shown = answer.postbacks.filter(function (p) { return !only || !p.fired.length; });
         var empty = $("pb-empty");

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.conftest import PIXEL, TOKEN, USER_AGENT, GatewayServer, wait_until
+from tests.redis_proxy import RedisProxy
 from tests.test_console import PASSWORD, log_in
 from tests.test_postbacks import LMS_KEY, TREE_KEY, config
 
@@ -153,3 +154,35 @@ def test_where_a_trigger_came_from(fields: dict[str, str], trigger: str | None, 
         "tracker", Secret("s" * 16), {"st": "state"}, {"state": {"1": "lead_sold"}}
     )
     assert trigger_from(source, {"trigger": trigger, "fields": fields}) == found
+
+
+def test_the_console_answers_503_while_redis_is_down(
+    serve_gateway: Callable[..., GatewayServer], redis_url: str
+) -> None:
+    """As `/readyz` says it: the page can tell "Redis is down" from a bug, and retry."""
+    proxy = RedisProxy(redis_url)
+    server = serve_gateway(
+        **config(),
+        console={"admin_password": PASSWORD},
+        outbox={"url": proxy.url},
+        delivery={"separate_process": False},
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            log_in(client)
+            assert client.get("/console/postbacks").status_code == 200  # the sentinel: up
+            proxy.down()
+            for path in ("/console/postbacks", "/console/overview", "/console/dead-letters"):
+                answer = client.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                assert answer.json()["error"] == "unavailable"
+                assert answer.headers["retry-after"]
+            proxy.up()
+            wait_until(
+                lambda: client.get("/console/postbacks").status_code == 200,
+                "the postback view did not come back with Redis",
+            )
+    finally:
+        proxy.up()
+        server.stop()  # before the proxy goes
+        proxy.close()

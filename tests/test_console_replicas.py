@@ -7,7 +7,9 @@ gateway processes have), then two served gateways on one Redis outbox, read over
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -15,18 +17,22 @@ import httpx
 import orjson
 import pytest
 
+from gateway.core.score import keys_present, score
 from gateway.delivery.observe import DELIVERED, RecentEvents, Settlement
 from gateway.ingest.policy import SERVER
 from gateway.web.console.live import Watchers
 from gateway.web.console.replicas import ReplicaFeed
+from gateway.web.console.view import masked_ip
 from tests.conftest import PIXEL, TOKEN, GatewayServer, make_event, wait_until
+from tests.redis_proxy import RedisProxy
 from tests.test_console import API_KEY, PASSWORD, RAW_EMAIL, log_in
 
 
 class Replica:
     """What one gateway process holds for the console: its buffer, its feed, its pages."""
 
-    def __init__(self, name: str, redis_url: str, prefix: str) -> None:
+    def __init__(self, name: str, redis_url: str, prefix: str, **options: float) -> None:
+        self.name = name
         self.recent = RecentEvents(100)
         self.feed = ReplicaFeed(
             redis_url,
@@ -35,6 +41,7 @@ class Replica:
             replica=name,
             hello_seconds=0.2,
             heard_seconds=1.0,
+            **options,
         )
         self.watchers = Watchers(self.recent, self.feed)
 
@@ -46,18 +53,51 @@ async def until(condition: Callable[[], bool], what: str, within: float = 10.0) 
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def replicas(redis_url: str) -> AsyncIterator[Callable[[str], Replica]]:
-    made: list[Replica] = []
+Make = Callable[..., Replica]
 
-    def make(name: str) -> Replica:
-        made.append(Replica(name, redis_url, prefix="test-console"))
+
+@pytest.fixture
+async def replicas(redis_url: str) -> AsyncIterator[Make]:
+    """Replicas on this test's own channels: pub/sub is server-wide (it ignores the db), and
+    test runs side by side on one Redis must not hear each other's pages and events."""
+    made: list[Replica] = []
+    run = uuid.uuid4().hex[:8]
+
+    def make(name: str, *, url: str = redis_url, **options: float) -> Replica:
+        made.append(Replica(f"{name}-{run}", url, prefix=f"test-console-{run}", **options))
         made[-1].feed.start()
         return made[-1]
 
     yield make
     for replica in made:
         await replica.feed.close()
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[RedisProxy]:
+    proxy = RedisProxy(redis_url)
+    yield proxy
+    proxy.close()
+
+
+def other_db(redis_url: str) -> str:
+    """The same Redis server, another database (pub/sub only: nothing is written)."""
+    base, _, db = redis_url.rpartition("/")
+    return f"{base}/{(int(db or 0) + 1) % 16}"
+
+
+async def subscribers(redis_url: str, channel: str, count: int) -> None:
+    """Wait until `count` clients subscribe to `channel` (a feed's, so its private name)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 10
+        while dict(await client.pubsub_numsub(channel)).get(channel.encode(), 0) != count:
+            assert time.monotonic() < deadline, f"never {count} subscriber(s) on {channel}"
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
 
 
 Rows = Callable[[Callable[[dict[str, Any]], bool]], Awaitable[dict[str, Any]]]
@@ -81,11 +121,11 @@ def reader(stream: AsyncIterator[bytes]) -> Rows:
 
 @pytest.mark.anyio
 async def test_a_page_on_b_shows_what_a_stored_and_whoever_delivered_it(
-    replicas: Callable[[str], Replica],
+    replicas: Make,
 ) -> None:
     a, b = replicas("replica-a"), replicas("replica-b")
-    a.recent.accepted([make_event(0)], SERVER)  # before any page: costs A nothing
-    await asyncio.sleep(0)
+    unseen = make_event(0)
+    a.recent.accepted([unseen], SERVER)  # before any page: costs A nothing
     assert not a.feed.publishing and not a.recent.keep_events and not a.recent.listened
 
     stream = b.watchers.stream()
@@ -97,7 +137,9 @@ async def test_a_page_on_b_shows_what_a_stored_and_whoever_delivered_it(
     stored = make_event(1)
     a.recent.accepted([stored], SERVER)
     row = await rows(lambda r: r["event_id"] == stored.event_id)
-    assert row["replica"] == "replica-a" and row["source"] == "server"
+    assert row["replica"] == a.name and row["source"] == "server"
+    # the sentinel came through: had A kept the event before any page, it came first
+    assert b.recent.find(PIXEL, "Purchase", unseen.event_id) is None
     assert row["keys"] == ["email"] and row["score"] == 2 and row["state"] == "accepted"
 
     # A's delivery answered for it: the settlement comes through A's tap
@@ -110,7 +152,7 @@ async def test_a_page_on_b_shows_what_a_stored_and_whoever_delivered_it(
     a.recent.accepted([early], SERVER)
     b.recent.settled(Settlement(DELIVERED, PIXEL, [["Purchase", early.event_id]], 3.0, 8, 0))
     row = await rows(lambda r: r["event_id"] == early.event_id and r["state"] == DELIVERED)
-    assert row["replica"] == "replica-a" and row["steps"][-1]["request"] == 8
+    assert row["replica"] == a.name and row["steps"][-1]["request"] == 8
 
     # a page on A too: B's delivery answers for A's own event on A's page
     on_a = a.watchers.stream()
@@ -129,27 +171,169 @@ async def test_a_page_on_b_shows_what_a_stored_and_whoever_delivered_it(
     assert not a.recent.keep_events and not a.recent.listened
 
 
-@pytest.mark.anyio
-async def test_the_ip_is_masked_before_it_leaves_the_replica(
-    replicas: Callable[[str], Replica],
-) -> None:
-    import dataclasses
+PHONE = "5f8e2b7c1d3a4e6f9081726354abcdef0123456789abcdef0123456789abcdef"
+TTCLID = "E.C.P.CsABc1d2e3f4g5h6i7j8k9l0m1n2o3p4q5r6s7t8u9v0w1x2y3z4"
+TTP = "2Xk9Qw3Er4Ty5Ui6Op7As8Df9Gh0"
 
+
+@pytest.mark.parametrize(
+    ("ip", "shown"),
+    [
+        ("203.0.113.9", "203.0.113.x"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2:…"),
+        ("2001:db8::5", "2001:db8:0:0:…"),  # compressed: fewer than 4 groups before the host
+        ("fe80::1", "fe80:0:0:0:…"),
+        ("::1", "0:0:0:0:…"),
+        ("::ffff:203.0.113.9", "203.0.113.x"),  # IPv4-mapped: an IPv4 host
+        ("203.0.113.x", "203.0.113.x"),  # masked by another replica already
+        ("2001:db8:0:0:…", "2001:db8:0:0:…"),
+        ("not an address", "…"),
+    ],
+)
+def test_the_ip_shown_is_its_network(ip: str, shown: str) -> None:
+    assert masked_ip(ip) == shown
+
+
+@pytest.mark.anyio
+async def test_what_leaves_the_replica_is_what_the_page_shows(replicas: Make) -> None:
+    """The IP's host part, full digests, click ids, `_ttp` and query values never cross."""
     a, b = replicas("replica-a"), replicas("replica-b")
     stream = b.watchers.stream()
     await anext(stream)
     await until(lambda: a.feed.publishing, "replica A did not hear that a page watches on B")
     event = make_event(1)
-    event = dataclasses.replace(event, user={**event.user, "ip": "203.0.113.9"})
+    (email,) = event.user["email"]
+    landing = f"https://shop.example/p?utm_source=tiktok&ttclid={TTCLID}#top"
+    event = dataclasses.replace(
+        event,
+        user={**event.user, "phone": [PHONE], "ttclid": TTCLID, "ttp": TTP, "ip": "2001:db8::5"},
+        page={"url": landing, "referrer": f"https://www.tiktok.com/?ttclid={TTCLID}"},
+    )
     a.recent.accepted([event], SERVER)
-    await reader(stream)(lambda r: r["event_id"] == event.event_id)
+    row = await reader(stream)(lambda r: r["event_id"] == event.event_id)
+    assert row["keys"] == keys_present(event.user)  # the receiver needs only presence
+    assert row["score"] == score(event.user)
     trace = b.recent.find(PIXEL, "Purchase", event.event_id)
     assert trace is not None and trace.accepted is not None
-    assert trace.accepted.user["ip"] == "203.0.113.x"
+    crossed = orjson.dumps(trace.accepted.to_tiktok()).decode()
+    for secret in (email, PHONE, TTCLID, TTP, "2001:db8::5"):
+        assert secret not in crossed
+    assert trace.accepted.user["ip"] == "2001:db8:0:0:…"
+    assert trace.accepted.user["email"] == [email[:10] + "…"]
+    assert trace.accepted.user["ttclid"] == TTCLID[:14] + "…"
+    assert (
+        trace.accepted.page["url"]
+        == f"https://shop.example/p?utm_source=tiktok&ttclid={TTCLID[:14]}…"
+    )
     kept = a.recent.find(PIXEL, "Purchase", event.event_id)
     assert kept is not None and kept.accepted is not None
-    assert kept.accepted.user["ip"] == "203.0.113.9"  # only what leaves A is masked
+    assert kept.accepted.user == event.user  # only what leaves A is shortened
     await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_deployment_on_another_database_hears_nothing(
+    replicas: Make, redis_url: str
+) -> None:
+    """Staging on db n+1 and production on db n of one Redis server: pub/sub ignores the
+    database, the channels must not."""
+    page, same = replicas("page"), replicas("same-db")
+    elsewhere = replicas("other-db", url=other_db(redis_url))
+    stream = page.watchers.stream()
+    await anext(stream)
+    await until(lambda: same.feed.publishing, "a replica of the same database never heard")
+    private = make_event(1)
+    elsewhere.recent.accepted([private], SERVER)
+    sentinel = make_event(2)
+    same.recent.accepted([sentinel], SERVER)
+    await reader(stream)(lambda r: r["event_id"] == sentinel.event_id)
+    assert not elsewhere.feed.publishing
+    assert page.recent.find(PIXEL, "Purchase", private.event_id) is None
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_malformed_message_does_not_end_the_feed(
+    replicas: Make, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis.asyncio
+
+    a, b = replicas("replica-a"), replicas("replica-b")
+    stream = b.watchers.stream()
+    await anext(stream)
+    await until(lambda: a.feed.publishing, "replica A did not hear that a page watches on B")
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        for junk in (b"not json", b'{"r": "x", "e": [1], "s": []}', b"[]", b'{"r": 1}'):
+            await client.publish(b.feed._events_channel, junk)
+    finally:
+        await client.aclose()
+    sentinel = make_event(1)
+    a.recent.accepted([sentinel], SERVER)
+    await reader(stream)(lambda r: r["event_id"] == sentinel.event_id)
+    malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(malformed) == 1  # once, not once a message
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_redis_outage_is_logged_once(
+    replicas: Make, proxy: RedisProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy.down()
+    a = replicas("replica-a", url=proxy.url, retry_seconds=0.01)
+    stream = a.watchers.stream()  # listening and watching both fail, again and again
+    await anext(stream)
+    await until(lambda: proxy.connections >= 30, "the feed did not try again")
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("replicas")]
+    assert sorted(warnings) == sorted(set(warnings)) and len(warnings) == 2, warnings
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_deaf_subscription_is_made_again(replicas: Make, proxy: RedisProxy) -> None:
+    """A failover without a TCP reset: the old connection stays open and says nothing."""
+    a = replicas("replica-a", url=proxy.url, ping_seconds=0.2)
+    b = replicas("replica-b")
+    await subscribers(proxy.url, a.feed._watching_channel, 2)  # both listen for pages
+    proxy.deafen()
+    stream = b.watchers.stream()
+    await anext(stream)
+    await until(lambda: a.feed.publishing, "replica A never heard of B's page again")
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_close_awaits_the_watch_a_closed_page_cancelled(
+    replicas: Make, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page closes, then the gateway stops: the cancelled watch's subscription is closed
+    before `close` returns (and before the client it belongs to)."""
+    a = replicas("replica-a")
+    await subscribers(redis_url, a.feed._watching_channel, 1)  # A listens (not slowed)
+    client = a.feed._redis
+    made = client.pubsub
+    closed: list[bool] = []
+
+    def slow_to_close(**options: Any) -> Any:  # a subscription whose clean-up takes a while
+        pubsub = made(**options)
+        done = pubsub.aclose
+
+        async def aclose() -> None:
+            await asyncio.sleep(0.3)
+            await done()
+            closed.append(True)
+
+        pubsub.aclose = aclose
+        return pubsub
+
+    monkeypatch.setattr(client, "pubsub", slow_to_close)
+    stream = a.watchers.stream()
+    await anext(stream)
+    await subscribers(redis_url, a.feed._events_channel, 1)  # the page's watch reads
+    await stream.aclose()  # the last page closed: its watch task is cancelled
+    await a.feed.close()
+    assert closed == [True]
 
 
 @pytest.fixture

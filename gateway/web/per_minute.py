@@ -67,6 +67,8 @@ class EventsPerMinute:
         self._flush_seconds = flush_seconds
         self._redis: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._failing: set[str] = set()
+        """What fails now ("read", "shared"), each logged once per outage."""
 
     def track(self, pixels: Iterable[str]) -> None:
         """The pixels of a reloaded configuration: new ones get a ring, kept ones keep theirs
@@ -113,8 +115,9 @@ class EventsPerMinute:
                     pipe.hgetall(f"{self._prefix}{minute}")
                 stored: list[dict[bytes, bytes]] = await pipe.execute()
         except Exception as exc:  # an operator's chart: show what this replica knows
-            log.warning("events per minute not read from Redis: %s", type(exc).__name__)
+            self._trouble("read from Redis", exc)
             return self.local()
+        self._failing.discard("read from Redis")
         shown: dict[str, list[int]] = {}
         for pixel, ring in self._rings.items():
             field = pixel.encode()
@@ -146,10 +149,18 @@ class EventsPerMinute:
                     pipe.expire(key, max(1, int(minute * 60 + _KEEP_SECONDS - now)))
                 await pipe.execute()
         except Exception as exc:  # counted again at the next flush
-            log.warning("events per minute not shared: %s", type(exc).__name__)
+            self._trouble("shared", exc)
             for ring, _, minute, delta in sent:
                 if ring.minutes[minute % MINUTES] == minute:
                     ring.flushed[minute % MINUTES] -= delta
+        else:
+            self._failing.discard("shared")
+
+    def _trouble(self, what: str, exc: Exception) -> None:
+        """Once per outage, not at every flush and every chart refresh."""
+        if what not in self._failing:
+            self._failing.add(what)
+            log.warning("events per minute not %s: %s", what, type(exc).__name__)
 
     def _client(self) -> Any:
         if self._redis is None and self._url is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -19,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.cli.send_test import TestEvent, send_test
-from gateway.core.errors import ConfigError, EventError, TooManyRequests
+from gateway.core.errors import ConfigError, EventError, OutboxUnavailable, TooManyRequests
 from gateway.core.score import KEYS, keys_present, score
 from gateway.web.client_ip import ClientIpResolver
 from gateway.web.console.auth import ConsoleAuth
@@ -38,6 +39,21 @@ _TEST_FIELDS = ("event", "email", "phone", "external_id", "ttclid", "url", "valu
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, HEADERS, media_type="application/json")
+
+
+def _stored(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
+    """A route that reads the outbox's backend: while it is down (Redis), a 503 the page
+    can show and retry, as `/readyz` answers, not a 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except OutboxUnavailable as exc:
+            headers = {**HEADERS, "Retry-After": str(exc.retry_after_seconds)}
+            body = orjson.dumps({"error": "unavailable", "message": str(exc)})
+            return Response(body, 503, headers, media_type="application/json")
+
+    return guarded
 
 
 class Console:
@@ -68,10 +84,10 @@ class Console:
             Route(f"{p}/assets/{{name}}", self.asset, methods=["GET"]),
             Route(f"{p}/stream", self.stream, methods=["GET"]),
             Route(f"{p}/event", self.event, methods=["GET"]),
-            Route(f"{p}/overview", self.overview, methods=["GET"]),
-            Route(f"{p}/dead-letters", self.dead_letters, methods=["GET"]),
-            Route(f"{p}/postbacks", self.postbacks, methods=["GET"]),
-            Route(f"{p}/replay", self.replay, methods=["POST"]),
+            Route(f"{p}/overview", _stored(self.overview), methods=["GET"]),
+            Route(f"{p}/dead-letters", _stored(self.dead_letters), methods=["GET"]),
+            Route(f"{p}/postbacks", _stored(self.postbacks), methods=["GET"]),
+            Route(f"{p}/replay", _stored(self.replay), methods=["POST"]),
             Route(f"{p}/send-test", self.send_test, methods=["POST"]),
         ]
 

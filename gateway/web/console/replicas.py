@@ -1,12 +1,12 @@
 """The console across replicas: every replica's live events and TikTok's answers, through
 Redis pub/sub while a console page watches somewhere — and nothing while none does.
 
-Two channels under the outbox's prefix:
+Two channels under the outbox's prefix and its database number:
 
-    {prefix}:console:watching   "a page watches on replica R": said by R when its first page
+    {prefix}:db{n}:console:watching   "a page watches on replica R": said by R when its first page
                                 opens and every 5 s while one does. Every replica listens
                                 (one idle subscription, no work until somebody speaks).
-    {prefix}:console:events     while another replica has said so within 15 s, a replica
+    {prefix}:db{n}:console:events while another replica has said so within 15 s, a replica
                                 publishes here, every quarter second, the events its pipeline
                                 stored and the settlements its delivery reported. Only
                                 replicas with a page open subscribe.
@@ -23,9 +23,20 @@ and a Redis write on the beacon path while nobody looks, and the events kept in 
 memory. Pub/sub costs nothing until a page opens; a new page starts with its own
 replica's recent buffer, and what must not be lost is in the outbox already.
 
-What is published is what the console may show anyway: events as the outbox stores them
-(identifiers hashed) with the IP's host part masked, and settlements (event names and
-ids, TikTok's code, message and request id). The access token is never part of either.
+Pub/sub ignores the database number: a message published on db 1 reaches a subscriber on
+db 0. Staging and production on two databases of one Redis server are two deployments, and
+replicas that share a database share an outbox, so they are one: the channels carry the
+database number, and one deployment's pages never hear (or make publish) another's events.
+
+What is published is what the console page shows anyway (`view.shown_element`): digests,
+click ids and `_ttp` shortened, the IP's host part masked, URLs without their query
+values; and settlements (event names and ids, TikTok's code, message and request id). The
+access token is never part of either. Anyone who can SUBSCRIBE gets no more than a page.
+
+Both subscriptions read with `get_message(timeout=…)` and ping the server on their own
+connection every `ping_seconds`: a read never waits on the client's `socket_timeout` (its
+meaning for a blocking pub/sub read differs between redis-py versions), and a subscription
+left half-open by a failover without a TCP reset is found deaf and made again.
 As on one replica, a flood costs the serving loop an append per event: at most the
 newest `_PER_TICK` events of a tick are serialised and published.
 """
@@ -41,21 +52,22 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.core.event import Event
 from gateway.delivery.observe import EventTrace, RecentEvents, Settlement
 from gateway.ingest.policy import Observed
-from gateway.web.console.view import masked_ip
+from gateway.web.console.view import shown_element
 
 log = logging.getLogger(__name__)
 _TICK = 0.25
 _PER_TICK = 200
 _SETTLEMENTS_PER_TICK = 50
-_RETRY_SECONDS = 1.0
 
 
 class ReplicaFeed:
@@ -68,20 +80,32 @@ class ReplicaFeed:
         replica: str | None = None,
         hello_seconds: float = 5.0,
         heard_seconds: float = 15.0,
+        ping_seconds: float = 15.0,
+        retry_seconds: float = 1.0,
     ) -> None:
+        """`ping_seconds`: how often an idle subscription checks its connection (a deaf
+        one is made again within twice that); `retry_seconds`: the pause after a fault."""
+        from redis.asyncio.connection import parse_url
+
         self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._url = url
         self._recent = recent
-        self._watching_channel = f"{prefix}:console:watching"
-        self._events_channel = f"{prefix}:console:events"
+        scope = f"{prefix}:db{parse_url(url).get('db') or 0}:console"
+        self._watching_channel = f"{scope}:watching"
+        self._events_channel = f"{scope}:events"
         self._hello_seconds = hello_seconds
         self._heard_seconds = heard_seconds
+        self._ping_seconds = ping_seconds
+        self._retry_seconds = retry_seconds
         self._redis: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._cancelled: set[asyncio.Task[None]] = set()
+        """Watch tasks `unwatch` cancelled: `close` awaits those still finishing."""
         self._publisher: asyncio.Task[None] | None = None
         self._heard_until = 0.0
-        self._failing = ""
+        self._failing: set[str] = set()
+        """What fails now, each logged once per outage and cleared by its own success."""
         self._events: collections.deque[EventTrace] = collections.deque(maxlen=_PER_TICK)
         self._settlements: collections.deque[Settlement] = collections.deque(
             maxlen=_SETTLEMENTS_PER_TICK
@@ -103,11 +127,14 @@ class ReplicaFeed:
 
     async def close(self) -> None:
         """Stop listening, watching and publishing. Idempotent."""
-        for task in (self._listener, self._watch, self._publisher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        running = [t for t in (self._listener, self._watch, self._publisher) if t is not None]
+        for task in running:
+            task.cancel()
+        # a watch `unwatch` cancelled may still be closing its subscription: awaited, not
+        # cancelled again (that would cut its clean-up short)
+        for task in [*running, *self._cancelled]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._listener = self._watch = self._publisher = None
         client, self._redis = self._redis, None
         if client is not None:
@@ -117,7 +144,13 @@ class ReplicaFeed:
 
     def watch(self) -> None:
         """The first page opened here: read every replica's events until `unwatch`."""
-        if self._watch is None and self._redis is not None:
+        if self._redis is None:
+            return
+        if self._watch is not None and self._watch.done():  # a bug ended it: not for good
+            if not self._watch.cancelled() and self._watch.exception() is not None:
+                log.error("console: reading other replicas' events stopped: %r", self._watch)
+            self._watch = None
+        if self._watch is None:
             self._recent.expect_other_replicas(True)
             self._watch = asyncio.create_task(self._watching(), name="console-replicas-watch")
 
@@ -127,28 +160,16 @@ class ReplicaFeed:
         if task is not None:
             self._recent.expect_other_replicas(False)
             task.cancel()
+            self._cancelled.add(task)
+            task.add_done_callback(self._cancelled.discard)
 
     async def _watching(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._events_channel)
-                await self._say_watching()
-                self._failing = ""
-                hello_at = time.monotonic() + self._hello_seconds
-                while True:
-                    wait = max(0.0, hello_at - time.monotonic())
-                    message = await pubsub.get_message(timeout=wait)
-                    if message is not None:
-                        self._apply(message["data"])
-                    if time.monotonic() >= hello_at:
-                        await self._say_watching()
-                        hello_at = time.monotonic() + self._hello_seconds
-            except (RedisError, OSError) as exc:
-                self._trouble("other replicas' events not read", exc)
-                await asyncio.sleep(_RETRY_SECONDS)
-            finally:
-                await pubsub.aclose()
+        await self._subscribed(
+            self._events_channel,
+            "other replicas' events not read",
+            self._apply,
+            every=(self._hello_seconds, self._say_watching),
+        )
 
     async def _say_watching(self) -> None:
         await self._redis.publish(self._watching_channel, self.replica)
@@ -164,8 +185,10 @@ class ReplicaFeed:
                 self._accept(replica, entry)
             for fields in message["s"]:
                 self._recent.settled_elsewhere(Settlement.from_json(fields))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            log.warning("console: a malformed message from another replica: %r", exc)
+        except Exception as exc:  # anything published here (another version?): not a crash
+            self._trouble("a malformed message from another replica", type(exc).__name__)
+        else:
+            self._failing.discard("a malformed message from another replica")
 
     def _accept(self, replica: str, entry: dict[str, Any]) -> None:
         record = entry.get("ev")
@@ -185,21 +208,13 @@ class ReplicaFeed:
 
     async def _listen(self) -> None:
         """Always (one idle subscription): learn when another replica's page watches."""
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._watching_channel)
-                self._failing = ""
-                async for message in pubsub.listen():
-                    if message.get("type") == "message" and message["data"] != (
-                        self.replica.encode()
-                    ):
-                        self._heard()
-            except (RedisError, OSError) as exc:
-                self._trouble("not listening to other replicas", exc)
-                await asyncio.sleep(_RETRY_SECONDS)
-            finally:
-                await pubsub.aclose()
+        await self._subscribed(
+            self._watching_channel, "not listening to other replicas", self._hello
+        )
+
+    def _hello(self, data: bytes) -> None:
+        if data != self.replica.encode():
+            self._heard()
 
     def _heard(self) -> None:
         self._heard_until = time.monotonic() + self._heard_seconds
@@ -239,19 +254,69 @@ class ReplicaFeed:
         try:
             await self._redis.publish(self._events_channel, payload)
         except (RedisError, OSError) as exc:  # observations: the events are stored
-            self._trouble("events not shared with other replicas", exc)
+            self._trouble("events not shared with other replicas", str(exc))
         else:
-            self._failing = ""
+            self._failing.discard("events not shared with other replicas")
 
-    def _trouble(self, what: str, exc: Exception) -> None:
-        """Log a Redis fault once per outage, not once a second (the outbox says it too)."""
-        if self._failing != what:
-            self._failing = what
-            log.warning("console: %s: %s", what, exc)
+    # --- one subscription, through outages -----------------------------------------------
+
+    async def _subscribed(
+        self,
+        channel: str,
+        what: str,
+        handle: Callable[[bytes], None],
+        *,
+        every: tuple[float, Callable[[], Awaitable[None]]] | None = None,
+    ) -> None:
+        """Hand each message on `channel` to `handle` until cancelled, subscribing again
+        after a fault or a ping that went unanswered; `every`: (seconds, what to do then,
+        and once subscribed)."""
+        period, regularly = every or (float("inf"), None)
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                if regularly is not None:
+                    await regularly()
+                now = time.monotonic()
+                heard, pinged = now, now
+                ping_at, due = now + self._ping_seconds, now + period
+                while True:
+                    wait = max(0.0, min(ping_at, due) - time.monotonic())
+                    message = await pubsub.get_message(timeout=wait)
+                    now = time.monotonic()
+                    if message is not None:
+                        heard = now  # a message, a pong, a confirmation: the link lives
+                        self._failing.discard(what)
+                        if message["type"] == "message":
+                            handle(message["data"])
+                    if regularly is not None and now >= due:
+                        await regularly()
+                        due = now + period
+                    if now >= ping_at:
+                        if heard < pinged:
+                            raise RedisConnectionError("no answer to a ping: connection lost")
+                        await pubsub.ping()
+                        pinged, ping_at = now, now + self._ping_seconds
+            except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a cancel redis-py made an error
+                    raise
+                self._trouble(what, str(exc))
+                await asyncio.sleep(self._retry_seconds)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    def _trouble(self, what: str, why: str) -> None:
+        """Log a fault once per outage, not once a second (the outbox says it too)."""
+        if what not in self._failing:
+            self._failing.add(what)
+            log.warning("console: %s: %s", what, why)
 
 
 def _shared(trace: EventTrace) -> dict[str, Any]:
-    """One stored event as another replica's console may have it: hashed, IP masked."""
+    """One stored event as another replica's console may have it: as the page shows it."""
     entry: dict[str, Any] = {
         "k": (trace.pixel, trace.event, trace.event_id),
         "at": trace.accepted_at,
@@ -260,9 +325,7 @@ def _shared(trace: EventTrace) -> dict[str, Any]:
     event = trace.accepted
     if event is not None:
         record = event.to_record()
-        user = record["data"].get("user")
-        if user and user.get("ip"):
-            user["ip"] = masked_ip(str(user["ip"]))
+        record["data"] = shown_element(record["data"])
         entry["ev"] = record
         seen = event.observed
         if seen is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core.errors import OutboxUnavailable
 from gateway.core.normalize import hash_email, hash_external_id, hash_phone
 from gateway.outbox import Outbox, is_redis
 from gateway.settings import Settings
@@ -183,9 +184,14 @@ class RedisLog(LogBackend):
             await pipe.execute()
 
     async def last(self, source: str, count: int) -> list[dict[str, Any]]:
+        from redis.exceptions import RedisError
+
         if self._redis is None:
             await self.prepare()
-        rows = await self._redis.lrange(self._prefix + source, 0, count - 1)
+        try:
+            rows = await self._redis.lrange(self._prefix + source, 0, count - 1)
+        except (RedisError, OSError) as exc:  # as the outbox says it: readers answer 503
+            raise OutboxUnavailable(f"redis postback log: {exc}") from None
         return [orjson.loads(row) for row in reversed(rows)]
 
     async def aclose(self) -> None:
