@@ -4,6 +4,7 @@ catches up."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.core.errors import OutboxUnavailable
 from gateway.fake_api import FakeEventsApi
 from gateway.outbox import Backlog
-from gateway.outbox.guard import MB, BacklogLimits
+from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from tests.conftest import PIXEL, TOKEN, GatewayServer, wait_until
 
 SHOP = "http://shop.test"
@@ -95,3 +97,28 @@ def test_beacons_are_shed_past_the_backlog_limit_until_delivery_catches_up(
     assert httpx.get(f"{server.url}/readyz").json()["status"] == "ready"
     api.close()
     browser.close()
+
+
+class _SwallowingOutbox:
+    """An outbox whose backlog reading turns its cancellation into its own error, as
+    redis-py may when a command is cancelled mid-flight."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+
+    async def backlog(self, now: float) -> Backlog:
+        self.reading.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise OutboxUnavailable("connection closed") from None
+        raise AssertionError("not reached")
+
+
+@pytest.mark.anyio
+async def test_the_guard_stops_even_when_a_reading_swallows_its_cancellation() -> None:
+    outbox = _SwallowingOutbox()
+    guard = BacklogGuard(outbox, BacklogLimits(10 * MB, 3600.0, 0))  # type: ignore[arg-type]
+    guard.start()
+    await asyncio.wait_for(outbox.reading.wait(), 5)
+    await asyncio.wait_for(guard.stop(), 5)  # before the fix: waits forever

@@ -80,6 +80,7 @@ class BacklogGuard:
         self._interval = interval
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.shedding: str | None = None
         self.backlog: Backlog | None = None
 
@@ -104,7 +105,7 @@ class BacklogGuard:
 
     async def _watch(self) -> None:
         failing = False
-        while True:
+        while not self._stopping:
             try:
                 await self.refresh()
                 failing = False
@@ -112,14 +113,21 @@ class BacklogGuard:
                 if not failing:
                     log.warning("cannot read the outbox backlog: %s", type(exc).__name__)
                 failing = True
+            if self._stopping:
+                # a client library may turn the cancellation of a reading into its own
+                # error (redis-py: a connection error, then OutboxUnavailable): the flag,
+                # not the CancelledError, is what ends the watch
+                return
             await asyncio.sleep(self._interval)
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
