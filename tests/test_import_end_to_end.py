@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +58,26 @@ access_token = "{TOKEN}"
 """
     )
     return path
+
+
+def import_from_stdin(
+    tmp_path: Path, fake_api: FakeEventsApi, **popen: Any
+) -> tuple[list[str], Path, Path, subprocess.Popen[bytes]]:
+    """The export's lines, the outbox, the config, and `import -` with 2 workers started on
+    them (nothing written to its stdin yet)."""
+    lines = write_rows(tmp_path / "orders.csv")
+    outbox = tmp_path / "outbox.sqlite3"
+    config = write_config(tmp_path / "gateway.toml", outbox, fake_api.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "import", "-", "--config", str(config), "--jobs", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        **popen,
+    )
+    return lines, outbox, config, importer
 
 
 def children(pid: int) -> list[int]:
@@ -112,17 +133,7 @@ def test_25000_rows_arrive_as_25_requests_of_1000_offline_events_hashed_once(
 def test_kill_9_half_way_then_resume_stores_every_row_exactly_once(
     tmp_path: Path, fake_api: FakeEventsApi
 ) -> None:
-    lines = write_rows(tmp_path / "orders.csv")
-    outbox = tmp_path / "outbox.sqlite3"
-    config = write_config(tmp_path / "gateway.toml", outbox, fake_api.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
-    importer = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", "-", "--config", str(config), "--jobs", "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    lines, outbox, config, importer = import_from_stdin(tmp_path, fake_api)
     assert importer.stdin is not None
     half = 1 + ROWS // 2 + 500  # the header, 12,500 rows and 500 of the next chunk
     importer.stdin.write(("\n".join(lines[:half]) + "\n").encode())
@@ -164,16 +175,10 @@ def test_ctrl_c_with_worker_processes_stops_cleanly_and_resume_finishes(
 ) -> None:
     """Ctrl-C reaches the whole foreground group: the workers ignore it, the command says how
     to go on and exits 130, no process is left, and --resume stores the rest exactly once."""
-    lines = write_rows(tmp_path / "orders.csv")
-    outbox = tmp_path / "outbox.sqlite3"
-    config = write_config(tmp_path / "gateway.toml", outbox, fake_api.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
-    importer = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "import", "-", "--config", str(config), "--jobs", "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+    lines, outbox, config, importer = import_from_stdin(
+        tmp_path,
+        fake_api,
         stderr=subprocess.PIPE,
-        env=env,
         start_new_session=True,  # its own process group, as a shell gives a pipeline
     )
     assert importer.stdin is not None and importer.stderr is not None
