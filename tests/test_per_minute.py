@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -181,3 +183,31 @@ async def test_without_a_console_nothing_counts_and_nothing_reaches_redis(
     finally:
         await client.aclose()
     assert bool(written) is console
+
+
+@pytest.mark.anyio
+async def test_stop_returns_even_when_a_flush_swallows_its_cancel(redis_url: str) -> None:
+    """redis-py can turn the cancel of a command in flight into a connection error, which a
+    flush counts as an outage: stopping must not wait for a cancel that was lost."""
+    counter = EventsPerMinute([PIXEL], clock=Clock(), redis_url=redis_url, flush_seconds=0.01)
+    flushing = asyncio.Event()
+    flushes = 0
+
+    async def swallowing_flush() -> None:
+        nonlocal flushes
+        flushes += 1
+        if flushes == 1:  # the task's flush in flight swallows the cancel; later ones are quick
+            flushing.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    counter.flush = swallowing_flush  # type: ignore[method-assign]
+    counter.start()
+    await asyncio.wait_for(flushing.wait(), 5)
+    stopping = asyncio.create_task(counter.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=3)
+    if not done:  # (cancelling stop() frees the task, which is why wait_for would pass)
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+    assert done, "stop() waited for a cancel that was lost"

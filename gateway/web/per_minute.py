@@ -176,7 +176,9 @@ class EventsPerMinute:
             self._task = asyncio.create_task(self._run(), name="events-per-minute")
 
     async def _run(self) -> None:
-        while True:
+        # ends on the flag, not only on the cancel: redis-py can turn the cancel of a flush
+        # in flight into a connection error, which the flush counts as an outage
+        while self._task is not None:
             await asyncio.sleep(self._flush_seconds)
             await self.flush()
 

@@ -133,7 +133,8 @@ class ReplicaFeed:
         # a watch `unwatch` cancelled may still be closing its subscription: awaited, not
         # cancelled again (that would cut its clean-up short)
         for task in [*running, *self._cancelled]:
-            with contextlib.suppress(asyncio.CancelledError):
+            # stopping: a task that ended on a Redis fault as it was cancelled is done too
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         self._listener = self._watch = self._publisher = None
         client, self._redis = self._redis, None
@@ -300,8 +301,8 @@ class ReplicaFeed:
                         pinged, ping_at = now, now + self._ping_seconds
             except (RedisError, OSError) as exc:
                 task = asyncio.current_task()
-                if task is not None and task.cancelling():  # a cancel redis-py made an error
-                    raise
+                if task is not None and task.cancelling():  # a cancel redis-py made an error:
+                    raise asyncio.CancelledError from None  # a cancel it stays
                 self._trouble(what, str(exc))
                 await asyncio.sleep(self._retry_seconds)
             finally:
