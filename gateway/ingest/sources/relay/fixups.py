@@ -71,21 +71,14 @@ def count_fixups(events: Iterable[Any], *, legacy: bool) -> dict[str, int]:
         name = event.get("event")
         if isinstance(name, str) and name.strip() in LEGACY_EVENTS:
             legacy_names += 1
-    counts: dict[str, int] = {}
-    if raw:
-        counts["raw_identifier_hashed"] = raw
-    if digests:
-        counts["digest_passed_through"] = digests
-    if numbers:
-        counts["event_id_number"] = numbers
-    if milliseconds:
-        counts["time_milliseconds"] = milliseconds
-    if iso:
-        counts["time_iso"] = iso
-    if legacy_names:
-        counts["legacy_event_name"] = legacy_names
-    if legacy and total:
-        counts["translated_from_1_0"] = total
-    if total > MAX_BATCH:
-        counts["split_over_1000"] = 1
-    return counts
+    counts = {
+        "raw_identifier_hashed": raw,
+        "digest_passed_through": digests,
+        "event_id_number": numbers,
+        "time_milliseconds": milliseconds,
+        "time_iso": iso,
+        "legacy_event_name": legacy_names,
+        "translated_from_1_0": total if legacy else 0,
+        "split_over_1000": int(total > MAX_BATCH),
+    }
+    return {kind: count for kind, count in counts.items() if count}
