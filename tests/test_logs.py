@@ -16,7 +16,7 @@ import pytest
 
 from gateway.core.logs import JsonFormatter, RedactingFilter, formatter
 from gateway.fake_api import FakeEventsApi
-from tests.conftest import PIXEL
+from tests.conftest import PIXEL, wait_until
 from tests.gateway_process import API_KEY, GatewayProcess, write_config
 
 SECRET = "a-secret-token-0123456789"
@@ -120,10 +120,7 @@ def test_a_running_gateway_logs_json_lines_with_pixel_count_and_code(
             headers={"Authorization": f"Bearer {API_KEY}"},
         )
         assert answer.status_code == 202, answer.text
-        deadline = time.monotonic() + 20
-        while "dead-lettered" not in gateway.log_path.read_text():
-            assert time.monotonic() < deadline, gateway.log_path.read_text()
-            time.sleep(0.05)
+        wait_until(lambda: "dead-lettered" in gateway.log_path.read_text(), "no dead letter")
     finally:
         gateway.stop()
     text = gateway.log_path.read_text()

@@ -4,7 +4,6 @@ a `/v1/events` request reach neither TikTok nor the outbox file raw (issue 13, i
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 
 from gateway.fake_api import FakeEventsApi
-from tests.conftest import PIXEL, TOKEN, GatewayServer
+from tests.conftest import PIXEL, TOKEN, GatewayServer, wait_for_events
 
 SHOP = "http://shop.test"
 API_KEY = "server-key-0123456789"
@@ -91,10 +90,7 @@ def test_nothing_planted_reaches_tiktok_or_the_outbox_file(
     )
     assert posted.status_code == 202, posted.text
 
-    deadline = time.monotonic() + 10
-    while len(fake_api.accepted_events()) < 2:
-        assert time.monotonic() < deadline, "not delivered"
-        time.sleep(0.02)
+    wait_for_events(fake_api, 2, 10)
     sent = json.dumps([r.body for r in fake_api.requests])
     stored = b"".join(path.read_bytes() for path in tmp_path.glob("outbox-0.sqlite3*"))
     assert "planted-beacon" in sent and b"planted-server" in stored  # the sentinels are there

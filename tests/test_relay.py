@@ -15,7 +15,7 @@ import pytest
 
 from gateway.core.normalize import sha256_hex
 from gateway.fake_api import FakeEventsApi, Fault
-from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, GatewayServer
+from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, GatewayServer, wait_for_events
 
 EVENT_SET = "7300000000000000001"
 OTHER_TOKEN = "other-pixel-token-0123456789"
@@ -103,11 +103,7 @@ def relay(make_relay: Callable[..., Relay]) -> Relay:
 
 def delivered(fake: FakeEventsApi, count: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
     """Wait until the fake accepted `count` events; return them (each with its envelope)."""
-    deadline = time.monotonic() + timeout
-    while len(fake.accepted_events()) < count:
-        assert time.monotonic() < deadline, f"{len(fake.accepted_events())} of {count} delivered"
-        time.sleep(0.02)
-    return fake.accepted_events()
+    return wait_for_events(fake, count, timeout)
 
 
 def test_a_2_0_request_is_acknowledged_then_delivered_in_2_0_form(

@@ -22,7 +22,7 @@ from business_api_client.tiktok_business.tiktok_exceptions import TiktokSDKError
 
 from gateway.core.normalize import sha256_hex
 from gateway.fake_api import FakeEventsApi
-from tests.conftest import PIXEL, TOKEN, GatewayServer
+from tests.conftest import PIXEL, TOKEN, GatewayServer, wait_for_events
 
 EMAIL_SHA = sha256_hex("alice@example.com")
 PHONE_SHA = sha256_hex("+12133734253")
@@ -38,11 +38,7 @@ def events_api(serve_gateway: Callable[..., GatewayServer]) -> Any:
 
 
 def delivered(fake: FakeEventsApi, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 15
-    while len(fake.accepted_events()) < count:
-        assert time.monotonic() < deadline, f"{len(fake.accepted_events())} of {count} delivered"
-        time.sleep(0.02)
-    return sorted(fake.accepted_events(), key=lambda e: e["event_id"])
+    return sorted(wait_for_events(fake, count, 15), key=lambda e: e["event_id"])
 
 
 def context(number: int) -> Any:

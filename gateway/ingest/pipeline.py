@@ -122,15 +122,7 @@ class Pipeline:
         return results
 
     def _parse_one(self, item: Item, policy: SourcePolicy, now: float) -> Parsed:
-        return parse_event(
-            item.raw,
-            pixel=item.pixel,
-            rules=self.rules,
-            now=now,
-            policy=policy,
-            observed=item.observed,
-            test_event_code=item.test_event_code,
-        )
+        return parse_item(item, self.rules, policy, now)
 
     def _count(self, results: Sequence[Parsed]) -> None:
         self.count_parsed(
@@ -198,20 +190,23 @@ def parse_each(
     results: list[Parsed | EventError] = []
     for item in items:
         try:
-            results.append(
-                parse_event(
-                    item.raw,
-                    pixel=item.pixel,
-                    rules=rules,
-                    now=now,
-                    policy=policy,
-                    observed=item.observed,
-                    test_event_code=item.test_event_code,
-                )
-            )
+            results.append(parse_item(item, rules, policy, now))
         except EventError as exc:
             results.append(exc)
     return results
+
+
+def parse_item(item: Item, rules: ParseRules, policy: SourcePolicy, now: float) -> Parsed:
+    """One item through the shared parser (EventError when it is refused)."""
+    return parse_event(
+        item.raw,
+        pixel=item.pixel,
+        rules=rules,
+        now=now,
+        policy=policy,
+        observed=item.observed,
+        test_event_code=item.test_event_code,
+    )
 
 
 def _by_id(pixels: Sequence[PixelConfig]) -> dict[str, PixelConfig]:

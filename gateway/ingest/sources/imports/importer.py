@@ -205,8 +205,9 @@ class Importer:
         """Start parsing a chunk (in a thread, or in a worker): its rows, with their lead
         context, and the records already refused."""
         inputs, rejections = await asyncio.to_thread(self._inputs, chunk)
-        rows: Rows = [(line, raw, None) for line, raw in inputs]
-        if self._leads is not None:
+        if self._leads is None:
+            rows: Rows = [(line, raw, None) for line, raw in inputs]
+        else:
             items = [Item(raw, self.pixel) for _, raw in inputs]
             self.summary.context_filled += await self._leads.fill_items(items)
             rows = [(line, i.raw, i.observed) for (line, _), i in zip(inputs, items, strict=True)]
