@@ -266,7 +266,7 @@ def watching(base: str, on: bool) -> Iterator[None]:
             for line in s.iter_lines():
                 if line == ": watching":
                     opened.set()
-                elif line.startswith("data: "):
+                elif line.startswith("data: {"):  # a row (not the sampling notice)
                     rows[0] += 1
 
     reader = threading.Thread(target=read, daemon=True)

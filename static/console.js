@@ -122,7 +122,16 @@
 
   function connect() {
     var source = new EventSource(base + "/stream");
-    source.onopen = function () { $("status").textContent = "live"; };
+    var sampling = 1;
+    function live() {
+      $("status").textContent = sampling > 1 ?
+        "live · a flood: showing 1 event in " + sampling : "live";
+    }
+    source.onopen = live;
+    source.addEventListener("sampling", function (message) {
+      sampling = Number(message.data) || 1;
+      live();
+    });
     source.onerror = function () { $("status").textContent = "reconnecting…"; };
     source.onmessage = function (message) {
       var data = JSON.parse(message.data);

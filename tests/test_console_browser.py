@@ -6,6 +6,7 @@ Screenshots of the console are saved under tests/artifacts/ (ignored by git).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -204,3 +205,36 @@ def test_the_snippet_says_whether_the_pixel_took_its_copy(
         assert client.post("/console/login", data={"password": PASSWORD}).status_code == 303
         overview = client.get("/console/overview").json()
     assert overview["pixels"][PIXEL]["recovered"] == 2
+
+
+def test_a_flood_is_shown_as_a_sample_and_the_page_says_so(
+    browser: Browser, gateway: GatewayServer
+) -> None:
+    context = browser.new_context(user_agent=USER_AGENT)
+    console = context.new_page()
+    console.goto(f"{gateway.url}/console")
+    console.fill("#password", PASSWORD)
+    console.click("#login")
+    status = console.locator("#status")
+    expect(status).to_have_text("live")
+
+    page = {"url": "https://shop.example/"}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=gateway.url, headers=headers) as client:
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < 1.0:  # well over 400 events a second, for a second
+            batch = [
+                {
+                    "pixel_id": PIXEL,
+                    "event": "ViewContent",
+                    "event_id": f"flood-{sent + n}",
+                    "page": page,
+                }
+                for n in range(200)
+            ]
+            assert client.post("/v1/events", json={"events": batch}).status_code == 202
+            sent += len(batch)
+    expect(status).to_contain_text("a flood: showing 1 event in")
+    shown = console.locator("#events tbody tr").count()
+    assert 0 < shown < sent / 2, (shown, sent)
+    context.close()

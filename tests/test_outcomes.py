@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.core.event import Destination
+from gateway.core.event import Destination, Event
 from gateway.delivery.observe import EventTrace, RecentEvents, Settlement
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.policy import SERVER
@@ -97,23 +97,71 @@ def test_in_process_delivery_reports_to_the_same_buffer(
     assert (step.request, step.request_id) == (1, "r-1")
 
 
-def test_the_buffer_is_bounded_and_calls_its_listeners() -> None:
+def test_the_buffer_is_bounded() -> None:
     recent = RecentEvents(capacity=3, clock=lambda: 100.0, keep_events=True)
-    accepted: list[str] = []
-    settled_ids: list[tuple[str, str]] = []
-    recent.on_accept(lambda trace: accepted.append(trace.event_id))
-    recent.on_settle(lambda trace: settled_ids.append((trace.event_id, trace.state)))
     events = [make_event(i) for i in range(5)]
     recent.accepted(events, SERVER)
     assert [t.event_id for t in recent.latest()] == [e.event_id for e in reversed(events[2:])]
     settlement = Settlement("delivered", PIXEL, (("Purchase", events[4].event_id),), at=101.0)
     recent.settled(Settlement.from_json(orjson.loads(orjson.dumps(settlement.to_json()))))
-    assert accepted == [e.event_id for e in events]
-    assert settled_ids == [(events[4].event_id, "delivered")]
     assert recent.find(PIXEL, "Purchase", events[0].event_id) is None  # evicted
     kept = recent.find(PIXEL, "Purchase", events[4].event_id)
-    assert kept is not None and kept.accepted == events[4]
+    assert kept is not None and kept.accepted == events[4] and kept.state == "delivered"
     assert events[4].destination == Destination("web", PIXEL, None)
+
+
+def delivered(*events: Event, at: float) -> Settlement:
+    """A settlement as it comes over the pipe from the delivery process (JSON lists)."""
+    pairs = [["Purchase", event.event_id] for event in events]
+    return Settlement.from_json(orjson.loads(orjson.dumps(["delivered", PIXEL, pairs, at])))
+
+
+def test_a_reader_gets_what_changed_since_its_cursor_in_the_order_it_changed() -> None:
+    clock = iter(range(100, 10_000))
+    recent = RecentEvents(capacity=50, clock=lambda: float(next(clock)), keep_events=True)
+    first, second, third = make_event(1), make_event(2), make_event(3)
+    recent.accepted([first, second], SERVER)  # at 100
+    cursor = recent.cursor()
+    assert recent.changed_since(cursor, 10) == (cursor, [])
+
+    recent.settled(delivered(first, at=150.0))
+    recent.accepted([third], SERVER)  # at 101: before the settlement
+    cursor, traces = recent.changed_since(cursor, 10)
+    assert [(t.event_id, t.state) for t in traces] == [
+        (third.event_id, "accepted"),
+        (first.event_id, "delivered"),
+    ]
+    assert recent.changed_since(cursor, 10) == (cursor, [])
+
+    flood = [make_event(n) for n in range(10, 40)]
+    recent.accepted(flood, SERVER)
+    recent.settled(delivered(make_event(999), at=200.0))  # never here (or evicted): not shown
+    cursor, traces = recent.changed_since(cursor, 5)
+    assert [t.event_id for t in traces] == [e.event_id for e in flood[-5:]]
+
+
+def test_a_reader_of_stored_events_skips_other_replicas_events() -> None:
+    recent = RecentEvents(capacity=50)
+    cursor = recent.cursor()
+    recent.accepted([make_event(1)], SERVER)
+    recent.accepted_elsewhere("replica-b", (PIXEL, "Purchase", "theirs"), 1.0, "server", None)
+    recent.accepted([make_event(2)], SERVER)
+    after, traces = recent.accepted_since(cursor, 10, here_only=True)
+    assert [t.event_id for t in traces] == [make_event(1).event_id, make_event(2).event_id]
+    assert [t.event_id for t in recent.accepted_since(cursor, 10)[1]][1] == "theirs"
+    assert recent.accepted_since(after, 10) == (after, [])
+
+
+def test_while_events_are_kept_no_step_falls_off_unread() -> None:
+    """A page reads a tick at a time; between two reads more batches may settle than the
+    buffer keeps unread. The steps of the events they name are not lost."""
+    recent = RecentEvents(capacity=1000, keep_events=True)
+    events = [make_event(n) for n in range(150)]
+    recent.accepted(events, SERVER)
+    for n, event in enumerate(events):
+        recent.settled(delivered(event, at=float(n)))
+    trace = recent.find(PIXEL, "Purchase", events[0].event_id)
+    assert trace is not None and trace.state == "delivered"
 
 
 @pytest.mark.anyio
@@ -138,3 +186,55 @@ async def test_the_channel_stays_bounded_when_the_parent_stops_reading() -> None
     assert [tuple(pair) for pair in first.events] == list(pairs)  # what went through is whole
     reader.close()
     await channel.close()
+
+
+def test_a_flood_keeps_an_even_sample_and_readers_get_only_that() -> None:
+    """At 4,000 events a second, with 400 a second wanted, every 10th event is kept (each
+    kept one costs the serving process its memory), and only kept ones are reported."""
+    now = [1000.0]
+    recent = RecentEvents(capacity=5000, clock=lambda: now[0], keep_per_second=400)
+    recent.keep_for("a page")
+    cursor = recent.cursor()
+    events = iter(make_event(n) for n in range(100_000))
+    for _ in range(3):  # three quarter-second windows of 1,000 events, in batches of 10
+        for _ in range(100):
+            recent.accepted([next(events) for _ in range(10)], SERVER)
+            now[0] += 0.0025
+    assert recent.keep_every == 10
+    kept = [t for t in recent.latest() if t.accepted is not None]
+    assert 2 * 1000 // 10 <= len(kept) <= 1000 + 2 * 1000 // 10  # the first window keeps all
+    cursor, traces = recent.changed_since(cursor, 50)
+    assert len(traces) == 50 and all(t.accepted is not None for t in traces)
+    newest_kept = [t.event_id for t in reversed(kept[:50])]
+    assert [t.event_id for t in traces] == newest_kept
+
+    recent.release("a page")  # nobody reads: nothing is kept
+    recent.accepted([next(events)], SERVER)
+    assert recent.latest(1)[0].accepted is None
+    recent.keep_for("another page")  # a new page starts with every event until it knows
+    assert recent.keep_every == 1
+    recent.accepted([next(events)], SERVER)
+    assert recent.latest(1)[0].accepted is not None
+
+
+def test_a_step_of_an_event_from_before_the_page_is_reported_without_its_event() -> None:
+    """Retries of events accepted before a page opened are news to it; only what a flood's
+    sampling left out is not."""
+    now = [1000.0]
+    recent = RecentEvents(capacity=5000, clock=lambda: now[0], keep_per_second=4)
+    earlier = make_event(1)
+    recent.accepted([earlier], SERVER)
+    recent.keep_for("a page")
+    cursor = recent.cursor()
+    flood = [make_event(n) for n in range(10, 40)]
+    for start in (0, 10, 20):  # 20 events in the first 0.3 s, 4 a second wanted: 1 in 17
+        recent.accepted(flood[start : start + 10], SERVER)
+        now[0] += 0.15
+    assert recent.keep_every == 17
+    recent.settled(delivered(earlier, *flood, at=now[0]))
+    cursor, traces = recent.changed_since(cursor, 100)
+    reported = {t.event_id: t for t in traces}
+    assert reported[earlier.event_id].state == "delivered"
+    assert reported[earlier.event_id].accepted is None
+    assert {e.event_id for e in flood[:20]} <= set(reported)  # the first window: all kept
+    assert [e.event_id for e in flood[20:] if e.event_id in reported] == [flood[20].event_id]

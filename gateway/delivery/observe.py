@@ -7,9 +7,11 @@ process it is a `SettlementChannel` that hands settlements to the parent over a 
 (`DeliveryProcess` reads them into `RecentEvents`).
 
 `RecentEvents` keeps a bounded buffer of the latest events — accepted (from the pipeline's
-accept hook) and then each step of their delivery — and calls listeners on accept and on
-settle, as arq calls `on_job_start` / `on_job_end`. Events are hashed before they get here;
-nothing raw is kept.
+accept hook) and then each step of their delivery. Readers (the console's pages, the
+replicas' feed) poll it a tick at a time with a `Cursor` (`changed_since`), as a log reader
+keeps its offset: nothing is called per event, so an open console page costs the beacon
+path a counter, and a flood costs a reader only the newest rows it can show. Events are
+hashed before they get here; nothing raw is kept.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -33,6 +37,7 @@ from gateway.ingest.policy import SourcePolicy
 log = logging.getLogger(__name__)
 DELIVERED, RETRY, DEAD_LETTERED = "delivered", "retry", "dead_lettered"
 _FLUSH_SECONDS = 2.0
+_KEEP_WINDOW_SECONDS = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +108,30 @@ class EventTrace:
         return self.steps[-1].outcome if self.steps else "accepted"
 
 
-Listener = Callable[[EventTrace], None]
 Tap = Callable[[Settlement], None]
 Key = tuple[str, str, str]
 """(pixel, event name, event_id): what TikTok deduplicates on."""
 
 
+class _Unkept:
+    """In place of an event a flood's sampling left out. Not None: None stands for an event
+    accepted while nobody kept any (before a page opened), whose later steps are shown."""
+
+
+UNKEPT = _Unkept()
+Kept = Event | _Unkept | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far a reader of `RecentEvents` got: the accepts and settlements it has seen."""
+
+    accepted: int = 0
+    settled: int = 0
+
+
 class RecentEvents:
-    """A bounded buffer of the latest events and their outcomes, with listeners."""
+    """A bounded buffer of the latest events and their outcomes, read by cursor."""
 
     def __init__(
         self,
@@ -118,16 +139,25 @@ class RecentEvents:
         *,
         clock: Callable[[], float] = time.time,
         keep_events: bool = False,
+        keep_per_second: float = 400.0,
     ) -> None:
-        """`keep_events`: keep each accepted Event, not only its key, source and time. Off
-        by default: a thousand retained events make every garbage collection of the serving
-        process walk their dicts (measured: ~1.5 µs per beacon); the console turns it on."""
+        """`keep_events`: keep accepted Events, not only their key, source and time. Off by
+        default (the console turns it on): each retained event's dicts stay in the garbage
+        collector's sight and out of the CPU's caches. Measured under a flood of beacons,
+        keeping all of them cost ~6 µs of ~150 per beacon; so at most about
+        `keep_per_second` are kept, evenly (every n-th), n adapted every quarter second.
+        400 a second is what a console page shows at most (100 rows a tick)."""
         self.keep_events = keep_events
+        self._keep_per_second = keep_per_second
+        self._keep_every = 1
+        self._countdown = 0
+        self._window_at = self._last_at = clock()
+        self._window_count = 0
         self._capacity = capacity
         self._clock = clock
         # kept as plain tuples and lists: recording runs on every beacon, and a trace object
         # per event cost ~2.5 µs of it; EventTrace is built when somebody reads
-        self._accepted: collections.OrderedDict[Key, tuple[float, str, Event | None, str]] = (
+        self._accepted: collections.OrderedDict[Key, tuple[float, str, Kept, str]] = (
             collections.OrderedDict()
         )
         self._steps: dict[Key, list[Settlement]] = {}
@@ -138,19 +168,13 @@ class RecentEvents:
         self._unindexed: collections.deque[Settlement] = collections.deque(
             maxlen=max(1, capacity // 10)
         )
-        self._on_accept: list[Listener] = []
-        self._on_settle: list[Listener] = []
+        self._accepted_count = 0
+        self._settled_count = 0
         self._taps: list[Tap] = []
         self._keepers: set[object] = set()
         self._orphans: collections.OrderedDict[Key, list[Settlement]] | None = None
         """Steps of events not (yet) in the buffer, kept while other replicas' events may
         arrive after their settlement: another replica's dispatcher can be the faster."""
-
-    def on_accept(self, listener: Listener) -> None:
-        self._on_accept.append(listener)
-
-    def on_settle(self, listener: Listener) -> None:
-        self._on_settle.append(listener)
 
     def tap(self, tap: Tap) -> None:
         """Call `tap` with each settlement of this process's delivery (not another
@@ -163,6 +187,10 @@ class RecentEvents:
 
     def keep_for(self, owner: object) -> None:
         """Keep each accepted Event while at least one owner asks (`release` ends it)."""
+        if not self._keepers:  # kept from now on, all of them until the rate is known
+            self._keep_every, self._countdown = 1, 0
+            self._window_at = self._last_at = self._clock()
+            self._window_count = self._accepted_count
         self._keepers.add(owner)
         self.keep_events = True
 
@@ -175,26 +203,48 @@ class RecentEvents:
         self._orphans = collections.OrderedDict() if expected else None
 
     @property
-    def listened(self) -> bool:
-        return bool(self._on_accept or self._on_settle)
-
-    def remove(self, listener: Listener) -> None:
-        """Stop calling `listener`: with no listeners, recording costs what it did before."""
-        for listeners in (self._on_accept, self._on_settle):
-            while listener in listeners:
-                listeners.remove(listener)
+    def keep_every(self) -> int:
+        """While events are kept: 1, or n when only every n-th is (a flood)."""
+        return self._keep_every
 
     def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
         """The pipeline stored `events` (an accept hook)."""
         now, source, accepted = self._clock(), policy.name, self._accepted
-        for event in events:
-            key = (event.destination.event_source_id, event.event, event.event_id)
-            accepted.pop(key, None)  # the same event again: it moves to the end
-            accepted[key] = (now, source, event if self.keep_events else None, "")
-            if self._on_accept:
-                self._tell(self._on_accept, key)
+        if self.keep_events:
+            self._keep_some(events, now, source)
+        else:
+            for event in events:
+                key = (event.destination.event_source_id, event.event, event.event_id)
+                accepted.pop(key, None)  # the same event again: it moves to the end
+                accepted[key] = (now, source, None, "")
+        self._accepted_count += len(events)
         while len(accepted) > self._capacity:
             self._steps.pop(accepted.popitem(last=False)[0], None)
+
+    def _keep_some(self, events: Sequence[Event], now: float, source: str) -> None:
+        """Record `events`, keeping every `_keep_every`-th; once a window, adapt n to the
+        rate of the one that ended. After a pause of a window there is no flood: the next
+        event is kept."""
+        window = now - self._window_at
+        if window >= _KEEP_WINDOW_SECONDS:
+            if now - self._last_at >= _KEEP_WINDOW_SECONDS:
+                self._keep_every, self._countdown = 1, 0
+            else:
+                rate = (self._accepted_count - self._window_count) / window
+                self._keep_every = max(1, math.ceil(rate / self._keep_per_second))
+            self._window_at, self._window_count = now, self._accepted_count
+        self._last_at = now
+        accepted, every, countdown = self._accepted, self._keep_every, self._countdown
+        for event in events:
+            key = (event.destination.event_source_id, event.event, event.event_id)
+            accepted.pop(key, None)
+            countdown -= 1
+            if countdown <= 0:
+                accepted[key] = (now, source, event, "")
+                countdown = every
+            else:
+                accepted[key] = (now, source, UNKEPT, "")
+        self._countdown = countdown
 
     def accepted_elsewhere(
         self, replica: str, key: Key, at: float, source: str, event: Event | None
@@ -205,16 +255,15 @@ class RecentEvents:
         early = self._orphans.pop(key, None) if self._orphans is not None else None
         if early:
             self._steps.setdefault(key, []).extend(early)
-        if self._on_accept:
-            self._tell(self._on_accept, key)
+        self._accepted_count += 1
         while len(self._accepted) > self._capacity:
             self._steps.pop(self._accepted.popitem(last=False)[0], None)
 
     def settled(self, settlement: Settlement) -> None:
         """The dispatcher settled a batch (here, or reported from the delivery process).
 
-        Kept in a bounded list and added to its events' traces only when somebody reads
-        (or listens): a batch of 1000 costs the serving loop an append, not 1000 lookups.
+        Kept in a bounded list and added to its events' traces only when somebody reads: a
+        batch of 1000 costs the serving loop an append, not 1000 lookups.
         """
         self.settled_elsewhere(settlement)
         for tap in self._taps:
@@ -227,8 +276,9 @@ class RecentEvents:
         """A batch settled by another replica's delivery (or, from `settled`, by ours)."""
         self._settlements.append(settlement)
         self._unindexed.append(settlement)
-        if self._on_settle:
-            self._index()
+        self._settled_count += 1
+        if self.keep_events and len(self._unindexed) == self._unindexed.maxlen:
+            self._index()  # somebody reads: no step of theirs may fall off the end unseen
 
     def _index(self) -> None:
         """Add the settlements not yet seen to the steps of their events still buffered."""
@@ -240,8 +290,6 @@ class RecentEvents:
                 key = (pixel, name, event_id)
                 if key in accepted:
                     steps.setdefault(key, []).append(settlement)
-                    if self._on_settle:
-                        self._tell(self._on_settle, key)
                 elif self._orphans is not None:
                     self._orphans.setdefault(key, []).append(settlement)
                     if len(self._orphans) > self._capacity:
@@ -262,17 +310,70 @@ class RecentEvents:
         key = (pixel, event, event_id)
         return self._trace(key) if key in self._accepted else None
 
-    def _trace(self, key: Key) -> EventTrace:
-        at, source, event, replica = self._accepted[key]
-        return EventTrace(*key, source, at, event, list(self._steps.get(key, ())), replica)
+    def cursor(self) -> Cursor:
+        """Now: what `changed_since` and `accepted_since` count from."""
+        return Cursor(self._accepted_count, self._settled_count)
 
-    def _tell(self, listeners: Iterable[Listener], key: Key) -> None:
-        trace = self._trace(key)
-        for listener in listeners:
-            try:
-                listener(trace)
-            except Exception:  # a listener is an observer: delivery goes on regardless
-                log.exception("an outcome listener failed")
+    def accepted_since(
+        self, cursor: Cursor, limit: int, *, here_only: bool = False
+    ) -> tuple[Cursor, list[EventTrace]]:
+        """The newest `limit` events accepted after `cursor` (`here_only`: by this replica;
+        none a flood's sampling left out), oldest first, and the cursor to pass next."""
+        now = self.cursor()
+        keys = self._accepted_after(cursor, limit, here_only)
+        return now, [self._trace(key) for _, key in reversed(keys)]
+
+    def changed_since(self, cursor: Cursor, limit: int) -> tuple[Cursor, list[EventTrace]]:
+        """The `limit` events that changed last after `cursor` — accepted, or a step of their
+        delivery settled — in the order they last changed, and the cursor to pass next.
+
+        However many events changed, this builds at most `limit` traces: a reader that polls
+        a tick at a time costs the accept path nothing (a flood costs it a counter). While
+        events are kept, those a flood's sampling left out are not reported: there is
+        nothing to show of them but their name."""
+        now = self.cursor()
+        if now == cursor:
+            return now, []
+        self._index()
+        accepted = self._accepted
+        settled: list[tuple[float, Key]] = []  # newest first
+        seen: set[Key] = set()
+        fresh = min(now.settled - cursor.settled, len(self._settlements))
+        for settlement in itertools.islice(reversed(self._settlements), fresh):
+            pixel, at = settlement.pixel, settlement.at
+            for name, event_id in reversed(settlement.events):
+                key = (pixel, name, event_id)
+                entry = accepted.get(key)
+                if entry is not None and entry[2] is not UNKEPT and key not in seen:
+                    seen.add(key)
+                    settled.append((at, key))
+            if len(settled) >= limit:
+                break
+        changes = [*reversed(settled), *reversed(self._accepted_after(cursor, limit, False))]
+        latest: dict[Key, None] = {}
+        for _, key in sorted(changes, key=lambda change: change[0]):  # stable: ties keep order
+            latest.pop(key, None)
+            latest[key] = None
+        return now, [self._trace(key) for key in list(latest)[-limit:]]
+
+    def _accepted_after(
+        self, cursor: Cursor, limit: int, here_only: bool
+    ) -> list[tuple[float, Key]]:
+        """(time, key) of the newest `limit` events accepted after `cursor`, newest first;
+        none a flood's sampling left out."""
+        accepted, found = self._accepted, []
+        for key in itertools.islice(reversed(accepted), self._accepted_count - cursor.accepted):
+            at, _, event, replica = accepted[key]
+            if not (here_only and replica) and event is not UNKEPT:
+                found.append((at, key))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _trace(self, key: Key) -> EventTrace:
+        at, source, kept, replica = self._accepted[key]
+        event = kept if isinstance(kept, Event) else None
+        return EventTrace(*key, source, at, event, list(self._steps.get(key, ())), replica)
 
 
 class SettlementChannel:

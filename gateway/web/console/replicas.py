@@ -37,8 +37,9 @@ Both subscriptions read with `get_message(timeout=…)` and ping the server on t
 connection every `ping_seconds`: a read never waits on the client's `socket_timeout` (its
 meaning for a blocking pub/sub read differs between redis-py versions), and a subscription
 left half-open by a failover without a TCP reset is found deaf and made again.
-As on one replica, a flood costs the serving loop an append per event: at most the
-newest `_PER_TICK` events of a tick are serialised and published.
+As on one replica, a flood costs the serving loop nothing per event: each tick the
+publisher reads the newest `_PER_TICK` events this replica stored since its last tick
+(`RecentEvents.accepted_since`), and only those are serialised and published.
 """
 
 from __future__ import annotations
@@ -106,7 +107,6 @@ class ReplicaFeed:
         self._heard_until = 0.0
         self._failing: set[str] = set()
         """What fails now, each logged once per outage and cleared by its own success."""
-        self._events: collections.deque[EventTrace] = collections.deque(maxlen=_PER_TICK)
         self._settlements: collections.deque[Settlement] = collections.deque(
             maxlen=_SETTLEMENTS_PER_TICK
         )
@@ -221,35 +221,30 @@ class ReplicaFeed:
         self._heard_until = time.monotonic() + self._heard_seconds
         if self._publisher is None:
             self._recent.keep_for(self)
-            self._recent.on_accept(self._stored)
             self._recent.tap(self._settled)
             self._publisher = asyncio.create_task(self._publish(), name="console-replicas-pub")
-
-    def _stored(self, trace: EventTrace) -> None:
-        if not trace.replica:  # another replica's event: its own replica publishes it
-            self._events.append(trace)
 
     def _settled(self, settlement: Settlement) -> None:
         self._settlements.append(settlement)
 
     async def _publish(self) -> None:
+        cursor = self._recent.cursor()  # what was stored before is not shared
         try:
             while time.monotonic() < self._heard_until:
                 await asyncio.sleep(_TICK)
-                if self._events or self._settlements:
-                    await self._send()
+                # another replica's event is not published here: its own replica does that
+                cursor, stored = self._recent.accepted_since(cursor, _PER_TICK, here_only=True)
+                if stored or self._settlements:
+                    await self._send(stored)
         finally:
-            self._recent.remove(self._stored)
             self._recent.untap(self._settled)
             self._recent.release(self)
-            self._events.clear()
             self._settlements.clear()
             self._publisher = None
 
-    async def _send(self) -> None:
-        events = [_shared(trace) for trace in self._events]
+    async def _send(self, stored: list[EventTrace]) -> None:
+        events = [_shared(trace) for trace in stored]
         settlements = [s.to_json() for s in self._settlements]
-        self._events.clear()
         self._settlements.clear()
         payload = orjson.dumps({"r": self.replica, "e": events, "s": settlements})
         try:
