@@ -16,7 +16,8 @@ process) for comparison. With `--backlog N`, the returning visitor is measured o
 both designs while N stored events drain (as after an outage). With `--console`, the
 returning visitor is measured once more with the live console open and streaming every
 event (a client logged in and reading `/console/stream`). Each round runs (a) then (b)
-with wrk; the best round of each is compared. Figures are printed.
+with wrk, (b)'s configurations in reverse order every other round; the best round of each
+is compared. Figures are printed.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def main() -> None:
                 best[name] = result
 
         with child(fake_args, f"{api}/_fake/stats", directory / "fake.log"):
-            for _ in range(args.rounds):
+            for round_number in range(args.rounds):
                 bare = subprocess.Popen(bare_cmd, cwd=Path(__file__).resolve().parent.parent)
                 try:
                     _wait(f"http://127.0.0.1:{bare_port}/b", bare)
@@ -198,7 +199,10 @@ def main() -> None:
                 finally:
                     bare.terminate()
                     bare.wait()
-                for (delivery, backlog), config in configs.items():
+                # every other round the gateway's configurations run in reverse order, so
+                # that a machine slowing down (or warming up) over a round favours none
+                order = list(configs.items())
+                for (delivery, backlog), config in order[:: -1 if round_number % 2 else 1]:
                     if backlog:  # a fresh file holding an outage's worth of events
                         preload(directory / f"outbox-{delivery}-backlog.sqlite3", args.backlog)
                     serve = [

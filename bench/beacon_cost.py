@@ -185,12 +185,12 @@ def main() -> None:
             for root in [ROOT, *args.checkout]:
                 name = "gateway" if root == ROOT else f"gateway at {root}"
                 results[name] = measure_gateway(root, config, directory, cookie, args)
-    bare = results.pop("bare")
-    print(f"{'bare Starlette, 204':40s} {bare:12,.0f} instructions per request")
+    bare_cost = results.pop("bare")
+    print(f"{'bare Starlette, 204':40s} {bare_cost:12,.0f} instructions per request")
     for name, cost in results.items():
         print(f"{name + ', returning visitor':40s} {cost:12,.0f} instructions per request")
     for name, cost in results.items():
-        print(f"{name} / bare Starlette: {cost / bare:.2f}×")
+        print(f"{name} / bare Starlette: {cost / bare_cost:.2f}×")
     for name, cost in results.items():
         if name != "gateway":
             print(f"{name} / this checkout's gateway: {cost / results['gateway']:.3f}")

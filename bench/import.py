@@ -124,7 +124,8 @@ def durable_floor(path: Path, outbox: Path) -> float:
 def child_import(path: Path, outbox: Path, jobs: int = 1) -> dict[str, object]:
     """Import in this (child) process with `jobs` parsing processes; RSS (this process and
     its workers) sampled after each chunk, CPU time of all of them."""
-    from gateway.cli.import_file import import_file, settle_heap
+    from gateway.cli.import_file import import_file
+    from gateway.core.heap import settle_heap
     from gateway.ingest.sources.imports.importer import ImportOptions
     from gateway.ingest.sources.imports.readers import open_binary
     from gateway.settings import parse_settings

@@ -126,7 +126,7 @@ def instructions_per_request(
     found = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
     if found is None:
         raise RuntimeError(f"no totals in {dump}")
-    return int(found.group(1)) / args.requests
+    return int(found.group(1)) / int(args.requests)
 
 
 def measure(root: Path, directory: Path, api: str, args: argparse.Namespace) -> dict[str, float]:

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvicorn
 
+    from gateway.core import heap
     from gateway.core.logs import configure_logging
     from gateway.runtime import Gateway
     from gateway.settings import Settings
@@ -60,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
     gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)
+    heap.for_serving()
     uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
     return 0

@@ -49,12 +49,14 @@ class ChildEnds:
 
 def child_main(child: ChildEnds) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
+    from gateway.core import heap
     from gateway.core.logs import configure_logging
 
     settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a hang-up sent to the group: the parent's
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
+    heap.for_serving()  # it delivers what the serving process stores, as fast
     try:
         import uvloop
 
