@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -92,11 +93,39 @@ def deliver(fake_api: FakeEventsApi, make_settings: SettingsFactory) -> Deliver:
     return run
 
 
+def _ephemeral_ports() -> range:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            low, high = (int(n) for n in ranges.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+_EPHEMERAL = _ephemeral_ports()
+_FREE_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port free now, for a server that binds it a moment later.
+
+    Chosen outside the kernel's ephemeral range: a port the kernel handed out (bind to 0)
+    and freed can be handed out again to any outgoing connection — a Redis client, an
+    HTTP client — before the server binds it (seen once). A port from this range is taken
+    only by an explicit bind."""
+    candidates = [p for p in _FREE_PORTS if p not in _EPHEMERAL and p not in _HANDED_OUT]
+    for port in random.sample(candidates or list(_FREE_PORTS), 50):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _HANDED_OUT.add(port)  # two calls in a row must not get the same port
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def run_cli(
