@@ -3,8 +3,9 @@
 `down()` is an outage: every connection is closed and new ones are closed at once (they
 are counted, so a test can wait until a client has retried a number of times). `deafen()`
 is a failover without a TCP reset: the connections open now stay open but nothing passes
-through them any more, while new connections work. Threads, so that sync tests (a gateway
-served in its own thread) and async tests use it alike.
+through them any more, while new connections work. `mute()` lets commands through and
+drops Redis's answers: a command applied whose client times out. Threads, so that sync
+tests (a gateway served in its own thread) and async tests use it alike.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RedisProxy:
         self._open: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._muted = False
         self._spawn(self._accept)
 
     @property
@@ -49,6 +51,11 @@ class RedisProxy:
         """The connections open now pass nothing any more (and stay open)."""
         with self._lock:
             self._generation += 1
+
+    def mute(self, muted: bool = True) -> None:
+        """Commands still reach Redis; its answers are dropped (until `mute(False)`)."""
+        with self._lock:
+            self._muted = muted
 
     def close(self) -> None:
         with self._lock:
@@ -92,10 +99,12 @@ class RedisProxy:
             server.settimeout(None)
             with self._lock:
                 self._open += [client, server]
-            self._spawn(self._pump, client, server, generation)
-            self._spawn(self._pump, server, client, generation)
+            self._spawn(self._pump, client, server, generation, False)
+            self._spawn(self._pump, server, client, generation, True)
 
-    def _pump(self, source: socket.socket, target: socket.socket, generation: int) -> None:
+    def _pump(
+        self, source: socket.socket, target: socket.socket, generation: int, answers: bool
+    ) -> None:
         while True:
             try:
                 data = source.recv(65536)
@@ -106,6 +115,8 @@ class RedisProxy:
                     target.shutdown(socket.SHUT_WR)
                 return
             if self._generation != generation:  # deaf: swallowed, the connection kept
+                continue
+            if answers and self._muted:
                 continue
             try:
                 target.sendall(data)

@@ -148,6 +148,33 @@ async def test_a_redis_outage_is_logged_once_not_at_every_flush_and_read(
         proxy.close()
 
 
+@pytest.mark.anyio
+async def test_a_flush_whose_answer_was_lost_is_not_counted_twice(redis_url: str) -> None:
+    """Redis applied the flush but the answer never came (a timeout): the next flush writes
+    the same counts again, and every replica shows them once."""
+    proxy = RedisProxy(redis_url)
+    clock = Clock()
+    writer = EventsPerMinute([PIXEL], clock=clock, redis_url=proxy.url)
+    reader = EventsPerMinute([PIXEL], clock=clock, redis_url=redis_url)
+    try:
+        writer.accepted([make_event(0)], SERVER)
+        await writer.flush()  # connected (the answer to SELECT is not what gets lost)
+        for n in range(1, 3):
+            writer.accepted([make_event(n)], SERVER)
+        proxy.mute()
+        await writer.flush()  # reaches Redis; the client gives up waiting for the answer
+        assert (await reader.per_minute())[PIXEL][-1] == 3
+        proxy.mute(False)
+        writer.accepted([make_event(3)], SERVER)
+        await writer.flush()
+        assert (await reader.per_minute())[PIXEL][-1] == 4
+        assert (await writer.per_minute())[PIXEL][-1] == 4
+    finally:
+        await writer.stop()
+        await reader.stop()
+        proxy.close()
+
+
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "gateway.web.per_minute"]
 

@@ -5,12 +5,15 @@ beside the minute each slot holds: counting an event is a dict lookup and an int
 increment, and the ring covers the whole hour at any rate (the console's recent buffer
 holds the last 1,000 events — a few seconds of a busy shop).
 
-With Redis the replicas share the figures. A replica adds what it counted since its last
-flush to one hash per minute (`{prefix}:per-minute:{minute}`, field = pixel, HINCRBY),
-which expires once the minute has left the hour; it flushes every few seconds from a
-background task, and only when it counted something. A reader sums the hour's hashes
-(one pipelined round trip) and adds what it counted itself and has not flushed yet, so
-its own events are exact and the other replicas' are at most one flush behind.
+With Redis the replicas share the figures. Each replica writes the counts of the minutes
+that changed since its last flush into one hash per minute (`{prefix}:per-minute:{minute}`),
+in its own field (`{pixel} {replica}`, HSET): an absolute count, not an increment, so a
+flush that reached Redis but whose answer was lost (a timeout) is written again at the next
+flush and never counted twice. A hash expires once its minute has left the hour; flushes run
+every few seconds from a background task, and only when something was counted. A reader sums
+the hour's hashes (one pipelined round trip), the other replicas' fields only, and adds its
+own counts as it holds them: its own events are exact and the other replicas' at most one
+flush behind. (A `{pixel}` field alone is an older version's running total: summed too.)
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,7 +37,7 @@ _KEEP_SECONDS = (MINUTES + 5) * 60
 
 
 class _Ring:
-    """One pixel's hour: counts, the minute each slot holds, and how much of it was sent."""
+    """One pixel's hour: counts, the minute each slot holds, and the count last written."""
 
     __slots__ = ("counts", "flushed", "minutes")
 
@@ -44,10 +50,6 @@ class _Ring:
         slot = minute % MINUTES
         return self.counts[slot] if self.minutes[slot] == minute else 0
 
-    def unflushed(self, minute: int) -> int:
-        slot = minute % MINUTES
-        return self.counts[slot] - self.flushed[slot] if self.minutes[slot] == minute else 0
-
 
 class EventsPerMinute:
     def __init__(
@@ -58,9 +60,12 @@ class EventsPerMinute:
         redis_url: str | None = None,
         prefix: str = "tiktok-gateway",
         flush_seconds: float = 5.0,
+        replica: str | None = None,
     ) -> None:
-        """`redis_url`: share the counts with the other replicas on that Redis."""
+        """`redis_url`: share the counts with the other replicas on that Redis, as `replica`
+        (by default a name of its own: host, process and a random part)."""
         self._rings = {pixel: _Ring() for pixel in pixels}
+        self._replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._clock = clock
         self._url = redis_url
         self._prefix = f"{prefix}:per-minute:"
@@ -118,43 +123,48 @@ class EventsPerMinute:
             self._trouble("read from Redis", exc)
             return self.local()
         self._failing.discard("read from Redis")
-        shown: dict[str, list[int]] = {}
-        for pixel, ring in self._rings.items():
-            field = pixel.encode()
-            shown[pixel] = [
-                int(counts.get(field, 0)) + ring.unflushed(minute)
-                for minute, counts in zip(hour, stored, strict=True)
+        others: dict[bytes, list[int]] = {pixel.encode(): [0] * MINUTES for pixel in self._rings}
+        for index, counts in enumerate(stored):
+            for field, value in counts.items():
+                pixel, _, replica = field.partition(b" ")
+                if pixel in others and replica != self._replica.encode():
+                    others[pixel][index] += int(value)
+        return {
+            pixel: [
+                ring.count(minute) + other
+                for minute, other in zip(hour, others[pixel.encode()], strict=True)
             ]
-        return shown
+            for pixel, ring in self._rings.items()
+        }
 
     async def flush(self) -> None:
-        """Add what was counted since the last flush to the shared hashes."""
+        """Write the counts of the minutes that changed since the last flush that got through."""
         if self._url is None:
             return
-        sent: list[tuple[_Ring, str, int, int]] = []
+        written: list[tuple[_Ring, str, int, int]] = []
         for pixel, ring in self._rings.items():
             for minute in self._hour():
-                delta = ring.unflushed(minute)
-                if delta > 0:
-                    ring.flushed[minute % MINUTES] += delta  # before awaiting: new counts wait
-                    sent.append((ring, pixel, minute, delta))
-        if not sent:
+                slot = minute % MINUTES
+                if ring.minutes[slot] == minute and ring.counts[slot] != ring.flushed[slot]:
+                    written.append((ring, pixel, minute, ring.counts[slot]))
+        if not written:
             return
         now = self._clock()
         try:
             async with self._client().pipeline(transaction=False) as pipe:
-                for _, pixel, minute, delta in sent:
+                for _, pixel, minute, count in written:
                     key = f"{self._prefix}{minute}"
-                    pipe.hincrby(key, pixel, delta)  # the clock's, not Redis's: tests move it
+                    pipe.hset(key, f"{pixel} {self._replica}", count)
+                    # the clock's, not Redis's: tests move it
                     pipe.expire(key, max(1, int(minute * 60 + _KEEP_SECONDS - now)))
                 await pipe.execute()
-        except Exception as exc:  # counted again at the next flush
+        except Exception as exc:  # written again, whole, at the next flush
             self._trouble("shared", exc)
-            for ring, _, minute, delta in sent:
-                if ring.minutes[minute % MINUTES] == minute:
-                    ring.flushed[minute % MINUTES] -= delta
-        else:
-            self._failing.discard("shared")
+            return
+        self._failing.discard("shared")
+        for ring, _, minute, count in written:
+            if ring.minutes[minute % MINUTES] == minute:
+                ring.flushed[minute % MINUTES] = count
 
     def _trouble(self, what: str, exc: Exception) -> None:
         """Once per outage, not at every flush and every chart refresh."""
