@@ -127,7 +127,7 @@
       $("status").textContent = sampling > 1 ?
         "live · a flood: showing 1 event in " + sampling : "live";
     }
-    source.onopen = live;
+    source.onopen = function () { sampling = 1; live(); };  // a new stream says if it samples
     source.addEventListener("sampling", function (message) {
       sampling = Number(message.data) || 1;
       live();

@@ -114,7 +114,8 @@ def free_port() -> int:
     HTTP client — before the server binds it (seen once). A port from this range is taken
     only by an explicit bind."""
     candidates = [p for p in _FREE_PORTS if p not in _EPHEMERAL and p not in _HANDED_OUT]
-    for port in random.sample(candidates or list(_FREE_PORTS), 50):
+    candidates = candidates or list(_FREE_PORTS)
+    for port in random.sample(candidates, min(50, len(candidates))):
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -238,3 +238,85 @@ def test_a_step_of_an_event_from_before_the_page_is_reported_without_its_event()
     assert reported[earlier.event_id].accepted is None
     assert {e.event_id for e in flood[:20]} <= set(reported)  # the first window: all kept
     assert [e.event_id for e in flood[20:] if e.event_id in reported] == [flood[20].event_id]
+
+
+class Flood:
+    """A page's buffer on a clock the test moves, fed `rate` events a second."""
+
+    def __init__(self, keep_per_second: float = 400) -> None:
+        self.now = 1000.0
+        self.sent = 0
+        self.recent = RecentEvents(
+            capacity=100_000, clock=lambda: self.now, keep_per_second=keep_per_second
+        )
+        self.recent.keep_for("a page")
+
+    def send(self, rate: float, seconds: float, batch: int = 1) -> list[Event]:
+        events = []
+        for _ in range(round(rate * seconds / batch)):
+            group = [make_event(self.sent + n) for n in range(batch)]
+            self.sent += batch
+            self.recent.accepted(group, SERVER)
+            events += group
+            self.now += batch / rate
+        return events
+
+    def kept(self, events: list[Event]) -> int:
+        return sum(
+            trace.accepted is not None
+            for event in events
+            if (trace := self.recent.find(PIXEL, "Purchase", event.event_id))
+        )
+
+
+def test_after_a_flood_a_trickle_is_kept_again_within_half_a_second() -> None:
+    flood = Flood()
+    flood.send(rate=40_000, seconds=0.5, batch=10)
+    assert flood.recent.keep_every > 50
+    trickle = flood.send(rate=10, seconds=3)
+    assert flood.recent.keep_every == 1
+    assert flood.kept(trickle) >= 25  # at most the first half second is still sampled
+
+
+def test_bursts_are_sampled_like_a_steady_flood() -> None:
+    flood = Flood()
+    bursts = []
+    for _ in range(10):  # 1,000 events at once every 0.3 s: 3,333 a second
+        flood.now += 0.3
+        bursts += flood.send(rate=1_000_000, seconds=0.001, batch=1000)
+    assert flood.kept(bursts) < 2500  # about 400 a second, the first window all
+    assert flood.recent.keep_every > 1
+
+
+def test_other_replicas_events_do_not_make_a_quiet_replica_sample() -> None:
+    flood = Flood()
+    local = []
+    for second in range(2):
+        for n in range(4000):  # 4,000 a second stored by another replica, shared
+            key = (PIXEL, "Purchase", f"theirs-{second}-{n}")
+            flood.recent.accepted_elsewhere("replica-b", key, flood.now, "browser", None)
+            if n % 400 == 0:  # and 10 a second here
+                local += flood.send(rate=10_000, seconds=0.0001)
+            flood.now += 1 / 4000
+    assert flood.recent.keep_every == 1
+    assert flood.kept(local) == len(local) == 20
+
+
+def test_an_event_accepted_again_is_one_change_and_older_ones_are_not_news() -> None:
+    recent = RecentEvents(capacity=50, keep_events=True)
+    first, second, third = make_event(1), make_event(2), make_event(3)
+    recent.accepted([first, second, third], SERVER)
+    cursor = recent.cursor()
+    recent.accepted([third], SERVER)  # the same event again (a retry, or pixel and server)
+    recent.accepted([third], SERVER)
+    cursor, traces = recent.changed_since(cursor, 10)
+    assert [t.event_id for t in traces] == [third.event_id]
+    assert recent.accepted_since(cursor, 10) == (cursor, [])
+
+
+def test_a_page_opened_during_a_flood_gets_a_backlog_of_kept_events() -> None:
+    flood = Flood()
+    flood.send(rate=40_000, seconds=1.0, batch=10)
+    backlog = flood.recent.latest(200, sampled=True)
+    assert len(backlog) == 200 and all(trace.accepted is not None for trace in backlog)
+    assert any(trace.accepted is None for trace in flood.recent.latest(200))

@@ -238,3 +238,23 @@ async def test_stop_returns_even_when_a_flush_swallows_its_cancel(redis_url: str
         with contextlib.suppress(asyncio.CancelledError):
             await stopping
     assert done, "stop() waited for a cancel that was lost"
+
+
+@pytest.mark.anyio
+async def test_a_pixel_removed_and_put_back_keeps_its_hour(redis_url: str) -> None:
+    clock = Clock()
+    writer = EventsPerMinute([PIXEL], clock=clock, redis_url=redis_url)
+    reader = EventsPerMinute([PIXEL], clock=clock, redis_url=redis_url)
+    try:
+        for n in range(50):
+            writer.accepted([make_event(n)], SERVER)
+        await writer.flush()
+        writer.track([OTHER_PIXEL])  # a reload removed it …
+        writer.track([PIXEL, OTHER_PIXEL])  # … and the next one put it back
+        writer.accepted([make_event(50)], SERVER)
+        await writer.flush()
+        assert (await reader.per_minute())[PIXEL][-1] == 51
+        assert (await writer.per_minute())[PIXEL][-1] == 51
+    finally:
+        await writer.stop()
+        await reader.stop()

@@ -10,7 +10,12 @@ every 700 net new container objects, ~200 a second, each walking the requests in
 collector's sight; refcounting still frees it). `for_serving` also raises the young
 generation's threshold: a request leaves almost nothing behind (what it allocates it
 frees), so the net growth that triggers a collection then comes rarely. Garbage in
-reference cycles still is collected: at most `SERVING_THRESHOLD` new objects wait for it.
+reference cycles still is collected: a young cycle once `SERVING_THRESHOLD` new objects
+have piled up, an older one at the older generations' (unchanged) pace.
+
+What is frozen is never collected: a reference cycle in the start-up configuration that a
+reload (SIGHUP) drops stays in memory — once per reload at most, and settings are trees.
+Measured on CPython 3.11 (3.13 and later collect differently; the freeze still holds).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
+from gateway.core import heap
 from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.observe import SettlementChannel
@@ -49,14 +50,12 @@ class ChildEnds:
 
 def child_main(child: ChildEnds) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
-    from gateway.core import heap
     from gateway.core.logs import configure_logging
 
     settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a hang-up sent to the group: the parent's
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
-    heap.for_serving()  # it delivers what the serving process stores, as fast
     try:
         import uvloop
 
@@ -81,6 +80,7 @@ async def _deliver_until_told(child: ChildEnds) -> None:
     channel.start()
     dispatcher = Dispatcher.from_settings(settings, outbox, client, observer=channel)
     channel.count_into(dispatcher.stats)
+    heap.for_serving()  # built: what it delivers with is frozen (it delivers as fast as we store)
     loop = asyncio.get_running_loop()
     told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
 

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DELIVERED, RETRY, DEAD_LETTERED = "delivered", "retry", "dead_lettered"
 _FLUSH_SECONDS = 2.0
 _KEEP_WINDOW_SECONDS = 0.25
+_SCAN_PER_ROW = 20
+"""A tick reads at most this many settled events per row it may show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,19 +147,24 @@ class RecentEvents:
         default (the console turns it on): each retained event's dicts stay in the garbage
         collector's sight and out of the CPU's caches. Measured under a flood of beacons,
         keeping all of them cost ~6 µs of ~150 per beacon; so at most about
-        `keep_per_second` are kept, evenly (every n-th), n adapted every quarter second.
-        400 a second is what a console page shows at most (100 rows a tick)."""
+        `keep_per_second` of this process's events are kept, evenly (every n-th), n adapted
+        every quarter second to the rate of the quarter that ended. 400 a second is what a
+        console page shows at most (100 rows a tick). Other replicas' events come sampled
+        by their own replica (`replicas.py`) and are all kept."""
         self.keep_events = keep_events
         self._keep_per_second = keep_per_second
         self._keep_every = 1
         self._countdown = 0
         self._window_at = self._last_at = clock()
         self._window_count = 0
+        self._elsewhere_count = 0
+        """Accepts by other replicas: counted for cursors, not for this process's rate."""
         self._capacity = capacity
         self._clock = clock
         # kept as plain tuples and lists: recording runs on every beacon, and a trace object
         # per event cost ~2.5 µs of it; EventTrace is built when somebody reads
-        self._accepted: collections.OrderedDict[Key, tuple[float, str, Kept, str]] = (
+        # (accepted at, source, the event kept, replica, its accept's sequence number)
+        self._accepted: collections.OrderedDict[Key, tuple[float, str, Kept, str, int]] = (
             collections.OrderedDict()
         )
         self._steps: dict[Key, list[Settlement]] = {}
@@ -190,7 +197,7 @@ class RecentEvents:
         if not self._keepers:  # kept from now on, all of them until the rate is known
             self._keep_every, self._countdown = 1, 0
             self._window_at = self._last_at = self._clock()
-            self._window_count = self._accepted_count
+            self._window_count = self._accepted_count - self._elsewhere_count
         self._keepers.add(owner)
         self.keep_events = True
 
@@ -204,7 +211,10 @@ class RecentEvents:
 
     @property
     def keep_every(self) -> int:
-        """While events are kept: 1, or n when only every n-th is (a flood)."""
+        """While events are kept: 1, or n when only every n-th is (a flood, until a quarter
+        second passes with no event)."""
+        if self._clock() - self._last_at >= _KEEP_WINDOW_SECONDS:
+            return 1
         return self._keep_every
 
     def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
@@ -213,49 +223,54 @@ class RecentEvents:
         if self.keep_events:
             self._keep_some(events, now, source)
         else:
+            sequence = self._accepted_count
             for event in events:
                 key = (event.destination.event_source_id, event.event, event.event_id)
                 accepted.pop(key, None)  # the same event again: it moves to the end
-                accepted[key] = (now, source, None, "")
-        self._accepted_count += len(events)
+                sequence += 1
+                accepted[key] = (now, source, None, "", sequence)
+            self._accepted_count = sequence
         while len(accepted) > self._capacity:
             self._steps.pop(accepted.popitem(last=False)[0], None)
 
     def _keep_some(self, events: Sequence[Event], now: float, source: str) -> None:
-        """Record `events`, keeping every `_keep_every`-th; once a window, adapt n to the
-        rate of the one that ended. After a pause of a window there is no flood: the next
-        event is kept."""
+        """Record `events`, keeping every `_keep_every`-th; once a window has passed, adapt
+        n to this process's rate over it (a burst then a pause averages out: bursty
+        traffic is sampled, and a flood that ended stops being one)."""
         window = now - self._window_at
         if window >= _KEEP_WINDOW_SECONDS:
-            if now - self._last_at >= _KEEP_WINDOW_SECONDS:
-                self._keep_every, self._countdown = 1, 0
-            else:
-                rate = (self._accepted_count - self._window_count) / window
-                self._keep_every = max(1, math.ceil(rate / self._keep_per_second))
-            self._window_at, self._window_count = now, self._accepted_count
+            here = self._accepted_count - self._elsewhere_count
+            rate = (here - self._window_count) / window
+            self._keep_every = max(1, math.ceil(rate / self._keep_per_second))
+            self._countdown = min(self._countdown, self._keep_every)  # n fell: no long wait
+            self._window_at, self._window_count = now, here
         self._last_at = now
         accepted, every, countdown = self._accepted, self._keep_every, self._countdown
+        sequence = self._accepted_count
         for event in events:
             key = (event.destination.event_source_id, event.event, event.event_id)
             accepted.pop(key, None)
+            sequence += 1
             countdown -= 1
             if countdown <= 0:
-                accepted[key] = (now, source, event, "")
+                accepted[key] = (now, source, event, "", sequence)
                 countdown = every
             else:
-                accepted[key] = (now, source, UNKEPT, "")
+                accepted[key] = (now, source, UNKEPT, "", sequence)
         self._countdown = countdown
+        self._accepted_count = sequence
 
     def accepted_elsewhere(
         self, replica: str, key: Key, at: float, source: str, event: Event | None
     ) -> None:
         """Another replica stored an event (the console shares it while a page watches)."""
+        self._accepted_count += 1
+        self._elsewhere_count += 1
         self._accepted.pop(key, None)
-        self._accepted[key] = (at, source, event, replica)
+        self._accepted[key] = (at, source, event, replica, self._accepted_count)
         early = self._orphans.pop(key, None) if self._orphans is not None else None
         if early:
             self._steps.setdefault(key, []).extend(early)
-        self._accepted_count += 1
         while len(self._accepted) > self._capacity:
             self._steps.pop(self._accepted.popitem(last=False)[0], None)
 
@@ -299,11 +314,12 @@ class RecentEvents:
         """The latest settlements, newest first (each names all the events of its batch)."""
         return list(reversed(self._settlements))
 
-    def latest(self, limit: int | None = None) -> list[EventTrace]:
-        """Newest first."""
+    def latest(self, limit: int | None = None, *, sampled: bool = False) -> list[EventTrace]:
+        """Newest first (`sampled`: none a flood's sampling left out)."""
         self._index()
-        keys = list(reversed(self._accepted))
-        return [self._trace(key) for key in (keys if limit is None else keys[:limit])]
+        accepted = self._accepted
+        keys = (k for k in reversed(accepted) if not (sampled and accepted[k][2] is UNKEPT))
+        return [self._trace(key) for key in itertools.islice(keys, limit)]
 
     def find(self, pixel: str, event: str, event_id: str) -> EventTrace | None:
         self._index()
@@ -339,15 +355,17 @@ class RecentEvents:
         settled: list[tuple[float, Key]] = []  # newest first
         seen: set[Key] = set()
         fresh = min(now.settled - cursor.settled, len(self._settlements))
+        budget = _SCAN_PER_ROW * limit  # a flood's settlements name mostly unkept events
         for settlement in itertools.islice(reversed(self._settlements), fresh):
             pixel, at = settlement.pixel, settlement.at
-            for name, event_id in reversed(settlement.events):
+            for name, event_id in itertools.islice(reversed(settlement.events), budget):
                 key = (pixel, name, event_id)
                 entry = accepted.get(key)
                 if entry is not None and entry[2] is not UNKEPT and key not in seen:
                     seen.add(key)
                     settled.append((at, key))
-            if len(settled) >= limit:
+            budget -= len(settlement.events)
+            if len(settled) >= limit or budget <= 0:
                 break
         changes = [*reversed(settled), *reversed(self._accepted_after(cursor, limit, False))]
         latest: dict[Key, None] = {}
@@ -362,8 +380,10 @@ class RecentEvents:
         """(time, key) of the newest `limit` events accepted after `cursor`, newest first;
         none a flood's sampling left out."""
         accepted, found = self._accepted, []
-        for key in itertools.islice(reversed(accepted), self._accepted_count - cursor.accepted):
-            at, _, event, replica = accepted[key]
+        for key in reversed(accepted):  # in the order of their last accept
+            at, _, event, replica, sequence = accepted[key]
+            if sequence <= cursor.accepted:
+                break
             if not (here_only and replica) and event is not UNKEPT:
                 found.append((at, key))
                 if len(found) >= limit:
@@ -371,7 +391,7 @@ class RecentEvents:
         return found
 
     def _trace(self, key: Key) -> EventTrace:
-        at, source, kept, replica = self._accepted[key]
+        at, source, kept, replica, _ = self._accepted[key]
         event = kept if isinstance(kept, Event) else None
         return EventTrace(*key, source, at, event, list(self._steps.get(key, ())), replica)
 

@@ -13,7 +13,9 @@ flush and never counted twice. A hash expires once its minute has left the hour;
 every few seconds from a background task, and only when something was counted. A reader sums
 the hour's hashes (one pipelined round trip), the other replicas' fields only, and adds its
 own counts as it holds them: its own events are exact and the other replicas' at most one
-flush behind. (A `{pixel}` field alone is an older version's running total: summed too.)
+flush behind. (A `{pixel}` field alone is an older version's running total: summed too.
+An older version reads only those, so during a rolling upgrade its chart misses the newer
+replicas' counts until it is replaced.)
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class EventsPerMinute:
         """`redis_url`: share the counts with the other replicas on that Redis, as `replica`
         (by default a name of its own: host, process and a random part)."""
         self._rings = {pixel: _Ring() for pixel in pixels}
+        self._every_ring = dict(self._rings)
+        """Rings of pixels a reload removed too: one put back keeps its hour (its field in
+        Redis holds the count so far, which a new ring would overwrite from 0)."""
         self._replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._clock = clock
         self._url = redis_url
@@ -78,7 +83,8 @@ class EventsPerMinute:
     def track(self, pixels: Iterable[str]) -> None:
         """The pixels of a reloaded configuration: new ones get a ring, kept ones keep theirs
         (one reference swapped: a count in flight lands in the old table or the new)."""
-        self._rings = {pixel: self._rings.get(pixel) or _Ring() for pixel in pixels}
+        self._every_ring.update((p, _Ring()) for p in pixels if p not in self._every_ring)
+        self._rings = {pixel: self._every_ring[pixel] for pixel in pixels}
 
     @property
     def shared(self) -> bool:

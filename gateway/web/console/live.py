@@ -64,7 +64,7 @@ class Watchers:
         with self._watching():
             yield b": watching\n\n"  # from here on, nothing accepted is missed
             cursor = self._recent.cursor()
-            for trace in reversed(self._recent.latest(_BACKLOG)):
+            for trace in reversed(self._recent.latest(_BACKLOG, sampled=True)):
                 yield _message(trace)
             quiet, every = 0.0, 1
             while True:
