@@ -31,6 +31,7 @@ from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
 from gateway.web.console.replicas import ReplicaFeed
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.metrics import Metrics
 from gateway.web.per_minute import EventsPerMinute
 from gateway.web.rate_limit import RateLimits
@@ -100,6 +101,14 @@ class Gateway:
             redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
         )
         """Per-client rate limits of the endpoints strangers reach."""
+        self.failed_auth = FailedAuthLimit.of(
+            settings.rate_limit,
+            self.limits,
+            on_refused=lambda: self.metrics.rate_limited.labels("failed_auth").inc(),
+            on_failed=lambda endpoint: self.metrics.failed_auth.labels(endpoint).inc(),
+        )
+        """Failed authentications per client on the endpoints that take keys: past a budget,
+        a client is refused before its key is compared."""
         self.leads = lead_memory(settings, self.outbox, clock=clock)
         """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
         self.pipeline.on_accept(self.leads.accepted)
