@@ -113,15 +113,8 @@ def serve(make_settings: SettingsFactory, tmp_path: Any) -> Iterator[Serve]:
         toml.setdefault("delivery", {"linger_ms": 0})
         toml.setdefault("server_api", {"api_keys": [API_KEY]})
         toml.setdefault("postbacks", {"sources": {"lms": {"secret": SECRET}}})
-        gateway = Gateway(make_settings(**toml))
         clock = FrozenClock()
-        gateway.failed_auth = FailedAuthLimit.of(
-            gateway.settings.rate_limit,
-            gateway.limits,
-            on_refused=lambda: gateway.metrics.rate_limited.labels("failed_auth").inc(),
-            on_failed=lambda endpoint: gateway.metrics.failed_auth.labels(endpoint).inc(),
-            clock=clock,
-        )
+        gateway = Gateway(make_settings(**toml), limits_clock=clock)
         server = GatewayServer(create_app(gateway), gateway=gateway).start()
         servers.append(server)
         return server, clock
@@ -297,3 +290,31 @@ def test_a_peek_never_counts_and_agrees_with_the_next_request() -> None:
     assert buckets.peek("a") == 0.0 and not buckets
     buckets.hold("b", 5.0)  # another replica's count, copied here
     assert buckets.peek("b") == pytest.approx(5.0) == buckets.wait("b")
+
+
+@pytest.mark.anyio
+async def test_a_refusal_learnt_from_redis_is_kept_locally(redis_url: str) -> None:
+    """A replica refused by the shared count remembers it: later requests are refused here
+    without asking Redis (even if Redis has lost the key since)."""
+    import redis
+
+    settings = RateLimitSettings(failed_auth_per_minute=0.6, failed_auth_burst=BURST)
+    replicas = [RateLimits(settings, on_refused=lambda _: None, redis_url=redis_url) for _ in "ab"]
+    first, second = (
+        FailedAuthLimit.of(settings, r, on_refused=lambda: None, on_failed=lambda _: None)
+        for r in replicas
+    )
+    try:
+        for _ in range(BURST):
+            await first.failed("192.0.2.3", "relay")
+        with pytest.raises(TooManyRequests):
+            await second.failed("192.0.2.3", "relay")  # its first, but the budget is spent
+        lost = redis.Redis.from_url(redis_url)
+        lost.flushdb()
+        lost.close()
+        with pytest.raises(TooManyRequests) as refused:
+            await second.check("192.0.2.3")
+        assert refused.value.retry_after_seconds > 90
+    finally:
+        for replica in replicas:
+            await replica.aclose()
