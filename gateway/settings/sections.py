@@ -153,9 +153,9 @@ class ImportSettings:
 class RateLimitSettings:
     """Requests per client IP and endpoint (web/rate_limit.py); a rate of 0 is no limit.
 
-        The beacon's default is far above what one visitor sends, so that many people behind
-        one NAT address are still served; the server API's is off (backends send in bursts), but
-    failed authentications there are limited."""
+    The beacon's default is far above what one visitor sends, so that many people behind
+    one NAT address are still served; the server API's is off (backends send in bursts),
+    but failed authentications there are limited (`failed_auth_per_minute`)."""
 
     beacon_per_second: float = setting(20.0, low=0.0, high=1_000_000.0)
     beacon_burst: int = setting(200, low=1, high=1_000_000)
