@@ -282,14 +282,20 @@ def test_a_peek_never_counts_and_agrees_with_the_next_request() -> None:
     buckets = LocalBuckets(Budget(per_second=1, burst=2), clock=clock)
     for _ in range(100):
         assert buckets.peek("a") == 0.0
-    assert not buckets  # nothing remembered: the hot path looks nobody up
+    assert not buckets.any_waiting()  # nothing remembered: the hot path looks nobody up
     assert buckets.wait("a") == buckets.peek("a") == 0.0
     assert buckets.wait("a") == 0.0
     assert buckets.peek("a") == pytest.approx(1.0) == buckets.wait("a")
     clock.now += 2  # full again: forgotten by the peek
-    assert buckets.peek("a") == 0.0 and not buckets
+    assert buckets.peek("a") == 0.0 and not buckets.any_waiting()
     buckets.hold("b", 5.0)  # another replica's count, copied here
     assert buckets.peek("b") == pytest.approx(5.0) == buckets.wait("b")
+    clock.now += 3
+    assert buckets.any_waiting() and buckets.peek("b") == pytest.approx(2.0)
+    buckets.wait("c")
+    assert buckets.any_waiting() and len(buckets) == 2
+    clock.now += 4  # every bucket full again: all forgotten, nobody looked up any more
+    assert not buckets.any_waiting() and len(buckets) == 0
 
 
 @pytest.mark.anyio

@@ -80,12 +80,12 @@ class FailedAuthLimit:
     @property
     def watching(self) -> bool:
         """Whether any client failed recently here: if none, no client need be looked up."""
-        return bool(self._local)
+        return self._local is not None and self._local.any_waiting()
 
     async def check(self, ip: str | None) -> None:
         """Raise `TooManyRequests` when the client is over its budget; count nothing."""
         local = self._local
-        if not local:
+        if local is None or not local.any_waiting():
             return
         client = client_key(ip, self._ipv6_prefix)
         wait = local.peek(client)

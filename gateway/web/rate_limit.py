@@ -109,6 +109,7 @@ class LocalBuckets:
         self._max_clients = max_clients
         self._clock = clock
         self._arrivals: dict[str, float] = {}
+        self._latest = 0.0  # the latest arrival remembered: past it, every bucket is full
 
     def wait(self, client: str) -> float:
         """0 when `client` may go ahead now (and counts it), else the seconds to wait."""
@@ -123,6 +124,8 @@ class LocalBuckets:
         if len(self._arrivals) >= self._max_clients and client not in self._arrivals:
             self._forget(now)
         self._arrivals[client] = following
+        if following > self._latest:
+            self._latest = following
         return 0.0
 
     def peek(self, client: str) -> float:
@@ -145,10 +148,17 @@ class LocalBuckets:
             if len(self._arrivals) >= self._max_clients and client not in self._arrivals:
                 self._forget(now)
             self._arrivals[client] = arrival
+            self._latest = max(self._latest, arrival)
 
-    def __bool__(self) -> bool:
-        """Whether any client is remembered: with none, nobody has to be looked up."""
-        return bool(self._arrivals)
+    def any_waiting(self) -> bool:
+        """Whether any client's bucket may be short: if none, nobody need be looked up.
+        Once every bucket is full again, all are forgotten at once."""
+        if not self._arrivals:
+            return False
+        if self._latest <= self._clock():
+            self._arrivals.clear()
+            return False
+        return True
 
     def __contains__(self, client: str) -> bool:
         return client in self._arrivals
