@@ -9,13 +9,15 @@ request it sends there is refused (429, `Retry-After`) before any credential is 
 the right key too, or a refusal would tell a right guess from a wrong one — until the
 budget refills.
 
-A request that authenticates pays one check that the process remembers no failing client
-at all, else one dict lookup: nothing is counted for it. With replicas (a Redis outbox) the
-failures are counted in Redis too, so the budget is theirs together; a replica asks Redis
-(a GET) only about clients that failed there recently, and a failure it counts there learns
-of the others' count. So a client that never failed at one replica reaches its keys there,
-at most one guess per replica per refill beyond the budget. When Redis cannot answer, the
-local bucket decides alone (fail open to the local limit), as for the request limits.
+A request that authenticates pays one check that no client's budget is short (an empty
+dict, the usual case), else its client is found and looked up in that dict; nothing is
+counted for it. With replicas (a Redis outbox) failures are counted in Redis too, so the
+budget is theirs together; a replica asks Redis (a GET) only about clients that failed
+there recently, since asking about every request would put a round trip on the hot path.
+A replica where a client has not failed yet compares that client's next key: the failure
+it counts there learns of the others' count and locks the client out there too — at most
+one guess per replica beyond the budget. When Redis cannot answer, the local bucket
+decides alone (fail open to the local limit), as for the request limits.
 """
 
 from __future__ import annotations
