@@ -31,6 +31,7 @@ from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
 from gateway.web.console.replicas import ReplicaFeed
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.metrics import Metrics
 from gateway.web.per_minute import EventsPerMinute
 from gateway.web.rate_limit import RateLimits
@@ -58,9 +59,11 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         reload: Callable[[], Settings] | None = None,
         config_file: str | Path | None = None,
+        limits_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`reload` reads the configuration again, for `live.reload()` (SIGHUP, or a change
-        of `config_file` or of a `file:` secret)."""
+        of `config_file` or of a `file:` secret); `limits_clock` is the rate limits' (a
+        monotonic one: a step of the wall clock must not lock anyone out)."""
         self.settings = settings
         """The configuration the gateway started with; `live.current` is the one now."""
         self.live = LiveSettings(settings, load=reload, config_file=config_file)
@@ -98,8 +101,18 @@ class Gateway:
             settings.rate_limit,
             on_refused=lambda endpoint: self.metrics.rate_limited.labels(endpoint).inc(),
             redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
+            clock=limits_clock,
         )
         """Per-client rate limits of the endpoints strangers reach."""
+        self.failed_auth = FailedAuthLimit.of(
+            settings.rate_limit,
+            self.limits,
+            on_refused=lambda: self.metrics.rate_limited.labels("failed_auth").inc(),
+            on_failed=lambda endpoint: self.metrics.failed_auth.labels(endpoint).inc(),
+            clock=limits_clock,
+        )
+        """Failed authentications per client on the endpoints that take keys: past a budget,
+        a client is refused before its key is compared."""
         self.leads = lead_memory(settings, self.outbox, clock=clock)
         """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
         self.pipeline.on_accept(self.leads.accepted)

@@ -154,7 +154,8 @@ class RateLimitSettings:
     """Requests per client IP and endpoint (web/rate_limit.py); a rate of 0 is no limit.
 
     The beacon's default is far above what one visitor sends, so that many people behind
-    one NAT address are still served; the server API's is off (backends send in bursts)."""
+    one NAT address are still served; the server API's is off (backends send in bursts),
+    but failed authentications there are limited (`failed_auth_per_minute`)."""
 
     beacon_per_second: float = setting(20.0, low=0.0, high=1_000_000.0)
     beacon_burst: int = setting(200, low=1, high=1_000_000)
@@ -163,6 +164,10 @@ class RateLimitSettings:
     postback_per_second: float = setting(50.0, low=0.0, high=1_000_000.0)
     """Postbacks per lead-system address: platforms fire them in bursts, from few hosts."""
     postback_burst: int = setting(1000, low=1, high=1_000_000)
+    failed_auth_per_minute: float = setting(10.0, low=0.0, high=1_000_000.0)
+    """Failed authentications per client on the server API, relay, imports and postbacks
+    (web/failed_auth.py): on by default, since their request limits let guesses through."""
+    failed_auth_burst: int = setting(20, low=1, high=1_000_000)
     ipv6_prefix: int = setting(64, low=32, high=128)
     """An IPv6 client counts as its /64: one host usually holds the whole prefix."""
     max_clients: int = setting(100_000, low=100, high=10_000_000)

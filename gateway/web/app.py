@@ -75,13 +75,14 @@ def create_app(gateway: Gateway) -> Starlette:
     browser = beacon.BeaconSource(
         gateway.pipeline, limit=gateway.limits.beacon, guard=gateway.guard, live=gateway.live
     )
+    pipeline, limits, failed = gateway.pipeline, gateway.limits, gateway.failed_auth
     app = Starlette(
         routes=[
             *health.routes(gateway),
-            *server_api.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
-            *postback.routes(gateway.postbacks, gateway.live, gateway.limits.postback),
-            *relay.routes(gateway.pipeline, gateway.leads, gateway.live, gateway.limits.server_api),
-            *imports.routes(gateway.pipeline, gateway.limits.server_api, gateway.leads),
+            *server_api.routes(pipeline, limits.server_api, failed, gateway.leads),
+            *postback.routes(gateway.postbacks, gateway.live, limits.postback, failed),
+            *relay.routes(pipeline, gateway.leads, gateway.live, limits.server_api, failed),
+            *imports.routes(pipeline, limits.server_api, failed, gateway.leads),
             *browser.routes(),
             *console.routes(gateway),
         ],

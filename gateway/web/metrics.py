@@ -169,6 +169,14 @@ class Metrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self.failed_auth = Counter(
+            "tiktok_gateway_failed_authentications",
+            "Requests with a missing or wrong API key, token or source secret, by endpoint "
+            "(past [rate_limit] failed_auth_per_minute a client is refused: rate_limited "
+            '{endpoint="failed_auth"})',
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.shed = Counter(
             "tiktok_gateway_beacons_shed",
             "Beacons refused (503) while the outbox backlog was past a limit",

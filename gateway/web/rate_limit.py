@@ -47,6 +47,17 @@ if over > 0 then return tostring(over) end
 redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil((next_tat - now) * 1000) + 1)
 return '0'
 """
+# KEYS[1] the client's key; ARGV: interval, burst. The same arithmetic without counting: "0"
+# when a request would be admitted now, else the seconds to wait (a GET and no write).
+PEEK_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local over = tat + tonumber(ARGV[1]) - now - tonumber(ARGV[2]) * tonumber(ARGV[1])
+if over > 0 then return tostring(over) end
+return '0'
+"""
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class LocalBuckets:
         self._max_clients = max_clients
         self._clock = clock
         self._arrivals: dict[str, float] = {}
+        self._latest = 0.0  # the latest arrival remembered: past it, every bucket is full
 
     def wait(self, client: str) -> float:
         """0 when `client` may go ahead now (and counts it), else the seconds to wait."""
@@ -112,7 +124,44 @@ class LocalBuckets:
         if len(self._arrivals) >= self._max_clients and client not in self._arrivals:
             self._forget(now)
         self._arrivals[client] = following
+        if following > self._latest:
+            self._latest = following
         return 0.0
+
+    def peek(self, client: str) -> float:
+        """What `wait` would answer, without counting: 0 for a client it knows nothing of
+        (one dict lookup). A client whose bucket is full again is forgotten here."""
+        arrival = self._arrivals.get(client)
+        if arrival is None:
+            return 0.0
+        now = self._clock()
+        if arrival <= now:
+            del self._arrivals[client]
+            return 0.0
+        return max(0.0, arrival + self._interval - now - self._window)
+
+    def hold(self, client: str, seconds: float) -> None:
+        """Make `client` wait at least `seconds` more, as another replica counted it (Redis)."""
+        now = self._clock()
+        arrival = now + seconds + self._window - self._interval
+        if arrival > self._arrivals.get(client, now):
+            if len(self._arrivals) >= self._max_clients and client not in self._arrivals:
+                self._forget(now)
+            self._arrivals[client] = arrival
+            self._latest = max(self._latest, arrival)
+
+    def any_waiting(self) -> bool:
+        """Whether any client's bucket may be short: if none, nobody need be looked up.
+        Once every bucket is full again, all are forgotten at once."""
+        if not self._arrivals:
+            return False
+        if self._latest <= self._clock():
+            self._arrivals.clear()
+            return False
+        return True
+
+    def __contains__(self, client: str) -> bool:
+        return client in self._arrivals
 
     def _forget(self, now: float) -> None:
         self._arrivals = {c: t for c, t in self._arrivals.items() if t > now}
@@ -129,6 +178,7 @@ class SharedBuckets:
 
     def __init__(self, client: Any, budget: Budget, prefix: str) -> None:
         self._script = client.register_script(GCRA_SCRIPT)
+        self._peek = client.register_script(PEEK_SCRIPT)
         self._args = (repr(budget.interval), str(budget.burst))
         self._prefix = prefix
 
@@ -136,6 +186,15 @@ class SharedBuckets:
         """Like `LocalBuckets.wait`; None when Redis could not answer."""
         try:
             answer = await self._script(keys=[f"{self._prefix}{client}"], args=self._args)
+        except Exception as exc:  # any Redis failure: the local limit decides alone
+            log.debug("shared rate limit unavailable: %s", type(exc).__name__)
+            return None
+        return float(answer)
+
+    async def peek(self, client: str) -> float | None:
+        """Like `LocalBuckets.peek` (a GET and arithmetic); None when Redis could not answer."""
+        try:
+            answer = await self._peek(keys=[f"{self._prefix}{client}"], args=self._args)
         except Exception as exc:  # any Redis failure: the local limit decides alone
             log.debug("shared rate limit unavailable: %s", type(exc).__name__)
             return None
@@ -212,18 +271,21 @@ class RateLimits:
 
     def limit(self, name: str, per_second: float, burst: int) -> RateLimit:
         budget = Budget(per_second, burst)
-        shared = None
-        if self._redis is not None and budget.enabled:
-            shared = SharedBuckets(self._redis, budget, f"{self._prefix}{name}:")
         return RateLimit(
             name,
             budget,
             on_refused=lambda: self._on_refused(name),
             ipv6_prefix=self._settings.ipv6_prefix,
             max_clients=self._settings.max_clients,
-            shared=shared,
+            shared=self.shared(name, budget),
             clock=self._clock,
         )
+
+    def shared(self, name: str, budget: Budget) -> SharedBuckets | None:
+        """`name`'s buckets in Redis, when replicas share them (and the budget is a limit)."""
+        if self._redis is None or not budget.enabled:
+            return None
+        return SharedBuckets(self._redis, budget, f"{self._prefix}{name}:")
 
     async def aclose(self) -> None:
         if self._redis is not None:

@@ -25,6 +25,7 @@ from gateway.ingest.policy import SERVER, Item
 from gateway.settings import Settings
 from gateway.web.client_ip import ClientIpResolver
 from gateway.web.errors import GatewayJson, rendered
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import parse_json, read_body
 
@@ -45,12 +46,17 @@ def authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
 
 
 class ServerCallers:
-    """Who may call a server-to-server endpoint (`/v1/events`, `/v1/imports`): a client
-    within its rate limit — counted before the key is checked, so no free guesses — that
-    sends one of the API keys."""
+    """Who may call a server-to-server endpoint (`/v1/events`, `/v1/imports`, the relay): a
+    client neither locked out by its failed authentications nor over its rate limit — both
+    checked before the key is, so no free guesses — that sends one of the API keys."""
 
-    def __init__(self, settings: Settings, limit: RateLimit) -> None:
+    def __init__(
+        self, settings: Settings, limit: RateLimit, failed: FailedAuthLimit, endpoint: str
+    ) -> None:
+        """`failed`: the budget of failed authentications, counted here as `endpoint`."""
         self._limit = limit
+        self._failed = failed
+        self._endpoint = endpoint
         browser = settings.browser
         self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
@@ -61,27 +67,44 @@ class ServerCallers:
         if not self._keys:
             raise Unauthorized("the server API is off: configure an API key")
         if not authorised(request, self._keys):
+            await self.failed(request)
             raise Unauthorized("missing or wrong API key")
 
     async def count(self, request: Request) -> None:
-        """The rate limit alone (the relay checks TikTok's own credentials itself)."""
-        if self._limit.enabled:
-            peer = request.client.host if request.client else None
-            await self._limit.admit(self._ips.resolve(peer, request.headers))
+        """The lockout and the rate limit alone (the relay checks TikTok's tokens itself);
+        a client that never failed is not even looked up while nobody has failed."""
+        if self._limit.enabled or self._failed.watching:
+            ip = self._ip(request)
+            await self._failed.check(ip)
+            if self._limit.enabled:
+                await self._limit.admit(ip)
+
+    async def failed(self, request: Request) -> None:
+        """Count a missing or wrong credential (raises TooManyRequests when one too many)."""
+        await self._failed.failed(self._ip(request), self._endpoint)
+
+    def _ip(self, request: Request) -> str | None:
+        peer = request.client.host if request.client else None
+        return self._ips.resolve(peer, request.headers)
 
 
 class ServerEventsEndpoint:
     """POST /v1/events; precomputes keys and limits once."""
 
     def __init__(
-        self, pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+        self,
+        pipeline: Pipeline,
+        limit: RateLimit,
+        failed: FailedAuthLimit,
+        leads: LeadMemory | None = None,
     ) -> None:
-        """`limit` counts requests per client before the key is checked (no free guesses);
-        `leads` fills in the browser context of events that name a lead the browser showed."""
+        """`limit` counts requests and `failed` wrong keys per client, both checked before
+        the key (no free guesses); `leads` fills in the browser context of events that name
+        a lead the browser showed."""
         self._leads = leads
         options = pipeline.settings.server_api
         self._pipeline = pipeline
-        self._callers = ServerCallers(pipeline.settings, limit)
+        self._callers = ServerCallers(pipeline.settings, limit, failed, "server_api")
         self._max_body = options.max_body_bytes
         self._max_events = options.max_events
 
@@ -132,7 +155,10 @@ class ServerEventsEndpoint:
 
 
 def routes(
-    pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+    pipeline: Pipeline,
+    limit: RateLimit,
+    failed: FailedAuthLimit,
+    leads: LeadMemory | None = None,
 ) -> list[BaseRoute]:
-    endpoint = ServerEventsEndpoint(pipeline, limit, leads)
+    endpoint = ServerEventsEndpoint(pipeline, limit, failed, leads)
     return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["POST"])]

@@ -38,6 +38,7 @@ from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, deco
 from gateway.ingest.sources.imports.summary import Rejection, Summary
 from gateway.ingest.sources.server_api import ServerCallers
 from gateway.web.errors import GatewayJson, rendered
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import read_body
 
@@ -78,12 +79,16 @@ class ImportsEndpoint:
     """POST /v1/imports and GET /v1/imports/{id}; the last imports are kept in memory."""
 
     def __init__(
-        self, pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+        self,
+        pipeline: Pipeline,
+        limit: RateLimit,
+        failed: FailedAuthLimit,
+        leads: LeadMemory | None = None,
     ) -> None:
         settings = pipeline.settings
         self._pipeline = pipeline
         self._leads = leads
-        self._callers = ServerCallers(settings, limit)
+        self._callers = ServerCallers(settings, limit, failed, "imports")
         self._max_body = settings.imports.max_upload_mb * 1_048_576
         self._settings = settings.imports
         self._imports: OrderedDict[str, ImportRecord] = OrderedDict()
@@ -189,9 +194,12 @@ def _keep(kept: list[Rejection], rejected: list[Rejection]) -> None:
 
 
 def routes(
-    pipeline: Pipeline, limit: RateLimit, leads: LeadMemory | None = None
+    pipeline: Pipeline,
+    limit: RateLimit,
+    failed: FailedAuthLimit,
+    leads: LeadMemory | None = None,
 ) -> list[BaseRoute]:
-    endpoint = ImportsEndpoint(pipeline, limit, leads)
+    endpoint = ImportsEndpoint(pipeline, limit, failed, leads)
     renderer = GatewayJson()
     return [
         Route(PATH, rendered(endpoint.create, renderer), methods=["POST"]),

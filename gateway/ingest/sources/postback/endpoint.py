@@ -27,11 +27,11 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.errors import Unauthorized
 from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.ingest.sources.postback.request import body_fields, our_fields, query_fields
-from gateway.ingest.sources.server_api import authorised
+from gateway.ingest.sources.server_api import ServerCallers, authorised
 from gateway.settings import PostbackSettings, PostbackSource, Settings
 from gateway.settings.live import LiveSettings
-from gateway.web.client_ip import ClientIpResolver
 from gateway.web.errors import GatewayJson, rendered
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import read_body
 
@@ -47,13 +47,18 @@ def postback_url(base: str, source: PostbackSource, macros: dict[str, str]) -> s
 
 
 class PostbackEndpoint:
-    def __init__(self, processor: PostbackProcessor, live: LiveSettings, limit: RateLimit) -> None:
+    def __init__(
+        self,
+        processor: PostbackProcessor,
+        live: LiveSettings,
+        limit: RateLimit,
+        failed: FailedAuthLimit,
+    ) -> None:
+        """`limit` counts requests and `failed` wrong keys per client, both checked before
+        the key (no free guesses)."""
         settings = live.current
         self._processor = processor
-        self._limit = limit
-        self._ips = ClientIpResolver(
-            settings.browser.trusted_proxies, settings.browser.client_ip_header
-        )
+        self._callers = ServerCallers(settings, limit, failed, "postback")
         self._api_keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
         self._config = settings.postbacks
         live.on_reload(self._reconfigure)
@@ -62,9 +67,7 @@ class PostbackEndpoint:
         self._config = settings.postbacks  # one reference: a request sees the old or the new
 
     async def handle(self, request: Request) -> Response:
-        if self._limit.enabled:
-            peer = request.client.host if request.client else None
-            await self._limit.admit(self._ips.resolve(peer, request.headers))
+        await self._callers.count(request)
         # the rules and the pixel table they name, taken together (no await between: a
         # reload swaps both at once), then kept while the body and the lead context arrive
         config: PostbackSettings = self._config
@@ -72,6 +75,7 @@ class PostbackEndpoint:
         given = query_fields(request.scope["query_string"].decode("latin-1"))
         source = config.sources.get(request.path_params["source"])
         if source is None or not self._authorised(source, given.get("key"), request):
+            await self._callers.failed(request)
             raise Unauthorized("unknown source, or a wrong or missing key")
         if request.method == "POST":
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -92,6 +96,8 @@ class PostbackEndpoint:
         return authorised(request, (secret, *self._api_keys))
 
 
-def routes(processor: PostbackProcessor, live: LiveSettings, limit: RateLimit) -> list[BaseRoute]:
-    endpoint = PostbackEndpoint(processor, live, limit)
+def routes(
+    processor: PostbackProcessor, live: LiveSettings, limit: RateLimit, failed: FailedAuthLimit
+) -> list[BaseRoute]:
+    endpoint = PostbackEndpoint(processor, live, limit, failed)
     return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["GET", "POST"])]

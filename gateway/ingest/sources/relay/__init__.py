@@ -24,6 +24,7 @@ from gateway.ingest.sources.relay.endpoint import RELAY, Reader, RelayEndpoint
 from gateway.ingest.sources.relay.translate import read_v1, read_v2
 from gateway.settings.live import LiveSettings
 from gateway.web.errors import TikTokEnvelope, rendered
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.rate_limit import RateLimit
 
 VERSIONS = ("v1.3", "v1.2")
@@ -43,14 +44,16 @@ def routes(
     leads: LeadMemory | None = None,
     live: LiveSettings | None = None,
     limit: RateLimit | None = None,
+    failed: FailedAuthLimit | None = None,
 ) -> list[BaseRoute]:
     """TikTok's paths (every method: a GET gets TikTok's envelope too, not a 405 page);
     `live`: the relay takes reloaded pixels and tokens from it; `limit`: the server API's
-    per-client limit, which covers the relay too (it accepts the same API keys)."""
+    per-client limit, and `failed` the budget of failed authentications, which cover the
+    relay too (it accepts the same API keys)."""
     if not pipeline.settings.relay.enabled:
         return []
     renderer = TikTokEnvelope()
-    endpoint = RelayEndpoint(pipeline, leads, answers=renderer, limit=limit)
+    endpoint = RelayEndpoint(pipeline, leads, answers=renderer, limit=limit, failed=failed)
     if live is not None:
         live.on_reload(endpoint.reconfigure)
     guarded = {

@@ -33,6 +33,7 @@ from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
 from gateway.ingest.sources.server_api import ServerCallers
 from gateway.settings import PixelConfig, Settings
 from gateway.web.errors import TikTokEnvelope
+from gateway.web.failed_auth import FailedAuthLimit
 from gateway.web.rate_limit import RateLimit
 from gateway.web.request_body import parse_json, read_body
 
@@ -54,12 +55,18 @@ class RelayEndpoint:
         *,
         answers: TikTokEnvelope | None = None,
         limit: RateLimit | None = None,
+        failed: FailedAuthLimit | None = None,
     ) -> None:
         """`leads` fills in the browser context of events that name a lead it showed;
         `answers` is the renderer of the paths' errors, so success and errors share its ids;
-        `limit`: the server API's per-client limit, counted before the token is checked."""
+        `limit`: the server API's per-client limit, and `failed`: the budget of failed
+        authentications, both checked before the token is."""
         settings = pipeline.settings
-        self._callers = ServerCallers(settings, limit) if limit is not None else None
+        self._callers = (
+            ServerCallers(settings, limit, failed, "relay")
+            if limit is not None and failed is not None
+            else None
+        )
         self._pipeline = pipeline
         self._leads = leads
         self._answers = answers or TikTokEnvelope()
@@ -85,6 +92,8 @@ class RelayEndpoint:
         token = request.headers.get("access-token", "").strip().encode()
         # the token first, before the body is even read: a stranger costs nothing
         if not token or not any([hmac.compare_digest(token, t) for t in access.all]):
+            if self._callers is not None:
+                await self._callers.failed(request)
             raise Unauthorized(_BAD_TOKEN)
         length = request.headers.get("content-length")
         relayed = read(parse_json(await read_body(request.receive, length, self._max_body)))
