@@ -184,17 +184,15 @@ class SharedBuckets:
 
     async def wait(self, client: str) -> float | None:
         """Like `LocalBuckets.wait`; None when Redis could not answer."""
-        try:
-            answer = await self._script(keys=[f"{self._prefix}{client}"], args=self._args)
-        except Exception as exc:  # any Redis failure: the local limit decides alone
-            log.debug("shared rate limit unavailable: %s", type(exc).__name__)
-            return None
-        return float(answer)
+        return await self._ask(self._script, client)
 
     async def peek(self, client: str) -> float | None:
         """Like `LocalBuckets.peek` (a GET and arithmetic); None when Redis could not answer."""
+        return await self._ask(self._peek, client)
+
+    async def _ask(self, script: Any, client: str) -> float | None:
         try:
-            answer = await self._peek(keys=[f"{self._prefix}{client}"], args=self._args)
+            answer = await script(keys=[f"{self._prefix}{client}"], args=self._args)
         except Exception as exc:  # any Redis failure: the local limit decides alone
             log.debug("shared rate limit unavailable: %s", type(exc).__name__)
             return None
