@@ -7,6 +7,7 @@ gateway processes have), then two served gateways on one Redis outbox, read over
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -334,6 +335,33 @@ async def test_close_awaits_the_watch_a_closed_page_cancelled(
     await stream.aclose()  # the last page closed: its watch task is cancelled
     await a.feed.close()
     assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_close_does_not_wait_forever_for_a_stuck_clean_up(
+    replicas: Make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clean-up stuck on a connection gone deaf does not hold the gateway's stop."""
+    from gateway.web.console import replicas as module
+
+    monkeypatch.setattr(module, "_CLOSE_SECONDS", 0.2)
+    a = replicas("replica-a")
+
+    async def stuck() -> None:  # takes a first cancel for a clean-up that never ends
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stuck(), name="a stuck watch")
+    await asyncio.sleep(0)
+    task.cancel()
+    a.feed._cancelled.add(task)
+    async with asyncio.timeout(5):
+        await a.feed.close()
+    assert "a stuck watch did not stop within 0.2 s" in caplog.text
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # close cancelled it again: it ends
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 _TICK = 0.25
 _PER_TICK = 200
 _SETTLEMENTS_PER_TICK = 50
+_CLOSE_SECONDS = 5.0
 
 
 class ReplicaFeed:
@@ -131,15 +132,24 @@ class ReplicaFeed:
         for task in running:
             task.cancel()
         # a watch `unwatch` cancelled may still be closing its subscription: awaited, not
-        # cancelled again (that would cut its clean-up short)
-        for task in [*running, *self._cancelled]:
-            # stopping: a task that ended on a Redis fault as it was cancelled is done too
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        # cancelled again (that would cut its clean-up short) — for a while: a clean-up
+        # stuck on a connection that went deaf must not hold the gateway's stop forever
+        waiting = {*running, *self._cancelled}
+        if waiting:
+            done, stuck = await asyncio.wait(waiting, timeout=_CLOSE_SECONDS)
+            for task in done:
+                # stopping: a task that ended on a Redis fault as it was cancelled is done too
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("console: %s ended with %r", task.get_name(), task.exception())
+            for task in stuck:
+                task.cancel()
+                log.warning("console: %s did not stop within %s s", task.get_name(), _CLOSE_SECONDS)
         self._listener = self._watch = self._publisher = None
         client, self._redis = self._redis, None
         if client is not None:
-            await client.aclose()
+            with contextlib.suppress(TimeoutError, RedisError, OSError):
+                async with asyncio.timeout(_CLOSE_SECONDS):
+                    await client.aclose()
 
     # --- this replica's pages ------------------------------------------------------------
 
