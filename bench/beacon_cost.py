@@ -150,9 +150,11 @@ def measure_gateway(
         )
 
 
-def main() -> None:
+def callgrind_arguments(description: str | None) -> argparse.Namespace:
+    """The options of a callgrind benchmark (this one, bench/relay_cost.py); exits without
+    valgrind."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
@@ -163,6 +165,11 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
+    return args
+
+
+def main() -> None:
+    args = callgrind_arguments(__doc__)
     cookie = visitor_cookies()["returning"]
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         directory = Path(tmp)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.beacon_cost import ROOT, under_callgrind
+from bench.beacon_cost import ROOT, callgrind_arguments, under_callgrind
 from bench.common import API_KEY, PIXEL, TOKEN, child, free_port
 from bench.relay import write_config
 
@@ -147,19 +146,8 @@ def measure(root: Path, directory: Path, api: str, args: argparse.Namespace) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument(
-        "--checkout", type=Path, action="append", default=[],
-        help="also measure the gateway of this checkout (repeatable)",
-    )  # fmt: skip
-    args = parser.parse_args()
+    args = callgrind_arguments(__doc__)
     args.offset = 0
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is needed: apt-get install valgrind")
     with tempfile.TemporaryDirectory(prefix="bench-relay-cost-") as tmp:
         directory = Path(tmp)
         fake_port = free_port()

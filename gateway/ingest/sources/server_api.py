@@ -73,9 +73,11 @@ class ServerCallers:
     async def count(self, request: Request) -> None:
         """The lockout and the rate limit alone (the relay checks TikTok's tokens itself);
         a client that never failed is not even looked up while nobody has failed."""
-        if self._limit.enabled or self._failed.watching:
+        watching = self._failed.watching
+        if watching or self._limit.enabled:
             ip = self._ip(request)
-            await self._failed.check(ip)
+            if watching:
+                await self._failed.check(ip)
             if self._limit.enabled:
                 await self._limit.admit(ip)
 
