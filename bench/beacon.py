@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import PIXEL, TOKEN, child, free_port, run_wrk
 from gateway.core.event import Destination, Event
 from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
-from gateway.outbox.sqlite import SqliteOutbox
 from gateway.settings import CookieSettings, Secret
+from gateway.storage.outbox.sqlite import SqliteOutbox
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (

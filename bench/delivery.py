@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import API_KEY, PIXEL, TOKEN, child, free_port, tree_rss_mb
 from gateway.core.event import Destination, Event
-from gateway.outbox.sqlite import SqliteOutbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
 
 EMAIL_HASH = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
 

@@ -76,8 +76,8 @@ def durable_floor(path: Path, outbox: Path) -> float:
     import orjson
 
     from gateway.core.normalize import hash_email, hash_phone
-    from gateway.outbox.sqlite import _INSERT_JSON
-    from gateway.outbox.sqlite_migration import SCHEMA
+    from gateway.storage.outbox.sqlite import _INSERT_JSON
+    from gateway.storage.outbox.sqlite_migration import SCHEMA
 
     conn = sqlite3.connect(outbox, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")

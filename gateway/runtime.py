@@ -15,28 +15,28 @@ from pathlib import Path
 
 import httpx
 
-from gateway.context import lead_memory
 from gateway.core.event import Event
 from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
-from gateway.delivery.observe import RecentEvents
 from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
+from gateway.http.failed_auth import FailedAuthLimit
+from gateway.http.rate_limit import RateLimits
+from gateway.ingest.leads import lead_memory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
-from gateway.ingest.sources.postback.log import postback_log
 from gateway.ingest.sources.postback.process import PostbackProcessor
-from gateway.outbox import Outbox, is_redis, open_outbox
-from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
-from gateway.web.console.replicas import ReplicaFeed
-from gateway.web.failed_auth import FailedAuthLimit
-from gateway.web.metrics import Metrics
-from gateway.web.per_minute import EventsPerMinute
-from gateway.web.rate_limit import RateLimits
-from gateway.web.recovered import PixelCopies
-from gateway.web.score_histogram import ScoreHistogram
+from gateway.storage.outbox import Outbox, is_redis, open_outbox
+from gateway.storage.outbox.guard import MB, BacklogGuard, BacklogLimits
+from gateway.storage.postback_log import postback_log
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.per_minute import EventsPerMinute
+from gateway.telemetry.recent import RecentEvents
+from gateway.telemetry.recovered import PixelCopies
+from gateway.telemetry.replicas import ReplicaFeed
+from gateway.telemetry.score_histogram import ScoreHistogram
 
 log = logging.getLogger(__name__)
 RECENT_EVENTS = 1000

@@ -24,9 +24,9 @@ from gateway.core.event import Destination, Event
 from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.parser import ParseRules, parse_event
-from gateway.outbox.sqlite import SqliteOutbox
 from gateway.runtime import Gateway
 from gateway.settings import Settings, parse_settings
+from gateway.storage.outbox.sqlite import SqliteOutbox
 
 T = TypeVar("T")
 PIXEL = "CTESTPIXEL0001"
@@ -204,8 +204,8 @@ class GatewayServer:
     ) -> None:
         import uvicorn
 
-        from gateway.web.listeners import listening_sockets
-        from gateway.web.server import uvicorn_config
+        from gateway.http.listeners import listening_sockets
+        from gateway.http.server import uvicorn_config
 
         self.app = app
         self.gateway = gateway
@@ -267,7 +267,7 @@ def serve_gateway(
     make_settings: SettingsFactory, tmp_path: Any
 ) -> Iterator[Callable[..., GatewayServer]]:
     """Start gateways for settings built from TOML keywords; each gets its own SQLite outbox."""
-    from gateway.web.app import create_app
+    from gateway.app import create_app
 
     servers: list[GatewayServer] = []
 

@@ -18,11 +18,11 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from gateway.app import create_app
 from gateway.cli.demo import shop_routes
 from gateway.fake_api import FakeEventsApi, Fault
 from gateway.ingest.sources.beacon.snippet import STUB
 from gateway.runtime import Gateway
-from gateway.web.app import create_app
 from tests.conftest import (
     OTHER_PIXEL,
     PIXEL,

@@ -7,9 +7,9 @@ import asyncio
 
 import orjson
 
-from gateway.delivery.observe import RecentEvents
+from gateway.console.live import Watchers
 from gateway.ingest.policy import SERVER
-from gateway.web.console.live import Watchers
+from gateway.telemetry.recent import RecentEvents
 from tests.conftest import make_event
 
 
@@ -41,8 +41,8 @@ def test_a_flood_is_sent_a_tick_at_a_time_newest_first_kept() -> None:
     state."""
 
     async def scenario() -> None:
-        from gateway.delivery.observe import DELIVERED, Settlement
-        from gateway.web.console import live
+        from gateway.console import live
+        from gateway.delivery.settlement import DELIVERED, Settlement
 
         recent = RecentEvents(1000)
         recent.accepted([make_event(1000)], SERVER)

@@ -146,9 +146,9 @@ def test_an_operator_debugs_a_rule_in_chromium(
     ],
 )
 def test_where_a_trigger_came_from(fields: dict[str, str], trigger: str | None, found: str) -> None:
+    from gateway.console.postbacks import trigger_from
     from gateway.core.secret import Secret
     from gateway.settings import PostbackSource
-    from gateway.web.console.postbacks import trigger_from
 
     source = PostbackSource(
         "tracker", Secret("s" * 16), {"st": "state"}, {"state": {"1": "lead_sold"}}

@@ -18,12 +18,13 @@ import httpx
 import orjson
 import pytest
 
+from gateway.console.live import Watchers
 from gateway.core.score import keys_present, score
-from gateway.delivery.observe import DELIVERED, RecentEvents, Settlement
+from gateway.delivery.settlement import DELIVERED, Settlement
 from gateway.ingest.policy import SERVER
-from gateway.web.console.live import Watchers
-from gateway.web.console.replicas import ReplicaFeed
-from gateway.web.console.view import masked_ip
+from gateway.privacy.masking import masked_ip
+from gateway.telemetry.recent import RecentEvents
+from gateway.telemetry.replicas import ReplicaFeed
 from tests.conftest import PIXEL, TOKEN, GatewayServer, make_event, wait_until
 from tests.redis_proxy import RedisProxy
 from tests.test_console import API_KEY, PASSWORD, RAW_EMAIL, log_in
@@ -342,7 +343,7 @@ async def test_close_does_not_wait_forever_for_a_stuck_clean_up(
     replicas: Make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A clean-up stuck on a connection gone deaf does not hold the gateway's stop."""
-    from gateway.web.console import replicas as module
+    from gateway.telemetry import replicas as module
 
     monkeypatch.setattr(module, "_CLOSE_SECONDS", 0.2)
     a = replicas("replica-a")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core import logs
 from gateway.delivery import process
 from gateway.delivery.child import _Reloads
 from gateway.delivery.process import DeliveryProcess, _readable
 from gateway.fake_api import FakeEventsApi
-from gateway.outbox import open_outbox
+from gateway.privacy import logs
 from gateway.settings import Settings, load_settings
+from gateway.storage.outbox import open_outbox
 from tests.gateway_process import write_config
 
 pytestmark = pytest.mark.anyio

@@ -16,8 +16,8 @@ from gateway.delivery.dispatcher import UNKNOWN_PIXEL_ATTEMPTS, Dispatcher
 from gateway.delivery.options import DeliveryOptions
 from gateway.delivery.retry_policy import Backoff
 from gateway.fake_api import FakeEventsApi, Fault
-from gateway.outbox.sqlite import SqliteOutbox
 from gateway.settings import Secret
+from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, SettingsFactory, make_event
 
 pytestmark = pytest.mark.anyio

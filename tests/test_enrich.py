@@ -6,13 +6,13 @@ import ipaddress
 
 import pytest
 
+from gateway.http.client_ip import ClientIpResolver
 from gateway.ingest.sources.beacon.enrich import (
     is_bot,
     is_tag_testing,
     locale_from_header,
     resolve_click_id,
 )
-from gateway.web.client_ip import ClientIpResolver
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
 CHROME = (

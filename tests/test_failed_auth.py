@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from gateway.core.errors import TooManyRequests
+from gateway.http.failed_auth import FailedAuthLimit
+from gateway.http.rate_limit import Budget, LocalBuckets, RateLimits
 from gateway.runtime import Gateway
 from gateway.settings import RateLimitSettings
-from gateway.web.failed_auth import FailedAuthLimit
-from gateway.web.rate_limit import Budget, LocalBuckets, RateLimits
 from tests.conftest import PIXEL, TOKEN, GatewayServer, SettingsFactory
 
 API_KEY = "server-api-key-0123456789"
@@ -104,7 +104,7 @@ Serve = Callable[..., tuple[GatewayServer, FrozenClock]]
 def serve(make_settings: SettingsFactory, tmp_path: Any) -> Iterator[Serve]:
     """A gateway with an API key, a postback source and a frozen clock for the budget of
     failed authentications (TOML keywords are merged into `[rate_limit]` and the rest)."""
-    from gateway.web.app import create_app
+    from gateway.app import create_app
 
     servers: list[GatewayServer] = []
 

@@ -171,8 +171,8 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
 
 def _in_flight(outbox_url: str) -> int:
     """Events claimed and not settled, read beside the running gateway (as operators do)."""
-    from gateway.outbox import open_outbox
     from gateway.settings import OutboxSettings
+    from gateway.storage.outbox import open_outbox
 
     async def count() -> int:
         outbox = open_outbox(OutboxSettings(url=outbox_url), owner=False)

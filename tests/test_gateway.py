@@ -19,7 +19,7 @@ from gateway.core.errors import (
     UnsupportedMediaType,
 )
 from gateway.fake_api import FakeEventsApi
-from gateway.web.errors import GatewayJson, TikTokEnvelope
+from gateway.http.errors import GatewayJson, TikTokEnvelope
 from tests.conftest import PIXEL, GatewayServer
 
 API_KEY = "server-key-0123456789"

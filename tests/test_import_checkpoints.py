@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import Outbox
-from gateway.outbox.redis import RedisOutbox
-from gateway.outbox.sqlite import SqliteOutbox
+from gateway.storage.outbox import Outbox
+from gateway.storage.outbox.redis import RedisOutbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import make_event
 
 pytestmark = pytest.mark.anyio

@@ -18,14 +18,15 @@ import orjson
 import pytest
 
 from gateway.cli.import_file import import_file
-from gateway.context import LeadContext, lead_memory
 from gateway.core.event import Event
+from gateway.ingest.leads import lead_memory
 from gateway.ingest.sources.imports.importer import ImportOptions
 from gateway.ingest.sources.imports.readers import open_binary
 from gateway.ingest.sources.imports.rules import import_event_id
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary
-from gateway.outbox import open_outbox
-from gateway.outbox.sqlite import SqliteOutbox
+from gateway.storage.leads import LeadContext
+from gateway.storage.outbox import open_outbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import TOKEN, SettingsFactory
 
 pytestmark = pytest.mark.anyio

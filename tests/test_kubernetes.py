@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.http.listeners import METRICS_LISTENER_PATHS
 from gateway.settings import Settings, parse_settings
-from gateway.web.listeners import METRICS_LISTENER_PATHS
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

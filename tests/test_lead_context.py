@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.context import LeadContext, LeadMemory, lead_memory
-from gateway.outbox import Outbox, open_outbox
+from gateway.ingest.leads import LeadMemory, lead_memory
+from gateway.storage.leads import LeadContext
+from gateway.storage.outbox import Outbox, open_outbox
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.fake_api import FakeEventsApi
-from gateway.outbox import Backlog
-from gateway.outbox.guard import MB, BacklogGuard, BacklogLimits
+from gateway.storage.outbox import Backlog
+from gateway.storage.outbox.guard import MB, BacklogGuard, BacklogLimits
 from tests.conftest import PIXEL, TOKEN, GatewayServer, wait_until
 
 SHOP = "http://shop.test"

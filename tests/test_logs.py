@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.core.logs import JsonFormatter, RedactingFilter, formatter
 from gateway.fake_api import FakeEventsApi
+from gateway.privacy.logs import JsonFormatter, RedactingFilter, formatter
 from tests.conftest import PIXEL, wait_until
 from tests.gateway_process import API_KEY, GatewayProcess, write_config
 

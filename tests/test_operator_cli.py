@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox.sqlite import SqliteOutbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, make_event, run_cli
 
 

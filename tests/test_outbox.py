@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest.parser import ParseRules, parse_event
-from gateway.outbox import Outbox, OutboxUnavailable, open_outbox
-from gateway.outbox.sqlite import SqliteOutbox
 from gateway.settings import OutboxSettings
+from gateway.storage.outbox import Outbox, OutboxUnavailable, open_outbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import OTHER_PIXEL, PIXEL, SettingsFactory, make_event
 
 pytestmark = pytest.mark.anyio
@@ -215,7 +215,7 @@ async def test_an_unstorable_event_fails_alone(make_outbox: OutboxFactory) -> No
 
 
 async def test_redis_forgets_replicas_that_are_gone(redis_url: str) -> None:
-    from gateway.outbox.redis import RedisOutbox
+    from gateway.storage.outbox.redis import RedisOutbox
 
     ghost = RedisOutbox(redis_url, consumer="ghost-replica")
     await ghost.open()
@@ -243,7 +243,7 @@ async def test_redis_counts_read_summaries_not_the_stream(redis_url: str) -> Non
     """counts() costs the same for 3,000 waiting events as for 3: no scan of the stream."""
     import redis.asyncio as redis
 
-    from gateway.outbox.redis import RedisOutbox
+    from gateway.storage.outbox.redis import RedisOutbox
 
     outbox = RedisOutbox(redis_url)
     await outbox.open()

@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.outbox.redis import RedisOutbox
-from gateway.outbox.sqlite import SqliteOutbox
+from gateway.storage.outbox.redis import RedisOutbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import OTHER_PIXEL, PIXEL, make_event
 
 pytestmark = pytest.mark.anyio

@@ -13,9 +13,10 @@ import orjson
 import pytest
 
 from gateway.core.event import Destination, Event
-from gateway.delivery.observe import EventTrace, RecentEvents, Settlement
+from gateway.delivery.settlement import Settlement
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.policy import SERVER
+from gateway.telemetry.recent import EventTrace, RecentEvents
 from tests.conftest import PIXEL, GatewayServer, make_event
 from tests.test_gateway import RecordingTransport
 
@@ -169,8 +170,8 @@ async def test_the_channel_stays_bounded_when_the_parent_stops_reading() -> None
     """A serving process that falls behind costs dropped observations, never memory."""
     import multiprocessing
 
-    from gateway.delivery.observe import SettlementChannel
     from gateway.delivery.options import DeliveryStats
+    from gateway.delivery.settlement import SettlementChannel
 
     reader, writer = multiprocessing.Pipe(duplex=False)
     channel = SettlementChannel(writer, max_bytes=200_000)

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.ingest.policy import SERVER
 from gateway.runtime import Gateway
-from gateway.web.per_minute import EventsPerMinute
+from gateway.telemetry.per_minute import EventsPerMinute
 from tests.conftest import OTHER_PIXEL, PIXEL, SettingsFactory, make_event
 from tests.redis_proxy import RedisProxy
 from tests.test_console_replicas import until
@@ -176,7 +176,7 @@ async def test_a_flush_whose_answer_was_lost_is_not_counted_twice(redis_url: str
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "gateway.web.per_minute"]
+    return [r.getMessage() for r in caplog.records if r.name == "gateway.telemetry.per_minute"]
 
 
 @pytest.mark.anyio

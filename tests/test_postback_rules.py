@@ -9,10 +9,10 @@ import pytest
 
 from gateway.core.currencies import CURRENCIES
 from gateway.core.errors import ConfigError
-from gateway.ingest.sources.postback.conditions import NotANumber
-from gateway.ingest.sources.postback.rules import TRIGGERS, RuleSet
-from gateway.ingest.sources.postback.templates import Template, TemplateError
 from gateway.settings import Settings, parse_settings
+from gateway.settings.tracking.conditions import NotANumber
+from gateway.settings.tracking.rules import TRIGGERS, RuleSet
+from gateway.settings.tracking.templates import Template, TemplateError
 
 PIXEL = "CTESTPIXEL0001"
 SECRET = "lms-secret-0123456789"

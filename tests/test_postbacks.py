@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.app import create_app
 from gateway.fake_api import FakeEventsApi
 from gateway.runtime import Gateway
 from gateway.settings import load_settings
-from gateway.web.app import create_app
 from tests.conftest import PIXEL, TOKEN, GatewayServer, free_port
 
 SHOP = "http://shop.test"

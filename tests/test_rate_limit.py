@@ -14,8 +14,8 @@ import pytest
 
 from gateway.core.errors import TooManyRequests
 from gateway.fake_api import FakeEventsApi
+from gateway.http.rate_limit import Budget, LocalBuckets, RateLimit, RateLimits, client_key
 from gateway.settings import RateLimitSettings
-from gateway.web.rate_limit import Budget, LocalBuckets, RateLimit, RateLimits, client_key
 from tests.conftest import PIXEL, TOKEN, GatewayServer
 
 SHOP = "http://shop.test"

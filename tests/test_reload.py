@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.app import _on_sighup, create_app
 from gateway.delivery.process import DeliveryProcess
 from gateway.fake_api import FakeEventsApi
 from gateway.runtime import Gateway
 from gateway.settings import load_settings
-from gateway.web.app import _on_sighup, create_app
 from tests.conftest import GatewayServer, free_port, run_cli, wait_until
 from tests.gateway_process import API_KEY, GatewayProcess, Sender
 

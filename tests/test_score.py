@@ -44,7 +44,7 @@ def test_the_histogram_counts_each_score_per_pixel_and_event() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from gateway.ingest.policy import SERVER
-    from gateway.web.score_histogram import ScoreHistogram
+    from gateway.telemetry.score_histogram import ScoreHistogram
     from tests.conftest import PIXEL, make_event
 
     registry = CollectorRegistry()

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.core.phones_in_text import phone_spans
-from gateway.core.redact import UrlRedactor
-from gateway.core.scrub import Budget, email_spans, scrub_emails
-from gateway.ingest.scrubbing import EVENT_BUDGET
+from gateway.privacy.phones_in_text import phone_spans
+from gateway.privacy.redact import UrlRedactor
+from gateway.privacy.scrub import Budget, email_spans, scrub_emails
+from gateway.privacy.scrubbing import EVENT_BUDGET
 
 CRAFTED = ("https://shop.example/?e=" + "a" * 1000 + "@" + "a." * 1500)[:4096]
 URLS = UrlRedactor(["email"])

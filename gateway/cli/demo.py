@@ -99,12 +99,12 @@ def shop_routes() -> list[Route]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.core.logs import configure_logging
+    from gateway.app import create_app
     from gateway.fake_api import FakeEventsApi
+    from gateway.http.listeners import listening_sockets
+    from gateway.http.server import uvicorn_config
+    from gateway.privacy.logs import configure_logging
     from gateway.runtime import Gateway
-    from gateway.web.app import create_app
-    from gateway.web.listeners import listening_sockets
-    from gateway.web.server import uvicorn_config
 
     password = secrets.token_urlsafe(12)
     with (

@@ -20,17 +20,18 @@ from typing import IO, Any, NoReturn
 
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
 from gateway.cli.progress import ImportProgress
-from gateway.context import context_key_shared, lead_memory
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.heap import settle_heap
+from gateway.ingest.leads import lead_memory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
 from gateway.ingest.sources.imports.importer import Importer, ImportOptions
 from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, open_binary
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary
-from gateway.outbox import open_outbox
 from gateway.settings import Settings
-from gateway.web.metrics import Metrics
+from gateway.storage.leads import context_key_shared
+from gateway.storage.outbox import open_outbox
+from gateway.telemetry.metrics import Metrics
 
 
 def register(commands: Commands) -> None:

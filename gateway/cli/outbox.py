@@ -14,8 +14,8 @@ from dataclasses import asdict
 from typing import Any
 
 from gateway.cli.common import Commands, add_config, settings_of
-from gateway.outbox import Outbox, OutboxCounts, open_outbox
 from gateway.settings import Settings
+from gateway.storage.outbox import Outbox, OutboxCounts, open_outbox
 
 
 def _age(seconds: float | None) -> str:

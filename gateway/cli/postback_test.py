@@ -19,12 +19,13 @@ from typing import Any
 
 from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
 from gateway.delivery.client import TRACK_PATH, EventsApiClient
+from gateway.delivery.send_now import send_now
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.postback.process import Outcome, PostbackProcessor
 from gateway.ingest.sources.postback.request import our_fields, query_fields
-from gateway.outbox import open_outbox
 from gateway.settings import Settings
-from gateway.web.metrics import Metrics
+from gateway.storage.outbox import open_outbox
+from gateway.telemetry.metrics import Metrics
 
 
 def register(commands: Commands) -> None:
@@ -63,7 +64,7 @@ async def send(settings: Settings, requests: list[dict[str, Any]], code: str | N
                 print("--send needs a test event code (--test-event-code)", file=sys.stderr)
                 return False
             body["test_event_code"] = test_code
-            outcome = await client.send_body(body, pixel.access_token)
+            outcome = await send_now(settings, body, pixel, client=client)
             print(f"POST {settings.api_base}{TRACK_PATH} ({pixel.id}, test {test_code})")
             answer = {"code": outcome.code, "message": outcome.message}
             print("TikTok answered:", json.dumps(answer))

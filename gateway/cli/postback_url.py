@@ -12,7 +12,7 @@ import sys
 
 from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
 from gateway.ingest.sources.postback.endpoint import postback_url
-from gateway.ingest.sources.postback.rules import fields_read
+from gateway.settings.tracking.rules import fields_read
 
 
 def register(commands: Commands) -> None:

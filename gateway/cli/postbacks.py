@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 from gateway.cli.common import Commands, add_config, settings_of
-from gateway.ingest.sources.postback.log import postback_log
-from gateway.outbox import Outbox, open_outbox
-from gateway.outbox.sqlite import SqliteOutbox
 from gateway.settings import Settings
+from gateway.storage.outbox import Outbox, open_outbox
+from gateway.storage.outbox.sqlite import SqliteOutbox
+from gateway.storage.postback_log import postback_log
 
 
 def register(commands: Commands) -> None:

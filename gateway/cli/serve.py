@@ -29,13 +29,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvicorn
 
+    from gateway.app import create_app
     from gateway.core import heap
-    from gateway.core.logs import configure_logging
+    from gateway.http.listeners import listening_sockets
+    from gateway.http.server import uvicorn_config
+    from gateway.privacy.logs import configure_logging
     from gateway.runtime import Gateway
     from gateway.settings import Settings
-    from gateway.web.app import create_app
-    from gateway.web.listeners import listening_sockets
-    from gateway.web.server import uvicorn_config
 
     settings = settings_of(args, host=args.host, port=args.port, metrics_port=args.metrics_port)
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)

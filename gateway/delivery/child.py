@@ -25,9 +25,9 @@ from typing import Any
 from gateway.core import heap
 from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
-from gateway.delivery.observe import SettlementChannel
-from gateway.outbox import open_outbox
+from gateway.delivery.settlement import SettlementChannel
 from gateway.settings import Settings
+from gateway.storage.outbox import open_outbox
 
 log = logging.getLogger(__name__)
 WAKE, STOP = b"w", b"s"
@@ -50,7 +50,7 @@ class ChildEnds:
 
 def child_main(child: ChildEnds) -> None:
     """The child's entry point (a fresh interpreter: spawn)."""
-    from gateway.core.logs import configure_logging
+    from gateway.privacy.logs import configure_logging
 
     settings, ready = child.settings, child.ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which stops us
@@ -156,7 +156,7 @@ class _Reloads:
     async def _apply(self, number: int, settings: Settings) -> None:
         """Apply configuration `number` and answer (number, None), or (number, why not):
         the gateway waits for this answer, and must not wait out a timeout for a bug."""
-        from gateway.core.logs import configure_logging
+        from gateway.privacy.logs import configure_logging
 
         error: str | None = None
         try:

@@ -26,7 +26,9 @@ from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination
 from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
 from gateway.delivery.isolation import budget, named_position, split
-from gateway.delivery.observe import (
+from gateway.delivery.options import DeliveryOptions, DeliveryStats
+from gateway.delivery.retry_policy import CircuitBreaker
+from gateway.delivery.settlement import (
     DEAD_LETTERED,
     DELIVERED,
     RETRY,
@@ -34,10 +36,8 @@ from gateway.delivery.observe import (
     NoObserver,
     Settlement,
 )
-from gateway.delivery.options import DeliveryOptions, DeliveryStats
-from gateway.delivery.retry_policy import CircuitBreaker
-from gateway.outbox import Claimed, Outbox
 from gateway.settings import Secret, Settings
+from gateway.storage.outbox import Claimed, Outbox
 
 log = logging.getLogger(__name__)
 UNKNOWN_PIXEL_ATTEMPTS = 8

@@ -39,8 +39,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gateway.delivery.child import READY, STOP, WAKE, ChildEnds, child_main
-from gateway.delivery.observe import DeliveryObserver, NoObserver, read_settlements
 from gateway.delivery.options import DeliveryStats
+from gateway.delivery.settlement import DeliveryObserver, NoObserver, read_settlements
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)

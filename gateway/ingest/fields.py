@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.core.errors import EventError
 from gateway.core.normalize import decimal_sum, parse_number
-from gateway.ingest.scrubbing import EventScrub
+from gateway.privacy.scrubbing import EventScrub
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _MAX_TEXT = 2048

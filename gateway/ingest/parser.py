@@ -29,8 +29,8 @@ from gateway.ingest.fields import (
     table,
 )
 from gateway.ingest.policy import SERVER, Observed, SourcePolicy
-from gateway.ingest.scrubbing import Scrubber
 from gateway.ingest.user import parse_user
+from gateway.privacy.scrubbing import Scrubber
 from gateway.settings import PixelConfig, Settings
 
 _EVENT_KEYS = frozenset(

@@ -25,9 +25,9 @@ from gateway.core.errors import EventError
 from gateway.core.event import Event
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
 from gateway.ingest.policy import Item, SourcePolicy
-from gateway.outbox import Outbox, Prepared
 from gateway.settings import PixelConfig, Settings
-from gateway.web.metrics import Metrics
+from gateway.storage.outbox import Outbox, Prepared
+from gateway.ingest.counters import IngestCounters
 
 log = logging.getLogger(__name__)
 AcceptHook = Callable[[Sequence[Event], SourcePolicy], None]
@@ -49,7 +49,7 @@ class Pipeline:
         self,
         settings: Settings,
         outbox: Outbox,
-        metrics: Metrics,
+        metrics: IngestCounters,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -26,7 +26,7 @@ from gateway.core.normalize import (
 )
 from gateway.ingest.fields import clean_text, key_name
 from gateway.ingest.policy import Observed
-from gateway.ingest.scrubbing import EventScrub
+from gateway.privacy.scrubbing import EventScrub
 
 _RAW_USER_KEYS = ("ttclid", "ttp", "user_agent", "locale", "idfa", "idfv", "gaid", "att_status")
 _ATT_STATUS = frozenset({"AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"})

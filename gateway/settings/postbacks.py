@@ -29,8 +29,10 @@ from typing import Any
 
 from gateway.core.currencies import currency
 from gateway.core.secret import Secret, resolve_secret
-from gateway.ingest.sources.postback.conditions import OPERATORS, Filter, PriceRestriction
-from gateway.ingest.sources.postback.rules import (
+from gateway.settings.declared import setting
+from gateway.settings.reader import TableReader
+from gateway.settings.tracking.conditions import OPERATORS, Filter, PriceRestriction
+from gateway.settings.tracking.rules import (
     CONTENT_KEYS,
     KNOWN_FIELDS,
     TEMPLATE_KEYS,
@@ -39,9 +41,7 @@ from gateway.ingest.sources.postback.rules import (
     RuleSet,
     placeholders,
 )
-from gateway.ingest.sources.postback.templates import Template, TemplateError
-from gateway.settings.declared import setting
-from gateway.settings.reader import TableReader
+from gateway.settings.tracking.templates import Template, TemplateError
 
 _SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")

@@ -7,13 +7,13 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.http.rate_limit import RateLimit
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.endpoint import BeaconEndpoint
 from gateway.ingest.sources.beacon.snippet import SnippetEndpoint
-from gateway.outbox.guard import BacklogGuard
 from gateway.settings.live import LiveSettings
-from gateway.web.rate_limit import RateLimit
+from gateway.storage.outbox.guard import BacklogGuard
 
 
 class BeaconSource:

@@ -27,17 +27,17 @@ from gateway.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from gateway.http.client_ip import ClientIpResolver
+from gateway.http.errors import ErrorRenderer, GatewayJson, log_unexpected
+from gateway.http.rate_limit import RateLimit
+from gateway.http.request_body import parse_json, read_body
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.enrich import is_bot, is_tag_testing
 from gateway.ingest.sources.beacon.visitor import Visitor
-from gateway.outbox.guard import BacklogGuard
 from gateway.settings import PixelConfig, Settings
-from gateway.web.client_ip import ClientIpResolver
-from gateway.web.errors import ErrorRenderer, GatewayJson, log_unexpected
-from gateway.web.rate_limit import RateLimit
-from gateway.web.request_body import parse_json, read_body
+from gateway.storage.outbox.guard import BacklogGuard
 
 log = logging.getLogger(__name__)
 Scope = Mapping[str, Any]

@@ -35,8 +35,8 @@ from gateway.ingest.policy import Item, Observed, SourcePolicy
 from gateway.ingest.sources.imports.columns import Columns
 from gateway.ingest.sources.imports.rules import missing_identity
 from gateway.ingest.sources.imports.summary import Rejection, coverage_of
-from gateway.outbox import Prepared
 from gateway.settings import PixelConfig, Secret
+from gateway.storage.outbox import Prepared
 
 Rows = list[tuple[int, dict[str, Any], Observed | None]]
 """A chunk's input events: (first line in the file, input event, lead context)."""

@@ -29,18 +29,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.context import LeadMemory
 from gateway.core.errors import EventError
+from gateway.http.auth import ServerCallers
+from gateway.http.errors import GatewayJson, rendered
+from gateway.http.failed_auth import FailedAuthLimit
+from gateway.http.rate_limit import RateLimit
+from gateway.http.request_body import read_body
+from gateway.ingest.leads import LeadMemory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.imports.columns import parse_mapping
 from gateway.ingest.sources.imports.importer import Importer, ImportOptions
 from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, decompressed
 from gateway.ingest.sources.imports.summary import Rejection, Summary
-from gateway.ingest.sources.server_api import ServerCallers
-from gateway.web.errors import GatewayJson, rendered
-from gateway.web.failed_auth import FailedAuthLimit
-from gateway.web.rate_limit import RateLimit
-from gateway.web.request_body import read_body
 
 PATH = "/v1/imports"
 _KEEP_IMPORTS = 100

@@ -28,8 +28,8 @@ from typing import IO, Any
 
 import orjson
 
-from gateway.context import LeadMemory
 from gateway.core.errors import EventError
+from gateway.ingest.leads import LeadMemory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.imports.chunks import (

@@ -25,15 +25,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.core.errors import Unauthorized
+from gateway.http.auth import ServerCallers, authorised
+from gateway.http.errors import GatewayJson, rendered
+from gateway.http.failed_auth import FailedAuthLimit
+from gateway.http.rate_limit import RateLimit
+from gateway.http.request_body import read_body
 from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.ingest.sources.postback.request import body_fields, our_fields, query_fields
-from gateway.ingest.sources.server_api import ServerCallers, authorised
 from gateway.settings import PostbackSettings, PostbackSource, Settings
 from gateway.settings.live import LiveSettings
-from gateway.web.errors import GatewayJson, rendered
-from gateway.web.failed_auth import FailedAuthLimit
-from gateway.web.rate_limit import RateLimit
-from gateway.web.request_body import read_body
 
 PATH = "/v1/postbacks/{source}"
 _TRUE = frozenset({"1", "true", "yes"})

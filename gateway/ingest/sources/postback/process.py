@@ -16,16 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.context import Filled, LeadMemory, with_url
 from gateway.core.errors import EventError
 from gateway.core.event import Destination, Event, request_body
+from gateway.ingest.leads import Filled, LeadMemory, with_url
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
-from gateway.ingest.sources.postback.conditions import NotANumber
-from gateway.ingest.sources.postback.log import PostbackLog, loggable
 from gateway.ingest.sources.postback.request import sender_name
-from gateway.ingest.sources.postback.rules import Built, RuleSet, Unmatched
 from gateway.settings import PixelConfig, PostbackSource
+from gateway.settings.tracking.conditions import NotANumber
+from gateway.settings.tracking.rules import Built, RuleSet, Unmatched
+from gateway.storage.postback_log import PostbackLog, loggable
 
 log = logging.getLogger(__name__)
 POSTBACK = SourcePolicy("postback")

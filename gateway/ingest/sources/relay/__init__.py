@@ -18,14 +18,14 @@ import functools
 
 from starlette.routing import BaseRoute, Route
 
-from gateway.context import LeadMemory
+from gateway.http.errors import TikTokEnvelope, rendered
+from gateway.http.failed_auth import FailedAuthLimit
+from gateway.http.rate_limit import RateLimit
+from gateway.ingest.leads import LeadMemory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.relay.endpoint import RELAY, Reader, RelayEndpoint
 from gateway.ingest.sources.relay.translate import read_v1, read_v2
 from gateway.settings.live import LiveSettings
-from gateway.web.errors import TikTokEnvelope, rendered
-from gateway.web.failed_auth import FailedAuthLimit
-from gateway.web.rate_limit import RateLimit
 
 VERSIONS = ("v1.3", "v1.2")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -18,7 +18,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.context import LeadMemory
 from gateway.core.errors import (
     EventError,
     Forbidden,
@@ -26,16 +25,17 @@ from gateway.core.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from gateway.http.auth import ServerCallers
+from gateway.http.errors import TikTokEnvelope
+from gateway.http.failed_auth import FailedAuthLimit
+from gateway.http.rate_limit import RateLimit
+from gateway.http.request_body import parse_json, read_body
+from gateway.ingest.leads import LeadMemory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.relay.fixups import KINDS, count_fixups
 from gateway.ingest.sources.relay.translate import RelayRequest, legacy_field
-from gateway.ingest.sources.server_api import ServerCallers
 from gateway.settings import PixelConfig, Settings
-from gateway.web.errors import TikTokEnvelope
-from gateway.web.failed_auth import FailedAuthLimit
-from gateway.web.rate_limit import RateLimit
-from gateway.web.request_body import parse_json, read_body
 
 RELAY = SourcePolicy("relay")
 """Server-to-server: the sender's clock is trusted (within the skew), a missing event_id is

@@ -1,0 +1,88 @@
+"""Live events for the console, as Server-Sent Events, at no cost while nobody watches.
+
+Only while at least one console page is streaming does `RecentEvents` keep each accepted
+event (hashed) for the page to show; the first watcher turns that on and the last one
+turns it off. With Redis the first watcher also has the other replicas share their events
+(`replicas.py`), which land in the same buffer.
+
+Nothing is called per event, even while a page watches: each stream wakes every `_TICK`
+seconds, asks the buffer what changed since its cursor (`RecentEvents.changed_since`) and
+builds JSON for at most the `_PER_TICK` newest of them, in their latest state. A flood of
+beacons costs the serving loop a counter per batch, not a trace, a queue entry or a
+serialisation per event and step (a person cannot read more rows than that anyway).
+Under a flood the buffer keeps only every n-th event for pages to show; the stream tells
+the page n (`event: sampling`) so that it can say it shows a sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import orjson
+
+from gateway.console.view import row
+from gateway.telemetry.recent import EventTrace, RecentEvents
+from gateway.telemetry.replicas import ReplicaFeed
+
+_BACKLOG = 200
+_TICK = 0.25
+_PER_TICK = 100
+_HEARTBEAT_SECONDS = 15.0
+
+
+class Watchers:
+    def __init__(self, recent: RecentEvents, replicas: ReplicaFeed | None = None) -> None:
+        """`replicas` (Redis): while a page watches, other replicas' events come in too."""
+        self._recent = recent
+        self._replicas = replicas
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[None]:
+        if not self._count:
+            self._recent.keep_for(self)
+            if self._replicas is not None:
+                self._replicas.watch()
+        self._count += 1
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                if self._replicas is not None:
+                    self._replicas.unwatch()
+                self._recent.release(self)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The latest events (oldest first), then what changes, a tick at a time."""
+        with self._watching():
+            yield b": watching\n\n"  # from here on, nothing accepted is missed
+            cursor = self._recent.cursor()
+            for trace in reversed(self._recent.latest(_BACKLOG, sampled=True)):
+                yield _message(trace)
+            quiet, every = 0.0, 1
+            while True:
+                await asyncio.sleep(_TICK)  # what changes within a tick goes in one write
+                cursor, traces = self._recent.changed_since(cursor, _PER_TICK)
+                chunk = b"".join(_message(trace) for trace in traces)
+                if self._recent.keep_every != every:
+                    every = self._recent.keep_every
+                    chunk += b"event: sampling\ndata: %d\n\n" % every
+                if chunk:
+                    quiet = 0.0
+                    yield chunk
+                else:
+                    quiet += _TICK
+                    if quiet >= _HEARTBEAT_SECONDS:
+                        quiet = 0.0
+                        yield b": still here\n\n"  # finds a page that went away
+
+
+def _message(trace: EventTrace) -> bytes:
+    return b"data: " + orjson.dumps(row(trace)) + b"\n\n"

@@ -1,0 +1,72 @@
+"""Liveness, readiness and Prometheus metrics: the routes an orchestrator and a scraper call
+(on the public listener and on the metrics listener, `web/listeners.py`)."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.core.errors import OutboxUnavailable
+from gateway.http.listeners import on_metrics_listener
+from gateway.runtime import Gateway
+from gateway.telemetry.metrics import CONTENT_TYPE
+
+
+class Health:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        metrics = gateway.settings.metrics
+        self._metrics_port = metrics.port
+        self._tokens = tuple(t.reveal().encode() for t in metrics.bearer_tokens)
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: started, delivery running, and the outbox writable right now.
+
+        While browser events are shed (outbox/guard.py) the answer stays 200 with the reason:
+        the gateway still takes server events and serves the snippet, and with replicas
+        sharing one Redis every replica sheds alike, so a 503 would only take all of them
+        out of the load balancer."""
+        gateway = self._gateway
+        if not gateway.started:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        if not gateway.delivery.running:
+            return JSONResponse({"status": "not ready", "reason": "delivery stopped"}, 503)
+        try:
+            await gateway.outbox.check_writable()
+        except OutboxUnavailable as exc:
+            return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+        pixels = len(gateway.pipeline.pixel_ids)
+        if gateway.guard.shedding:  # still ready: server events are taken, snippets served
+            return JSONResponse(
+                {"status": "shedding", "reason": gateway.guard.shedding, "pixels": pixels}
+            )
+        return JSONResponse({"status": "ready", "pixels": pixels})
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics: on the metrics listener, or to a configured bearer token."""
+        if not (on_metrics_listener(request.scope, self._metrics_port) or self._bearer(request)):
+            return JSONResponse({"error": "not_found", "message": "Not Found"}, 404)
+        return Response(self._gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    def _bearer(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not self._tokens or header[:7].lower() != "bearer ":
+            return False
+        given = header[7:].strip().encode()
+        return any([hmac.compare_digest(given, token) for token in self._tokens])
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    health = Health(gateway)
+    return [
+        Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
+    ]

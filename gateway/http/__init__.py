@@ -1,0 +1,1 @@
+"""HTTP plumbing every endpoint shares: errors, bodies, client address, limits, auth."""

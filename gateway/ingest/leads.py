@@ -1,0 +1,182 @@
+"""Between the ingest path and the lead-context store: what browser events leave behind,
+and what backend events (postbacks, server-to-server) get from it.
+
+Browser events are read after they are stored (an accept hook), already normalised: their
+`external_id` is a SHA-256 digest, `order_id` and configured properties are plain values.
+Backend events are read before parsing, as raw input: whatever the sender gave wins,
+because the context only becomes `Observed`, which completes and never overrides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.core.event import Event
+from gateway.ingest.policy import Item, Observed, SourcePolicy
+from gateway.settings import Settings
+from gateway.storage.leads import context_key, open_lead_store
+from gateway.storage.leads.base import ContextStore, KeyHasher, LeadContext
+from gateway.storage.outbox import Outbox
+
+_MAX_KEYS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """What the context gave one backend event, and how its click id stands."""
+
+    observed: Observed | None
+    url: str | None
+    click: str
+    """"given" (the sender sent it), "context", "expired" (older than the window),
+    or "missing"."""
+
+
+class LeadMemory:
+    """Remembers browser context under identity keys; fills it into backend events."""
+
+    def __init__(
+        self,
+        store: ContextStore,
+        hasher: KeyHasher,
+        *,
+        keys: Sequence[str],
+        window_seconds: float,
+    ) -> None:
+        self.store = store
+        self._hasher = hasher
+        self._properties = tuple(k for k in keys if k != "external_id")
+        self._use_external_id = "external_id" in keys
+        self._keys = tuple(keys)
+        self._window = window_seconds
+
+    # --- browser events ------------------------------------------------------------------
+
+    def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
+        """Accept hook: remember the context of browser events that carry an identity key."""
+        if policy.name != "browser":
+            return
+        entries: list[tuple[str, LeadContext]] = []
+        for event in events:
+            keys = self._stored_keys(event)
+            if not keys:
+                continue
+            user, now = event.user, self.store.clock()
+            ttclid = user.get("ttclid")
+            context = LeadContext(
+                ttclid=ttclid,
+                ttclid_at=now if ttclid else None,
+                ttp=user.get("ttp"),
+                ip=user.get("ip"),
+                user_agent=user.get("user_agent"),
+                url=event.page.get("url"),
+                locale=user.get("locale"),
+            )
+            entries.extend((key, context) for key in keys)
+        if entries:
+            self.store.remember(entries)
+
+    def _stored_keys(self, event: Event) -> list[str]:
+        keys: list[str] = []
+        if self._use_external_id:
+            keys.extend(self._hasher.of_digest(d) for d in event.user.get("external_id", ()))
+        for name in self._properties:
+            value = event.properties.get(name)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                hashed = self._hasher.of_value(str(value))
+                if hashed:
+                    keys.append(hashed)
+        return keys[:_MAX_KEYS]
+
+    # --- backend events ------------------------------------------------------------------
+
+    def keys_of(self, raw: Any, extra: Mapping[str, str] | None = None) -> list[str]:
+        """Hashed identity keys of a raw input event, and of a postback's own fields."""
+        values: list[str] = []
+        if extra:
+            values.extend(extra[k] for k in self._keys if extra.get(k))
+        if isinstance(raw, dict):
+            user, properties = raw.get("user"), raw.get("properties")
+            if self._use_external_id and isinstance(user, dict):
+                given = user.get("external_id")
+                values.extend(v for v in _listed(given) if isinstance(v, str))
+            if isinstance(properties, dict):
+                values.extend(
+                    str(v)
+                    for k in self._properties
+                    if isinstance(v := properties.get(k), str | int) and not isinstance(v, bool)
+                )
+        hashed = (self._hasher.of_value(v) for v in dict.fromkeys(values))
+        return [h for h in hashed if h][:_MAX_KEYS]
+
+    async def fill_items(self, items: Sequence[Item]) -> int:
+        """Each backend item that names a lead the browser showed gets that context where
+        it leaves it out (the server API, the relay, file imports; postbacks fill their own
+        way), all in one read of the store. Returns how many items got a context."""
+        key_lists = [self.keys_of(item.raw) for item in items]
+        if not any(key_lists):
+            return 0
+        contexts = await self.store.lookup_each(key_lists)
+        filled = 0
+        for item, context in zip(items, contexts, strict=True):
+            if context is not None:
+                result = self._filled(context, item.raw)
+                item.observed = result.observed
+                item.raw = with_url(item.raw, result.url)
+                filled += 1
+        return filled
+
+    async def fill(self, keys: Sequence[str], given: Iterable[Any]) -> Filled:
+        """The context for `keys`, as `Observed` for events like `given` (raw events)."""
+        context = await self.store.lookup(keys) if keys else None
+        return self._filled(context, *given)
+
+    def _filled(self, context: LeadContext | None, *given: Any) -> Filled:
+        sent_click = any(_click_of(raw) for raw in given)
+        if context is None:
+            return Filled(None, None, "given" if sent_click else "missing")
+        click, ttclid = "missing", None
+        if context.ttclid:
+            at = context.ttclid_at or 0.0
+            fresh = self.store.clock() - at <= self._window
+            click, ttclid = ("context", context.ttclid) if fresh else ("expired", None)
+        observed = Observed(
+            ip=context.ip,
+            user_agent=context.user_agent,
+            ttp=context.ttp,
+            ttclid=ttclid,
+            locale=context.locale,
+        )
+        return Filled(observed, context.url, "given" if sent_click else click)
+
+
+def with_url(raw: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """The raw event with the remembered page URL when it has none of its own."""
+    page = raw.get("page")
+    if url is None or (isinstance(page, dict) and page.get("url")):
+        return raw
+    return {**raw, "page": {**(page if isinstance(page, dict) else {}), "url": url}}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if value is not None else []
+
+
+def _click_of(raw: Any) -> bool:
+    user = raw.get("user") if isinstance(raw, dict) else None
+    return bool(isinstance(user, dict) and user.get("ttclid"))
+
+
+def lead_memory(
+    settings: Settings, outbox: Outbox, *, clock: Callable[[], float] = time.time
+) -> LeadMemory:
+    """The lead store in the outbox's backend (not yet open), and how events use it."""
+    postbacks = settings.postbacks
+    store = open_lead_store(settings, outbox, clock=clock)
+    hasher = KeyHasher(context_key(settings))
+    return LeadMemory(
+        store, hasher, keys=postbacks.context_keys, window_seconds=postbacks.context_days * 86400.0
+    )

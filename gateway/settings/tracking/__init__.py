@@ -1,0 +1,1 @@
+"""The tracking-rule language of `[postbacks]`: templates, conditions and rules, compiled."""

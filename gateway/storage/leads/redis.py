@@ -1,0 +1,97 @@
+"""The lead context in the Redis outbox's server: one hash per key with a TTL, so every
+replica shares it and Redis expires it by itself.
+
+A sorted set indexes the keys by expiry, which bounds the store: the sweep drops what has
+expired from the index and, past `max_entries`, the entries that would expire soonest. The
+merge (a later page without a click id keeps the earlier click and its first sight) runs in
+a Lua script, so replicas writing the same key do not lose each other's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.storage.leads.base import CONTEXT_FIELDS, ContextStore, LeadContext
+
+# KEYS[1] the entry, KEYS[2] the index; ARGV: ttl ms, expiry score, then field/value pairs
+_MERGE = """
+local pairs = {}
+for i = 3, #ARGV, 2 do pairs[ARGV[i]] = ARGV[i + 1] end
+local click = pairs['ttclid']
+if click ~= nil and click == redis.call('HGET', KEYS[1], 'ttclid') then
+  pairs['ttclid_at'] = nil
+end
+for k, v in next, pairs do redis.call('HSET', KEYS[1], k, v) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+return 1
+"""
+
+# KEYS[1] the index; ARGV: now, bound. Returns the entries left.
+_SWEEP = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local count = redis.call('ZCARD', KEYS[1])
+local bound = tonumber(ARGV[2])
+if count > bound then
+  local oldest = redis.call('ZPOPMIN', KEYS[1], count - bound)
+  for i = 1, #oldest, 2 do redis.call('DEL', oldest[i]) end
+  count = bound
+end
+return count
+"""
+
+
+class RedisContextStore(ContextStore):
+    def __init__(self, url: str, *, prefix: str = "tiktok-gateway", **options: Any) -> None:
+        super().__init__(**options)
+        self._url = url
+        self._prefix = f"{prefix}:context:"
+        self._index = f"{prefix}:context-index"
+        self._redis: Any = None
+
+    async def _prepare(self) -> None:
+        import redis.asyncio
+
+        self._redis = redis.asyncio.Redis.from_url(
+            self._url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+        )
+        self._merge = self._redis.register_script(_MERGE)
+        self._sweeper = self._redis.register_script(_SWEEP)
+
+    async def close(self) -> None:
+        await super().close()
+        client, self._redis = self._redis, None
+        if client is not None:
+            await client.aclose()
+
+    async def _write(self, entries: dict[str, LeadContext], now: float) -> None:
+        ttl_ms = int(self.ttl * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, context in entries.items():
+                args: list[Any] = [ttl_ms, now + self.ttl]
+                for name, value in context.to_json().items():
+                    args.extend((name, repr(value) if isinstance(value, float) else value))
+                await self._merge(keys=[self._prefix + key, self._index], args=args, client=pipe)
+            await pipe.execute()
+
+    async def _read(self, keys: Sequence[str], now: float) -> dict[str, LeadContext]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self._prefix + key)
+            found = await pipe.execute()
+        return {key: _context(stored) for key, stored in zip(keys, found, strict=True) if stored}
+
+    async def _sweep(self, now: float) -> int:
+        count: int = await self._sweeper(keys=[self._index], args=[now, self.max_entries])
+        return int(count)
+
+
+def _context(stored: dict[str, str]) -> LeadContext:
+    values: dict[str, Any] = {k: v for k, v in stored.items() if k in CONTEXT_FIELDS}
+    if "ttclid_at" in values:
+        try:
+            values["ttclid_at"] = float(values["ttclid_at"])
+        except ValueError:
+            del values["ttclid_at"]
+    return LeadContext(**values)

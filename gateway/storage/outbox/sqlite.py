@@ -1,0 +1,433 @@
+"""The embedded outbox: one SQLite file in WAL mode, written by one thread with group commit.
+
+With `synchronous=FULL` (the default) a committed event survives `kill -9` and power loss;
+`sqlite_writer.py` explains how writes are grouped and why the lock is held as it is.
+
+One gateway process owns a file at a time (an exclusive lock file enforces it); on open it
+releases the leases a crashed predecessor held, so those events are sent again at once.
+Its delivery process and operator commands open the file beside it (`exclusive=False`).
+
+Schema version 2 keeps each event's destination and `event_time` in columns beside the
+wire-ready JSON of its `data` element; a version-1 file (one JSON record per event) is
+migrated in place on open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gateway.core.errors import EventError, OutboxUnavailable
+from gateway.core.event import Destination, Event
+from gateway.storage.outbox.base import (
+    CHECKPOINT_DAYS,
+    Backlog,
+    Claimed,
+    DeadLetter,
+    Outbox,
+    OutboxCounts,
+    PixelCounts,
+    Prepared,
+)
+from gateway.storage.outbox.sqlite_migration import SCHEMA, migrate
+from gateway.storage.outbox.sqlite_writer import GroupCommitWriter
+
+_READY, _IN_FLIGHT = 0, 1
+_RELEASE_LEASES = f"UPDATE events SET state = {_READY}, due = created WHERE state = {_IN_FLIGHT}"
+_INSERT_JSON = (
+    "INSERT INTO events (pixel, source, test_code, event, event_id, event_time, data, created, "
+    "due) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 7 FROM json_each(?)"
+)
+_CLAIMABLE = (
+    # one statement, one row (every row stepped costs a GIL hand-back): a JSON array of the
+    # rows' columns, and their data elements joined by a record separator (0x1E), which
+    # minified JSON never holds unescaped, so they are split apart without being parsed
+    "SELECT coalesce(json_group_array(json_array(id, source, pixel, test_code, event, "
+    "event_id, event_time, attempts)), '[]'), coalesce(group_concat(data, char(30)), '') "
+    "FROM (SELECT * FROM events WHERE due <= ? ORDER BY due, id LIMIT ?)"
+)
+_SEPARATOR = "\x1e"
+
+
+class SqliteOutbox(Outbox):
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        lease_seconds: float = 300.0,
+        max_group: int = 512,
+        exclusive: bool = True,
+    ) -> None:
+        """`exclusive=False` is for processes beside the owning gateway (operator commands,
+        its delivery process): they neither take the owner's lock nor release its leases."""
+        self._path = path
+        self._exclusive = exclusive
+        self._synchronous = synchronous
+        self._lease = lease_seconds
+        self._max_group = max_group
+        self._writer: GroupCommitWriter | None = None
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteOutbox({self._path!r})"
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed: fewer than operations when group commit works."""
+        return self._writer.commits if self._writer is not None else 0
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        """The file's one writer, for stores that live beside the events (lead context)."""
+        return self._db
+
+    @property
+    def _db(self) -> GroupCommitWriter:
+        if self._writer is None or not self._writer.alive:
+            raise OutboxUnavailable("the outbox is not open")
+        return self._writer
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        _private(self._path, exclusive=self._exclusive)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        migrate(conn)
+        conn.executescript(SCHEMA)
+        if self._exclusive:  # the previous owner is gone: its leases are void
+            conn.execute(_RELEASE_LEASES)
+        conn.execute("PRAGMA busy_timeout=0")  # from here on, the writer waits for the lock
+        return conn
+
+    def _lock_file(self) -> int:
+        """Take the exclusive lock that makes this process the file's only user."""
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+            fd = os.open(self._path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise OutboxUnavailable(f"cannot use outbox {self._path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutboxUnavailable(
+                f"outbox {self._path} is in use by another gateway process "
+                "(use a redis:// outbox to run several replicas)"
+            ) from None
+        return fd
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        if self._exclusive:
+            self._lock_fd = await asyncio.to_thread(self._lock_file)
+        try:
+            conn = await asyncio.to_thread(self._connect)
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from None
+        self._writer = GroupCommitWriter(conn, _INSERT_JSON, max_group=self._max_group)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+        self._release_lock()
+
+    # --- the queue -------------------------------------------------------------------------
+
+    async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
+        if not events and checkpoint is None:
+            return
+        await self.add_prepared(self.prepare(events), checkpoint=checkpoint)
+
+    @staticmethod
+    def prepare(events: Sequence[Event]) -> Prepared:
+        now = time.time()
+        try:  # serialised here, so a bad value fails its own request, not the writer
+            # the data element goes in as a string: SQLite re-parses a row's JSON for each
+            # column it extracts, and skipping a string costs far less than walking an object
+            rows = [
+                [
+                    e.destination.event_source_id,
+                    e.destination.event_source,
+                    e.destination.test_event_code,
+                    e.event,
+                    e.event_id,
+                    e.event_time,
+                    orjson.dumps(e.to_tiktok()).decode(),
+                    now,
+                ]
+                for e in events
+            ]
+            return Prepared(len(rows), orjson.dumps(rows))
+        except orjson.JSONEncodeError:
+            raise EventError("event", "holds a value that cannot be stored") from None
+
+    async def add_prepared(self, prepared: Prepared, *, checkpoint: str | None = None) -> None:
+        payload: bytes = prepared.payload
+        if checkpoint is None:
+            if prepared.count:
+                await self._db.add(payload)
+            return
+        now = time.time()
+
+        def with_checkpoint(conn: sqlite3.Connection) -> None:
+            # one transaction: the checkpoint exists exactly when the chunk's events do
+            conn.execute(_INSERT_JSON, (payload.decode(),))
+            conn.execute(
+                "INSERT OR REPLACE INTO import_checkpoints (key, created) VALUES (?, ?)",
+                (checkpoint, now),
+            )
+            conn.execute(
+                "DELETE FROM import_checkpoints WHERE created < ?", (now - CHECKPOINT_DAYS * 86400,)
+            )
+
+        await self._db.transaction(with_checkpoint)
+
+    async def checkpoint_stored(self, key: str) -> bool:
+        row = await self._db.read(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM import_checkpoints WHERE key = ?", (key,)
+            ).fetchone()
+        )
+        return row is not None
+
+    async def claim(self, limit: int, now: float) -> list[Claimed]:
+        """Read the ready events, then lease those still due in a short write.
+
+        Only this outbox's dispatcher changes existing rows, one claim at a time, and leased
+        rows are not due; the lease is written only where a row is still due, so a row an
+        acknowledgement or retry changed in between is left out, never sent twice.
+        """
+        db = self._db
+        columns, data = await db.read(lambda c: c.execute(_CLAIMABLE, (now, limit)).fetchone())
+        rows = orjson.loads(columns)
+        if not rows:
+            return []
+        ids = orjson.dumps([row[0] for row in rows]).decode()
+        lease_end = now + self._lease
+        leased = await db.statement(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE events SET state = 1, due = ? "
+                    "WHERE id IN (SELECT value FROM json_each(?)) AND due <= ?",
+                    (lease_end, ids, now),
+                ).rowcount
+            )
+        )
+        claimed = [
+            Claimed(str(i), Destination(source, pixel, code), name, event_id, at, element, tries)
+            for (i, source, pixel, code, name, event_id, at, tries), element in zip(
+                rows, data.split(_SEPARATOR), strict=True
+            )
+        ]
+        if leased != len(rows):  # rare: keep only the rows this lease holds
+            held = await db.read(
+                lambda conn: {
+                    str(i)
+                    for (i,) in conn.execute(
+                        "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) "
+                        "AND state = 1 AND due = ?",
+                        (ids, lease_end),
+                    )
+                }
+            )
+            claimed = [c for c in claimed if c.id in held]
+        return claimed
+
+    async def release_leases(self) -> None:
+        await self._db.statement(lambda conn: conn.execute(_RELEASE_LEASES))
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        await self._db.statement(
+            lambda conn: conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (_ids(ids),)
+            )
+        )
+
+    async def retry(self, ids: Sequence[str], due: float, reason: str) -> None:
+        await self._db.statement(
+            lambda conn: conn.execute(
+                "UPDATE events SET state = 0, due = ?, attempts = attempts + 1, last_error = ? "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (due, reason, _ids(ids)),
+            )
+        )
+
+    async def dead_letter(
+        self, ids: Sequence[str], reason: str, code: int | None, now: float
+    ) -> None:
+        selected = _ids(ids)
+
+        def move(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, pixel, source, test_code, event, "
+                "event_id, event_time, data, created, attempts, code, reason, dead_at) "
+                "SELECT id, pixel, source, test_code, event, event_id, event_time, data, "
+                "created, attempts + 1, ?, ?, ? FROM events "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (code, reason, now, selected),
+            )
+            conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (selected,)
+            )
+
+        await self._db.transaction(move)
+
+    async def check_writable(self) -> None:
+        """Write (and remove) a row big enough to need fresh pages: fails when the disk is full."""
+
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', randomblob(16384))"
+            )
+            conn.execute("DELETE FROM meta WHERE key = 'probe'")
+
+        await self._db.transaction(probe)
+
+    async def backlog(self, now: float) -> Backlog:
+        """The file's used pages (not its WAL, which checkpoints keep small, nor pages freed
+        for reuse), the oldest event (the lowest id: ids grow
+        with time and a retry keeps its id), and the disk's free space."""
+
+        path = self._path
+
+        def read(conn: sqlite3.Connection) -> Backlog:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            row = conn.execute("SELECT created FROM events ORDER BY id LIMIT 1").fetchone()
+            try:
+                free: int | None = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+            except OSError:
+                free = None
+            return Backlog(
+                stored_bytes=(pages - free_pages) * page_size,
+                oldest_age_seconds=None if row is None else max(0.0, now - row[0]),
+                free_bytes=free,
+            )
+
+        return await self._db.read(read)
+
+    # --- operators -------------------------------------------------------------------------
+
+    async def counts(self, now: float) -> OutboxCounts:
+        def read(conn: sqlite3.Connection) -> OutboxCounts:
+            counts = OutboxCounts()
+            rows = conn.execute(
+                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
+                "GROUP BY pixel, state, attempts > 0"
+            ).fetchall()
+            for pixel, state, retried, number, oldest in rows:
+                per = counts.pixels.setdefault(pixel, PixelCounts())
+                kind = "in_flight" if state == _IN_FLIGHT else "retrying" if retried else "pending"
+                _count(counts, per, kind, number, now - oldest)
+            for pixel, number in conn.execute(
+                "SELECT pixel, COUNT(*) FROM dead_letters GROUP BY pixel"
+            ):
+                counts.pixels.setdefault(pixel, PixelCounts()).dead = number
+                counts.dead += number
+            return counts
+
+        return await self._db.read(read)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT id, source, pixel, test_code, data, code, reason, dead_at, attempts "
+                "FROM dead_letters ORDER BY dead_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+        rows = await self._db.read(read)
+        return [
+            DeadLetter(
+                str(i),
+                Event.from_tiktok(Destination(source, pixel, test), orjson.loads(data)),
+                code,
+                reason,
+                dead_at,
+                attempts,
+            )
+            for i, source, pixel, test, data, code, reason, dead_at, attempts in rows
+        ]
+
+    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+        where, params = _dead_filter(pixel, code)
+        now = time.time()
+
+        def move(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO events (id, pixel, source, test_code, event, event_id, event_time, "
+                "data, created, due) SELECT id, pixel, source, test_code, event, event_id, "
+                "event_time, data, created, ? "
+                f"FROM dead_letters {where}",
+                (now, *params),
+            )
+            conn.execute(f"DELETE FROM dead_letters {where}", params)
+            return cursor.rowcount
+
+        return await self._db.transaction(move)
+
+    async def purge_dead(self, older_than: float) -> int:
+        return await self._db.statement(
+            lambda conn: (
+                conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
+            )
+        )
+
+
+def _private(path: str, *, exclusive: bool) -> None:
+    """The file readable by its owner only: it holds hashed identifiers and URLs. SQLite
+    gives its -wal and -shm files the database file's mode. An owning gateway also narrows
+    a file an older version created with the default mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    if exclusive:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            with contextlib.suppress(OSError):
+                if os.stat(name).st_mode & 0o077:
+                    os.chmod(name, 0o600)
+
+
+def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:
+    setattr(per, kind, getattr(per, kind) + number)
+    setattr(counts, kind, getattr(counts, kind) + number)
+    per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
+    counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
+
+
+def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pixel is not None:
+        clauses.append("pixel = ?")
+        params.append(pixel)
+    if code is not None:
+        clauses.append("code = ?")
+        params.append(code)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return orjson.dumps([int(i) for i in ids]).decode()

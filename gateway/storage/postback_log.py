@@ -1,0 +1,212 @@
+"""The postback log: the last postbacks of each source and what each became.
+
+A lead system that silently loses its click ids is the most common reason for zero
+attributed conversions, so each entry keeps the rules fired with their event ids, the
+reasons of the others, and how the click id stood (given, from the lead context, expired,
+malformed or missing). It lives in the outbox's backend (a SQLite table; a Redis list per
+source), bounded per source, so `tiktok-gateway postbacks SOURCE` reads it from beside a
+running gateway. Identifiers are hashed before an entry is kept; the endpoint only queues
+entries, and one task writes them at most once a second, so a postback never waits for
+its log line and the log costs the outbox's writer one commit a second, not one a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.core.errors import OutboxUnavailable
+from gateway.core.normalize import hash_email, hash_external_id, hash_phone
+from gateway.settings import Settings
+from gateway.storage.outbox import Outbox, is_redis
+
+log = logging.getLogger(__name__)
+_HASHED: dict[str, Callable[[str], str | None]] = {
+    "email": hash_email,
+    "phone": lambda v: hash_phone(v, "US"),
+    "external_id": hash_external_id,
+    "first_name": hash_external_id,
+    "last_name": hash_external_id,
+}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS postback_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS postback_log_source ON postback_log (source, id);
+"""
+
+
+def loggable(fields: Mapping[str, str], identifiers: Iterable[str] = ()) -> dict[str, str]:
+    """The postback's fields as the log keeps them: identifiers hashed — email, phone and
+    the like, and `identifiers`, the fields the rules send as one (a lead id)."""
+    hashed = frozenset(identifiers)
+    kept = {}
+    for name, value in fields.items():
+        hashing = _HASHED.get(name) or (hash_external_id if name in hashed else None)
+        if hashing is None:
+            kept[name] = value[:256]
+        elif value:
+            kept[name] = hashing(value) or "(unreadable)"
+    return kept
+
+
+class PostbackLog:
+    """Queues entries and writes them in batches to the backend (`SqliteLog`, `RedisLog`)."""
+
+    def __init__(self, backend: LogBackend, size: int, *, interval: float = 1.0) -> None:
+        self.backend = backend
+        self.size = size
+        self.interval = interval
+        self._stopped = asyncio.Event()
+        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def open(self) -> None:
+        if self.size:
+            await self.backend.prepare()
+            self._task = asyncio.create_task(self._run(), name="postback-log")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._stopped.set()
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, 10)
+        await self._write()
+        await self.backend.aclose()
+
+    def record(self, source: str, entry: dict[str, Any]) -> None:
+        if self._task is not None:
+            self._queued.append((source, entry))
+            self._wake.set()
+
+    async def flush(self) -> None:
+        await self._write()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._write()
+            # at most one write a second: each is a commit (an fsync with synchronous=FULL)
+            # beside the events' own, and an operator's log can wait a second
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.interval)
+
+    async def _write(self) -> None:
+        batch, self._queued = self._queued, []
+        if not batch:
+            return
+        try:
+            await self.backend.append(batch, self.size)
+        except Exception as exc:  # the log is an aid: postbacks go on without it
+            log.warning("postback log not written: %s", type(exc).__name__)
+
+
+class LogBackend:
+    async def prepare(self) -> None:
+        raise NotImplementedError
+
+    async def append(self, batch: list[tuple[str, dict[str, Any]]], size: int) -> None:
+        raise NotImplementedError
+
+    async def last(self, source: str, count: int) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Idempotent."""
+
+
+class SqliteLog(LogBackend):
+    def __init__(self, writer: Callable[[], Any]) -> None:
+        self._writer_of = writer
+
+    async def prepare(self) -> None:
+        await self._writer_of().statement(lambda conn: conn.executescript(SCHEMA))
+
+    async def append(self, batch: list[tuple[str, dict[str, Any]]], size: int) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO postback_log (source, entry) VALUES (?, ?)",
+                [(source, orjson.dumps(entry).decode()) for source, entry in batch],
+            )
+            for source in {source for source, _ in batch}:
+                conn.execute(
+                    "DELETE FROM postback_log WHERE source = ? AND id <= (SELECT id FROM "
+                    "postback_log WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (source, source, size),
+                )
+
+        await self._writer_of().transaction(write)
+
+    async def last(self, source: str, count: int) -> list[dict[str, Any]]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT entry FROM postback_log WHERE source = ? ORDER BY id DESC LIMIT ?",
+                (source, count),
+            ).fetchall()
+
+        rows = await self._writer_of().read(read)
+        return [orjson.loads(entry) for (entry,) in reversed(rows)]
+
+
+class RedisLog(LogBackend):
+    def __init__(self, url: str, prefix: str = "tiktok-gateway") -> None:
+        self._url = url
+        self._prefix = f"{prefix}:postbacks:"
+        self._redis: Any = None
+
+    async def prepare(self) -> None:
+        import redis.asyncio
+
+        self._redis = redis.asyncio.Redis.from_url(
+            self._url, socket_timeout=5, socket_connect_timeout=5
+        )
+
+    async def append(self, batch: list[tuple[str, dict[str, Any]]], size: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for source, entry in batch:
+                pipe.lpush(self._prefix + source, orjson.dumps(entry))
+                pipe.ltrim(self._prefix + source, 0, size - 1)
+            await pipe.execute()
+
+    async def last(self, source: str, count: int) -> list[dict[str, Any]]:
+        from redis.exceptions import RedisError
+
+        if self._redis is None:
+            await self.prepare()
+        try:
+            rows = await self._redis.lrange(self._prefix + source, 0, count - 1)
+        except (RedisError, OSError) as exc:  # as the outbox says it: readers answer 503
+            raise OutboxUnavailable(f"redis postback log: {exc}") from None
+        return [orjson.loads(row) for row in reversed(rows)]
+
+    async def aclose(self) -> None:
+        client, self._redis = self._redis, None
+        if client is not None:
+            await client.aclose()
+
+
+def postback_log(settings: Settings, outbox: Outbox) -> PostbackLog:
+    """The log in the outbox's backend (not yet open)."""
+    url = settings.outbox.url
+    if is_redis(url):
+        return PostbackLog(RedisLog(url), settings.postbacks.log_size)
+    from gateway.storage.outbox.sqlite import SqliteOutbox
+
+    if not isinstance(outbox, SqliteOutbox):
+        raise TypeError(f"a SQLite outbox URL with {outbox!r}")
+    return PostbackLog(SqliteLog(lambda: outbox.writer), settings.postbacks.log_size)

@@ -1,0 +1,1 @@
+"""What the gateway tells its operators: metrics, per-minute counts, recent events."""
