@@ -19,13 +19,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway import console, health
 from gateway.http.errors import GatewayJson, log_unexpected
 from gateway.http.listeners import MetricsListenerGate
 from gateway.ingest.sources import beacon, relay, server_api
 from gateway.ingest.sources.imports import endpoint as imports
 from gateway.ingest.sources.postback import endpoint as postback
 from gateway.runtime import Gateway
-from gateway import console, health
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -23,11 +23,11 @@ from typing import Any
 
 from gateway.core.errors import EventError
 from gateway.core.event import Event
+from gateway.ingest.counters import IngestCounters
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.settings import PixelConfig, Settings
 from gateway.storage.outbox import Outbox, Prepared
-from gateway.ingest.counters import IngestCounters
 
 log = logging.getLogger(__name__)
 AcceptHook = Callable[[Sequence[Event], SourcePolicy], None]
