@@ -1,4 +1,4 @@
-"""The README's postback configurations are valid, and print the URLs it shows."""
+"""The postback configurations of docs/lead-systems.md are valid, and print the URLs it shows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from gateway.settings import parse_settings
 from tests.conftest import run_cli
 
-README = Path(__file__).parent.parent / "README.md"
+PAGE = Path(__file__).parent.parent / "docs" / "lead-systems.md"
 ENV = {
     "TIKTOK_PIXEL_ID": "C4ABCDEF1234567890",
     "TIKTOK_ACCESS_TOKEN": "token",
@@ -20,9 +20,7 @@ ENV = {
 
 
 def section() -> str:
-    text = README.read_text()
-    start = text.index("## Postbacks from a lead system")
-    return text[start : text.index("\n## ", start + 3)]
+    return PAGE.read_text()
 
 
 def blocks() -> list[str]:
@@ -37,11 +35,11 @@ def test_every_configuration_of_the_section_is_valid() -> None:
         data.pop("pixels", None)
         rules = data.get("postbacks", {}).get("rules", [])
         for rule in rules:
-            rule.pop("pixel", None)  # the README's pixel is the one of ENV here
+            rule.pop("pixel", None)  # the page's pixel is the one of ENV here
         parse_settings(data, ENV)
 
 
-def test_the_lms_url_is_the_one_the_readme_shows(tmp_path: Path) -> None:
+def test_the_lms_url_is_the_one_the_page_shows(tmp_path: Path) -> None:
     config = tmp_path / "lms.toml"
     config.write_text(blocks()[1])
     result = run_cli(

@@ -127,7 +127,7 @@ def test_a_2_0_request_is_acknowledged_then_delivered_in_2_0_form(
 
 
 def test_every_1_0_field_reaches_its_2_0_field(relay: Relay, fake_api: FakeEventsApi) -> None:
-    """The mapping table of the README, field by field (pixel/track)."""
+    """The mapping table of docs/backends.md, field by field (pixel/track)."""
     at = datetime.fromtimestamp(now(), UTC)
     body = {
         "pixel_code": PIXEL,
