@@ -199,7 +199,7 @@ async def test_without_a_console_nothing_counts_and_nothing_reaches_redis(
         # not stopped in the middle of the backlog guard's first reading: a cancel redis-py
         # turns into an error there is swallowed, and the stop hangs (a separate defect)
         await until(lambda: gateway.guard.backlog is not None, "no backlog reading")
-        await gateway.pipeline.store([make_event(1)], SERVER)
+        await gateway.pipeline.store_parsed([make_event(1)], SERVER, checkpoint="chunk-1")
         assert gateway.per_minute.shared is console
         assert sum(gateway.per_minute.local()[PIXEL]) == (1 if console else 0)
     finally:

@@ -1,17 +1,10 @@
 """The one path every source takes once it holds input events: parse, store durably, tell.
 
-A source reads its own wire format into `Item`s (the raw event, its pixel, what the server
-observed) and calls `Pipeline.ingest(items, policy)`. Here, once for every source:
-
-- each item is parsed under the source's `SourcePolicy`; an error names the item's place
-  in the request (`events[3].user.email`) — one bad item refuses the whole request, so a
-  retry after the fix cannot half-duplicate;
-- values left out (unparseable phones) and values scrubbed of personal data are counted
-  in metrics;
-- the events are stored durably; `ingest` returns only once the outbox has them, so a 2xx
-  to the sender always means "stored", and "cannot store now" is `OutboxUnavailable`,
-  which each surface's renderer answers in its own format;
-- accept hooks run: delivery is woken, the recent-events buffer records them.
+Sources read their wire format into `Item`s and come in through `ingest` (all or nothing:
+the first error, placed at `events[i]`) or `ingest_each` (each group on its own: postback
+rules); a file import's chunks parsed elsewhere come in through `store_parsed`. All three
+return once the outbox has the events (a 2xx always means "stored"), then run the accept
+hooks (wake delivery, record for the console, remember lead context), and count.
 """
 
 from __future__ import annotations
@@ -100,29 +93,61 @@ class Pipeline:
         """The pixels configured now (after the latest reload)."""
         return list(self._pixels)
 
-    def parse(
+    async def ingest(
         self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
     ) -> list[Event]:
-        """Every item's events, or the first item's error placed at `indexed[i]`."""
+        """Parse every item, then store all or nothing; returns the stored events.
+
+        The first item's error is raised, placed at `indexed[i]`."""
         now = self.now()
         results: list[Parsed] = []
         for index, item in enumerate(items):
             try:
-                results.append(self._parse_one(item, policy, now))
+                results.append(parse_item(item, self.rules, policy, now))
             except EventError as exc:
                 raise placed(exc, indexed, index) from None
         self._count(results)
-        return [event for parsed in results for event in parsed.events]
+        events = [event for parsed in results for event in parsed.events]
+        await self._store(events, policy)
+        return events
 
-    def parse_each(self, items: Sequence[Item], policy: SourcePolicy) -> list[Parsed | EventError]:
-        """Each item on its own: its events and warnings, or its error (file imports, where
-        one bad row is reported and the others go)."""
-        results = parse_each(items, self.rules, policy, self.now())
-        self._count([r for r in results if not isinstance(r, EventError)])
+    async def ingest_each(
+        self, groups: Sequence[Sequence[Item]], policy: SourcePolicy, *, store: bool = True
+    ) -> list[list[Event] | EventError]:
+        """Each group parsed on its own (all or nothing within it); every good group's events
+        stored together, in one write. `store=False` (a dry run) parses and stores nothing."""
+        now = self.now()
+        results: list[list[Event] | EventError] = []
+        parsed: list[Parsed] = []
+        for group in groups:
+            try:
+                mine = [parse_item(item, self.rules, policy, now) for item in group]
+            except EventError as exc:
+                results.append(exc)
+                continue
+            parsed.extend(mine)
+            results.append([event for one in mine for event in one.events])
+        if store:
+            self._count(parsed)
+            await self._store(
+                [e for r in results if not isinstance(r, EventError) for e in r], policy
+            )
         return results
 
-    def _parse_one(self, item: Item, policy: SourcePolicy, now: float) -> Parsed:
-        return parse_item(item, self.rules, policy, now)
+    async def store_parsed(
+        self, parsed: Sequence[Event] | Prepared, policy: SourcePolicy, *, checkpoint: str
+    ) -> None:
+        """Store a chunk parsed elsewhere (a file import's thread or worker process), with
+        its checkpoint in the same transaction. Events serialised by a worker (`Prepared`)
+        exist in no object here, so no accept hook could see them: with hooks registered
+        they are refused (AssertionError), never stored past them."""
+        if isinstance(parsed, Prepared):
+            assert not self._accept_hooks, "prepared events would bypass the accept hooks"
+            await self.outbox.add_prepared(parsed, checkpoint=checkpoint)
+            if parsed.count:
+                self._received_by(policy).inc(parsed.count)
+            return
+        await self._store(parsed, policy, checkpoint=checkpoint)
 
     def _count(self, results: Sequence[Parsed]) -> None:
         self.count_parsed(
@@ -138,20 +163,17 @@ class Pipeline:
         for field in scrubbed:
             self.metrics.personal_data_scrubbed.labels(field).inc()
 
-    async def store(
+    async def _store(
         self, events: Sequence[Event], policy: SourcePolicy, *, checkpoint: str | None = None
     ) -> None:
-        """Store events durably (raises OutboxUnavailable), count them, run the hooks.
-
-        `checkpoint` (imports) is recorded in the same transaction as the events, so "this
-        chunk is stored" is true exactly when its events are."""
+        """Store durably (raises OutboxUnavailable), count, then run the accept hooks."""
         if events or checkpoint is not None:
             await self.outbox.add(events, checkpoint=checkpoint)
         if not events:
             return
         received = self._received.get(policy.name)
         if received is None:
-            received = self._received[policy.name] = self.metrics.received.labels(policy.name)
+            received = self._received_by(policy)
         received.inc(len(events))
         for hook in self._accept_hooks:
             try:
@@ -159,23 +181,11 @@ class Pipeline:
             except Exception:  # a hook is an observer: the events are stored all the same
                 log.exception("an accept hook failed")
 
-    async def store_prepared(
-        self, prepared: Prepared, policy: SourcePolicy, *, checkpoint: str | None = None
-    ) -> None:
-        """`store` of events a worker process parsed and serialised (`Outbox.prepare`): no
-        accept hook runs, as no event object exists in this process (the import command's
-        own process, where nothing observes them)."""
-        await self.outbox.add_prepared(prepared, checkpoint=checkpoint)
-        if prepared.count:
-            self.metrics.received.labels(policy.name).inc(prepared.count)
-
-    async def ingest(
-        self, items: Sequence[Item], policy: SourcePolicy, *, indexed: str | None = None
-    ) -> list[Event]:
-        """Parse every item, then store all or nothing; returns the stored events."""
-        events = self.parse(items, policy, indexed=indexed)
-        await self.store(events, policy)
-        return events
+    def _received_by(self, policy: SourcePolicy) -> Any:
+        received = self._received.get(policy.name)
+        if received is None:
+            received = self._received[policy.name] = self.metrics.received.labels(policy.name)
+        return received
 
     def dropped(self, reason: str, count: int = 1) -> None:
         """Events seen on purpose not forwarded (bots, no consent, tag testing)."""

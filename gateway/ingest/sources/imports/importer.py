@@ -233,10 +233,8 @@ class Importer:
             self._rejected(sorted(rejections + parsed.rejections, key=lambda r: r.line))
 
     async def _store(self, parsed: ParsedChunk, key: str) -> None:
-        if parsed.prepared is not None:
-            await self._pipeline.store_prepared(parsed.prepared, self._policy, checkpoint=key)
-        else:
-            await self._pipeline.store(parsed.events or [], self._policy, checkpoint=key)
+        chunk = parsed.prepared if parsed.prepared is not None else parsed.events or []
+        await self._pipeline.store_parsed(chunk, self._policy, checkpoint=key)
         self.summary.counted(parsed.count, parsed.coverage)
 
     def _check_header(self, header: list[str]) -> None:

@@ -141,14 +141,15 @@ class PostbackProcessor:
         built = [b for fired in evaluation.fired for b in fired.events]
         filled = await self._fill(fields, built)
         outcome.click = _click_flag(fields.get("ttclid"), filled.click)
-        for fired in evaluation.fired:
-            try:
-                events = self._parse(fired.events, filled, pixels)
-            except EventError as exc:
-                reason = f"{exc.field}: {exc.message}"
+        groups = [self._items(fired.events, filled, pixels) for fired in evaluation.fired]
+        results = await self._pipeline.ingest_each(groups, POSTBACK, store=store)
+        for fired, result in zip(evaluation.fired, results, strict=True):
+            if isinstance(result, EventError):
+                reason = f"{result.field}: {result.message}"
                 outcome.unmatched.append(Unmatched(fired.rule, reason, skipped=True))
-                continue
-            outcome.fired.append(FiredRule(fired.rule, events))
+            else:
+                outcome.fired.append(FiredRule(fired.rule, result))
+        outcome.stored = store and bool(outcome.events)
         if len(outcome.unmatched) > 1:  # in the order of the configuration
             order = {rule.name: index for index, rule in enumerate(rules.rules)}
             outcome.unmatched.sort(key=lambda unmatched: order.get(unmatched.rule, 0))
@@ -161,9 +162,6 @@ class PostbackProcessor:
                     unmatched.rule,
                     unmatched.reason,
                 )
-        if store and outcome.events:
-            await self._pipeline.store(outcome.events, POSTBACK)
-            outcome.stored = True
         if store:
             self._counted.labels(source.name, "fired" if outcome.fired else "none").inc()
             if self._journal is not None:
@@ -181,10 +179,10 @@ class PostbackProcessor:
             keys.extend(k for k in self._leads.keys_of(raw, fields) if k not in keys)
         return await self._leads.fill(keys, raws)
 
-    def _parse(
+    def _items(
         self, built: tuple[Built, ...], filled: Filled, pixels: Mapping[str, PixelConfig] | None
-    ) -> list[Event]:
-        items = [
+    ) -> list[Item]:
+        return [
             Item(
                 with_url(b.raw, filled.url),
                 self._pipeline.pixel(b.pixel, "pixel", table=pixels),
@@ -192,4 +190,3 @@ class PostbackProcessor:
             )
             for b in built
         ]
-        return self._pipeline.parse(items, POSTBACK)
