@@ -1,8 +1,8 @@
 """deploy/kubernetes/ agrees with the gateway, as `kubectl apply -k` would send it: the base
 (one replica, SQLite on a volume) and overlays/redis (replicas on Redis, an autoscaler),
 rendered by kubectl's own Kustomize. Their TOML loads with the Secret's files and variables;
-ports, probes, user and mounts are the ones the gateway and image use; the Ingress and the
-autoscaler point at what exists. (The schemas
+ports, probes, user and mounts are the ones the gateway and image use; the Ingress, the
+autoscaler and deploy/monitoring's ServiceMonitor point at what exists. (The schemas
 themselves are checked by kubernetes-validate in .ci/run, on the same renderings.)"""
 
 from __future__ import annotations
@@ -176,3 +176,20 @@ def test_the_ingress_gets_a_certificate_and_routes_to_the_public_port(
     assert backend["port"]["name"] in {p["name"] for p in service["ports"]}
     assert path["path"] == "/" and path["pathType"] == "Prefix"
 
+
+def test_the_service_monitor_scrapes_the_metrics_service(resources: Resources) -> None:
+    monitoring = render(ROOT / "deploy" / "monitoring")
+    monitor = monitoring["ServiceMonitor/tiktok-gateway"]["spec"]
+    selected = [
+        s
+        for s in resources.values()
+        if s["kind"] == "Service"
+        and monitor["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert [s["metadata"]["name"] for s in selected] == ["tiktok-gateway-metrics"]
+    [endpoint] = monitor["endpoints"]
+    [port] = [p for p in selected[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    assert port["targetPort"] == "metrics" and endpoint["path"] in METRICS_LISTENER_PATHS
+    dashboard = monitoring["ConfigMap/tiktok-gateway-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert '"uid": "tiktok-gateway"' in dashboard["data"]["tiktok-gateway.json"]
