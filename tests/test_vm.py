@@ -55,7 +55,7 @@ def _tool(name: str) -> str:
 
 def _unit() -> dict[str, list[str]]:
     """The [Service] section, every value of each key (systemd allows a key more than once)."""
-    section, found = "", {}
+    section, found = "", dict[str, list[str]]()
     for line in (VM / "tiktok-gateway.service").read_text().splitlines():
         if line.startswith("["):
             section = line
