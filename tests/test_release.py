@@ -62,3 +62,10 @@ def test_uvicorn_has_an_upper_bound() -> None:
     [uvicorn] = [Requirement(d) for d in PROJECT["dependencies"] if d.startswith("uvicorn")]
     assert any(spec.operator == "<" for spec in uvicorn.specifier), uvicorn
 
+
+def test_the_changelog_keeps_an_unreleased_section() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "[Keep a Changelog](https://keepachangelog.com/" in text
+    sections = re.findall(r"^## \[([^\]]+)\]", text, re.M)
+    assert sections and sections[0] == "Unreleased"
+    assert re.search(r"^### (Added|Changed|Fixed|Removed|Deprecated|Security)$", text, re.M)
