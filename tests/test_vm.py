@@ -149,7 +149,7 @@ def site(tmp_path: Path, fake_api: FakeEventsApi) -> Iterator[Site]:
     gateway = GatewayProcess(config, tmp_path / "gateway.log", env=env).start()
     port = free_port()
     options = (
-        "{\n\tdebug\n\tadmin off\n\tlocal_certs\n\tskip_install_trust\n"
+        "{\n\tdebug\n\tadmin off\n\tdefault_bind 127.0.0.1\n\tlocal_certs\n\tskip_install_trust\n"
         f"\thttp_port {free_port()}\n\thttps_port {port}\n"
         f"\tstorage file_system {tmp_path}/caddy\n}}\n\n"
     )
