@@ -13,11 +13,17 @@ RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies exactly as locked (versions and hashes: requirements.lock), in a layer of
+# their own; then the package alone, and `pip check` fails the build if the lock missed one.
+COPY requirements.lock ./
+RUN python -m venv --without-pip /opt/tiktok-gateway \
+    && pip --python /opt/tiktok-gateway/bin/python install --no-compile --require-hashes \
+       -r requirements.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY gateway ./gateway
 COPY static ./static
-RUN python -m venv --without-pip /opt/tiktok-gateway \
-    && pip --python /opt/tiktok-gateway/bin/python install --no-compile . \
+RUN pip --python /opt/tiktok-gateway/bin/python install --no-compile --no-deps . \
+    && pip --python /opt/tiktok-gateway/bin/python check \
     && find /opt/tiktok-gateway -name '*.so' -exec strip --strip-unneeded {} + \
     && /opt/tiktok-gateway/bin/python -m compileall -q -j 0 /opt/tiktok-gateway/lib
 

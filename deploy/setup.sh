@@ -3,6 +3,8 @@
 #   tls/gateway.pem                  a self-signed certificate and its key, for local use only
 #   secrets/gateway_api_key          a random key for POST /v1/events
 #   secrets/gateway_cookie_secret    a random secret that signs the first-party cookies
+#   secrets/redis.conf               a random Redis password (requirepass), and with it
+#   secrets/outbox.env               GATEWAY_OUTBOX_URL for the replicas
 # and says so if secrets/tiktok_access_token (your Events API token) is still missing.
 # Usage: deploy/setup.sh [DIRECTORY]   (default: this folder; existing files are kept)
 #
@@ -32,6 +34,15 @@ for name in gateway_api_key gateway_cookie_secret; do
         echo "made $dir/secrets/$name"
     fi
 done
+
+if [ ! -s "$dir/secrets/redis.conf" ]; then
+    password=$(openssl rand -hex 32)
+    echo "requirepass $password" > "$dir/secrets/redis.conf"
+    echo "GATEWAY_OUTBOX_URL=redis://:$password@redis:6379/0" > "$dir/secrets/outbox.env"
+    chmod 0644 "$dir/secrets/redis.conf"
+    chmod 0600 "$dir/secrets/outbox.env"   # read by compose itself, not by a container
+    echo "made $dir/secrets/redis.conf and $dir/secrets/outbox.env"
+fi
 
 if [ ! -s "$dir/secrets/tiktok_access_token" ]; then
     echo "now write your Events API access token to $dir/secrets/tiktok_access_token"

@@ -73,12 +73,33 @@ def _compose() -> dict[str, object]:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[str]:
-    """A Redis of its own, started with compose's command (append-only) on a free port."""
+def deploy_files(tmp_path: Path) -> Path:
+    """What setup.sh makes (certificate, keys, the Redis password), in tmp_path."""
+    subprocess.run([str(DEPLOY / "setup.sh"), str(tmp_path)], check=True, capture_output=True)
+    (tmp_path / "secrets" / "tiktok_access_token").write_text(TOKEN + "\n")
+    return tmp_path
+
+
+def _outbox_url(deploy_files: Path) -> str:
+    """The replicas' GATEWAY_OUTBOX_URL, as compose passes it from secrets/outbox.env."""
+    assert "./secrets/outbox.env" in str(_compose()["x-gateway"])
+    [line] = (deploy_files / "secrets" / "outbox.env").read_text().splitlines()
+    name, url = line.split("=", 1)
+    assert name == "GATEWAY_OUTBOX_URL" and "@redis:6379/0" in url
+    return url
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path, deploy_files: Path) -> Iterator[str]:
+    """A Redis of its own, started with compose's command (append-only, the password from
+    the config file setup.sh wrote) on a free port; the URL with the password."""
     services = _compose()["services"]
     assert isinstance(services, dict)
-    command = services["redis"]["command"]
-    assert "--appendonly" in command
+    command = [
+        str(deploy_files / "secrets" / "redis.conf") if arg == "/run/secrets/redis.conf" else arg
+        for arg in services["redis"]["command"]
+    ]
+    assert "--appendonly" in command and str(deploy_files / "secrets" / "redis.conf") in command
     port = free_port()
     (tmp_path / "redis").mkdir()
     process = subprocess.Popen(
@@ -86,7 +107,7 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
          "--save", ""],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    url = _outbox_url(deploy_files).replace("@redis:6379/", f"@127.0.0.1:{port}/")
     client = redis.Redis.from_url(url)
 
     def answers() -> bool:
@@ -97,6 +118,8 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
 
     wait_for(answers, 10, "redis-server")
     client.close()
+    with pytest.raises(redis.AuthenticationError):  # no password, no events
+        redis.Redis(port=port).ping()
     yield url
     process.send_signal(signal.SIGTERM)
     process.wait(10)
@@ -106,8 +129,6 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
 def topology(tmp_path: Path, redis_server: str, fake_api: FakeEventsApi) -> Iterator[Topology]:
     if shutil.which("haproxy") is None:
         pytest.fail("the deployment test needs HAProxy (./scripts/test installs Debian's haproxy)")
-    subprocess.run([str(DEPLOY / "setup.sh"), str(tmp_path)], check=True, capture_output=True)
-    (tmp_path / "secrets" / "tiktok_access_token").write_text(TOKEN + "\n")
     services = _compose()["services"]
     assert isinstance(services, dict)
     proxy_address = services["proxy"]["networks"]["gateway"]["ipv4_address"]
@@ -127,6 +148,7 @@ def topology(tmp_path: Path, redis_server: str, fake_api: FakeEventsApi) -> Iter
     pixel = re.search(r'^id = "(\w+)"', config.read_text(), re.M)
     assert pixel is not None
     env = {
+        "GATEWAY_OUTBOX_URL": redis_server,  # compose's env_file, the address changed
         "TIKTOK_API_BASE": fake_api.url,
         "GATEWAY_METRICS_HOST": "127.0.0.1",
         "GATEWAY_METRICS_TOKEN": METRICS_TOKEN,  # the gateway would serve /metrics publicly

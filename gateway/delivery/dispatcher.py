@@ -311,6 +311,7 @@ class Dispatcher:
             self._breaker.success()  # TikTok answered: the upstream itself is fine
             await self._dead_letter(destination, batch, _reason(outcome), outcome.code, request)
             if outcome.alert:
+                self.stats.token_refused += len(ids)
                 log.error(
                     "pixel %s: the access token was refused (code %s): fix the token, then "
                     "run 'tiktok-gateway replay --pixel %s'",

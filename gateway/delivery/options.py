@@ -59,6 +59,8 @@ class DeliveryStats:
     """Extra requests sent to find the refused events inside a refused request."""
     outcomes_dropped: int = 0
     """Settlements the delivery process dropped because the serving one fell behind."""
+    token_refused: int = 0
+    """Events dead-lettered because TikTok refused the access token or its scope."""
 
 
 class Delivery(Protocol):

@@ -44,6 +44,12 @@ class _DeliveryCollector(Collector):
                 stats.outcomes_dropped,
                 "Batch outcomes not reported to the serving process (it fell behind)",
             ),
+            (
+                "token_refused",
+                stats.token_refused,
+                "Events dead-lettered because TikTok refused the access token (40105) or its "
+                "scope (40001): an operator must fix the token, then replay them",
+            ),
         ):
             yield CounterMetricFamily(f"tiktok_gateway_delivery_{name}", doc, value=value)
 
