@@ -155,24 +155,56 @@ def wait_for_http(url: str, *, timeout: float = 15.0) -> httpx.Response:
             time.sleep(0.05)
 
 
-REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-"""Tests own database 15 of the local Redis and empty it around each test (set
-GATEWAY_TEST_REDIS_URL to give test runs side by side a database each)."""
+REDIS_SERVER = "redis://127.0.0.1:6379"
+REDIS_CLAIM_SECONDS = 3 * 3600
+"""How long a test run's claim on its database lasts if the run dies without releasing it."""
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
+@pytest.fixture(scope="session")
+def redis_database() -> Iterator[str]:
+    """A Redis database of this test run's own, emptied around each test that uses it.
+
+    Test runs side by side (two checkouts, a developer's run beside CI) must not empty each
+    other's keys, so each run claims a free database among 1–15 with a key in database 0
+    (`SET … NX`, released at the end, expiring if the run dies); database 0 is left to
+    gateways. GATEWAY_TEST_REDIS_URL names one explicitly instead."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    given = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    registry = redis.Redis.from_url(f"{REDIS_SERVER}/0")
     try:
-        client.ping()
+        registry.ping()
     except redis.ConnectionError:
         pytest.fail(
             "the Redis tests need a Redis server on 127.0.0.1:6379 (./scripts/test starts one)"
         )
+    url, claim = claim_redis_database(registry)
+    try:
+        yield url
+    finally:
+        registry.delete(claim)
+        registry.close()
+
+
+def claim_redis_database(registry: Any) -> tuple[str, str]:
+    """The URL of a database no other test run holds, and the key that holds it now."""
+    for database in range(15, 0, -1):
+        key = f"tiktok-gateway-tests:database:{database}"
+        if registry.set(key, os.getpid(), nx=True, ex=REDIS_CLAIM_SECONDS):
+            return f"{REDIS_SERVER}/{database}", key
+    pytest.fail("every Redis database 1–15 is claimed by another test run")
+
+
+@pytest.fixture
+def redis_url(redis_database: str) -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(redis_database)
     client.flushdb()
-    yield REDIS_URL
+    yield redis_database
     client.flushdb()
     client.close()
 

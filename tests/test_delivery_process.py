@@ -19,7 +19,8 @@ from gateway.fake_api import FakeEventsApi
 from gateway.privacy import logs
 from gateway.settings import Settings, load_settings
 from gateway.storage.outbox import open_outbox
-from tests.gateway_process import write_config
+from tests.conftest import wait_until
+from tests.gateway_process import GatewayProcess, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +162,47 @@ async def test_a_child_that_cannot_apply_a_reload_says_why_at_once(
     with pytest.raises(RuntimeError, match=r"could not apply .*: ValueError: a bug"):
         await asyncio.wait_for(delivery.reconfigure(settings), 5)  # not the 10 s timeout
     await answering
+
+
+def _serve(tmp_path: Path, fake_api: FakeEventsApi) -> GatewayProcess:
+    config = write_config(
+        tmp_path / "gateway.toml",
+        api_base=fake_api.url,
+        outbox_url=f"sqlite:///{tmp_path / 'outbox.sqlite3'}",
+    )
+    return GatewayProcess(config, tmp_path / "gateway.log").start()
+
+
+def test_sigterm_to_the_whole_group_stops_quietly(tmp_path: Path, fake_api: FakeEventsApi) -> None:
+    """As systemd or `timeout` send it: the child and the gateway both get SIGTERM, the child
+    first; that is a stop, not a crash to restart (issue 23)."""
+    gateway = _serve(tmp_path, fake_api)
+    os.kill(gateway.delivery_pid, signal.SIGTERM)
+    os.kill(gateway.pid, signal.SIGTERM)
+    assert gateway.process is not None
+    assert gateway.process.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    log = (tmp_path / "gateway.log").read_text()
+    assert "stopped on SIGTERM" in log  # the sentinel: the child's stop was seen
+    assert "restarting" not in log and "starting it again" not in log, log
+
+
+def test_sigterm_to_the_child_alone_starts_it_again(
+    tmp_path: Path, fake_api: FakeEventsApi
+) -> None:
+    gateway = _serve(tmp_path, fake_api)
+    try:
+        first = gateway.delivery_pid
+        os.kill(first, signal.SIGTERM)
+        wait_until(
+            lambda: "starting it again" in (tmp_path / "gateway.log").read_text(), "no restart"
+        )
+        wait_until(lambda: _delivery_pid_or_none(gateway) not in (None, first), "no new child")
+    finally:
+        gateway.stop()
+
+
+def _delivery_pid_or_none(gateway: GatewayProcess) -> int | None:
+    try:
+        return gateway.delivery_pid
+    except (AssertionError, OSError):
+        return None

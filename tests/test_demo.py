@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,3 +49,31 @@ def test_demo_prints_the_console_and_a_password_that_opens_it(demo: dict[str, st
         assert login.status_code == 303
         page = client.get(demo["console"])
         assert page.status_code == 200 and 'id="events"' in page.text
+
+
+def test_ctrl_c_stops_the_demo_in_one_line_without_warnings() -> None:
+    """Ctrl-C ends the demo with exit 0 and no traceback; its token lives in no file, so
+    nothing warns about one (issue 23)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not any(line.startswith("Ctrl-C stops everything") for line in lines):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=20)
+    output = "".join(lines) + rest
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "written in the file" not in output, output
+    assert rest.strip().splitlines()[-1] == "demo stopped.", output

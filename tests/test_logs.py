@@ -63,6 +63,16 @@ def test_a_json_line_has_the_fields_and_the_structured_extras(log_to: Any) -> No
     assert record["time"].endswith("Z")
 
 
+def test_uvicorn_s_colour_codes_stay_out_of_json_lines(log_to: Any) -> None:
+    """uvicorn passes its message again with ANSI colours as `color_message` (issue 23)."""
+    logger, stream = log_to(JsonFormatter())
+    coloured = "Started server process [\x1b[36m%d\x1b[0m]"
+    logger.warning("Started server process [%d]", 42, extra={"color_message": coloured})
+    record = json.loads(stream.getvalue())
+    assert record["message"] == "Started server process [42]"
+    assert "color_message" not in record and "\x1b" not in stream.getvalue()
+
+
 def test_secrets_and_emails_are_scrubbed_from_every_part_of_a_json_line(log_to: Any) -> None:
     logger, stream = log_to(JsonFormatter())
     try:

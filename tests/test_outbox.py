@@ -280,3 +280,20 @@ async def test_backlog_is_read_without_scanning(make_outbox: OutboxFactory) -> N
     assert (await outbox.backlog(later)).oldest_age_seconds is None
     if isinstance(outbox, SqliteOutbox):  # deleted rows' pages are free for reuse
         assert (await outbox.backlog(later)).stored_bytes < full.stored_bytes
+
+
+def test_test_runs_side_by_side_get_a_redis_database_each(redis_database: str) -> None:
+    """Two runs never empty each other's keys: each claims its own database (issue 23)."""
+    import redis
+
+    from tests.conftest import claim_redis_database
+
+    registry = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        other, claim = claim_redis_database(registry)
+        try:
+            assert other != redis_database and not other.endswith("/0")
+        finally:
+            registry.delete(claim)
+    finally:
+        registry.close()

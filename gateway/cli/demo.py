@@ -9,6 +9,7 @@ snippet on it. The console shows each click as it is delivered.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
 import sys
 import tempfile
@@ -36,12 +37,17 @@ def register(commands: Commands) -> None:
     demo.set_defaults(run=run)
 
 
+_TOKEN_VARIABLE = "TIKTOK_DEMO_ACCESS_TOKEN"
+
+
 def demo_settings(api_url: str, port: int, password: str, outbox_dir: str, **toml: Any) -> Settings:
     """A gateway for the demo: one pixel on the fake API, the shop's origin, the console."""
     origin = f"http://127.0.0.1:{port}"
     data: dict[str, Any] = {
         "api_base": api_url,
-        "pixels": [{"id": DEMO_PIXEL, "access_token": DEMO_TOKEN, "origins": [origin]}],
+        "pixels": [
+            {"id": DEMO_PIXEL, "access_token": f"env:{_TOKEN_VARIABLE}", "origins": [origin]}
+        ],
         "server": {"host": "127.0.0.1", "port": port},
         "metrics": {"port": 0},
         "outbox": {"url": f"sqlite:///{outbox_dir}/demo-outbox.sqlite3"},
@@ -50,7 +56,8 @@ def demo_settings(api_url: str, port: int, password: str, outbox_dir: str, **tom
         "console": {"admin_password": password},
     }
     data.update(toml)
-    return parse_settings(data, {})
+    # from "the environment": a token written in the configuration is warned against
+    return parse_settings(data, {_TOKEN_VARIABLE: DEMO_TOKEN})
 
 
 SHOP = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -126,5 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"console                 {base}{settings.console.path}")
         print(f"admin password          {password}")
         print("Ctrl-C stops everything; the demo keeps nothing.", flush=True)
-        uvicorn.Server(uvicorn_config(app, settings)).run(sockets)
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it ends on
+            uvicorn.Server(uvicorn_config(app, settings)).run(sockets)
+    print("demo stopped.")
     return 0

@@ -30,6 +30,8 @@ from gateway.settings import Settings
 from gateway.storage.outbox import open_outbox
 
 log = logging.getLogger(__name__)
+EXIT_TERMINATED = 3
+"""The child's exit status after a graceful stop on SIGTERM (not on its parent's word)."""
 WAKE, STOP = b"w", b"s"
 READY = b"ready"
 _STATS_EVERY = 0.2
@@ -63,15 +65,18 @@ def child_main(child: ChildEnds) -> None:
     except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
         runner = asyncio.run
     try:
-        runner(_deliver_until_told(child))
+        terminated = runner(_deliver_until_told(child))
     except Exception as exc:  # reported to the parent if it still waits for "ready"
         log.exception("delivery process failed")
         with contextlib.suppress(OSError):
             ready.send_bytes(f"{type(exc).__name__}: {exc}".encode())
         raise SystemExit(1) from None
+    if terminated:  # the parent tells a SIGTERM sent to the whole group from a crash
+        raise SystemExit(EXIT_TERMINATED)
 
 
-async def _deliver_until_told(child: ChildEnds) -> None:
+async def _deliver_until_told(child: ChildEnds) -> bool:
+    """Deliver until the parent (or SIGTERM) says stop; True when SIGTERM said it."""
     settings, wake, ready, stats = child.settings, child.wake, child.ready, child.stats
     outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
     client = EventsApiClient.from_settings(settings)
@@ -103,7 +108,14 @@ async def _deliver_until_told(child: ChildEnds) -> None:
     loop.add_reader(wake.fileno(), on_signal)
     reloads = _Reloads(child.control, dispatcher, settings)
     loop.add_reader(child.control.fileno(), reloads.readable)
-    loop.add_signal_handler(signal.SIGTERM, tell, True)
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        tell(True)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     await dispatcher.start()
     ready.send_bytes(READY)
     ready.close()
@@ -129,6 +141,7 @@ async def _deliver_until_told(child: ChildEnds) -> None:
     await channel.close()
     await client.aclose()
     await outbox.close()
+    return terminated
 
 
 class _Reloads:

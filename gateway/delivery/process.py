@@ -38,7 +38,7 @@ from dataclasses import astuple
 from multiprocessing.connection import Connection
 from typing import Any
 
-from gateway.delivery.child import READY, STOP, WAKE, ChildEnds, child_main
+from gateway.delivery.child import EXIT_TERMINATED, READY, STOP, WAKE, ChildEnds, child_main
 from gateway.delivery.options import DeliveryStats
 from gateway.delivery.settlement import DeliveryObserver, NoObserver, read_settlements
 from gateway.settings import Settings
@@ -259,15 +259,20 @@ class DeliveryProcess:
                 failures = 0
             delay = _RESTART_BACKOFF[min(failures, len(_RESTART_BACKOFF) - 1)]
             failures += 1
-            log.log(
-                logging.WARNING if process.exitcode == 0 else logging.ERROR,
-                "delivery process %s exited with %s; restarting in %.0fs (events stay stored)",
-                process.pid, process.exitcode, delay,
-            )  # fmt: skip
             self._close_wake_writer()
             self._counted_before = self.stats
             self._stats[:] = [0] * len(self._stats)
-            await asyncio.sleep(delay)
+            if process.exitcode == EXIT_TERMINATED:  # SIGTERM: to the group, the gateway stops
+                log.info("delivery process %s stopped on SIGTERM", process.pid)
+                await asyncio.sleep(delay)  # a stop of the gateway cancels this wait
+                log.warning("delivery process stopped on SIGTERM alone; starting it again")
+            else:
+                log.log(
+                    logging.WARNING if process.exitcode == 0 else logging.ERROR,
+                    "delivery process %s exited with %s; restarting in %.0fs (events stay stored)",
+                    process.pid, process.exitcode, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
             try:
                 if self._on_restart is not None:
                     await self._on_restart()

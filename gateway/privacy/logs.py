@@ -31,8 +31,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
-"""LogRecord attributes that every record has: anything else was passed in `extra`."""
+"""LogRecord attributes that every record has: anything else was passed in `extra`
+(but uvicorn's `color_message`, its message again with terminal colour codes)."""
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
