@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.fake_api import FakeEventsApi
 from tests.conftest import PIXEL, TOKEN, free_port, run_cli, wait_for_events, wait_for_http
+from tests.gateway_process import GatewayProcess, write_config
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -129,3 +132,43 @@ def test_serve_from_environment_variables_alone_serves_a_site(
     assert process.returncode in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in output
     assert TOKEN not in output
+
+
+@pytest.mark.parametrize(
+    ("option", "listener", "moved_by"),
+    [
+        ("--port", "public", "[server] port, --port"),
+        ("--metrics-port", "metrics", "--metrics-port"),
+    ],
+)
+def test_a_taken_port_is_named_with_its_listener_and_what_moves_it(
+    option: str, listener: str, moved_by: str, tmp_path: Path
+) -> None:
+    """One line: which listener, which address, which setting (issue 23)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--metrics-port" if option == "--port" else "--port"
+        result = run_cli(
+            "serve", option, str(port), other, str(free_port()),
+            env={"TIKTOK_PIXEL_ID": PIXEL, "TIKTOK_ACCESS_TOKEN": TOKEN,
+                 "GATEWAY_OUTBOX_URL": f"sqlite:///{tmp_path / 'outbox.sqlite3'}"},
+        )  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"cannot listen on 127.0.0.1:{port} (the {listener} listener;"), line
+    assert moved_by in line and "in use" in line, line
+
+
+def test_serve_logs_every_address_it_listens_on(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "gateway.toml", api_base="http://127.0.0.1:9", outbox_url="sqlite:///o.db"
+    )
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    try:
+        log = (tmp_path / "gateway.log").read_text()
+        assert f"listening on http://127.0.0.1:{gateway.port} (public)" in log, log
+        assert f"listening on http://127.0.0.1:{gateway.metrics_port} (metrics)" in log, log
+    finally:
+        gateway.stop()

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.fake_api import FakeEventsApi
-    from gateway.http.listeners import listening_sockets
+    from gateway.http.listeners import CannotListen, listening_sockets
     from gateway.http.server import uvicorn_config
     from gateway.privacy.logs import configure_logging
     from gateway.runtime import Gateway
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
         configure_logging("warning", settings.secrets())
         try:
             sockets = listening_sockets(settings)
-        except OSError as exc:
-            print(f"cannot listen on port {args.port}: {exc.strerror}", file=sys.stderr)
+        except CannotListen as exc:
+            print(exc, file=sys.stderr)
             return 2
         app = create_app(Gateway(settings))
         app.router.routes.extend(shop_routes())

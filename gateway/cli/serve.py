@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 
 from gateway.cli.common import Commands, add_config, settings_of
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: Commands) -> None:
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.core import heap
-    from gateway.http.listeners import listening_sockets
+    from gateway.http.listeners import CannotListen, listeners, listening_sockets
     from gateway.http.server import uvicorn_config
     from gateway.privacy.logs import configure_logging
     from gateway.runtime import Gateway
@@ -41,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
         sockets = listening_sockets(settings)
-    except OSError as exc:
-        print(f"cannot listen: {exc.strerror}", file=sys.stderr)
+    except CannotListen as exc:
+        print(exc, file=sys.stderr)
         return 2
+    for listener in listeners(settings):
+        log.info("listening on %s (%s)", listener.url, listener.name)
     overrides = {"host": args.host, "port": args.port, "metrics_port": args.metrics_port}
     # SIGHUP, or a change of the file or of a `file:` secret, reads the configuration again
     config_file = args.config or os.environ.get("GATEWAY_CONFIG") or None

@@ -12,6 +12,7 @@ an orchestrator's probes need.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,15 +37,54 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def listening_sockets(settings: Settings) -> list[socket.socket]:
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One address the gateway listens on, and what sets it (for errors an operator can act on)."""
+
+    name: str
+    host: str
+    port: int
+    setting: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class CannotListen(Exception):
+    """A listener could not bind: the one line names it, its address and what moves it."""
+
+    def __init__(self, listener: Listener, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {listener.host}:{listener.port} (the {listener.name} listener; "
+            f"{listener.setting} moves it): {reason}"
+        )
+
+
+def listeners(settings: Settings) -> list[Listener]:
     """The public listener, and the metrics listener unless `[metrics] port = 0`."""
-    sockets = [bind(settings.server.host, settings.server.port)]
+    found = [
+        Listener("public", settings.server.host, settings.server.port, "[server] port, --port")
+    ]
     if settings.metrics.port:
+        metrics = settings.metrics
+        found.append(
+            Listener("metrics", metrics.host, metrics.port, "[metrics] port, --metrics-port")
+        )
+    return found
+
+
+def listening_sockets(settings: Settings) -> list[socket.socket]:
+    """A bound socket per listener (raises CannotListen, having closed what it bound)."""
+    sockets: list[socket.socket] = []
+    for listener in listeners(settings):
         try:
-            sockets.append(bind(settings.metrics.host, settings.metrics.port))
-        except OSError:
-            sockets[0].close()
-            raise
+            sockets.append(bind(listener.host, listener.port))
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            raise CannotListen(listener, exc.strerror or str(exc)) from None
     return sockets
 
 
