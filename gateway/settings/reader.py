@@ -98,9 +98,9 @@ class TableReader:
         """A key's raw value without marking it read (to pick how to read it)."""
         return self._data.get(key)
 
-    def raw_keys(self) -> set[str]:
-        """The keys present, without marking them read."""
-        return set(self._data)
+    def raw_keys(self) -> list[str]:
+        """The keys present, in the order written, without marking them read."""
+        return list(self._data)
 
     def raw(self) -> Mapping[str, Any]:
         self._seen.update(self._data)
