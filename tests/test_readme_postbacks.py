@@ -16,6 +16,10 @@ ENV = {
     "LMS_POSTBACK_SECRET": "lms-secret-0123456789",
     "PINGTREE_POSTBACK_SECRET": "tree-secret-0123456789",
     "GATEWAY_CONTEXT_SECRET": "context-secret-0123456789",
+    "VOLUUM_POSTBACK_SECRET": "voluum-secret-0123456789",
+    "CAKE_POSTBACK_SECRET": "cake-secret-0123456789",
+    "LEADS_POSTBACK_SECRET": "leads-secret-0123456789",
+    "EVERFLOW_WEBHOOK_SECRET": "everflow-secret-0123456789",
 }
 
 
@@ -29,7 +33,7 @@ def blocks() -> list[str]:
 
 def test_every_configuration_of_the_section_is_valid() -> None:
     found = blocks()
-    assert len(found) == 4
+    assert len(found) == 5  # rules, the LMS, the pingtree, other platforms, the table
     for block in found:
         data = tomllib.loads(block)
         data.pop("pixels", None)

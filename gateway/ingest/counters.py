@@ -22,4 +22,5 @@ class IngestCounters(Protocol):
     personal_data_scrubbed: Counter
     postbacks: Counter
     postback_rules_skipped: Counter
+    postback_unfilled_macros: Counter
     relay_fixups: dict[str, int]

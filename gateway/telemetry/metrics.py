@@ -219,6 +219,12 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.postback_unfilled_macros = Counter(
+            "tiktok_gateway_postback_unfilled_macros",
+            "Postback values that were a platform's unfilled macro ({x}, #x#, [x]): absent",
+            ["source"],
+            registry=self.registry,
+        )
         self._context: Callable[[], ContextStats | None] = lambda: None
         self.registry.register(_ContextCollector(lambda: self._context()))
         self._delivery: Callable[[], DeliveryStats | None] = lambda: None

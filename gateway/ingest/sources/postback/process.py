@@ -21,7 +21,7 @@ from gateway.core.event import Destination, Event, request_body
 from gateway.ingest.leads import Filled, LeadMemory, with_url
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
-from gateway.ingest.sources.postback.request import sender_name
+from gateway.ingest.sources.postback.request import is_unfilled_macro, sender_name
 from gateway.settings import PixelConfig, PostbackSource
 from gateway.settings.tracking.conditions import NotANumber
 from gateway.settings.tracking.rules import Built, RuleSet, Unmatched
@@ -82,13 +82,6 @@ class Outcome:
         return body
 
 
-def _click_flag(given: str | None, filled: str) -> str:
-    """How the click id stands; one the sender gave that TikTok would not take is flagged."""
-    if given and not _CLICK.fullmatch(given):
-        return "malformed"
-    return filled
-
-
 def tiktok_requests(events: list[Event]) -> list[dict[str, Any]]:
     """The Events API bodies these events would be sent in, one per destination."""
     by_destination: dict[Destination, list[Event]] = {}
@@ -112,6 +105,7 @@ class PostbackProcessor:
         metrics = pipeline.metrics
         self._counted = metrics.postbacks
         self._skipped = metrics.postback_rules_skipped
+        self._unfilled = metrics.postback_unfilled_macros
 
     @property
     def pixels(self) -> Mapping[str, PixelConfig]:
@@ -131,6 +125,14 @@ class PostbackProcessor:
 
         `pixels`: the pixel table taken with `rules` (`self.pixels`, before any await), so
         a reload while the lead context is read cannot judge old rules by a new table."""
+        unfilled = [name for name, value in fields.items() if is_unfilled_macro(value)]
+        given = fields.get("ttclid")
+        bad_click = bool(given) and "ttclid" not in unfilled and not _CLICK.fullmatch(given or "")
+        if unfilled or bad_click:  # absent: never sent, never in place of the context's
+            if unfilled and store:
+                self._unfilled.labels(source.name).inc(len(unfilled))
+            dropped = {*unfilled, *(["ttclid"] if bad_click else [])}
+            fields = {name: value for name, value in fields.items() if name not in dropped}
         try:
             evaluation = rules.evaluate(source.name, fields)
         except NotANumber as exc:
@@ -140,7 +142,7 @@ class PostbackProcessor:
         outcome.unmatched.extend(evaluation.unmatched)
         built = [b for fired in evaluation.fired for b in fired.events]
         filled = await self._fill(fields, built)
-        outcome.click = _click_flag(fields.get("ttclid"), filled.click)
+        outcome.click = "malformed" if bad_click else filled.click
         groups = [self._items(fired.events, filled, pixels) for fired in evaluation.fired]
         results = await self._pipeline.ingest_each(groups, POSTBACK, store=store)
         for fired, result in zip(evaluation.fired, results, strict=True):

@@ -10,6 +10,7 @@ Parameters that steer the gateway itself (`key`, `dry_run`) are taken out first.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,6 +23,9 @@ from gateway.settings import PostbackSource
 MAX_FIELDS = 200
 MAX_NAME = 128
 MAX_VALUE = 2048
+MAX_NESTED_FIELDS = 1000
+"""Fields a JSON body may give in all, nested objects' included (past it: left out)."""
+MAX_DEPTH = 8
 CONTROL = frozenset({"key", "dry_run"})
 """Parameters for the gateway, never fields: the source's secret, the dry-run flag."""
 
@@ -61,22 +65,47 @@ def body_fields(media_type: str, body: bytes) -> dict[str, str]:
         raise EventError("body", f"more than {MAX_FIELDS} fields")
     fields: dict[str, str] = {}
     for name, value in data.items():
-        if name.strip():
+        if not name.strip():
+            continue
+        if isinstance(value, dict | list):
+            _flatten(name.strip(), value, fields, 1)
+        else:
             fields[name.strip()] = _text(name, value)
     return fields
 
 
-def _text(name: str, value: Any) -> str:
+def _flatten(prefix: str, value: Any, into: dict[str, str], depth: int) -> None:
+    """A nested object's scalars as dotted names (`relationship.offer.name`, `items.0.sku`),
+    for rename, filters and templates. Only what a rule reads matters, so what cannot be a
+    field (too deep, too many, too long) is left out, never a 400."""
+    pairs = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, inner in pairs:
+        name = f"{prefix}.{key}"
+        if len(into) >= MAX_NESTED_FIELDS or len(name) > MAX_NAME:
+            return
+        if isinstance(inner, dict | list):
+            if depth < MAX_DEPTH:
+                _flatten(name, inner, into, depth + 1)
+        elif inner is None or isinstance(inner, str | int | float):
+            text = _scalar(inner)
+            if len(text) <= MAX_VALUE:
+                into.setdefault(name, text.strip())
+
+
+def _scalar(value: str | int | float | None) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = value
-    elif isinstance(value, int | float):
-        text = repr(value) if isinstance(value, float) else str(value)
-    else:
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not (value is None or isinstance(value, str | int | float)):
         raise EventError(_shown(name), "must be a string, a number or true/false")
+    text = _scalar(value)
     _check(name, text)
     return text.strip()
 
@@ -92,6 +121,15 @@ def _shown(name: str) -> str:
     return name if name.isprintable() else repr(name)
 
 
+_UNFILLED = re.compile(r"(?:\{[\w.-]*\})+|(?:\{\{[\w.-]*\}\})+|(?:#[\w.-]+#)+|(?:\[[\w.-]+\])+")
+"""A platform's macro left as it was written: `{externalid}`, `#s2#`, `[token]`."""
+
+
+def is_unfilled_macro(value: str) -> bool:
+    """Whether a value is only unfilled macros (the platform had nothing to put there)."""
+    return value[:1] in "{#[" and bool(value) and _UNFILLED.fullmatch(value) is not None
+
+
 def our_fields(source: PostbackSource, given: Mapping[str, str]) -> dict[str, str]:
     """Renamed to our field names, with the trigger the source's value maps give."""
     fields: dict[str, str] = {}
@@ -99,7 +137,7 @@ def our_fields(source: PostbackSource, given: Mapping[str, str]) -> dict[str, st
         if name in CONTROL:
             continue
         target = source.rename.get(name, name)
-        if target not in fields or not fields[target]:
+        if target not in fields or not fields[target] or is_unfilled_macro(fields[target]):
             fields[target] = value
     if not fields.get("trigger"):
         for name, mapping in source.triggers.items():
