@@ -3,7 +3,8 @@
 `serve` wraps it in the Starlette app, the commands use its parts, and the delivery process
 builds its dispatcher the same way (`Dispatcher.from_settings`). It owns the order of
 things: the outbox opens before delivery starts, and on stop delivery ends (grace period)
-before the HTTP client and the outbox close. No module-level singletons, no untyped state.
+before the HTTP client and the storage backend close. No module-level singletons, no
+untyped state.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from gateway.ingest.policy import SourcePolicy
 from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
-from gateway.storage.outbox import Outbox, is_redis, open_outbox
+from gateway.storage.backend import open_backend
+from gateway.storage.outbox import Outbox
 from gateway.storage.outbox.guard import MB, BacklogGuard, BacklogLimits
-from gateway.storage.postback_log import postback_log
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.per_minute import EventsPerMinute
 from gateway.telemetry.recent import RecentEvents
@@ -69,7 +70,9 @@ class Gateway:
         self.live = LiveSettings(settings, load=reload, config_file=config_file)
         """The configuration now: parts that can be reloaded listen to it."""
         self.metrics = Metrics()
-        self.outbox = outbox or open_outbox(settings.outbox)
+        self.backend = open_backend(settings.outbox, outbox=outbox)
+        """The storage the URL names: it owns the outbox and every connection to it."""
+        self.outbox = self.backend.outbox
         self.pipeline = Pipeline(settings, self.outbox, self.metrics, clock=clock)
         self.recent = RecentEvents(RECENT_EVENTS, clock=clock)
         """The latest events and what became of them: what the console reads."""
@@ -100,7 +103,7 @@ class Gateway:
         self.limits = RateLimits(
             settings.rate_limit,
             on_refused=lambda endpoint: self.metrics.rate_limited.labels(endpoint).inc(),
-            redis_url=outbox_settings.url if is_redis(outbox_settings.url) else None,
+            redis=self.backend.shared_buckets(),
             clock=limits_clock,
         )
         """Per-client rate limits of the endpoints strangers reach."""
@@ -113,18 +116,19 @@ class Gateway:
         )
         """Failed authentications per client on the endpoints that take keys: past a budget,
         a client is refused before its key is compared."""
-        self.leads = lead_memory(settings, self.outbox, clock=clock)
+        self.leads = lead_memory(settings, self.backend, clock=clock)
         """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
         self.pipeline.on_accept(self.leads.accepted)
         self.metrics.watch_context(lambda: self.leads.store.stats)
-        self.postback_log = postback_log(settings, self.outbox)
+        self.postback_log = self.backend.postback_log(settings.postbacks.log_size)
         """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
         self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self.pipeline.on_accept(self.recent.accepted)
         self.replicas: ReplicaFeed | None = None
         """With Redis and a console: every replica's events on every replica's console."""
-        if settings.console.enabled and is_redis(outbox_settings.url):
-            self.replicas = ReplicaFeed(outbox_settings.url, self.recent)
+        feed = self.backend.console_feed() if settings.console.enabled else None
+        if feed is not None:
+            self.replicas = ReplicaFeed(feed, self.recent)
         self.pipeline.on_accept(ScoreHistogram(self.metrics.registry).accepted)
         self.pixel_copies = PixelCopies(self.metrics.registry)
         """Recovered conversions: browser events whose pixel copy was blocked or absent."""
@@ -133,7 +137,7 @@ class Gateway:
         self.per_minute = EventsPerMinute(
             [p.id for p in settings.pixels],
             clock=clock,
-            redis_url=outbox_settings.url if console and is_redis(outbox_settings.url) else None,
+            redis=self.backend.shared_counters() if console else None,
         )
         """Events per minute over the last hour, per pixel (every replica's with Redis), for
         the console's chart: without a console nothing counts them, nothing writes Redis."""
@@ -166,7 +170,7 @@ class Gateway:
         except BaseException:
             await self.postback_log.close()
             await self.leads.store.close()
-            await self.outbox.close()
+            await self.backend.close()
             raise
         self.guard.start()
         self.live.start(self.settings.watch_files_seconds)
@@ -178,7 +182,7 @@ class Gateway:
         log.info("gateway ready: %d pixel(s), outbox %r", len(self.settings.pixels), self.outbox)
 
     async def stop(self) -> None:
-        """Stop delivery (grace period), then close the client and the outbox. Idempotent."""
+        """Stop delivery (grace period), then close the client and the storage. Idempotent."""
         self._started = False
         await self.live.stop()
         await self.guard.stop()
@@ -188,10 +192,9 @@ class Gateway:
         await self.delivery.stop()
         if self.client is not None:
             await self.client.aclose()
-        await self.limits.aclose()
         await self.postback_log.close()
         await self.leads.store.close()
-        await self.outbox.close()
+        await self.backend.close()
 
 
 def _warn(settings: Settings) -> None:

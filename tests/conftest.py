@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -25,7 +25,8 @@ from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.fake_api import FakeEventsApi
 from gateway.ingest.parser import ParseRules, parse_event
 from gateway.runtime import Gateway
-from gateway.settings import Settings, parse_settings
+from gateway.settings import OutboxSettings, Settings, parse_settings
+from gateway.storage.backend import Backend, open_backend
 from gateway.storage.outbox.sqlite import SqliteOutbox
 
 T = TypeVar("T")
@@ -207,6 +208,25 @@ def redis_url(redis_database: str) -> Iterator[str]:
     yield redis_database
     client.flushdb()
     client.close()
+
+
+BackendFactory = Callable[..., Backend]
+
+
+@pytest.fixture
+async def make_backend() -> AsyncIterator[BackendFactory]:
+    """Storage backends of a URL (`open_backend`'s keyword options, and `lease_seconds`),
+    each closed after the test with every client it made."""
+    made: list[Backend] = []
+
+    def make(url: str, *, lease_seconds: float = 300.0, **options: Any) -> Backend:
+        settings = OutboxSettings(url=url, lease_seconds=lease_seconds)
+        made.append(open_backend(settings, **options))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        await backend.close()
 
 
 def make_event(

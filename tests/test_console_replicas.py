@@ -23,9 +23,10 @@ from gateway.core.score import keys_present, score
 from gateway.delivery.settlement import DELIVERED, Settlement
 from gateway.ingest.policy import SERVER
 from gateway.privacy.masking import masked_ip
+from gateway.storage.backend import ConsoleFeed
 from gateway.telemetry.recent import RecentEvents
 from gateway.telemetry.replicas import ReplicaFeed
-from tests.conftest import PIXEL, TOKEN, GatewayServer, make_event, wait_until
+from tests.conftest import PIXEL, TOKEN, BackendFactory, GatewayServer, make_event, wait_until
 from tests.redis_proxy import RedisProxy
 from tests.test_console import API_KEY, PASSWORD, RAW_EMAIL, log_in
 
@@ -33,11 +34,11 @@ from tests.test_console import API_KEY, PASSWORD, RAW_EMAIL, log_in
 class Replica:
     """What one gateway process holds for the console: its buffer, its feed, its pages."""
 
-    def __init__(self, name: str, redis_url: str, prefix: str, **options: float) -> None:
+    def __init__(self, name: str, feed: ConsoleFeed, prefix: str, **options: float) -> None:
         self.name = name
         self.recent = RecentEvents(100)
         self.feed = ReplicaFeed(
-            redis_url,
+            feed,
             self.recent,
             prefix=prefix,
             replica=name,
@@ -59,14 +60,16 @@ Make = Callable[..., Replica]
 
 
 @pytest.fixture
-async def replicas(redis_url: str) -> AsyncIterator[Make]:
+async def replicas(redis_url: str, make_backend: BackendFactory) -> AsyncIterator[Make]:
     """Replicas on this test's own channels: pub/sub is server-wide (it ignores the db), and
     test runs side by side on one Redis must not hear each other's pages and events."""
     made: list[Replica] = []
     run = uuid.uuid4().hex[:8]
 
     def make(name: str, *, url: str = redis_url, **options: float) -> Replica:
-        made.append(Replica(f"{name}-{run}", url, prefix=f"test-console-{run}", **options))
+        feed = make_backend(url).console_feed()
+        assert feed is not None
+        made.append(Replica(f"{name}-{run}", feed, prefix=f"test-console-{run}", **options))
         made[-1].feed.start()
         return made[-1]
 

@@ -18,7 +18,7 @@ from gateway.delivery.process import DeliveryProcess, _readable
 from gateway.fake_api import FakeEventsApi
 from gateway.privacy import logs
 from gateway.settings import Settings, load_settings
-from gateway.storage.outbox import open_outbox
+from gateway.storage.backend import open_backend
 from tests.conftest import wait_until
 from tests.gateway_process import GatewayProcess, write_config
 
@@ -39,7 +39,8 @@ async def test_a_stop_while_a_crashed_child_is_restarted_leaves_no_process_behin
     outbox_url = f"sqlite:///{tmp_path}/outbox.sqlite3"
     config = write_config(tmp_path / "gateway.toml", api_base=fake_api.url, outbox_url=outbox_url)
     settings = load_settings(config, {})
-    store = open_outbox(settings.outbox)  # the gateway's side: it owns the file
+    backend = open_backend(settings.outbox)  # the gateway's side: it owns the file
+    store = backend.outbox
     await store.open()
     delivery = DeliveryProcess(settings, on_restart=store.release_leases)
     try:
@@ -57,7 +58,7 @@ async def test_a_stop_while_a_crashed_child_is_restarted_leaves_no_process_behin
         assert multiprocessing.active_children() == []
         assert not delivery.running
     finally:
-        await store.close()
+        await backend.close()
 
 
 @pytest.fixture
@@ -82,7 +83,8 @@ async def test_reloads_sent_at_once_reach_the_child_one_by_one_and_are_each_conf
     (several writes each), and must not interleave on the pipe, nor be read in part by
     either side (uvloop's add_reader makes a fd non-blocking), nor their answers be taken
     for each other's."""
-    store = open_outbox(settings.outbox)
+    backend = open_backend(settings.outbox)
+    store = backend.outbox
     await store.open()
     delivery = DeliveryProcess(settings, on_restart=store.release_leases)
     try:
@@ -96,7 +98,7 @@ async def test_reloads_sent_at_once_reach_the_child_one_by_one_and_are_each_conf
         assert delivery.pid == child and delivery.running and delivery.restarts == 0
     finally:
         await delivery.stop()
-        await store.close()
+        await backend.close()
 
 
 class _Child:

@@ -17,7 +17,7 @@ from gateway.http.failed_auth import FailedAuthLimit
 from gateway.http.rate_limit import Budget, LocalBuckets, RateLimits
 from gateway.runtime import Gateway
 from gateway.settings import RateLimitSettings
-from tests.conftest import PIXEL, TOKEN, GatewayServer, SettingsFactory
+from tests.conftest import PIXEL, TOKEN, BackendFactory, GatewayServer, SettingsFactory
 
 API_KEY = "server-api-key-0123456789"
 SECRET = "lms-secret-0123456789"
@@ -257,24 +257,22 @@ def test_replicas_share_the_count_through_redis(
 
 
 @pytest.mark.anyio
-async def test_without_redis_the_local_budget_still_holds() -> None:
+async def test_without_redis_the_local_budget_still_holds(make_backend: BackendFactory) -> None:
     """Redis unreachable: the local bucket decides alone (fail open to the local limit)."""
     settings = RateLimitSettings(failed_auth_per_minute=1.0, failed_auth_burst=BURST)
-    limits = RateLimits(settings, on_refused=lambda _: None, redis_url="redis://127.0.0.1:1/0")
+    unreachable = make_backend("redis://127.0.0.1:1/0").shared_buckets()
+    limits = RateLimits(settings, on_refused=lambda _: None, redis=unreachable)
     refused: list[str] = []
     failed = FailedAuthLimit.of(
         settings, limits, on_refused=lambda: refused.append("x"), on_failed=lambda _: None
     )
-    try:
-        for _ in range(BURST):
-            await failed.check("192.0.2.1")
-            await failed.failed("192.0.2.1", "server_api")
-        with pytest.raises(TooManyRequests):
-            await failed.check("192.0.2.1")
-        await failed.check("192.0.2.2")
-        assert refused == ["x"]
-    finally:
-        await limits.aclose()
+    for _ in range(BURST):
+        await failed.check("192.0.2.1")
+        await failed.failed("192.0.2.1", "server_api")
+    with pytest.raises(TooManyRequests):
+        await failed.check("192.0.2.1")
+    await failed.check("192.0.2.2")
+    assert refused == ["x"]
 
 
 def test_a_peek_never_counts_and_agrees_with_the_next_request() -> None:
@@ -299,28 +297,31 @@ def test_a_peek_never_counts_and_agrees_with_the_next_request() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_refusal_learnt_from_redis_is_kept_locally(redis_url: str) -> None:
+async def test_a_refusal_learnt_from_redis_is_kept_locally(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     """A replica refused by the shared count remembers it: later requests are refused here
     without asking Redis (even if Redis has lost the key since)."""
     import redis
 
     settings = RateLimitSettings(failed_auth_per_minute=0.6, failed_auth_burst=BURST)
-    replicas = [RateLimits(settings, on_refused=lambda _: None, redis_url=redis_url) for _ in "ab"]
+    replicas = [
+        RateLimits(
+            settings, on_refused=lambda _: None, redis=make_backend(redis_url).shared_buckets()
+        )
+        for _ in "ab"
+    ]
     first, second = (
         FailedAuthLimit.of(settings, r, on_refused=lambda: None, on_failed=lambda _: None)
         for r in replicas
     )
-    try:
-        for _ in range(BURST):
-            await first.failed("192.0.2.3", "relay")
-        with pytest.raises(TooManyRequests):
-            await second.failed("192.0.2.3", "relay")  # its first, but the budget is spent
-        lost = redis.Redis.from_url(redis_url)
-        lost.flushdb()
-        lost.close()
-        with pytest.raises(TooManyRequests) as refused:
-            await second.check("192.0.2.3")
-        assert refused.value.retry_after_seconds > 90
-    finally:
-        for replica in replicas:
-            await replica.aclose()
+    for _ in range(BURST):
+        await first.failed("192.0.2.3", "relay")
+    with pytest.raises(TooManyRequests):
+        await second.failed("192.0.2.3", "relay")  # its first, but the budget is spent
+    lost = redis.Redis.from_url(redis_url)
+    lost.flushdb()
+    lost.close()
+    with pytest.raises(TooManyRequests) as refused:
+        await second.check("192.0.2.3")
+    assert refused.value.retry_after_seconds > 90

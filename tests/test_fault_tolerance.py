@@ -172,15 +172,15 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
 def _in_flight(outbox_url: str) -> int:
     """Events claimed and not settled, read beside the running gateway (as operators do)."""
     from gateway.settings import OutboxSettings
-    from gateway.storage.outbox import open_outbox
+    from gateway.storage.backend import open_backend
 
     async def count() -> int:
-        outbox = open_outbox(OutboxSettings(url=outbox_url), owner=False)
-        await outbox.open()
+        backend = open_backend(OutboxSettings(url=outbox_url), owner=False)
         try:
-            return (await outbox.counts(time.time())).in_flight
+            await backend.outbox.open()
+            return (await backend.outbox.counts(time.time())).in_flight
         finally:
-            await outbox.close()
+            await backend.close()
 
     return asyncio.run(count())
 

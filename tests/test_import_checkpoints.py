@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 
 from gateway.storage.outbox import Outbox
-from gateway.storage.outbox.redis import RedisOutbox
 from gateway.storage.outbox.sqlite import SqliteOutbox
-from tests.conftest import make_event
+from tests.conftest import BackendFactory, make_event
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-async def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Outbox]:
+async def outbox(
+    request: pytest.FixtureRequest, tmp_path: Path, make_backend: BackendFactory
+) -> AsyncIterator[Outbox]:
     if request.param == "sqlite":
         store: Outbox = SqliteOutbox(str(tmp_path / "outbox.sqlite3"))
     else:
-        store = RedisOutbox(request.getfixturevalue("redis_url"))
+        store = make_backend(request.getfixturevalue("redis_url")).outbox
     await store.open()
     yield store
     await store.close()

@@ -24,8 +24,8 @@ from gateway.ingest.sources.imports.importer import ImportOptions
 from gateway.ingest.sources.imports.readers import open_binary
 from gateway.ingest.sources.imports.rules import import_event_id
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary
+from gateway.storage.backend import open_backend
 from gateway.storage.leads import LeadContext
-from gateway.storage.outbox import open_outbox
 from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import TOKEN, SettingsFactory
 
@@ -360,9 +360,9 @@ SHARED = {"cookies": {"secrets": ["cookie-secret-0123456789abcdef"]}}
 async def remembered(tmp_path: Path, make_settings: SettingsFactory, **leads: LeadContext) -> None:
     """What a gateway's browser path left in the outbox file `outbox-ctx`, by lead key."""
     settings = make_settings(outbox={"url": f"sqlite:///{tmp_path}/outbox-ctx.sqlite3"}, **SHARED)
-    outbox = open_outbox(settings.outbox)
-    await outbox.open()
-    memory = lead_memory(settings, outbox)
+    backend = open_backend(settings.outbox)
+    await backend.outbox.open()
+    memory = lead_memory(settings, backend)
     await memory.store.open()
     try:
         for name, context in leads.items():
@@ -375,7 +375,7 @@ async def remembered(tmp_path: Path, make_settings: SettingsFactory, **leads: Le
         await memory.store.flush()
     finally:
         await memory.store.close()
-        await outbox.close()
+        await backend.close()
 
 
 async def test_rows_naming_a_lead_get_the_browser_context_it_left(

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from gateway.ingest.leads import LeadMemory, lead_memory
+from gateway.storage.backend import Backend, open_backend
 from gateway.storage.leads import LeadContext
-from gateway.storage.outbox import Outbox, open_outbox
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.anyio
@@ -44,30 +44,30 @@ async def make_memory(
     backend: str, make_settings: SettingsFactory
 ) -> AsyncIterator[tuple[MemoryFactory, Clock]]:
     clock = Clock()
-    opened: list[tuple[Outbox, LeadMemory]] = []
+    opened: list[tuple[Backend, LeadMemory]] = []
 
     async def make(**postbacks: Any) -> LeadMemory:
         """A gateway's store; with SQLite (one process per file) the earlier one stops first."""
         if backend.startswith("sqlite"):
-            for outbox, memory in opened:
+            for storage, memory in opened:
                 await memory.store.close()
-                await outbox.close()
+                await storage.close()
         settings = make_settings(
             outbox={"url": backend},
             cookies={"secrets": ["cookie-secret-0123456789abcdef"]},
             postbacks=postbacks,
         )
-        outbox = open_outbox(settings.outbox)
-        await outbox.open()
-        memory = lead_memory(settings, outbox, clock=clock)
+        storage = open_backend(settings.outbox)
+        await storage.outbox.open()
+        memory = lead_memory(settings, storage, clock=clock)
         await memory.store.open()
-        opened.append((outbox, memory))
+        opened.append((storage, memory))
         return memory
 
     yield make, clock
-    for outbox, memory in opened:  # closing twice is fine: both are idempotent
+    for storage, memory in opened:  # closing twice is fine: both are idempotent
         await memory.store.close()
-        await outbox.close()
+        await storage.close()
 
 
 def keys(memory: LeadMemory, lead_id: str) -> list[str]:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest.parser import ParseRules, parse_event
-from gateway.settings import OutboxSettings
-from gateway.storage.outbox import Outbox, OutboxUnavailable, open_outbox
+from gateway.storage.outbox import Outbox, OutboxUnavailable
 from gateway.storage.outbox.sqlite import SqliteOutbox
-from tests.conftest import OTHER_PIXEL, PIXEL, SettingsFactory, make_event
+from tests.conftest import OTHER_PIXEL, PIXEL, BackendFactory, SettingsFactory, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +21,7 @@ OutboxFactory = Callable[..., Awaitable[Outbox]]
 
 @pytest.fixture(params=["sqlite", "redis"])
 async def make_outbox(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, make_backend: BackendFactory
 ) -> AsyncIterator[OutboxFactory]:
     """Opens outboxes of the parametrised backend, all on the same storage; closes them after."""
     if request.param == "redis":
@@ -32,7 +31,7 @@ async def make_outbox(
     opened: list[Outbox] = []
 
     async def make(lease_seconds: float = 300.0) -> Outbox:
-        outbox = open_outbox(OutboxSettings(url=url, lease_seconds=lease_seconds))
+        outbox = make_backend(url, lease_seconds=lease_seconds).outbox
         await outbox.open()
         opened.append(outbox)
         return outbox
@@ -193,8 +192,8 @@ async def test_sqlite_full_disk_is_outbox_unavailable(tmp_path: Path) -> None:
         await outbox.close()
 
 
-async def test_unreachable_redis_is_outbox_unavailable() -> None:
-    outbox = open_outbox(OutboxSettings(url="redis://127.0.0.1:9/0"))
+async def test_unreachable_redis_is_outbox_unavailable(make_backend: BackendFactory) -> None:
+    outbox = make_backend("redis://127.0.0.1:9/0").outbox
     with pytest.raises(OutboxUnavailable):
         await outbox.open()
 
@@ -214,38 +213,41 @@ async def test_an_unstorable_event_fails_alone(make_outbox: OutboxFactory) -> No
     assert [c.decode().event_id for c in claimed] == [f"ev-{PIXEL}-2"]
 
 
-async def test_redis_forgets_replicas_that_are_gone(redis_url: str) -> None:
+async def test_redis_forgets_replicas_that_are_gone(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
+    import redis.asyncio
+
     from gateway.storage.outbox.redis import RedisOutbox
 
-    ghost = RedisOutbox(redis_url, consumer="ghost-replica")
+    ghost = make_backend(redis_url, consumer="ghost-replica").outbox
     await ghost.open()
     await ghost.claim(10, time.time())  # registers the consumer, holding nothing
-    holder = RedisOutbox(redis_url, consumer="holding-replica")
+    holder = make_backend(redis_url, consumer="holding-replica").outbox
     await holder.open()
     await holder.add([make_event(1)])
     assert len(await holder.claim(10, time.time())) == 1  # dies holding an event
     await ghost.close()
     await holder.close()
     await asyncio.sleep(0.05)
-    fresh = RedisOutbox(redis_url, consumer="fresh-replica", forget_consumers_after=0.01)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    fresh = RedisOutbox(client, consumer="fresh-replica", forget_consumers_after=0.01)
     await fresh.open()
-    import redis
-
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    names = {c["name"] for c in client.xinfo_consumers("tiktok-gateway:stream", "dispatchers")}
-    client.close()
+    stream = "tiktok-gateway:stream"
+    names = {c["name"] for c in await client.xinfo_consumers(stream, "dispatchers")}
     await fresh.close()
+    await client.aclose()
     assert "ghost-replica" not in names
     assert "holding-replica" in names  # its pending event is still to be taken over
 
 
-async def test_redis_counts_read_summaries_not_the_stream(redis_url: str) -> None:
+async def test_redis_counts_read_summaries_not_the_stream(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     """counts() costs the same for 3,000 waiting events as for 3: no scan of the stream."""
     import redis.asyncio as redis
 
-    from gateway.storage.outbox.redis import RedisOutbox
-
-    outbox = RedisOutbox(redis_url)
+    outbox = make_backend(redis_url).outbox
     await outbox.open()
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
     try:

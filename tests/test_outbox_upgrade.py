@@ -13,9 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.storage.outbox.redis import RedisOutbox
 from gateway.storage.outbox.sqlite import SqliteOutbox
-from tests.conftest import OTHER_PIXEL, PIXEL, make_event
+from tests.conftest import OTHER_PIXEL, PIXEL, BackendFactory, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +81,9 @@ async def test_a_version_1_sqlite_file_is_migrated_with_nothing_lost(tmp_path: P
         assert conn.execute("PRAGMA user_version").fetchone() == (2,)
 
 
-async def test_redis_entries_of_version_1_are_delivered_and_dead_lettered(redis_url: str) -> None:
+async def test_redis_entries_of_version_1_are_delivered_and_dead_lettered(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(redis_url)
@@ -92,7 +93,7 @@ async def test_redis_entries_of_version_1_are_delivered_and_dead_lettered(redis_
         {"r": orjson.dumps(old.to_record()), "a": "0", "c": repr(time.time()), "p": PIXEL},
     )
     await client.aclose()
-    outbox = RedisOutbox(redis_url)
+    outbox = make_backend(redis_url).outbox
     await outbox.open()
     try:
         [claimed] = await outbox.claim(10, time.time())

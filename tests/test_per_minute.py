@@ -11,7 +11,7 @@ import pytest
 from gateway.ingest.policy import SERVER
 from gateway.runtime import Gateway
 from gateway.telemetry.per_minute import EventsPerMinute
-from tests.conftest import OTHER_PIXEL, PIXEL, SettingsFactory, make_event
+from tests.conftest import OTHER_PIXEL, PIXEL, BackendFactory, SettingsFactory, make_event
 from tests.redis_proxy import RedisProxy
 from tests.test_console_replicas import until
 
@@ -79,12 +79,16 @@ def test_a_pixel_added_by_a_reload_is_counted_and_the_others_keep_their_hour() -
 
 
 @pytest.fixture
-async def replicas(redis_url: str) -> AsyncIterator[Callable[[Clock], list[EventsPerMinute]]]:
+async def replicas(
+    redis_url: str, make_backend: BackendFactory
+) -> AsyncIterator[Callable[[Clock], list[EventsPerMinute]]]:
     made: list[EventsPerMinute] = []
 
     def make(clock: Clock) -> list[EventsPerMinute]:
         made.extend(
-            EventsPerMinute([PIXEL, OTHER_PIXEL], clock=clock, redis_url=redis_url)
+            EventsPerMinute(
+                [PIXEL, OTHER_PIXEL], clock=clock, redis=make_backend(redis_url).shared_counters()
+            )
             for _ in range(2)
         )
         return made[-2:]
@@ -124,10 +128,11 @@ async def test_replicas_on_one_redis_show_the_sum(
 
 @pytest.mark.anyio
 async def test_a_redis_outage_is_logged_once_not_at_every_flush_and_read(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    redis_url: str, caplog: pytest.LogCaptureFixture, make_backend: BackendFactory
 ) -> None:
     proxy = RedisProxy(redis_url)
-    counter = EventsPerMinute([PIXEL], clock=Clock(), redis_url=proxy.url)
+    shared = make_backend(proxy.url).shared_counters()
+    counter = EventsPerMinute([PIXEL], clock=Clock(), redis=shared)
     try:
         proxy.down()
         for n in range(5):
@@ -149,13 +154,15 @@ async def test_a_redis_outage_is_logged_once_not_at_every_flush_and_read(
 
 
 @pytest.mark.anyio
-async def test_a_flush_whose_answer_was_lost_is_not_counted_twice(redis_url: str) -> None:
+async def test_a_flush_whose_answer_was_lost_is_not_counted_twice(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     """Redis applied the flush but the answer never came (a timeout): the next flush writes
     the same counts again, and every replica shows them once."""
     proxy = RedisProxy(redis_url)
     clock = Clock()
-    writer = EventsPerMinute([PIXEL], clock=clock, redis_url=proxy.url)
-    reader = EventsPerMinute([PIXEL], clock=clock, redis_url=redis_url)
+    writer = EventsPerMinute([PIXEL], clock=clock, redis=make_backend(proxy.url).shared_counters())
+    reader = EventsPerMinute([PIXEL], clock=clock, redis=make_backend(redis_url).shared_counters())
     try:
         writer.accepted([make_event(0)], SERVER)
         await writer.flush()  # connected (the answer to SELECT is not what gets lost)
@@ -213,10 +220,13 @@ async def test_without_a_console_nothing_counts_and_nothing_reaches_redis(
 
 
 @pytest.mark.anyio
-async def test_stop_returns_even_when_a_flush_swallows_its_cancel(redis_url: str) -> None:
+async def test_stop_returns_even_when_a_flush_swallows_its_cancel(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     """redis-py can turn the cancel of a command in flight into a connection error, which a
     flush counts as an outage: stopping must not wait for a cancel that was lost."""
-    counter = EventsPerMinute([PIXEL], clock=Clock(), redis_url=redis_url, flush_seconds=0.01)
+    shared = make_backend(redis_url).shared_counters()
+    counter = EventsPerMinute([PIXEL], clock=Clock(), redis=shared, flush_seconds=0.01)
     flushing = asyncio.Event()
     flushes = 0
 
@@ -241,10 +251,12 @@ async def test_stop_returns_even_when_a_flush_swallows_its_cancel(redis_url: str
 
 
 @pytest.mark.anyio
-async def test_a_pixel_removed_and_put_back_keeps_its_hour(redis_url: str) -> None:
+async def test_a_pixel_removed_and_put_back_keeps_its_hour(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     clock = Clock()
-    writer = EventsPerMinute([PIXEL], clock=clock, redis_url=redis_url)
-    reader = EventsPerMinute([PIXEL], clock=clock, redis_url=redis_url)
+    writer = EventsPerMinute([PIXEL], clock=clock, redis=make_backend(redis_url).shared_counters())
+    reader = EventsPerMinute([PIXEL], clock=clock, redis=make_backend(redis_url).shared_counters())
     try:
         for n in range(50):
             writer.accepted([make_event(n)], SERVER)

@@ -11,7 +11,7 @@ from gateway.core.errors import EventError
 from gateway.core.event import Event
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SERVER, Item, SourcePolicy
-from gateway.storage.outbox import open_outbox
+from gateway.storage.backend import open_backend
 from gateway.storage.outbox.sqlite import SqliteOutbox
 from gateway.telemetry.metrics import Metrics
 from tests.conftest import SettingsFactory, make_event
@@ -24,12 +24,12 @@ BAD = {"event": "Purchase", "event_id": "o-2", "properties": {"value": "lots"}, 
 @pytest.fixture
 async def pipeline(make_settings: SettingsFactory, tmp_path: Path) -> AsyncIterator[Pipeline]:
     settings = make_settings(outbox={"url": f"sqlite:///{tmp_path / 'outbox.sqlite3'}"})
-    outbox = open_outbox(settings.outbox)
-    await outbox.open()
+    backend = open_backend(settings.outbox)
+    await backend.outbox.open()
     try:
-        yield Pipeline(settings, outbox, Metrics())
+        yield Pipeline(settings, backend.outbox, Metrics())
     finally:
-        await outbox.close()
+        await backend.close()
 
 
 def _items(pipeline: Pipeline, *raws: dict[str, object]) -> list[Item]:

@@ -16,7 +16,7 @@ from gateway.core.errors import TooManyRequests
 from gateway.fake_api import FakeEventsApi
 from gateway.http.rate_limit import Budget, LocalBuckets, RateLimit, RateLimits, client_key
 from gateway.settings import RateLimitSettings
-from tests.conftest import PIXEL, TOKEN, GatewayServer
+from tests.conftest import PIXEL, TOKEN, BackendFactory, GatewayServer
 
 SHOP = "http://shop.test"
 CHROME = (
@@ -84,32 +84,31 @@ async def _admitted(limit: RateLimit, ip: str, attempts: int) -> int:
 
 
 @pytest.mark.anyio
-async def test_replicas_share_one_budget_through_redis(redis_url: str) -> None:
+async def test_replicas_share_one_budget_through_redis(
+    redis_url: str, make_backend: BackendFactory
+) -> None:
     settings = RateLimitSettings(beacon_per_second=0.01, beacon_burst=5)
     refused: list[str] = []
     replicas = [
-        RateLimits(settings, on_refused=refused.append, redis_url=redis_url) for _ in range(2)
+        RateLimits(
+            settings, on_refused=refused.append, redis=make_backend(redis_url).shared_buckets()
+        )
+        for _ in range(2)
     ]
-    try:
-        # each replica alone would admit 5; together they admit 5 in all
-        first = await _admitted(replicas[0].beacon, "192.0.2.7", 3)
-        second = await _admitted(replicas[1].beacon, "192.0.2.7", 10)
-        assert (first, second) == (3, 2)
-        assert refused == ["beacon"] * 8
-        assert await _admitted(replicas[1].beacon, "192.0.2.8", 1) == 1
-    finally:
-        for replica in replicas:
-            await replica.aclose()
+    # each replica alone would admit 5; together they admit 5 in all
+    first = await _admitted(replicas[0].beacon, "192.0.2.7", 3)
+    second = await _admitted(replicas[1].beacon, "192.0.2.7", 10)
+    assert (first, second) == (3, 2)
+    assert refused == ["beacon"] * 8
+    assert await _admitted(replicas[1].beacon, "192.0.2.8", 1) == 1
 
 
 @pytest.mark.anyio
-async def test_without_redis_the_local_limit_still_holds() -> None:
+async def test_without_redis_the_local_limit_still_holds(make_backend: BackendFactory) -> None:
     settings = RateLimitSettings(beacon_per_second=0.01, beacon_burst=3)
-    limits = RateLimits(settings, on_refused=lambda _: None, redis_url="redis://127.0.0.1:1/0")
-    try:
-        assert await _admitted(limits.beacon, "192.0.2.9", 10) == 3
-    finally:
-        await limits.aclose()
+    unreachable = make_backend("redis://127.0.0.1:1/0").shared_buckets()
+    limits = RateLimits(settings, on_refused=lambda _: None, redis=unreachable)
+    assert await _admitted(limits.beacon, "192.0.2.9", 10) == 3
 
 
 def _beacon(number: int) -> bytes:

@@ -29,8 +29,8 @@ from gateway.ingest.sources.imports.importer import Importer, ImportOptions
 from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, open_binary
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary
 from gateway.settings import Settings
+from gateway.storage.backend import open_backend
 from gateway.storage.leads import context_key_shared
-from gateway.storage.outbox import open_outbox
 from gateway.telemetry.metrics import Metrics
 
 
@@ -119,15 +119,15 @@ async def import_file(
     progress: Callable[[Summary, int | None], None] | None = None,
     position: Callable[[], int | None] = lambda: None,
 ) -> Summary:
-    outbox = open_outbox(settings.outbox, owner=False)
-    if not options.dry_run or options.resume:
-        await outbox.open()
+    backend = open_backend(settings.outbox, owner=False)
     leads, unread = None, _context_unread(settings, options)
     try:
+        if not options.dry_run or options.resume:
+            await backend.outbox.open()
         if unread is None:
-            leads = lead_memory(settings, outbox)
+            leads = lead_memory(settings, backend)
             await leads.store.open()
-        pipeline = Pipeline(settings, outbox, Metrics())
+        pipeline = Pipeline(settings, backend.outbox, Metrics())
         importer = Importer(
             pipeline,
             options,
@@ -140,7 +140,7 @@ async def import_file(
     finally:
         if leads is not None:
             await leads.store.close()
-        await outbox.close()
+        await backend.close()
 
 
 def _context_unread(settings: Settings, options: ImportOptions) -> str | None:

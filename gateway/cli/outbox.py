@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
 from gateway.cli.common import Commands, add_config, settings_of
 from gateway.settings import Settings
-from gateway.storage.outbox import Outbox, OutboxCounts, open_outbox
+from gateway.storage.backend import open_backend
+from gateway.storage.outbox import Outbox, OutboxCounts
 
 
 def _age(seconds: float | None) -> str:
@@ -64,19 +67,20 @@ def format_counts(counts: OutboxCounts) -> str:
     )
 
 
-async def _with_outbox(settings: Settings) -> Outbox:
-    outbox = open_outbox(settings.outbox, owner=False)
-    await outbox.open()
-    return outbox
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[Outbox]:
+    backend = open_backend(settings.outbox, owner=False)
+    try:
+        await backend.outbox.open()
+        yield backend.outbox
+    finally:
+        await backend.close()
 
 
 async def outbox_report(settings: Settings, *, dead: int = 0) -> dict[str, Any]:
-    outbox = await _with_outbox(settings)
-    try:
+    async with _opened(settings) as outbox:
         counts = await outbox.counts(time.time())
         letters = await outbox.dead_letters(dead) if dead else []
-    finally:
-        await outbox.close()
     return {
         "counts": counts,
         "table": format_counts(counts),
@@ -98,19 +102,13 @@ async def outbox_report(settings: Settings, *, dead: int = 0) -> dict[str, Any]:
 
 
 async def replay(settings: Settings, *, pixel: str | None, code: int | None) -> int:
-    outbox = await _with_outbox(settings)
-    try:
+    async with _opened(settings) as outbox:
         return await outbox.replay(pixel=pixel, code=code)
-    finally:
-        await outbox.close()
 
 
 async def purge_dead(settings: Settings, *, older_than_days: float) -> int:
-    outbox = await _with_outbox(settings)
-    try:
+    async with _opened(settings) as outbox:
         return await outbox.purge_dead(time.time() - older_than_days * 86400)
-    finally:
-        await outbox.close()
 
 
 def _days(text: str) -> float:

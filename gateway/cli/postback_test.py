@@ -24,7 +24,7 @@ from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.sources.postback.process import Outcome, PostbackProcessor
 from gateway.ingest.sources.postback.request import our_fields, query_fields
 from gateway.settings import Settings
-from gateway.storage.outbox import open_outbox
+from gateway.storage.backend import open_backend
 from gateway.telemetry.metrics import Metrics
 
 
@@ -46,11 +46,15 @@ async def evaluate(settings: Settings, source_name: str, query: str) -> Outcome:
     if source is None:
         known = ", ".join(settings.postbacks.sources) or "none configured"
         raise LookupError(f"no postback source {source_name!r} ({known})")
-    pipeline = Pipeline(settings, open_outbox(settings.outbox, owner=False), Metrics())
-    fields = our_fields(source, query_fields(query.lstrip("?")))
-    return await PostbackProcessor(pipeline).process(
-        source, fields, settings.postbacks.rules, store=False
-    )
+    backend = open_backend(settings.outbox, owner=False)  # never opened: nothing is stored
+    try:
+        pipeline = Pipeline(settings, backend.outbox, Metrics())
+        fields = our_fields(source, query_fields(query.lstrip("?")))
+        return await PostbackProcessor(pipeline).process(
+            source, fields, settings.postbacks.rules, store=False
+        )
+    finally:
+        await backend.close()
 
 
 async def send(settings: Settings, requests: list[dict[str, Any]], code: str | None) -> bool:

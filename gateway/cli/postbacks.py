@@ -15,9 +15,9 @@ from typing import Any
 
 from gateway.cli.common import Commands, add_config, settings_of
 from gateway.settings import Settings
-from gateway.storage.outbox import Outbox, open_outbox
+from gateway.storage.backend import open_backend
+from gateway.storage.outbox import Outbox
 from gateway.storage.outbox.sqlite import SqliteOutbox
-from gateway.storage.postback_log import postback_log
 
 
 def register(commands: Commands) -> None:
@@ -30,15 +30,14 @@ def register(commands: Commands) -> None:
 
 
 async def last_postbacks(settings: Settings, source: str, count: int) -> list[dict[str, Any]]:
-    outbox = open_outbox(settings.outbox, owner=False)
-    await outbox.open()
-    journal = postback_log(settings, outbox)
+    backend = open_backend(settings.outbox, owner=False)
     try:
+        await backend.outbox.open()
+        journal = backend.postback_log(settings.postbacks.log_size)
         entries = await journal.backend.last(source, count)
-        await _with_delivery(outbox, entries)
+        await _with_delivery(backend.outbox, entries)
     finally:
-        await journal.backend.aclose()
-        await outbox.close()
+        await backend.close()
     return entries
 
 

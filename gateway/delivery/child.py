@@ -27,7 +27,7 @@ from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.settlement import SettlementChannel
 from gateway.settings import Settings
-from gateway.storage.outbox import open_outbox
+from gateway.storage.backend import open_backend
 
 log = logging.getLogger(__name__)
 EXIT_TERMINATED = 3
@@ -78,7 +78,8 @@ def child_main(child: ChildEnds) -> None:
 async def _deliver_until_told(child: ChildEnds) -> bool:
     """Deliver until the parent (or SIGTERM) says stop; True when SIGTERM said it."""
     settings, wake, ready, stats = child.settings, child.wake, child.ready, child.stats
-    outbox = open_outbox(settings.outbox, owner=False, consumer=child.consumer)
+    backend = open_backend(settings.outbox, owner=False, consumer=child.consumer)
+    outbox = backend.outbox
     client = EventsApiClient.from_settings(settings)
     await outbox.open()
     channel = SettlementChannel(child.settlements)
@@ -140,7 +141,7 @@ async def _deliver_until_told(child: ChildEnds) -> bool:
     _share(dispatcher, stats)
     await channel.close()
     await client.aclose()
-    await outbox.close()
+    await backend.close()
     return terminated
 
 

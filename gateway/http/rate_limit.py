@@ -243,22 +243,17 @@ class RateLimits:
         settings: RateLimitSettings,
         *,
         on_refused: Callable[[str], None],
-        redis_url: str | None = None,
+        redis: Any = None,
         prefix: str = "tiktok-gateway:rate:",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`redis_url` shares the buckets between replicas (the Redis outbox's server)."""
+        """`redis` shares the buckets between replicas: the storage backend's client for
+        them (`shared_buckets()`, short timeouts), which the backend closes."""
         self._settings = settings
         self._on_refused = on_refused
         self._prefix = prefix
         self._clock = clock
-        self._redis: Any = None
-        if redis_url is not None:
-            import redis.asyncio
-
-            self._redis = redis.asyncio.Redis.from_url(
-                redis_url, socket_timeout=1, socket_connect_timeout=1
-            )
+        self._redis = redis
         self.beacon = self.limit("beacon", settings.beacon_per_second, settings.beacon_burst)
         self.server_api = self.limit(
             "server_api", settings.server_api_per_second, settings.server_api_burst
@@ -284,7 +279,3 @@ class RateLimits:
         if self._redis is None or not budget.enabled:
             return None
         return SharedBuckets(self._redis, budget, f"{self._prefix}{name}:")
-
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()

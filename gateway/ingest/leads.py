@@ -17,9 +17,9 @@ from typing import Any
 from gateway.core.event import Event
 from gateway.ingest.policy import Item, Observed, SourcePolicy
 from gateway.settings import Settings
-from gateway.storage.leads import context_key, open_lead_store
+from gateway.storage.backend import Backend
+from gateway.storage.leads import context_key
 from gateway.storage.leads.base import ContextStore, KeyHasher, LeadContext
-from gateway.storage.outbox import Outbox
 
 _MAX_KEYS = 8
 
@@ -171,12 +171,13 @@ def _click_of(raw: Any) -> bool:
 
 
 def lead_memory(
-    settings: Settings, outbox: Outbox, *, clock: Callable[[], float] = time.time
+    settings: Settings, backend: Backend, *, clock: Callable[[], float] = time.time
 ) -> LeadMemory:
-    """The lead store in the outbox's backend (not yet open), and how events use it."""
+    """The lead store in the storage backend (not yet open), and how events use it."""
     postbacks = settings.postbacks
-    store = open_lead_store(settings, outbox, clock=clock)
-    hasher = KeyHasher(context_key(settings))
-    return LeadMemory(
-        store, hasher, keys=postbacks.context_keys, window_seconds=postbacks.context_days * 86400.0
+    window = postbacks.context_days * 86400.0
+    store = backend.lead_store(
+        ttl_seconds=window, max_entries=postbacks.context_max_entries, clock=clock
     )
+    hasher = KeyHasher(context_key(settings))
+    return LeadMemory(store, hasher, keys=postbacks.context_keys, window_seconds=window)

@@ -23,8 +23,6 @@ import orjson
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.normalize import hash_email, hash_external_id, hash_phone
-from gateway.settings import Settings
-from gateway.storage.outbox import Outbox, is_redis
 
 log = logging.getLogger(__name__)
 _HASHED: dict[str, Callable[[str], str | None]] = {
@@ -86,7 +84,6 @@ class PostbackLog:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, 10)
         await self._write()
-        await self.backend.aclose()
 
     def record(self, source: str, entry: dict[str, Any]) -> None:
         if self._task is not None:
@@ -126,9 +123,6 @@ class LogBackend:
     async def last(self, source: str, count: int) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    async def aclose(self) -> None:
-        """Idempotent."""
-
 
 class SqliteLog(LogBackend):
     def __init__(self, writer: Callable[[], Any]) -> None:
@@ -164,17 +158,13 @@ class SqliteLog(LogBackend):
 
 
 class RedisLog(LogBackend):
-    def __init__(self, url: str, prefix: str = "tiktok-gateway") -> None:
-        self._url = url
+    def __init__(self, client: Any, prefix: str = "tiktok-gateway") -> None:
+        """`client`: owned (and closed) by the storage backend."""
+        self._redis = client
         self._prefix = f"{prefix}:postbacks:"
-        self._redis: Any = None
 
     async def prepare(self) -> None:
-        import redis.asyncio
-
-        self._redis = redis.asyncio.Redis.from_url(
-            self._url, socket_timeout=5, socket_connect_timeout=5
-        )
+        """Nothing to create: a list appears with its first entry."""
 
     async def append(self, batch: list[tuple[str, dict[str, Any]]], size: int) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -186,27 +176,8 @@ class RedisLog(LogBackend):
     async def last(self, source: str, count: int) -> list[dict[str, Any]]:
         from redis.exceptions import RedisError
 
-        if self._redis is None:
-            await self.prepare()
         try:
             rows = await self._redis.lrange(self._prefix + source, 0, count - 1)
         except (RedisError, OSError) as exc:  # as the outbox says it: readers answer 503
             raise OutboxUnavailable(f"redis postback log: {exc}") from None
         return [orjson.loads(row) for row in reversed(rows)]
-
-    async def aclose(self) -> None:
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
-
-
-def postback_log(settings: Settings, outbox: Outbox) -> PostbackLog:
-    """The log in the outbox's backend (not yet open)."""
-    url = settings.outbox.url
-    if is_redis(url):
-        return PostbackLog(RedisLog(url), settings.postbacks.log_size)
-    from gateway.storage.outbox.sqlite import SqliteOutbox
-
-    if not isinstance(outbox, SqliteOutbox):
-        raise TypeError(f"a SQLite outbox URL with {outbox!r}")
-    return PostbackLog(SqliteLog(lambda: outbox.writer), settings.postbacks.log_size)

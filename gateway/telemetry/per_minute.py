@@ -59,23 +59,23 @@ class EventsPerMinute:
         pixels: Iterable[str],
         *,
         clock: Callable[[], float] = time.time,
-        redis_url: str | None = None,
+        redis: Any = None,
         prefix: str = "tiktok-gateway",
         flush_seconds: float = 5.0,
         replica: str | None = None,
     ) -> None:
-        """`redis_url`: share the counts with the other replicas on that Redis, as `replica`
-        (by default a name of its own: host, process and a random part)."""
+        """`redis`: share the counts with the other replicas through this client (the
+        storage backend's `shared_counters()`, which it closes), as `replica` (by default a
+        name of its own: host, process and a random part)."""
         self._rings = {pixel: _Ring() for pixel in pixels}
         self._every_ring = dict(self._rings)
         """Rings of pixels a reload removed too: one put back keeps its hour (its field in
         Redis holds the count so far, which a new ring would overwrite from 0)."""
         self._replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._clock = clock
-        self._url = redis_url
+        self._redis = redis
         self._prefix = f"{prefix}:per-minute:"
         self._flush_seconds = flush_seconds
-        self._redis: Any = None
         self._task: asyncio.Task[None] | None = None
         self._failing: set[str] = set()
         """What fails now ("read", "shared"), each logged once per outage."""
@@ -88,7 +88,7 @@ class EventsPerMinute:
 
     @property
     def shared(self) -> bool:
-        return self._url is not None
+        return self._redis is not None
 
     def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
         """An accept hook: one increment per stored event."""
@@ -116,12 +116,11 @@ class EventsPerMinute:
 
     async def per_minute(self) -> dict[str, list[int]]:
         """Every replica's counts with Redis (falling back to this one's if it is down)."""
-        if self._url is None:
+        if self._redis is None:
             return self.local()
         hour = self._hour()
         try:
-            client = self._client()
-            async with client.pipeline(transaction=False) as pipe:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for minute in hour:
                     pipe.hgetall(f"{self._prefix}{minute}")
                 stored: list[dict[bytes, bytes]] = await pipe.execute()
@@ -145,7 +144,7 @@ class EventsPerMinute:
 
     async def flush(self) -> None:
         """Write the counts of the minutes that changed since the last flush that got through."""
-        if self._url is None:
+        if self._redis is None:
             return
         written: list[tuple[_Ring, str, int, int]] = []
         for pixel, ring in self._rings.items():
@@ -157,7 +156,7 @@ class EventsPerMinute:
             return
         now = self._clock()
         try:
-            async with self._client().pipeline(transaction=False) as pipe:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for _, pixel, minute, count in written:
                     key = f"{self._prefix}{minute}"
                     pipe.hset(key, f"{pixel} {self._replica}", count)
@@ -178,17 +177,8 @@ class EventsPerMinute:
             self._failing.add(what)
             log.warning("events per minute not %s: %s", what, type(exc).__name__)
 
-    def _client(self) -> Any:
-        if self._redis is None and self._url is not None:
-            import redis.asyncio
-
-            self._redis = redis.asyncio.Redis.from_url(
-                self._url, socket_timeout=2, socket_connect_timeout=2
-            )
-        return self._redis
-
     def start(self) -> None:
-        if self._url is not None and self._task is None:
+        if self._redis is not None and self._task is None:
             self._task = asyncio.create_task(self._run(), name="events-per-minute")
 
     async def _run(self) -> None:
@@ -199,13 +189,10 @@ class EventsPerMinute:
             await self.flush()
 
     async def stop(self) -> None:
-        """Flush what is left and close the connection. Idempotent."""
+        """Flush what is left (the client is the backend's to close). Idempotent."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await self.flush()
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()

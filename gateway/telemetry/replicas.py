@@ -64,6 +64,7 @@ from gateway.core.event import Event
 from gateway.delivery.settlement import Settlement
 from gateway.ingest.policy import Observed
 from gateway.privacy.masking import shown_element
+from gateway.storage.backend import ConsoleFeed
 from gateway.telemetry.recent import EventTrace, RecentEvents
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ _CLOSE_SECONDS = 5.0
 class ReplicaFeed:
     def __init__(
         self,
-        url: str,
+        feed: ConsoleFeed,
         recent: RecentEvents,
         *,
         prefix: str = "tiktok-gateway",
@@ -86,21 +87,19 @@ class ReplicaFeed:
         ping_seconds: float = 15.0,
         retry_seconds: float = 1.0,
     ) -> None:
-        """`ping_seconds`: how often an idle subscription checks its connection (a deaf
-        one is made again within twice that); `retry_seconds`: the pause after a fault."""
-        from redis.asyncio.connection import parse_url
-
+        """`feed`: the storage backend's client (which it closes) and database number;
+        `ping_seconds`: how often an idle subscription checks its connection (a deaf one is
+        made again within twice that); `retry_seconds`: the pause after a fault."""
         self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._url = url
+        self._redis = feed.client
         self._recent = recent
-        scope = f"{prefix}:db{parse_url(url).get('db') or 0}:console"
+        scope = f"{prefix}:db{feed.db}:console"
         self._watching_channel = f"{scope}:watching"
         self._events_channel = f"{scope}:events"
         self._hello_seconds = hello_seconds
         self._heard_seconds = heard_seconds
         self._ping_seconds = ping_seconds
         self._retry_seconds = retry_seconds
-        self._redis: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._cancelled: set[asyncio.Task[None]] = set()
@@ -119,12 +118,7 @@ class ReplicaFeed:
         return self._publisher is not None
 
     def start(self) -> None:
-        import redis.asyncio
-
         if self._listener is None:
-            self._redis = redis.asyncio.Redis.from_url(
-                self._url, socket_timeout=5, socket_connect_timeout=5
-            )
             self._listener = asyncio.create_task(self._listen(), name="console-replicas")
 
     async def close(self) -> None:
@@ -146,17 +140,12 @@ class ReplicaFeed:
                 task.cancel()
                 log.warning("console: %s did not stop within %s s", task.get_name(), _CLOSE_SECONDS)
         self._listener = self._watch = self._publisher = None
-        client, self._redis = self._redis, None
-        if client is not None:
-            with contextlib.suppress(TimeoutError, RedisError, OSError):
-                async with asyncio.timeout(_CLOSE_SECONDS):
-                    await client.aclose()
 
     # --- this replica's pages ------------------------------------------------------------
 
     def watch(self) -> None:
         """The first page opened here: read every replica's events until `unwatch`."""
-        if self._redis is None:
+        if self._listener is None:  # not started, or closed
             return
         if self._watch is not None and self._watch.done():  # a bug ended it: not for good
             if not self._watch.cancelled() and self._watch.exception() is not None:

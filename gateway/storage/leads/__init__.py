@@ -1,5 +1,6 @@
 """The lead-context store (see `base.py`): a table in the SQLite outbox's file, or keys with
-a TTL in the Redis outbox's server, so replicas share it and it survives restarts.
+a TTL in the Redis outbox's server, so replicas share it and it survives restarts. The
+storage backend (`storage/backend.py`) builds the one its URL names.
 
     base.py     the entry, the keyed hashing, the store's queueing and sweeping
     sqlite.py   the table, written by the outbox's own writer thread
@@ -14,12 +15,9 @@ import hashlib
 import hmac
 import logging
 import os
-import time
-from collections.abc import Callable
 
 from gateway.settings import Settings
 from gateway.storage.leads.base import ContextStore, KeyHasher, LeadContext
-from gateway.storage.outbox import Outbox, is_redis
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +39,10 @@ def context_key_shared(settings: Settings) -> bool:
     return bool(settings.postbacks.context_secrets or settings.cookies.secrets)
 
 
-def open_lead_store(
-    settings: Settings, outbox: Outbox, *, clock: Callable[[], float] = time.time
-) -> ContextStore:
-    """The store in the outbox's backend (not yet open)."""
-    postbacks = settings.postbacks
-    window = postbacks.context_days * 86400.0
-    bound = postbacks.context_max_entries
-    store: ContextStore
-    if is_redis(settings.outbox.url):
-        from gateway.storage.leads.redis import RedisContextStore
-
-        store = RedisContextStore(
-            settings.outbox.url, ttl_seconds=window, max_entries=bound, clock=clock
-        )
-    else:
-        from gateway.storage.leads.sqlite import SqliteContextStore
-        from gateway.storage.outbox.sqlite import SqliteOutbox
-
-        if not isinstance(outbox, SqliteOutbox):
-            raise TypeError(f"a SQLite outbox URL with {outbox!r}")
-        store = SqliteContextStore(
-            lambda: outbox.writer, ttl_seconds=window, max_entries=bound, clock=clock
-        )
-    return store
-
-
 __all__ = [
     "ContextStore",
     "KeyHasher",
     "LeadContext",
     "context_key",
     "context_key_shared",
-    "open_lead_store",
 ]

@@ -43,27 +43,16 @@ return count
 
 
 class RedisContextStore(ContextStore):
-    def __init__(self, url: str, *, prefix: str = "tiktok-gateway", **options: Any) -> None:
+    def __init__(self, client: Any, *, prefix: str = "tiktok-gateway", **options: Any) -> None:
+        """`client`: made with `decode_responses=True`, owned (and closed) by the backend."""
         super().__init__(**options)
-        self._url = url
+        self._redis = client
         self._prefix = f"{prefix}:context:"
         self._index = f"{prefix}:context-index"
-        self._redis: Any = None
 
     async def _prepare(self) -> None:
-        import redis.asyncio
-
-        self._redis = redis.asyncio.Redis.from_url(
-            self._url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
         self._merge = self._redis.register_script(_MERGE)
         self._sweeper = self._redis.register_script(_SWEEP)
-
-    async def close(self) -> None:
-        await super().close()
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
 
     async def _write(self, entries: dict[str, LeadContext], now: float) -> None:
         ttl_ms = int(self.ttl * 1000)

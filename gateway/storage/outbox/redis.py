@@ -27,7 +27,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
-import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.core.errors import EventError, OutboxUnavailable
@@ -68,14 +67,15 @@ def _translated(
 class RedisOutbox(Outbox):
     def __init__(
         self,
-        url: str,
+        client: Any,
         *,
         prefix: str = "tiktok-gateway",
         lease_seconds: float = 300.0,
         consumer: str | None = None,
         forget_consumers_after: float = 86400.0,
     ) -> None:
-        self._url = url
+        self._given = client
+        """A client made with `decode_responses=True`, owned (and closed) by the backend."""
         self._stream = f"{prefix}:stream"
         self._retry_key = f"{prefix}:retry"
         self._dead_key = f"{prefix}:dead"
@@ -105,18 +105,12 @@ class RedisOutbox(Outbox):
     async def open(self) -> None:
         if self._redis is not None:
             return
-        client = redis.Redis.from_url(
-            self._url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
+        client = self._given
         try:
             await client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
-                await client.aclose()
                 raise
-        except RedisError:
-            await client.aclose()
-            raise
         await self._forget_gone_consumers(client)
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
@@ -139,9 +133,8 @@ class RedisOutbox(Outbox):
             pass
 
     async def close(self) -> None:
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
+        """Closed to its callers; the client is the backend's to close."""
+        self._redis = None
 
     async def add(self, events: Sequence[Event], *, checkpoint: str | None = None) -> None:
         await self.add_prepared(self.prepare(events), checkpoint=checkpoint)
