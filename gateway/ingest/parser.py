@@ -163,11 +163,8 @@ def parse_event(
     sections = {k: flat_section(k, raw[k], scrub) for k in ("app", "ad", "lead") if raw.get(k)}
     event_id = _event_id(raw, pixel, event_time, user, properties, sections, policy)
     code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
-    destination = Destination(
-        event_source=pixel.event_source,
-        event_source_id=pixel.id,
-        test_event_code=code or test_event_code or pixel.test_event_code,
-    )
+    test_code = code or test_event_code or pixel.test_event_code
+    destination = Destination(pixel.event_source, pixel.id, test_code)
     events = [
         Event(
             destination=destination,
