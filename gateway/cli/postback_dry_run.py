@@ -21,7 +21,7 @@ from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
 from gateway.delivery.client import TRACK_PATH, EventsApiClient
 from gateway.delivery.send_now import send_now
 from gateway.ingest.pipeline import Pipeline
-from gateway.ingest.sources.postback.process import Outcome, PostbackProcessor
+from gateway.ingest.sources.postback.process import PostbackProcessor, PostbackResult
 from gateway.ingest.sources.postback.request import our_fields, query_fields
 from gateway.settings import Settings
 from gateway.storage.outbox import open_outbox
@@ -40,7 +40,7 @@ def register(commands: Commands) -> None:
     command.set_defaults(run=run)
 
 
-async def evaluate(settings: Settings, source_name: str, query: str) -> Outcome:
+async def evaluate(settings: Settings, source_name: str, query: str) -> PostbackResult:
     """The postback's outcome as the endpoint would compute it, nothing stored."""
     source = settings.postbacks.sources.get(source_name)
     if source is None:
