@@ -20,14 +20,14 @@ numbers rather than about digits alone:
 
 A candidate is a run of digits and separators found by one regular expression without
 nested repetition (linear), so the Python work is per run of 8+ such characters, and each
-run spends a unit of the event's `Budget`.
+run spends a unit of the event's `ScanBudget`.
 """
 
 from __future__ import annotations
 
 import re
 
-from gateway.privacy.scrub import Budget
+from gateway.privacy.scrub import ScanBudget
 
 _RUN = re.compile(r"\d[\d ().-]{7,}")
 _SEPARATORS = " ().-"
@@ -47,7 +47,7 @@ def might_hold_phone(text: str, *, national: bool) -> bool:
 
 
 def phone_spans(
-    text: str, *, national: bool, budget: Budget | None = None
+    text: str, *, national: bool, budget: ScanBudget | None = None
 ) -> list[tuple[int, int]]:
     """(start, end) of each phone-looking number in `text` (OverBudget past `budget`)."""
     spans: list[tuple[int, int]] = []

@@ -12,7 +12,7 @@ script count (`jürgen@beispiel.de`): the price is that `hello@world` is taken f
 too, which in a page URL or a description is a price worth paying. A domain needs a letter,
 so `2@10` (two at ten) is not an address.
 
-A `Budget` spans one event: each `@`, each candidate phone number (phones_in_text.py) and
+A `ScanBudget` spans one event: each `@`, each candidate phone number (phones_in_text.py) and
 each 256 characters of a long text spend a unit, and past the budget the caller replaces
 the text whole, so no crafted event buys more than a bounded amount of scanning.
 """
@@ -33,7 +33,7 @@ class OverBudget(Exception):
     """An event asked for more scanning than its budget: its remaining texts go whole."""
 
 
-class Budget:
+class ScanBudget:
     """Units of scanning one event may still spend (each `@`, each candidate number…)."""
 
     __slots__ = ("left",)
@@ -47,7 +47,7 @@ class Budget:
             raise OverBudget
 
 
-def email_spans(text: str, budget: Budget | None = None) -> list[tuple[int, int]]:
+def email_spans(text: str, budget: ScanBudget | None = None) -> list[tuple[int, int]]:
     """(start, end) of each email address in `text`, in order, never overlapping.
 
     Raises OverBudget when `budget` runs out."""
