@@ -22,7 +22,9 @@ from gateway.ingest.policy import SourcePolicy
 RECOVERED = ("blocked", "absent")
 
 
-class PixelCopies(Collector):
+class RecoveredConversions(Collector):
+    """Browser events counted by what became of their pixel copy; `recovered` per pixel."""
+
     def __init__(self, registry: CollectorRegistry, *, max_series: int = 500) -> None:
         self._counts: dict[tuple[str, str, str], int] = {}
         self._names: set[tuple[str, str]] = set()
@@ -60,3 +62,6 @@ class PixelCopies(Collector):
         for (pixel, name, state), count in sorted(self._counts.items()):
             family.add_metric([pixel, name, state], count)
         yield family
+
+
+PixelCopies = RecoveredConversions  # the old name: runtime.py imports it until its rewrite
