@@ -1,6 +1,6 @@
 """Turns one input event (browser beacon, server call, postback, file row) into `Event`s.
 
-Every source shares this parser so the rules of `tiktok-events-api.md` hold whatever the
+Every source shares this parser so the rules of `docs/tiktok-events-api.md` hold whatever the
 entry point; what differs per source is its `SourcePolicy`. It validates strictly (a typo
 such as `event_name` is an error naming the field, not a silently empty event), hashes
 identifiers as soon as it reads them (`user.py`), scrubs personal data from every other
