@@ -1,5 +1,5 @@
 """The one scrubber every free-text field and URL of an event passes through, and what it
-changed, by field, for `/metrics` (the rules themselves are in core/redact.py).
+changed, by field, for `/metrics` (the rules themselves are in privacy/redact.py).
 
 Fields are scrubbed by what they are: prose (`description`, `search_string`, content names,
 custom properties) for every phone format; identifiers (`order_id`, content ids, the app /
