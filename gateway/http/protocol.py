@@ -1,21 +1,11 @@
 """The HTTP connection, guarded: slow, oversized and excess clients are refused at once.
 
-uvicorn's httptools protocol has a keep-alive timeout, but nothing bounds how long a client
-may take to send its headers or its body, nor how large its headers may be: 5,000 sockets
-that sent half a request stayed open, and an 8 MB Cookie header was parsed and answered.
-This subclass adds, per connection:
-
-- a deadline for the headers of each request (`header_timeout_seconds`): a client that has
-  not finished them gets `408` and the connection is closed;
-- a deadline between pieces of a body (`body_timeout_seconds`): a stalled upload is closed
-  (the endpoint sees the client go away and stores nothing);
-- a size limit on the headers (`max_header_bytes`): counted on the raw bytes before the
-  parser sees them, so refusing costs the same whatever the size: `431`, closed;
-- a bound on open connections (`max_connections`): the one over it gets `503` at once.
-
-Refusals are JSON, like every answer of the gateway. A subclass rather than another server
-keeps uvicorn's speed (httptools) and everything else it does; the hooks used are the
-parser callbacks uvicorn itself implements.
+uvicorn's httptools protocol, subclassed, adds per connection a deadline for each request's
+headers (`header_timeout_seconds`: 408, closed), a deadline between pieces of a body
+(`body_timeout_seconds`: closed, nothing stored), a limit on the raw header bytes
+(`max_header_bytes`: 431, closed) and a bound on open connections (`max_connections`: 503).
+Refusals are JSON. A subclass keeps uvicorn's speed and everything else it does.
+Why, and why a class plus a factory: docs/design/guarded-protocol.md.
 """
 
 from __future__ import annotations

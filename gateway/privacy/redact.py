@@ -1,25 +1,11 @@
 """Personal data out of free text and URLs, before anything is stored or sent to TikTok.
 
-One rule for every text: email addresses (scrub.py) and phone-looking numbers
-(phones_in_text.py) become `redacted`. Prose (descriptions, search strings, names, query
-values) is also searched for national phone formats; identifiers (order ids, content ids)
-and URL paths only for unmistakable ones (`+…`, `tel:`), so order numbers and SKUs survive.
-
-A URL is taken apart before it is scanned, because each part hides data its own way:
-
-- userinfo (`https://john@example.com:pw@host/`) is dropped: it is credentials, never
-  useful to TikTok;
-- the path, each query key and value, and the fragment are percent-decoded again and again
-  (`%2540` → `%40` → `@`) up to a bound; a part still encoded past it is replaced whole;
-- a query value keeps `+` for the email scan (`john+shop@example.com`, whose `+` a form
-  decoder would turn into a space, leaving `john` behind) and is also read with `+` as a
-  space for the phone scan (`?q=0151+1234+5678`);
-- a query parameter whose name says it holds personal data (`name`, `phone`, `address`,
-  `billing[email]`…) is dropped with its value; a fragment that holds a query (`#/p?x=1`,
-  `#a=1&b=2`) is treated as one.
-
-Only a part that held something is re-encoded; every other part keeps its bytes, so the
-common URL comes back as the same string. The work per event is bounded by its `ScanBudget`.
+Email addresses (scrub.py) and phone-looking numbers (phones_in_text.py) become `redacted`;
+prose is also searched for national phone formats, identifiers and URL paths only for
+unmistakable ones, so order numbers and SKUs survive. A URL is taken apart first: userinfo is
+dropped, each part is percent-decoded up to a bound, and query parameters named for personal
+data go whole; only a part that held something is re-encoded. The work per event is bounded
+by its `ScanBudget`. The rules part by part: docs/design/scrubbing.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """The embedded outbox: one SQLite file in WAL mode, written by one thread with group commit.
 
-With `synchronous=FULL` (the default) a committed event survives `kill -9` and power loss;
-`sqlite_writer.py` explains how writes are grouped and why the lock is held as it is.
-
-One gateway process owns a file at a time (an exclusive lock file enforces it); on open it
-releases the leases a crashed predecessor held, so those events are sent again at once.
-Its delivery process and operator commands open the file beside it (`exclusive=False`).
-
-Schema version 2 keeps each event's destination and `event_time` in columns beside the
-wire-ready JSON of its `data` element; a version-1 file (one JSON record per event) is
-migrated in place on open.
+With `synchronous=FULL` (the default) a committed event survives `kill -9` and power loss
+(`sqlite_writer.py`: how writes are grouped). One gateway process owns a file at a time (an
+exclusive lock file) and on open releases the leases a crashed predecessor held; its delivery
+process and operator commands open the file beside it (`exclusive=False`). The operators'
+queries are `sqlite_admin.py`, the schema and its migration `sqlite_migration.py`.
+Why: docs/design/sqlite-outbox.md.
 """
 
 from __future__ import annotations
