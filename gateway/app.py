@@ -2,7 +2,7 @@
 
 `create_app(gateway)` only arranges HTTP around a `Gateway` built beforehand; the lifespan
 starts and stops it. Each source contributes its routes (one line here per source) and
-answers errors in its own format behind its own boundary (`web/errors.py`); what reaches
+answers errors in its own format behind its own boundary (`http/errors.py`); what reaches
 the app's handlers is Starlette's own 404/405 and, as a last resort, a bug.
 """
 

@@ -1,5 +1,5 @@
 """Liveness, readiness and Prometheus metrics: the routes an orchestrator and a scraper call
-(on the public listener and on the metrics listener, `web/listeners.py`)."""
+(on the public listener and on the metrics listener, `http/listeners.py`)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from gateway.storage.outbox.guard import MB, BacklogGuard, BacklogLimits
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.per_minute import EventsPerMinute
 from gateway.telemetry.recent import RecentEvents
-from gateway.telemetry.recovered import PixelCopies
+from gateway.telemetry.recovered import RecoveredConversions
 from gateway.telemetry.replicas import ReplicaFeed
 from gateway.telemetry.score_histogram import ScoreHistogram
 
@@ -130,9 +130,9 @@ class Gateway:
         if feed is not None:
             self.replicas = ReplicaFeed(feed, self.recent)
         self.pipeline.on_accept(ScoreHistogram(self.metrics.registry).accepted)
-        self.pixel_copies = PixelCopies(self.metrics.registry)
+        self.recovered = RecoveredConversions(self.metrics.registry)
         """Recovered conversions: browser events whose pixel copy was blocked or absent."""
-        self.pipeline.on_accept(self.pixel_copies.accepted)
+        self.pipeline.on_accept(self.recovered.accepted)
         console = settings.console.enabled
         self.per_minute = EventsPerMinute(
             [p.id for p in settings.pixels],

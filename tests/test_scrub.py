@@ -10,7 +10,7 @@ import pytest
 
 from gateway.privacy.phones_in_text import phone_spans
 from gateway.privacy.redact import UrlRedactor
-from gateway.privacy.scrub import Budget, email_spans, scrub_emails
+from gateway.privacy.scrub import ScanBudget, email_spans, scrub_emails
 from gateway.privacy.scrubbing import EVENT_BUDGET
 
 CRAFTED = ("https://shop.example/?e=" + "a" * 1000 + "@" + "a." * 1500)[:4096]
@@ -18,7 +18,7 @@ URLS = UrlRedactor(["email"])
 
 
 def scrub_url(url: str) -> str:
-    return URLS.redact(url, Budget(EVENT_BUDGET))
+    return URLS.redact(url, ScanBudget(EVENT_BUDGET))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_phone_candidates_are_found_in_linear_time() -> None:
 
 def test_a_spent_budget_stops_the_scan() -> None:
     """Past its budget an event's text is replaced whole, so the work per event is bounded."""
-    budget = Budget(3)  # `%` takes the URL part by part: each parameter spends a unit
+    budget = ScanBudget(3)  # `%` takes the URL part by part: each parameter spends a unit
     assert URLS.redact("https://shop.example/?a=%31&b=2&c=3&d=4", budget) == (
         "https://shop.example/?a=%31&b=2&c=3&redacted"
     )

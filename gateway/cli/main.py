@@ -19,10 +19,10 @@ from gateway.cli import (
     fake_api,
     import_file,
     outbox,
-    postback_test,
+    postback_dry_run,
     postback_url,
     postbacks,
-    send_test,
+    send_event,
     serve,
 )
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED
@@ -31,12 +31,12 @@ from gateway.core.errors import ConfigError, EventError, OutboxUnavailable
 _COMMANDS = (
     serve,
     check_config,
-    send_test,
+    send_event,
     outbox,
     import_file,
     fake_api,
     postback_url,
-    postback_test,
+    postback_dry_run,
     postbacks,
     demo,
 )

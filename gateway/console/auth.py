@@ -1,14 +1,11 @@
 """Who may use the console: one admin password, a signed session cookie, a CSRF token.
 
-The console shows every event and can replay dead letters, so it is off until a password is
-configured. A correct password gets a session cookie signed with itsdangerous (HttpOnly,
-`SameSite=Strict`, scoped to the console's path, expiring after `session_hours`); the
-signing key is derived from the password, so changing the password ends every session and
-replicas sharing the configuration accept each other's sessions with no shared store.
-
-Actions (replay, send a test event) also carry a CSRF token: an HMAC of the session id,
-put in the page and sent back in a header — a cross-site form cannot read it, even where a
-browser would send a Strict cookie. Login attempts are rate-limited per client IP.
+The console is off until a password is configured. A correct password gets a cookie signed
+with itsdangerous (HttpOnly, `SameSite=Strict`, the console's path, `session_hours`) by a
+key derived from the password: changing it ends every session, and replicas sharing the
+configuration accept each other's sessions. Actions (replay, send a test event) also carry a
+CSRF token, an HMAC of the session id sent back in a header. Logins are rate-limited per IP.
+Why: docs/design/console.md.
 """
 
 from __future__ import annotations

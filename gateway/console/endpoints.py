@@ -186,7 +186,7 @@ class Console:
                 "score_sum": 0,
                 "keys": Counter[str](),
                 "delivered": 0,
-                "recovered": self._gateway.pixel_copies.recovered(pixel),
+                "recovered": self._gateway.recovered.recovered(pixel),
             }
         for trace in self._gateway.recent.latest():
             entry = pixels.get(trace.pixel)

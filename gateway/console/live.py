@@ -1,17 +1,11 @@
 """Live events for the console, as Server-Sent Events, at no cost while nobody watches.
 
-Only while at least one console page is streaming does `RecentEvents` keep each accepted
-event (hashed) for the page to show; the first watcher turns that on and the last one
-turns it off. With Redis the first watcher also has the other replicas share their events
-(`replicas.py`), which land in the same buffer.
-
-Nothing is called per event, even while a page watches: each stream wakes every `_TICK`
-seconds, asks the buffer what changed since its cursor (`RecentEvents.changed_since`) and
-builds JSON for at most the `_PER_TICK` newest of them, in their latest state. A flood of
-beacons costs the serving loop a counter per batch, not a trace, a queue entry or a
-serialisation per event and step (a person cannot read more rows than that anyway).
-Under a flood the buffer keeps only every n-th event for pages to show; the stream tells
-the page n (`event: sampling`) so that it can say it shows a sample.
+`RecentEvents` keeps accepted events only while a page streams (the first watcher turns it
+on, the last off; with Redis the other replicas then share theirs, `telemetry/replicas.py`).
+Nothing runs per event: each stream wakes every `_TICK` seconds, asks the buffer what changed
+since its cursor and sends at most the `_PER_TICK` newest, in their latest state. Under a
+flood the buffer keeps every n-th event and the stream says so (`event: sampling`).
+Why: docs/design/console.md.
 """
 
 from __future__ import annotations

@@ -55,15 +55,29 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
         f'\n<meta name="console-path" content="{base}">'
         f'\n<script src="{base}/assets/console.js" defer></script>'
     )
-    body = f"""<nav>
+    tabs = (
+        _live_tab(options),
+        _overview_and_dead_tabs(),
+        _postbacks_tab(senders),
+        _test_tab(options),
+    )
+    body = "\n".join((_nav(base), *tabs))
+    return HTMLResponse(_page(path, "console", body, meta=meta), 200, HEADERS)
+
+
+def _nav(base: str) -> str:
+    return f"""<nav>
 <button data-tab="live" class="active">Live events</button>
 <button data-tab="overview">Overview</button>
 <button data-tab="dead">Dead letters</button>
 <button data-tab="postbacks">Postbacks</button>
 <button data-tab="test">Send a test event</button>
 <form method="post" action="{base}/logout" class="logout"><button>Log out</button></form>
-</nav>
-<section id="live" class="tab">
+</nav>"""
+
+
+def _live_tab(options: str) -> str:
+    return f"""<section id="live" class="tab">
 <div class="filters">
 <select id="f-pixel"><option value="">every pixel</option>{options}</select>
 <input id="f-source" placeholder="source (browser, server…)">
@@ -78,13 +92,19 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
 <th>event_id</th><th>match keys</th><th>score</th><th>delivery</th></tr></thead>
 <tbody></tbody></table>
 <div id="detail" class="detail" hidden></div>
-</section>
-<section id="overview" class="tab" hidden><div id="overview-body"></div></section>
+</section>"""
+
+
+def _overview_and_dead_tabs() -> str:
+    return """<section id="overview" class="tab" hidden><div id="overview-body"></div></section>
 <section id="dead" class="tab" hidden>
 <p><button id="dead-refresh">Refresh</button></p>
 <div id="dead-body"></div>
-</section>
-<section id="postbacks" class="tab" hidden>
+</section>"""
+
+
+def _postbacks_tab(senders: str) -> str:
+    return f"""<section id="postbacks" class="tab" hidden>
 <div class="filters">
 <select id="pb-source"><option value="">every source</option>{senders}</select>
 <label><input type="checkbox" id="pb-none"> only those that fired nothing</label>
@@ -95,8 +115,11 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
 <th>ttclid</th><th>rules fired → events (TikTok's answer)</th><th>rules not fired: why</th>
 <th>fields (identifiers hashed)</th></tr></thead><tbody></tbody></table>
 <p id="pb-empty" hidden></p>
-</section>
-<section id="test" class="tab" hidden>
+</section>"""
+
+
+def _test_tab(options: str) -> str:
+    return f"""<section id="test" class="tab" hidden>
 <form id="send-test">
 <label>Pixel <select name="pixel">{options}</select></label>
 <label>Event <input name="event" value="Purchase" required></label>
@@ -112,4 +135,3 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
 </form>
 <pre id="send-test-result"></pre>
 </section>"""
-    return HTMLResponse(_page(path, "console", body, meta=meta), 200, HEADERS)

@@ -1,17 +1,10 @@
 """The console's postback view: each postback, the rules it fired or why not, its events.
 
-Read from the postback log (`ingest/sources/postback/log.py`: the outbox's backend, so
-with Redis every replica's postbacks), newest first, for one source or all. For an
-operator debugging a rule each entry adds what the log alone does not say:
-
-- how the trigger was found: given as `trigger`, or mapped from the source's own value
-  (`status=1`, by the source's `triggers` table), or absent;
-- the source's renames (`payout → price`), since the fields are kept under our names;
-- for each event stored, what became of it so far, from the recent buffer (delivered with
-  TikTok's code, retrying, dead-lettered), or that it has left the buffer.
-
-The log keeps identifiers hashed already; here their digests are shortened as everywhere
-on the page.
+Read from the postback log (`storage/postback_log.py`, in the outbox's backend: with Redis
+every replica's), newest first, for one source or all. Each entry adds what the log alone
+does not say: how the trigger was found (given, mapped by the source's `triggers`, or
+absent), the source's renames (`payout → price`), and what became of each stored event so
+far (from the recent buffer). Identifiers are hashed already; digests are shortened.
 """
 
 from __future__ import annotations

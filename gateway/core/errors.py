@@ -1,24 +1,11 @@
-"""The gateway's one error hierarchy.
+"""The gateway's one error hierarchy (drawn, with its reasons, in docs/design/errors.md).
 
-    GatewayError
-     ├── ConfigError              settings that cannot be used; one line per problem
-     ├── Rejected                 an input refused: carries its HTTP status, an error code,
-     │    │                       the field at fault (if any) and response headers
-     │    ├── EventError          400: an event that cannot be sent; names the field
-     │    │    └── PayloadTooLarge   413: a body or batch over a limit
-     │    ├── Unauthorized        401: missing or wrong API key
-     │    ├── Forbidden           403: an origin or a caller that may not send here
-     │    ├── MethodNotAllowed    405
-     │    ├── UnsupportedMediaType   415
-     │    └── TooManyRequests     429: a client over its rate limit, or load shed
-     └── OutboxUnavailable        events cannot be stored now (disk full, Redis down): 503
-
-Failures of the Events API are not errors here: the client classifies them into an Outcome.
-Third-party errors (sqlite3, redis, httpx) are translated into these at one boundary each.
-How an error looks on the wire is not decided here but by the renderer of the surface that
-answers (`web/errors.py`): our JSON for our endpoints, TikTok's envelope for the relay.
-Messages never contain an access token or a raw identifier: callers name the field, not
-its value.
+`ConfigError`: settings that cannot be used, one line per problem. `Rejected` and its
+subclasses (`EventError`, `PayloadTooLarge`, `Unauthorized`, `Forbidden`, `TooManyRequests`…):
+an input refused, carrying its HTTP status, an error code, the field at fault and response
+headers. `OutboxUnavailable`: events cannot be stored now (503). Third-party errors are
+translated into these at one boundary each; the surface that answers renders them
+(`http/errors.py`). Messages name the field, never its value, and never hold a token.
 """
 
 from __future__ import annotations

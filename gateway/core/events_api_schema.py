@@ -1,6 +1,6 @@
 """What the fake Events API checks in a request body, and the answers TikTok gives.
 
-The checks are the spec's (`tiktok-events-api.md`): one event_source + event_source_id,
+The checks are the spec's (`docs/tiktok-events-api.md`): one event_source + event_source_id,
 1–1000 events, event_time an integer in seconds, event_id a string, hashed identifiers as
 64-character hex, test_event_code only at the top level, page.url on web events. An invalid
 request gets HTTP 200 with code 40002 and a message in TikTok's style, as the real API does.

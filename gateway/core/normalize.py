@@ -2,7 +2,7 @@
 
 These are the rules TikTok matches on: a wrong byte here (an untrimmed email, a phone without
 '+', a hash of a hash) silently costs matched conversions, so each rule follows the
-"Decisions" table of `tiktok-events-api.md` literally. Functions are pure; errors name the
+"Decisions" table of `docs/tiktok-events-api.md` literally. Functions are pure; errors name the
 field, never the value, so nothing raw reaches a log through an exception.
 """
 

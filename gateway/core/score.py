@@ -1,15 +1,10 @@
 """The match-key score: a local 0–10 estimate of how well TikTok can match one event.
 
-TikTok lists the keys it matches on (ttclid, hashed email, hashed phone, hashed external_id,
-`_ttp`, IP + user agent) and calls its Event Quality Score "a weighted average of match key
-coverages", but publishes no weights (nor does Meta for its EMQ). These weights follow the
-order TikTok's Events API and advanced-matching guides give — the click id and the hashed
-email / phone identify a person most surely, then the advertiser's own id and the pixel's
-cookie, then IP + user agent, which only narrow a household down. TikTok's own score is
-computed by TikTok; this one only says which keys an event carried.
-
-Computed from the `user` of an event as it is sent (already hashed): a handful of dict
-lookups, cheap enough to run for every stored event for the `/metrics` histogram.
+TikTok publishes no weights for its Event Quality Score; these follow the order its guides
+give: the click id and hashed email / phone, then external_id and `_ttp`, then IP + user
+agent. It says which keys an event carried, not what TikTok computes. Computed from the
+event's hashed `user` in a handful of dict lookups, cheap enough for every stored event.
+Why these weights: docs/design/match-score.md.
 """
 
 from __future__ import annotations

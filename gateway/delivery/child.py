@@ -1,12 +1,11 @@
 """The delivery process's own side: open the outbox beside the gateway, run a dispatcher,
-and do what the gateway says through its pipes (see process.py for the parent's side).
+and do what the gateway says through its pipes (process.py is the parent's side).
 
-- the wake pipe: a byte per batch of stored events ("w"), or "s" to stop gracefully; its
-  closing without "s" means the gateway died, and delivery stops at once;
-- the control pipe: a reloaded configuration with its number, applied (new tokens, new
-  secrets for the log filter) and answered with that number (and why, if it could not be
-  applied), so the gateway accepts events for a new token only once delivery has it;
-- counters go back through shared memory, every batch's fate through the settlement pipe.
+The wake pipe carries a byte per batch of stored events ("w"), or "s" to stop gracefully;
+its closing without "s" means the gateway died, and delivery stops at once. The control pipe
+carries a reloaded configuration, applied and answered with its number (and why not, if it
+could not be). Counters go back through shared memory, every batch's fate through the
+settlement pipe. Why: docs/design/delivery-process.md.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def child_main(child: ChildEnds) -> None:
         import uvloop
 
         runner: Callable[[Any], Any] = uvloop.run
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
         runner = asyncio.run
     try:
         terminated = runner(_deliver_until_told(child))

@@ -2,7 +2,7 @@
 
 TikTok reports most errors as HTTP 200 with a non-zero envelope `code`, so the HTTP status
 alone says little: every answer is classified here, once, into delivered / retry later /
-permanent, by status AND code, following the table in `tiktok-events-api.md`. Transport
+permanent, by status AND code, following the table in `docs/tiktok-events-api.md`. Transport
 failures from httpx are translated at this one boundary. The access token is sent in a
 header and never appears in an `Outcome`, an exception or a log line.
 """

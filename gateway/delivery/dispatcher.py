@@ -1,15 +1,11 @@
 """The dispatcher: claims events from the outbox and delivers them to TikTok in batches.
 
-Ready events are grouped by destination (event_source, event_source_id, test_event_code —
-the token follows from the pixel) into requests of up to `batch_size`, sent with bounded
-concurrency over one keep-alive client, and each request's classified answer decides the
-fate of its events: delivered → acknowledged; retry → backoff with jitter (a server hint is
-a floor) and the circuit breaker counts it; permanent → dead letter with TikTok's code and
-message. Events older than TikTok accepts are dead-lettered instead of retried forever.
-
-Stopping is graceful: no new claims, in-flight requests get a grace period, the rest stay
-leased in the outbox and are sent after the next start. The finishing write of a request
-is shielded from cancellation so a delivered batch is not left unacknowledged by a stop.
+Ready events are grouped by destination into requests of up to `batch_size`, sent with
+bounded concurrency over one keep-alive client; each classified answer decides its events'
+fate: delivered → acknowledged; retry → backoff with jitter (a server hint is a floor), and
+the circuit breaker counts it; permanent, or older than TikTok accepts → dead letter with a
+reason. Stopping is graceful: no new claims, a grace period, the rest stay leased for the
+next start; the finishing write of a request is shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -70,7 +66,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         observer: DeliveryObserver | None = None,
     ) -> None:
-        """`observer` is told every batch's fate (`delivery/observe.py`)."""
+        """`observer` is told every batch's fate (`delivery/settlement.py`)."""
         self._outbox = outbox
         self._observer = observer or NoObserver()
         self._client = client

@@ -1,12 +1,10 @@
 """Finding the events TikTok refuses inside a refused request, so their batch-mates go on.
 
-TikTok refuses a whole Events API request when one of its events is invalid, naming the
-event's position when it can (`40002 "Batch.3.properties.contents.0.content_id: Not a valid
-string"`; our fake says `data[3]`). A dispatcher that batches must not dead-letter the 999
-good events with the bad one. The dispatcher resends: without the named event when there is
-a position, else each half — so a bad event costs about 2·log₂(batch) extra requests. A
-budget per refused batch bounds the cost when many events are bad (or the refusal concerns
-the whole request after all): what is left when it runs out is dead-lettered as it stands.
+TikTok refuses a whole request for one invalid event, naming its position when it can
+(`40002 "Batch.3.properties…"`; our fake says `data[3]`). The dispatcher resends without the
+named event, or else each half: about 2·log₂(batch) extra requests per bad event. A budget
+per refused batch bounds the cost when many are bad (or the refusal concerns the whole
+request after all): what is left when it runs out is dead-lettered as it stands.
 """
 
 from __future__ import annotations

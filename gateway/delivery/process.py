@@ -1,25 +1,11 @@
 """Delivery in its own process, so sending never competes with ingestion for the GIL.
 
-Under load, claiming, encoding and posting batches took a quarter of the serving thread's
-time (bench/beacon.py, profiled), and a backlog drained after an outage would slow every
-beacon while it lasted. `serve` therefore runs the dispatcher in a child process
-(`[delivery] separate_process`, on by default):
-
-- the parent keeps the outbox for adding events; the child opens it beside the parent (SQLite:
-  a second connection to the WAL file, without the owner's lock; Redis: the consumer name
-  the gateway chose, the same for every child it starts) and claims, sends and settles;
-- the parent wakes the child through a pipe after storing events (one byte, coalesced per
-  loop iteration);
-- "stop" on that pipe stops the child gracefully (grace period); the pipe closing without
-  it means the parent died, and the child exits at once: a restarted gateway releases the
-  leases and sends those events again (same event_id, so TikTok deduplicates);
-- counters come back through shared memory for /metrics, and every batch's fate
-  (`Settlement`) through a second pipe, into the gateway's `RecentEvents`;
-- a reloaded configuration goes to the child through a third pipe (`reconfigure`), and the
-  parent waits for the child's answer before it accepts events for new pixels or tokens:
-  one message at a time (a restart's and a reload's), numbered, so an answer that came
-  too late for its reload is never taken for the next one's;
-- a child that dies is restarted with backoff; /readyz is 503 until it runs again.
+`serve` runs the dispatcher in a child (`[delivery] separate_process`, on by default) that
+opens the outbox beside the parent and claims, sends and settles. The parent wakes it through
+a pipe ("stop" stops it gracefully; the pipe closing stops it at once), counters come back
+through shared memory and each batch's fate through a second pipe; a reload goes through a
+third and is answered before new pixels or tokens are accepted. A dead child is restarted
+with backoff (/readyz is 503 meanwhile). Why and how: docs/design/delivery-process.md.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Built on `h11` over asyncio streams rather than an ASGI framework because a faithful fake
 must be able to misbehave below HTTP: drop a connection without answering, or answer late.
-It serves `POST /open_api/v1.3/event/track/` like TikTok (token check, body validation,
-HTTP 200 with an envelope code), plus a small control API under `/_fake/` so a process that
-did not start it (a demo, a gateway under test in another process) can script and inspect it.
+It serves `POST /open_api/v1.3/event/track/` (answered by `answers.py`, as TikTok would), plus
+a small control API under `/_fake/` so a process that did not start it (a demo, a gateway
+under test in another process) can script and inspect it.
 """
 
 from __future__ import annotations
@@ -13,76 +13,15 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
-import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import h11
-import orjson
 
-from gateway.core.events_api_schema import validate_request
+from gateway.fake_api.answers import Answer, Fault, Ledger, ReceivedRequest, answer_track
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
-_BAD_TOKEN = (40105, "Access token is incorrect or has been revoked.")
-_NO_SCOPE = (40001, "No permission to operate on this event source with this access token.")
-
-
-@dataclass
-class Fault:
-    """A scripted misbehaviour, applied to the next `times` matching requests (None: until cleared).
-
-    `status` answers with that HTTP status; `code` answers HTTP 200 with that envelope code;
-    `delay` waits before answering (alone: a slow but correct answer); `drop` closes the
-    connection without a word. `pixel` limits the fault to one event_source_id; `event_id`
-    to requests carrying that event, as TikTok refuses a whole request for one bad event
-    (`{position}` in the message becomes the event's index in `data`).
-    """
-
-    status: int | None = None
-    code: int | None = None
-    message: str | None = None
-    delay: float = 0.0
-    drop: bool = False
-    retry_after: float | None = None
-    times: int | None = 1
-    pixel: str | None = None
-    event_id: str | None = None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Fault:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-
-@dataclass
-class ReceivedRequest:
-    """One request as the fake saw it; the token is recorded only as right or wrong, and by
-    the label it was given (`set_token(..., label=)`), never itself."""
-
-    at: float
-    token_ok: bool
-    body: Any
-    http_status: int
-    code: int | None
-    message: str
-    fault: bool = False
-    token_label: str | None = None
-
-
-@dataclass
-class _State:
-    tokens: dict[str, frozenset[str] | None]
-    labels: dict[str, str] = field(default_factory=dict)
-    faults: list[Fault] = field(default_factory=list)
-    requests: list[ReceivedRequest] = field(default_factory=list)
-    record_bodies: bool = True
-    events_accepted: int = 0
-    connections_opened: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class FakeEventsApi:
@@ -103,7 +42,7 @@ class FakeEventsApi:
         takes as little CPU as possible from the gateway it measures.
         """
         tokens = {"test-token": None} if tokens is None else tokens
-        self._state = _State(
+        self._state = Ledger(
             tokens={t: None if p is None else frozenset(p) for t, p in tokens.items()},
             record_bodies=record_bodies,
         )
@@ -174,92 +113,7 @@ class FakeEventsApi:
             self._state.faults.clear()
             self._state.events_accepted = 0
 
-    # --- answering ---------------------------------------------------------------------
-
-    def _take_fault(self, pixel: str | None, event_ids: list[Any]) -> Fault | None:
-        with self._state.lock:
-            for fault in self._state.faults:
-                if fault.pixel is not None and fault.pixel != pixel:
-                    continue
-                if fault.event_id is not None and fault.event_id not in event_ids:
-                    continue
-                if fault.times is not None:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._state.faults.remove(fault)
-                return fault
-        return None
-
-    def _record(self, request: ReceivedRequest, accepted: int) -> None:
-        with self._state.lock:
-            if not self._state.record_bodies:
-                request.body = None
-            self._state.requests.append(request)
-            self._state.events_accepted += accepted
-
-    async def _track(
-        self, headers: Mapping[str, str], raw: bytes
-    ) -> tuple[int, dict[str, str], bytes] | None:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        pixel = body.get("event_source_id") if isinstance(body, dict) else None
-        data = body.get("data") if isinstance(body, dict) else None
-        event_ids = (
-            [e.get("event_id") for e in data if isinstance(e, dict)]
-            if isinstance(data, list)
-            else []
-        )
-        fault = self._take_fault(pixel if isinstance(pixel, str) else None, event_ids)
-        token = headers.get("access-token", "")
-        with self._state.lock:
-            known = token in self._state.tokens
-            allowed = self._state.tokens.get(token)
-            label = self._state.labels.get(token)
-        now = time.time()
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-            if fault.drop:
-                self._record(
-                    ReceivedRequest(now, known, body, 0, None, "dropped", True, token_label=label),
-                    0,
-                )
-                return None
-            if fault.status is not None:
-                extra = {"retry-after": str(int(fault.retry_after))} if fault.retry_after else {}
-                self._record(
-                    ReceivedRequest(
-                        now, known, body, fault.status, None, "", True, token_label=label
-                    ),
-                    0,
-                )
-                return fault.status, extra, b'{"message":"injected failure"}'
-            if fault.code is not None:
-                message = fault.message or f"injected envelope code {fault.code}"
-                if fault.event_id is not None:
-                    message = message.replace("{position}", str(event_ids.index(fault.event_id)))
-                self._record(
-                    ReceivedRequest(
-                        now, known, body, 200, fault.code, message, True, token_label=label
-                    ),
-                    0,
-                )
-                return 200, {}, _envelope(fault.code, message)
-        if not known:
-            code, message = _BAD_TOKEN
-        elif allowed is not None and pixel not in allowed:
-            code, message = _NO_SCOPE
-        elif self._validate:
-            code, message = validate_request(body)
-        else:
-            code, message = (0, "OK") if isinstance(body, dict) else (40002, "Invalid JSON")
-        accepted = len(body["data"]) if code == 0 else 0
-        self._record(
-            ReceivedRequest(now, known, body, 200, code, message, token_label=label), accepted
-        )
-        return 200, {}, _envelope(code, message)
+    # --- the control API and routing ----------------------------------------------------
 
     def _control(self, method: str, path: str, raw: bytes) -> tuple[int, bytes]:
         if path == "/_fake/requests" and method == "GET":
@@ -290,16 +144,14 @@ class FakeEventsApi:
             return 200, b'{"ok":true}'
         return 404, b'{"error":"not found"}'
 
-    async def _respond(
-        self, request: h11.Request, raw: bytes
-    ) -> tuple[int, dict[str, str], bytes] | None:
+    async def _respond(self, request: h11.Request, raw: bytes) -> Answer | None:
         method = request.method.decode()
         path = request.target.decode().split("?", 1)[0]
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
         if path == TRACK_PATH:
             if method != "POST":
                 return 405, {}, b'{"code":40000,"message":"method not allowed"}'
-            return await self._track(headers, raw)
+            return await answer_track(self._state, headers, raw, validate=self._validate)
         status, body = self._control(method, path, raw)
         return status, {}, body
 
@@ -402,9 +254,3 @@ class FakeEventsApi:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _envelope(code: int, message: str) -> bytes:
-    return json.dumps(
-        {"code": code, "message": message, "request_id": uuid.uuid4().hex, "data": {}}
-    ).encode()

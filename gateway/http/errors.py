@@ -111,7 +111,7 @@ _OK = b'{"code":0,"message":"OK","request_id":"%s","data":{}}'
 
 
 class TikTokEnvelope:
-    """The relay: HTTP 200 and TikTok's envelope codes (see tiktok-events-api.md)."""
+    """The relay: HTTP 200 and TikTok's envelope codes (see docs/tiktok-events-api.md)."""
 
     def __init__(self, ids: RequestIds | None = None) -> None:
         self._ids = ids or RequestIds()

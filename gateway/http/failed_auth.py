@@ -1,23 +1,11 @@
 """A budget of failed authentications per client, for the endpoints that take a key.
 
-The server API, the relay, imports and postbacks take API keys, pixel tokens or source
-secrets, and their request rate limits are off or generous by default (backends send in
-bursts), so without this a stranger could guess keys without end. Only failures count (a
-missing or wrong credential), one budget across those endpoints (`[rate_limit]
-failed_auth_per_minute`, a burst of `failed_auth_burst`): once a client is over it, every
-request it sends there is refused (429, `Retry-After`) before any credential is compared —
-the right key too, or a refusal would tell a right guess from a wrong one — until the
-budget refills.
-
-A request that authenticates pays one check that no client's budget is short (an empty
-dict, the usual case), else its client is found and looked up in that dict; nothing is
-counted for it. With replicas (a Redis outbox) failures are counted in Redis too, so the
-budget is theirs together; a replica asks Redis (a GET) only about clients that failed
-there recently, since asking about every request would put a round trip on the hot path.
-A replica where a client has not failed yet compares that client's next key: the failure
-it counts there learns of the others' count and locks the client out there too — at most
-one guess per replica beyond the budget. When Redis cannot answer, the local bucket
-decides alone (fail open to the local limit), as for the request limits.
+Only failures count (a missing or wrong credential), in one budget across the server API,
+the relay, imports and postbacks (`[rate_limit] failed_auth_per_minute`, `failed_auth_burst`).
+A client over it is refused (429, `Retry-After`) before any credential is compared, the right
+one too, until the budget refills. A request that authenticates pays one look at an (usually
+empty) dict. With Redis the replicas share the count, at most one guess per replica beyond
+it; when Redis cannot answer the local bucket decides. Why: docs/design/failed-auth.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """The gateway's two listeners: the public one (beacon, snippet, APIs) and the metrics one.
 
-`/metrics` used to trust the socket peer (loopback or a private range), so any load
-balancer on a private network exposed it to the internet. Now it is served where the
-operator binds it — `[metrics] host/port`, loopback by default — and on the public port
-only to a configured bearer token. Both listeners belong to one uvicorn server (one
-event loop, one protocol with its limits); a request knows which one it came in on by its
-local port (`scope["server"]`), and the metrics listener serves only what a scraper or
-an orchestrator's probes need.
+`/metrics` is served where the operator binds it (`[metrics] host/port`, loopback by
+default), and on the public port only to a configured bearer token, never by the peer's
+address. Both listeners belong to one uvicorn server (one event loop, one guarded protocol);
+a request knows its listener by its local port (`scope["server"]`), and the metrics listener
+serves only what a scraper or an orchestrator's probes need. Why: docs/design/metrics.md.
 """
 
 from __future__ import annotations

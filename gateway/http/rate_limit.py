@@ -1,21 +1,11 @@
 """Per-client rate limits: a token bucket per client IP and endpoint, shared by replicas
 through Redis when the outbox is Redis.
 
-One IP with a forged Origin once had 150,000 beacons accepted in 20 s. Each endpoint that
-strangers can reach gets a budget (`[rate_limit]`): a sustained rate and a burst. The bucket
-is kept as GCRA does it — one number per client, the "theoretical arrival time" — so a
-check is a dict lookup and some arithmetic, and a refusal says exactly when to come back
-(`Retry-After`).
-
-Clients are IP addresses; an IPv6 client is its /64 (by default), since one host usually
-holds a whole /64. Behind a carrier-grade NAT many people share one IPv4 address, which is
-why the beacon's default budget is far above what one person's browser sends.
-
-With replicas, the budget is enforced across all of them by a Lua script in Redis (its own
-clock, so replicas' clocks need not agree). The local bucket runs first: a client over its
-budget at this replica is refused without a round trip, which is where a flood is. When
-Redis cannot answer, the local bucket alone decides (fail open to the local limit): the
-rate limit must not turn a Redis hiccup into refusing every visitor.
+Each endpoint strangers can reach has a `Budget` (`[rate_limit]`: a rate and a burst), kept
+as GCRA does it (one number per client): a check is a dict lookup and a refusal says when to
+come back (`Retry-After`). An IPv6 client is its /64 by default. With replicas a Lua script
+in Redis enforces the budget across all; the local bucket runs first, and decides alone when
+Redis cannot answer (fail open to the local limit). Why: docs/design/rate-limits.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turns one input event (browser beacon, server call, postback, file row) into `Event`s.
 
-Every source shares this parser so the rules of `tiktok-events-api.md` hold whatever the
+Every source shares this parser so the rules of `docs/tiktok-events-api.md` hold whatever the
 entry point; what differs per source is its `SourcePolicy`. It validates strictly (a typo
 such as `event_name` is an error naming the field, not a silently empty event), hashes
 identifiers as soon as it reads them (`user.py`), scrubs personal data from every other
@@ -163,11 +163,8 @@ def parse_event(
     sections = {k: flat_section(k, raw[k], scrub) for k in ("app", "ad", "lead") if raw.get(k)}
     event_id = _event_id(raw, pixel, event_time, user, properties, sections, policy)
     code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
-    destination = Destination(
-        event_source=pixel.event_source,
-        event_source_id=pixel.id,
-        test_event_code=code or test_event_code or pixel.test_event_code,
-    )
+    test_code = code or test_event_code or pixel.test_event_code
+    destination = Destination(pixel.event_source, pixel.id, test_code)
     events = [
         Event(
             destination=destination,

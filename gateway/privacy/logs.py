@@ -1,15 +1,10 @@
 """Logging set-up: text for a person at a terminal, one JSON object per line for a log
-aggregator, and a last line of defence in both: configured secrets and email addresses are
-scrubbed from every record.
+aggregator, and in both a last line of defence: secrets and email addresses scrubbed.
 
-Code never logs a token or a raw identifier on purpose; the filter makes sure one that slips
-into an exception text from a library still never reaches a log line. Structured fields
-(`extra={"pixel": …, "event_count": …, "tiktok_code": …}`) are scrubbed the same way and
-become keys of the JSON object, so an aggregator can count dead letters per pixel without
-parsing the message.
-
-`log_format = "auto"` (the default) writes text when stderr is a terminal and JSON
-otherwise (a container, a systemd unit, a pipe) — the rule Caddy follows too.
+Code never logs a token or a raw identifier on purpose; the filter catches one that slips in
+through a library's exception text. Structured fields (`extra={"pixel": …}`) are scrubbed
+too and become keys of the JSON object, so an aggregator counts without parsing messages.
+`log_format = "auto"` writes text when stderr is a terminal and JSON otherwise.
 """
 
 from __future__ import annotations

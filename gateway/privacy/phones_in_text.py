@@ -1,33 +1,18 @@
 """Finding what looks like a phone number in free text, by its written shape.
 
-Order numbers, EANs, SKUs, timestamps and prices are digit strings too, and wrecking them
-breaks catalogue matching and reporting, so the rule is about how people *write* phone
-numbers rather than about digits alone:
-
-- **international**: `+` then 8 to 15 digits, which may be grouped by spaces, `-`, `.` or a
-  parenthesised group: `+1 213 373 4253`, `+44 (0)20 7946 0958`, `+4915112345678`. Order
-  ids and SKUs do not start with `+`.
-- **tel:**: `tel:` then at least 5 digits, however written.
-- **national** (only where `national=True`: prose and URL query values, never identifiers
-  nor URL paths): 9 to 15 digits in at least 3 groups split by one kind of separator (space,
-  `-` or `.`), the first group possibly in parentheses: `(213) 373-4253`, `213-373-4253`,
-  `0151 1234 5678`, `06 12 34 56 78`. Not a phone: an unbroken digit string
-  (`4500123456789`), a date (8 digits), a date with a time (`2024-11-22 10:30`: a run
-  followed by `:`), mixed separators (`22.11.2024 18`), a group of one digit after the
-  first (ISBNs such as `978-3-16-148410-0`), four dotted groups of up to 3 digits (an IPv4
-  address), a run glued to letters (`SKU-213-373-4253`). Two-group national numbers
-  (`030 12345678`) are missed: they cannot be told from a quantity and a code.
-
-A candidate is a run of digits and separators found by one regular expression without
-nested repetition (linear), so the Python work is per run of 8+ such characters, and each
-run spends a unit of the event's `Budget`.
+Order numbers, SKUs, EANs, dates and prices are digit strings too, so the rule is how people
+*write* phone numbers: international (`+` and 8–15 digits, grouped or not), `tel:` (5+
+digits), and, where `national=True` (prose and query values), 9–15 digits in 3+ groups split
+by one kind of separator. What is not a phone, and why: docs/design/phones-in-text.md.
+Candidates come from one linear regular expression; each run of 8+ such characters spends a
+unit of the event's `ScanBudget`.
 """
 
 from __future__ import annotations
 
 import re
 
-from gateway.privacy.scrub import Budget
+from gateway.privacy.scrub import ScanBudget
 
 _RUN = re.compile(r"\d[\d ().-]{7,}")
 _SEPARATORS = " ().-"
@@ -47,7 +32,7 @@ def might_hold_phone(text: str, *, national: bool) -> bool:
 
 
 def phone_spans(
-    text: str, *, national: bool, budget: Budget | None = None
+    text: str, *, national: bool, budget: ScanBudget | None = None
 ) -> list[tuple[int, int]]:
     """(start, end) of each phone-looking number in `text` (OverBudget past `budget`)."""
     spans: list[tuple[int, int]] = []

@@ -1,25 +1,11 @@
 """Personal data out of free text and URLs, before anything is stored or sent to TikTok.
 
-One rule for every text: email addresses (scrub.py) and phone-looking numbers
-(phones_in_text.py) become `redacted`. Prose (descriptions, search strings, names, query
-values) is also searched for national phone formats; identifiers (order ids, content ids)
-and URL paths only for unmistakable ones (`+…`, `tel:`), so order numbers and SKUs survive.
-
-A URL is taken apart before it is scanned, because each part hides data its own way:
-
-- userinfo (`https://john@example.com:pw@host/`) is dropped: it is credentials, never
-  useful to TikTok;
-- the path, each query key and value, and the fragment are percent-decoded again and again
-  (`%2540` → `%40` → `@`) up to a bound; a part still encoded past it is replaced whole;
-- a query value keeps `+` for the email scan (`john+shop@example.com`, whose `+` a form
-  decoder would turn into a space, leaving `john` behind) and is also read with `+` as a
-  space for the phone scan (`?q=0151+1234+5678`);
-- a query parameter whose name says it holds personal data (`name`, `phone`, `address`,
-  `billing[email]`…) is dropped with its value; a fragment that holds a query (`#/p?x=1`,
-  `#a=1&b=2`) is treated as one.
-
-Only a part that held something is re-encoded; every other part keeps its bytes, so the
-common URL comes back as the same string. The work per event is bounded by its `Budget`.
+Email addresses (scrub.py) and phone-looking numbers (phones_in_text.py) become `redacted`;
+prose is also searched for national phone formats, identifiers and URL paths only for
+unmistakable ones, so order numbers and SKUs survive. A URL is taken apart first: userinfo is
+dropped, each part is percent-decoded up to a bound, and query parameters named for personal
+data go whole; only a part that held something is re-encoded. The work per event is bounded
+by its `ScanBudget`. The rules part by part: docs/design/scrubbing.md.
 """
 
 from __future__ import annotations
@@ -29,7 +15,7 @@ from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
 from gateway.privacy.phones_in_text import might_hold_phone, phone_spans
-from gateway.privacy.scrub import REPLACEMENT, Budget, OverBudget, email_spans, replace_spans
+from gateway.privacy.scrub import REPLACEMENT, OverBudget, ScanBudget, email_spans, replace_spans
 
 MAX_DECODES = 4
 """Percent-decoding rounds per URL part; a part still encoded after them is replaced whole."""
@@ -44,7 +30,7 @@ def parameter_name(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "").replace(" ", "").replace("+", "")
 
 
-def redact_text(text: str, *, national: bool, budget: Budget) -> str:
+def redact_text(text: str, *, national: bool, budget: ScanBudget) -> str:
     """`text` with emails and phone-looking numbers replaced (the same object when clean).
 
     Text holding percent-escapes (`jane%40example.com`, a URL pasted into a property) is
@@ -61,7 +47,7 @@ def redact_text(text: str, *, national: bool, budget: Budget) -> str:
     return text if clean_decoded is decoded else clean_decoded
 
 
-def _redact_plain(text: str, *, national: bool, budget: Budget) -> str:
+def _redact_plain(text: str, *, national: bool, budget: ScanBudget) -> str:
     try:
         if len(text) >= 256:
             budget.spend(len(text) >> 8)
@@ -81,7 +67,7 @@ class UrlRedactor:
         self._dropped = frozenset(parameter_name(n) for n in dropped_parameters)
         self._verdicts: dict[str, bool] = {}  # names repeat (utm_source, ttclid…)
 
-    def redact(self, url: str, budget: Budget) -> str:
+    def redact(self, url: str, budget: ScanBudget) -> str:
         """`url` without personal data (the same object when it held none)."""
         if self._plainly_clean(url):
             return url
@@ -129,7 +115,7 @@ class UrlRedactor:
             )
         return parameter_name(lowered) in self._dropped
 
-    def _query(self, query: str, budget: Budget) -> str:
+    def _query(self, query: str, budget: ScanBudget) -> str:
         kept: list[str] = []
         for pair in query.split("&"):
             try:
@@ -147,7 +133,7 @@ class UrlRedactor:
         clean = "&".join(kept)
         return query if clean == query else clean
 
-    def _fragment(self, fragment: str, budget: Budget) -> str:
+    def _fragment(self, fragment: str, budget: ScanBudget) -> str:
         """A fragment is a path (`#/checkout`), a query (`#a=1&b=2`) or both (`#/p?a=1`)."""
         route, question_mark, query = fragment.partition("?")
         if not question_mark and "=" in route:
@@ -172,7 +158,7 @@ def _authority_end(head: str) -> int:
     return len(head) if slash == -1 else slash
 
 
-def _without_userinfo(scheme_and_authority: str, budget: Budget) -> str:
+def _without_userinfo(scheme_and_authority: str, budget: ScanBudget) -> str:
     at = scheme_and_authority.rfind("@")
     if at == -1:
         return scheme_and_authority
@@ -181,7 +167,7 @@ def _without_userinfo(scheme_and_authority: str, budget: Budget) -> str:
     return scheme_and_authority[:start] + redact_text(host, national=False, budget=budget)
 
 
-def _path(path: str, budget: Budget) -> str:
+def _path(path: str, budget: ScanBudget) -> str:
     if "%" not in path and "@" not in path and not might_hold_phone(path, national=False):
         return path
     segments = path.split("/")
@@ -189,7 +175,7 @@ def _path(path: str, budget: Budget) -> str:
     return path if clean == segments else "/".join(clean)
 
 
-def _segment(raw: str, budget: Budget) -> str:
+def _segment(raw: str, budget: ScanBudget) -> str:
     try:
         budget.spend()
     except OverBudget:
@@ -200,13 +186,13 @@ def _segment(raw: str, budget: Budget) -> str:
     return _part(raw, text, national=False, budget=budget, safe=_PATH_SAFE)
 
 
-def _part(raw: str, text: str, *, national: bool, budget: Budget, safe: str) -> str:
+def _part(raw: str, text: str, *, national: bool, budget: ScanBudget, safe: str) -> str:
     """`raw`, unless its decoded `text` held personal data: then the clean text, encoded."""
     clean = redact_text(text, national=national, budget=budget)
     return raw if clean is text else quote(clean, safe=safe)
 
 
-def _query_value(raw: str, budget: Budget) -> str:
+def _query_value(raw: str, budget: ScanBudget) -> str:
     text = _decoded(raw)
     if text is None:
         return REPLACEMENT

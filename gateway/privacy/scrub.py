@@ -1,20 +1,11 @@
 """Finding email addresses in free text in linear time, to keep them out of what TikTok
 receives unhashed (page URLs, properties) and out of the disk.
 
-A regular expression such as `[^@]+@[^@]+\\.[a-z]{2,}` backtracks on crafted input
-(`a…a@a.a.a.…`: ~45 ms for 4 KB, and a request of 120 such events held the event loop for
-10 s). This scanner looks at each `@` once and grows the local part leftwards and the domain
-rightwards with anchored character-class matches of bounded length (64 and 253, the longest
-an address may have): the work per `@` is bounded, whatever the input.
-
-An address needs no top-level domain (`john@localhost`, intranet hosts), and letters of any
-script count (`jürgen@beispiel.de`): the price is that `hello@world` is taken for an address
-too, which in a page URL or a description is a price worth paying. A domain needs a letter,
-so `2@10` (two at ten) is not an address.
-
-A `Budget` spans one event: each `@`, each candidate phone number (phones_in_text.py) and
-each 256 characters of a long text spend a unit, and past the budget the caller replaces
-the text whole, so no crafted event buys more than a bounded amount of scanning.
+Each `@` is looked at once; the local part and the domain grow from it by anchored matches of
+bounded length (64 and 253), so crafted input cannot make it backtrack. Any script counts and
+no top-level domain is needed (`john@localhost`). A `ScanBudget` spans one event: each `@`,
+phone candidate and 256 characters of text spend a unit; past it the caller replaces the
+text whole. Why: docs/design/scrubbing.md.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ class OverBudget(Exception):
     """An event asked for more scanning than its budget: its remaining texts go whole."""
 
 
-class Budget:
+class ScanBudget:
     """Units of scanning one event may still spend (each `@`, each candidate number…)."""
 
     __slots__ = ("left",)
@@ -47,7 +38,7 @@ class Budget:
             raise OverBudget
 
 
-def email_spans(text: str, budget: Budget | None = None) -> list[tuple[int, int]]:
+def email_spans(text: str, budget: ScanBudget | None = None) -> list[tuple[int, int]]:
     """(start, end) of each email address in `text`, in order, never overlapping.
 
     Raises OverBudget when `budget` runs out."""

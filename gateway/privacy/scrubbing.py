@@ -1,5 +1,5 @@
 """The one scrubber every free-text field and URL of an event passes through, and what it
-changed, by field, for `/metrics` (the rules themselves are in core/redact.py).
+changed, by field, for `/metrics` (the rules themselves are in privacy/redact.py).
 
 Fields are scrubbed by what they are: prose (`description`, `search_string`, content names,
 custom properties) for every phone format; identifiers (`order_id`, content ids, the app /
@@ -10,7 +10,7 @@ so an order number such as `4500123456789` survives; URLs part by part.
 from __future__ import annotations
 
 from gateway.privacy.redact import UrlRedactor, redact_text
-from gateway.privacy.scrub import Budget
+from gateway.privacy.scrub import ScanBudget
 from gateway.settings import PrivacySettings
 
 EVENT_BUDGET = 256
@@ -30,7 +30,7 @@ class Scrubber:
         return EventScrub(self._urls)
 
 
-class EventScrub(Budget):
+class EventScrub(ScanBudget):
     """Scrubs the texts of one event, spending its own budget; `scrubbed` names the field of
     each value it changed (a fixed set: page.url, page.referrer, properties, contents,
     user, app, ad, lead)."""

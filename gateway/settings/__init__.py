@@ -2,11 +2,10 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, metrics, outbox, delivery, server API, rate limits, relay, browser,
-              cookies, console, privacy
-postbacks.py  lead systems' postbacks: sources, tracking rules, the lead context
-model.py      pixels and the whole `Settings`
-load.py       the file and the environment → `Settings`, or `ConfigError`
+sections.py   server, metrics, outbox, delivery, server API, limits, relay, browser, console…
+postbacks.py  lead systems' postbacks: sources, tracking rules (tracking/), the lead context
+model.py      pixels and the whole `Settings`; load.py: the file and environment → `Settings`
+live.py       the running configuration, reloaded whole or not at all
 """
 
 from gateway.core.secret import Secret

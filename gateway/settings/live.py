@@ -1,23 +1,11 @@
 """The configuration a running gateway uses now, reloadable without a restart.
 
-`reload()` reads the file again (on SIGHUP, or when `watch()` sees the file or a `file:`
-secret change) and validates it whole; only a configuration with no problem replaces the
-running one. A bad file changes nothing and is logged in one line with its problems.
-
-A good one is applied in two steps, so nothing is accepted that cannot be delivered:
-
-1. `prepare` hooks are awaited first: delivery (in its own process) learns the new tokens
-   and pixels before anything is accepted for them;
-2. then every `on_reload` listener takes the new settings in one go, with no await between
-   them: each swaps one reference (a pixel table, a rule set), so a request sees the old
-   configuration or the new, never a mix.
-
-What is reloaded: the pixels (ids, tokens, origins, test codes, consent) and the postback
-sources and rules (`RELOADED`). The rest (listeners, the outbox, limits, delivery's pace,
-the lead context, the log level and format) is built once at start; a change to it is
-logged as needing a restart, and is not taken: `current`, the hooks and the listeners see
-the running configuration with only the `RELOADED` keys replaced. A delivery process
-started later (after a crash) therefore still uses the outbox and endpoint this one does.
+`reload()` (SIGHUP, or `watch()` seeing the file or a `file:` secret change) validates the
+file whole; a bad one changes nothing and is logged in one line. A good one is applied in two
+steps: `prepare` hooks are awaited first (delivery learns new tokens and pixels before anything
+is accepted for them), then every `on_reload` listener swaps its reference with no await in
+between, so a request sees the old or the new, never a mix. Only the `RELOADED` keys change;
+the rest is logged as needing a restart. Why: docs/design/live-settings.md.
 """
 
 from __future__ import annotations

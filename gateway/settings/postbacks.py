@@ -1,22 +1,11 @@
 """The `[postbacks]` section: sending systems (sources), tracking rules, the lead context.
 
-    [postbacks.sources.lms]
-    secret = "env:LMS_POSTBACK_SECRET"            # travels in the URL: ?key=…
-    rename = { payout = "price" }                 # their parameter → our field
-    triggers = { status = { "1" = "lead_sold" } } # their value → a trigger name
+    [postbacks.sources.lms]   secret, rename = { payout = "price" }, triggers = { status = … }
+    [[postbacks.rules]]       name, trigger, filters, price, pixel, event, fields = { … }
 
-    [[postbacks.rules]]
-    name = "sold"
-    trigger = "lead_sold"                         # or a list
-    filters = { publisher = ["p1", "p2"], buyer = { none_of = ["b9"] } }
-    price = { gt = 0 }                            # gt, gte, lt, lte, between = [x, y]
-    pixel = "C4ABCDEF1234567890"
-    event = "CompleteRegistration"                # or a list
-    fields = { event_id = "{lead_id}-{trigger}", value = "{price}", currency = "USD" }
-
-Every rule is compiled here, once, into the engine's objects (`ingest/sources/postback`),
-and every fault is named by its path — an unknown placeholder, an operator, a currency —
-so `check-config` reports them all and a reload can refuse a bad file whole.
+Every rule is compiled here, once, into the engine's objects (`settings/tracking/`), every
+fault named by its path (an unknown placeholder, an operator, a currency): `check-config`
+reports them all and a reload refuses a bad file whole. Example: docs/design/postbacks.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """The postback log: the last postbacks of each source and what each became.
 
-A lead system that silently loses its click ids is the most common reason for zero
-attributed conversions, so each entry keeps the rules fired with their event ids, the
-reasons of the others, and how the click id stood (given, from the lead context, expired,
-malformed or missing). It lives in the outbox's backend (a SQLite table; a Redis list per
-source), bounded per source, so `tiktok-gateway postbacks SOURCE` reads it from beside a
-running gateway. Identifiers are hashed before an entry is kept; the endpoint only queues
-entries, and one task writes them at most once a second, so a postback never waits for
-its log line and the log costs the outbox's writer one commit a second, not one a batch.
+Each entry keeps the rules fired with their event ids, the others' reasons and how the click
+id stood (given, from the lead context, expired, malformed or missing): a lead system losing
+its click ids is the commonest cause of zero attributed conversions. It lives in the outbox's
+backend (a SQLite table, a Redis list per source), bounded per source, identifiers hashed.
+Entries are queued and written by one task at most once a second, so a postback never waits.
 """
 
 from __future__ import annotations

@@ -145,8 +145,17 @@ class _TallyCollector(Collector):
 
 
 class Metrics:
+    """The gateway's metrics: counters its code increments, and figures read at scrape time."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._declare_events()
+        self._declare_guards()
+        self._declare_sources()
+        self._declare_watched()
+
+    def _declare_events(self) -> None:
+        """What became of events: received, dropped, and values that lost data on the way."""
         self.received = Counter(
             "tiktok_gateway_events_received",
             "Events accepted into the outbox, by source",
@@ -159,14 +168,24 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.invalid_forwarded_hops = Counter(
-            "tiktok_gateway_invalid_forwarded_hops",
-            "Hops of X-Forwarded-For / Forwarded from a trusted proxy that were no IP address",
-            registry=self.registry,
-        )
         self.identifiers_dropped = Counter(
             "tiktok_gateway_identifiers_dropped",
             "Identifier values left out of an event because they could not be normalised",
+            registry=self.registry,
+        )
+        self.personal_data_scrubbed = Counter(
+            "tiktok_gateway_personal_data_scrubbed",
+            "Values whose emails, phone numbers or personal query parameters were removed, "
+            "by field (page.url, page.referrer, properties, contents, user, app, ad, lead)",
+            ["field"],
+            registry=self.registry,
+        )
+
+    def _declare_guards(self) -> None:
+        """Requests the gateway's guards refused or distrusted."""
+        self.invalid_forwarded_hops = Counter(
+            "tiktok_gateway_invalid_forwarded_hops",
+            "Hops of X-Forwarded-For / Forwarded from a trusted proxy that were no IP address",
             registry=self.registry,
         )
         self.rate_limited = Counter(
@@ -188,13 +207,9 @@ class Metrics:
             "Beacons refused (503) while the outbox backlog was past a limit",
             registry=self.registry,
         )
-        self.personal_data_scrubbed = Counter(
-            "tiktok_gateway_personal_data_scrubbed",
-            "Values whose emails, phone numbers or personal query parameters were removed, "
-            "by field (page.url, page.referrer, properties, contents, user, app, ad, lead)",
-            ["field"],
-            registry=self.registry,
-        )
+
+    def _declare_sources(self) -> None:
+        """What the relay fixed and what postbacks fired."""
         self.relay_fixups: dict[str, int] = {}
         """kind → count; the relay adds to it on every stored request (a tally, see above)."""
         self.registry.register(
@@ -225,6 +240,10 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+
+    def _declare_watched(self) -> None:
+        """Figures owned elsewhere (lead context, delivery, backlog, reloads), read at scrape
+        time once their owner is given to a `watch_*` method."""
         self._context: Callable[[], ContextStats | None] = lambda: None
         self.registry.register(_ContextCollector(lambda: self._context()))
         self._delivery: Callable[[], DeliveryStats | None] = lambda: None

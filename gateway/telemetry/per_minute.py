@@ -1,21 +1,10 @@
 """Events per minute over the last hour, per pixel: what the console's chart draws.
 
-Each pixel has a ring of 60 counts indexed by the minute (epoch seconds // 60) modulo 60,
-beside the minute each slot holds: counting an event is a dict lookup and an integer
-increment, and the ring covers the whole hour at any rate (the console's recent buffer
-holds the last 1,000 events — a few seconds of a busy shop).
-
-With Redis the replicas share the figures. Each replica writes the counts of the minutes
-that changed since its last flush into one hash per minute (`{prefix}:per-minute:{minute}`),
-in its own field (`{pixel} {replica}`, HSET): an absolute count, not an increment, so a
-flush that reached Redis but whose answer was lost (a timeout) is written again at the next
-flush and never counted twice. A hash expires once its minute has left the hour; flushes run
-every few seconds from a background task, and only when something was counted. A reader sums
-the hour's hashes (one pipelined round trip), the other replicas' fields only, and adds its
-own counts as it holds them: its own events are exact and the other replicas' at most one
-flush behind. (A `{pixel}` field alone is an older version's running total: summed too.
-An older version reads only those, so during a rolling upgrade its chart misses the newer
-replicas' counts until it is replaced.)
+Each pixel has a ring of 60 counts indexed by the minute modulo 60: counting is a dict lookup
+and an increment. With Redis each replica writes, every few seconds, the counts of the minutes
+that changed into one hash per minute, in its own field and as absolute counts (a retried
+flush never counts twice); a reader sums the other replicas' fields and adds its own exact
+counts. Layout, expiry and rolling upgrades: docs/design/per-minute.md.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ _SCAN_PER_ROW = 20
 class EventTrace:
     """One event as the console shows it: what was accepted and each delivery step since.
     Events other replicas accepted are traced too while the console shares them
-    (`web/console/replicas.py`)."""
+    (`telemetry/replicas.py`)."""
 
     pixel: str
     event: str

@@ -22,7 +22,9 @@ from gateway.ingest.policy import SourcePolicy
 RECOVERED = ("blocked", "absent")
 
 
-class PixelCopies(Collector):
+class RecoveredConversions(Collector):
+    """Browser events counted by what became of their pixel copy; `recovered` per pixel."""
+
     def __init__(self, registry: CollectorRegistry, *, max_series: int = 500) -> None:
         self._counts: dict[tuple[str, str, str], int] = {}
         self._names: set[tuple[str, str]] = set()

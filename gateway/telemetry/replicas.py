@@ -1,45 +1,11 @@
 """The console across replicas: every replica's live events and TikTok's answers, through
 Redis pub/sub while a console page watches somewhere — and nothing while none does.
 
-Two channels under the outbox's prefix and its database number:
-
-    {prefix}:db{n}:console:watching   "a page watches on replica R": said by R when its first page
-                                opens and every 5 s while one does. Every replica listens
-                                (one idle subscription, no work until somebody speaks).
-    {prefix}:db{n}:console:events while another replica has said so within 15 s, a replica
-                                publishes here, every quarter second, the events its pipeline
-                                stored and the settlements its delivery reported. Only
-                                replicas with a page open subscribe.
-
-A settlement is published by the replica whose delivery made it, whichever replica stored
-the event (with Redis any replica delivers any event), so a page sees TikTok's answer for
-every event it is shown. The two travel different paths (the storing replica's tick, the
-delivering replica's pipe), so a settlement can arrive first: `RecentEvents` keeps such
-steps, bounded, for their event.
-
-Why pub/sub and not a capped stream: a stream that gives a newly opened page the history
-of every replica would have to be written for every event at all times — a serialisation
-and a Redis write on the beacon path while nobody looks, and the events kept in Redis's
-memory. Pub/sub costs nothing until a page opens; a new page starts with its own
-replica's recent buffer, and what must not be lost is in the outbox already.
-
-Pub/sub ignores the database number: a message published on db 1 reaches a subscriber on
-db 0. Staging and production on two databases of one Redis server are two deployments, and
-replicas that share a database share an outbox, so they are one: the channels carry the
-database number, and one deployment's pages never hear (or make publish) another's events.
-
-What is published is what the console page shows anyway (`view.shown_element`): digests,
-click ids and `_ttp` shortened, the IP's host part masked, URLs without their query
-values; and settlements (event names and ids, TikTok's code, message and request id). The
-access token is never part of either. Anyone who can SUBSCRIBE gets no more than a page.
-
-Both subscriptions read with `get_message(timeout=…)` and ping the server on their own
-connection every `ping_seconds`: a read never waits on the client's `socket_timeout` (its
-meaning for a blocking pub/sub read differs between redis-py versions), and a subscription
-left half-open by a failover without a TCP reset is found deaf and made again.
-As on one replica, a flood costs the serving loop nothing per event: each tick the
-publisher reads the newest `_PER_TICK` events this replica stored since its last tick
-(`RecentEvents.accepted_since`), and only those are serialised and published.
+`{prefix}:db{n}:console:watching` carries "a page watches on replica R" (every 5 s while one
+does); meanwhile the other replicas publish on `{prefix}:db{n}:console:events`, each quarter
+second, the newest `_PER_TICK` events they stored and what their delivery settled, as a page
+shows them (digests shortened, never the token). Subscriptions ping on their own connection.
+Why pub/sub, the database number and the rest: docs/design/console-replicas.md.
 """
 
 from __future__ import annotations

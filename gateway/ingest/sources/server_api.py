@@ -1,12 +1,11 @@
 """The server-to-server endpoint: backends, CRMs and shops post events with an API key.
 
-    POST /v1/events
-    Authorization: Bearer <api key>        (or X-Api-Key: <api key>)
+    POST /v1/events     Authorization: Bearer <api key>   (or X-Api-Key: <api key>)
     {"pixel_id": "C…", "events": [{"event": "Purchase", "event_id": "o-1", "user": {…}}, …]}
 
-A single event object is accepted too. The request is all or nothing: one invalid event
-rejects the whole request with the field at fault (`events[3].user.email`), so a retry after
-the fix cannot half-duplicate. 202 means every event is durably in the outbox.
+A single event object is accepted too. All or nothing: one invalid event rejects the request
+with the field at fault (`events[3].user.email`), so a retry after the fix cannot
+half-duplicate. 202 means every event is durably in the outbox.
 """
 
 from __future__ import annotations

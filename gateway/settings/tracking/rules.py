@@ -1,16 +1,11 @@
 """Tracking rules: which postbacks become which TikTok events, as lead systems configure them.
 
-A rule has a trigger (one or several lifecycle names), filters on any field, an optional
-price restriction, and an action: the pixel (or event set), one or several TikTok event
-names, and field templates (`templates.py`). `RuleSet.evaluate` runs every rule a source
-may use against one postback: every rule that matches fires (one postback may become
-several TikTok events), and every rule that does not says the first condition that failed,
-so a postback that fired nothing can be answered `200` with the reasons.
-
-The events a rule builds are raw input events for the one parser (`ingest/parser.py`),
-exactly as a backend would post them to `/v1/events`: hashing, validation and the lead
-context are not repeated here. Rendering is deterministic — the same postback gives the
-same `event_id` — so TikTok deduplicates a platform's retries.
+A rule has a trigger (one or several), filters on any field, an optional price restriction,
+and an action: the pixel, one or several event names, and field templates (`templates.py`).
+`RuleSet.evaluate` runs every rule a source may use: every match fires (one postback may
+become several events), every miss says the first condition that failed, so a postback that
+fired nothing is answered 200 with reasons. The events are raw input for the one parser;
+rendering is deterministic, so the same postback gives the same `event_id`.
 """
 
 from __future__ import annotations

@@ -2,12 +2,10 @@
 
     event_id = "{lead_id}-{trigger}"      value = "{price}"      currency = "USD"
 
-A template is parsed once, at configuration time, into literal parts and field names, so
-an unknown placeholder is a configuration error and rendering is a join. Rendering is one
-pass: a value that itself holds `{` (a platform that sent an unfilled macro) is copied as it
-is, never expanded again. `{{` and `}}` write literal braces. A placeholder whose field the
-postback did not carry makes the whole template absent: half an `event_id` would break
-TikTok's deduplication, so the rule leaves that field out (or skips, for `event_id`).
+Parsed once, at configuration time: an unknown placeholder is a configuration error and
+rendering is a join, in one pass (a value holding `{` is never expanded again; `{{` and `}}`
+are literal braces). A placeholder the postback did not carry makes the whole template
+absent: half an `event_id` would break TikTok's deduplication.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """The lead-context store: what the browser showed for a lead, kept for its backend events.
 
-A lead system fires its postbacks long after the browser is gone, and its records rarely
-hold the click id. When a browser event carries an identity key (`external_id`, `order_id`,
-or a configured property such as `lead_id`), the gateway remembers what it observed then —
-`ttclid` (and when it was first seen), `_ttp`, IP, user agent, page URL, locale — under a
-keyed hash of that key; a later postback or server event with the same key gets what it
-lacks from there. What the sender gives explicitly always wins (`Observed` only completes).
-
-Keys are stored as HMAC-SHA-256 of the SHA-256 of the trimmed value, never raw: the same
-digest `external_id` is sent with, so a browser's hashed `external_id` and a lead system's
-raw lead id meet on one key. Entries expire after the attribution window, and the number
-kept is bounded (the oldest go first). Writes from the browser path are queued and written
-by one background task in batches, so a beacon never waits for them; a lookup first writes
-what is queued, so a postback right after its beacon finds it.
+A browser event with an identity key (`external_id`, `order_id`, or a configured property)
+leaves what the gateway observed (`ttclid` and when first seen, `_ttp`, IP, user agent, page
+URL, locale) under an HMAC of the key's SHA-256, for the attribution window and bounded in
+number; a later backend event with the same key gets what it lacks (`Observed` only
+completes). Browser writes are queued and batched by one task, and a lookup writes the queue
+first. Why: docs/design/lead-context.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """The outbox interface: where an event lives from acknowledgement until TikTok has it.
 
-Two faces, one store:
-
-- `EventQueue`, the hot path: the gateway adds events durably before its sender gets a
-  2xx; the dispatcher claims ready ones, and each claimed event ends in exactly one of:
-  acknowledged (delivered, removed), scheduled for a retry at a time, or dead-lettered with
-  a reason. A claim is a lease: if the process holding it dies, the event becomes claimable
-  again, so nothing acknowledged is lost.
-- `OutboxAdmin`, for operators: counts, dead letters, replay, purge.
-
-Only hashed, ready-to-send events are stored: the destination and `event_time` beside the
-wire-ready JSON of the event's `data` element, so delivery never parses an event again.
-Each backend translates its driver's errors into `OutboxUnavailable` at one boundary.
+`EventQueue` is the hot path: events are added durably before the sender's 2xx; each claimed
+event (a lease: claimable again if its holder dies) ends acknowledged, retried at a time, or
+dead-lettered with a reason. `OutboxAdmin` is the operators' face: counts, dead letters,
+replay, purge. Only hashed, wire-ready events are stored (destination and `event_time` beside
+the `data` element), so delivery never parses one again. Each backend translates its
+driver's errors into `OutboxUnavailable` at one boundary.
 """
 
 from __future__ import annotations

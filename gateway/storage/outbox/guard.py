@@ -1,12 +1,11 @@
 """Load shedding before the store fills: the beacon refuses new events (503) while the
 backlog is past a configured size or age, or the room left for it is nearly gone.
 
-When TikTok refuses or is down, events pile up; a flood of beacons then fills the disk
-(4 MB/s was measured) and every source stops, server events included. The guard reads the
-backlog once a second (`Outbox.backlog`, which never scans) and keeps one verdict that the
-beacon reads for free. Browser traffic is what sheds: it is the flood's vector, and it is
-the least valuable per event; server senders retry and carry purchases, so they keep going
-until the store itself refuses. `/readyz` and `/metrics` say when it sheds, and why.
+The guard reads the backlog once a second (`Outbox.backlog`, which never scans) and keeps one
+verdict the beacon reads for free. Browser traffic sheds: it is a flood's vector and the least
+valuable per event; server senders retry and carry purchases, so they go on until the store
+itself refuses. `/readyz` and `/metrics` say when it sheds, and why.
+Why: docs/design/load-shedding.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """The scale-out outbox: one Redis stream shared by every gateway replica.
 
-Layout (all keys under one prefix):
-    {prefix}:stream   stream of ready events (fields d=data element, s=event_source,
-                      p=event_source_id, t=test code, n=event name, i=event_id,
-                      e=event_time, a=attempts, c=created)
-                      read through one consumer group: each entry goes to one replica
-    {prefix}:retry    sorted set of events waiting for a retry, scored by due time
-    {prefix}:dead     hash of dead letters by id
-    {prefix}:counts   per-pixel counters, moved by the same scripts as the events
-
-A claimed entry stays in the group's pending list until it is acknowledged, moved to the
-retry set or dead-lettered — each in one Lua script (`redis_scripts.py`). An entry pending
-longer than the lease (its replica died or hung) is taken over by whichever replica claims
-next (XAUTOCLAIM). Due retries are moved back into the stream by the claiming replica.
-Every redis-py error is translated into `OutboxUnavailable` at one boundary (`_translated`).
+Keys under one prefix: `:stream` (ready events, read through one consumer group, so each
+entry goes to one replica), `:retry` (a sorted set by due time), `:dead` (dead letters by id)
+and `:counts` (per-pixel counters). A claimed entry stays pending until one Lua script
+(`redis_scripts.py`) acknowledges, retries or dead-letters it; one pending past the lease is
+taken over by the next claimer (XAUTOCLAIM). Every redis-py error becomes `OutboxUnavailable`
+at one boundary (`_translated`). The layout: docs/design/redis-outbox.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """The embedded outbox: one SQLite file in WAL mode, written by one thread with group commit.
 
-With `synchronous=FULL` (the default) a committed event survives `kill -9` and power loss;
-`sqlite_writer.py` explains how writes are grouped and why the lock is held as it is.
-
-One gateway process owns a file at a time (an exclusive lock file enforces it); on open it
-releases the leases a crashed predecessor held, so those events are sent again at once.
-Its delivery process and operator commands open the file beside it (`exclusive=False`).
-
-Schema version 2 keeps each event's destination and `event_time` in columns beside the
-wire-ready JSON of its `data` element; a version-1 file (one JSON record per event) is
-migrated in place on open.
+With `synchronous=FULL` (the default) a committed event survives `kill -9` and power loss
+(`sqlite_writer.py`: how writes are grouped). One gateway process owns a file at a time (an
+exclusive lock file) and on open releases the leases a crashed predecessor held; its delivery
+process and operator commands open the file beside it (`exclusive=False`). The operators'
+queries are `sqlite_admin.py`, the schema and its migration `sqlite_migration.py`.
+Why: docs/design/sqlite-outbox.md.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 
@@ -32,17 +27,14 @@ from gateway.storage.outbox.base import (
     CHECKPOINT_DAYS,
     Backlog,
     Claimed,
-    DeadLetter,
     Outbox,
-    OutboxCounts,
-    PixelCounts,
     Prepared,
 )
-from gateway.storage.outbox.sqlite_migration import SCHEMA, migrate
+from gateway.storage.outbox.sqlite_admin import SqliteAdmin
+from gateway.storage.outbox.sqlite_migration import IN_FLIGHT, READY, SCHEMA, migrate
 from gateway.storage.outbox.sqlite_writer import GroupCommitWriter
 
-_READY, _IN_FLIGHT = 0, 1
-_RELEASE_LEASES = f"UPDATE events SET state = {_READY}, due = created WHERE state = {_IN_FLIGHT}"
+_RELEASE_LEASES = f"UPDATE events SET state = {READY}, due = created WHERE state = {IN_FLIGHT}"
 _INSERT_JSON = (
     "INSERT INTO events (pixel, source, test_code, event, event_id, event_time, data, created, "
     "due) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
@@ -59,7 +51,7 @@ _CLAIMABLE = (
 _SEPARATOR = "\x1e"
 
 
-class SqliteOutbox(Outbox):
+class SqliteOutbox(SqliteAdmin, Outbox):
     def __init__(
         self,
         path: str,
@@ -329,73 +321,6 @@ class SqliteOutbox(Outbox):
 
         return await self._db.read(read)
 
-    # --- operators -------------------------------------------------------------------------
-
-    async def counts(self, now: float) -> OutboxCounts:
-        def read(conn: sqlite3.Connection) -> OutboxCounts:
-            counts = OutboxCounts()
-            rows = conn.execute(
-                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
-                "GROUP BY pixel, state, attempts > 0"
-            ).fetchall()
-            for pixel, state, retried, number, oldest in rows:
-                per = counts.pixels.setdefault(pixel, PixelCounts())
-                kind = "in_flight" if state == _IN_FLIGHT else "retrying" if retried else "pending"
-                _count(counts, per, kind, number, now - oldest)
-            for pixel, number in conn.execute(
-                "SELECT pixel, COUNT(*) FROM dead_letters GROUP BY pixel"
-            ):
-                counts.pixels.setdefault(pixel, PixelCounts()).dead = number
-                counts.dead += number
-            return counts
-
-        return await self._db.read(read)
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        def read(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(
-                "SELECT id, source, pixel, test_code, data, code, reason, dead_at, attempts "
-                "FROM dead_letters ORDER BY dead_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-
-        rows = await self._db.read(read)
-        return [
-            DeadLetter(
-                str(i),
-                Event.from_tiktok(Destination(source, pixel, test), orjson.loads(data)),
-                code,
-                reason,
-                dead_at,
-                attempts,
-            )
-            for i, source, pixel, test, data, code, reason, dead_at, attempts in rows
-        ]
-
-    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
-        where, params = _dead_filter(pixel, code)
-        now = time.time()
-
-        def move(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO events (id, pixel, source, test_code, event, event_id, event_time, "
-                "data, created, due) SELECT id, pixel, source, test_code, event, event_id, "
-                "event_time, data, created, ? "
-                f"FROM dead_letters {where}",
-                (now, *params),
-            )
-            conn.execute(f"DELETE FROM dead_letters {where}", params)
-            return cursor.rowcount
-
-        return await self._db.transaction(move)
-
-    async def purge_dead(self, older_than: float) -> int:
-        return await self._db.statement(
-            lambda conn: (
-                conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
-            )
-        )
-
 
 def _private(path: str, *, exclusive: bool) -> None:
     """The file readable by its owner only: it holds hashed identifiers and URLs. SQLite
@@ -408,25 +333,6 @@ def _private(path: str, *, exclusive: bool) -> None:
             with contextlib.suppress(OSError):
                 if os.stat(name).st_mode & 0o077:
                     os.chmod(name, 0o600)
-
-
-def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:
-    setattr(per, kind, getattr(per, kind) + number)
-    setattr(counts, kind, getattr(counts, kind) + number)
-    per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
-    counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
-
-
-def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if pixel is not None:
-        clauses.append("pixel = ?")
-        params.append(pixel)
-    if code is not None:
-        clauses.append("code = ?")
-        params.append(code)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _ids(ids: Sequence[str]) -> str:

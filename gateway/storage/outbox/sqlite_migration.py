@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 VERSION = 2
+READY, IN_FLIGHT = 0, 1  # events.state: claimable when due, or leased until due
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

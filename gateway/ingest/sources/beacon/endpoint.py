@@ -1,14 +1,11 @@
 """The browser beacon endpoint: one event (or a few) from the snippet, enriched and stored.
 
 `navigator.sendBeacon` posts `text/plain` without a CORS preflight, so the Origin header is
-the gate: only configured origins are served, and the origin picks the pixel. What the
-browser says about itself is not trusted where the server knows better: the IP and user
-agent come from the connection, `_ttp` and `ttclid` from first-party cookies and the URLs by
-the spec's precedence. The answer is 204 only once the events are in the outbox (headers
-`X-Accepted` / `X-Dropped` count them); the same answer sets the first-party cookies.
-
-This is the hottest path of the gateway, so it is a plain ASGI app (no Request/Response
-objects) that reads only the headers and cookies it needs.
+the gate: only configured origins are served, and the origin picks the pixel. The IP and user
+agent come from the connection, `_ttp` and `ttclid` from first-party cookies, the URLs by the
+spec's precedence. The answer is 204 once the events are in the outbox (`X-Accepted` /
+`X-Dropped` count them) and sets the first-party cookies. The hottest path of the gateway:
+a plain ASGI app that reads only the headers and cookies it needs.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What only the server sees: the user agent, the click id, the locale (the client IP is
-resolved by `web/client_ip.py`, which every source shares).
+resolved by `http/client_ip.py`, which every source shares).
 
 User-agent parsing costs about a millisecond, so its verdict is cached.
 """

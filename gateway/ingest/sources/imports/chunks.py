@@ -1,15 +1,11 @@
 """An import's chunks parsed in the importing process or in worker processes.
 
-A chunk's input events become stored form by the shared parser (`pipeline.parse_each`),
-with the same rules wherever it runs. With `--jobs N` (N > 1) a million-row file uses N
-cores: the importing process keeps what must stay in file order — reading, the chunk
-fingerprints, the lead-context lookup, storing — and worker processes parse, each chunk
-coming back serialised as the outbox stores it (`Outbox.prepare`), so the importing
-process builds no event objects and unpickles one byte string per chunk.
-
-Workers are spawned (not forked: the importing process runs threads), get what parsing
-needs once — never an access token —, ignore Ctrl-C (the importing process decides), and
-exit with the pool; after a `kill -9` of the importer they see their pipe close and exit.
+Chunks are parsed by the shared parser (`pipeline.parse_each`), the same rules wherever it
+runs. With `--jobs N` (N > 1) workers parse and send each chunk back serialised as the outbox
+stores it (`Outbox.prepare`); the importing process keeps what must stay in file order
+(reading, fingerprints, the lead-context lookup, storing). Workers are spawned, not forked,
+get what parsing needs once (never an access token), ignore Ctrl-C, and exit with the pool or
+when the importer dies. Why: docs/design/imports.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """A file's columns → the gateway's input event: names, aliases, `--map`, and the seed's rules.
 
 The columns are those a CDP's TikTok connector understands (`email`, `phone`, `timestamp`,
-`price`, `quantity`, `cookie_id`, `tiktok_click_id`, `lead_id`…) plus the obvious aliases
-(`user_agent`, `ttp`, `ttclid`, `phone_number`). Header names are compared trimmed,
-lowercased and with spaces or dashes as underscores, so `Phone Number` is `phone_number`.
-Columns nobody understands are ignored and listed in the summary, never guessed at.
-A row becomes a plain dict in the server API's shape, so the one parser judges it; nothing
-here hashes or validates values beyond what only a file has (the required timestamp).
+`price`, `cookie_id`, `tiktok_click_id`, `lead_id`…) plus obvious aliases (`ttclid`, `ttp`,
+`phone_number`…), compared trimmed, lowercased, spaces and dashes as underscores. Columns
+nobody understands are ignored and listed in the summary, never guessed at. A row becomes a
+dict in the server API's shape for the one parser; nothing here validates beyond what only a
+file has (the required timestamp).
 """
 
 from __future__ import annotations

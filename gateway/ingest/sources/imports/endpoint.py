@@ -1,18 +1,11 @@
 """The HTTP upload, for systems that push files rather than run a command.
 
-    POST /v1/imports?pixel=…&event=Purchase&map=E-Mail=email&group_by=order_id…
-    Authorization: Bearer <api key>              (the server API's keys)
-    <the file as the body: CSV, TSV or JSON Lines, gzip welcome>
-
-    → 202 {"import_id": "…", "status": "stored", "summary": {…}, "rejections": [...]}
+    POST /v1/imports?pixel=…&event=Purchase&map=E-Mail=email…  → 202 {"import_id", "summary"…}
     GET /v1/imports/{id} → the same record (status, progress while it runs, summary)
 
-The options are the command's, as query parameters, and the import is the command's
-`Importer` on the gateway's own pipeline, so the result is the same. The answer comes once
-every row is in the outbox (or rejected): the body is held in memory up to
-`[imports] max_upload_mb` and never written to disk as it is, because it holds raw emails and
-phone numbers. A client that lost the connection posts again with `resume=true`: chunks
-already stored are skipped by their checkpoints. Every refusal is our 4xx JSON.
+The `Importer` and options are the command's, the keys the server API's; the answer comes
+once every row is stored or rejected. The body (CSV, TSV or JSON Lines, gzip) stays in memory
+(`[imports] max_upload_mb`), never on disk; `resume=true` skips chunks already stored.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """An import: rows in chunks through the one ingest path, each chunk stored before the next.
 
-Durable and resumable by construction. Each chunk has a key: a SHA-256 chained over the
-import's options and the exact text of every record so far, i.e. the fingerprint of the
-file up to that chunk. The outbox stores the chunk's events and its key in ONE transaction
-(`Outbox.add(..., checkpoint=key)`), so after a `kill -9` at any instant a chunk is either
-wholly stored with its key or not at all. `--resume` re-reads the file, recomputes the keys
-and skips (without parsing) every chunk whose key is stored: no row is stored twice, and a
-file edited after the crash is re-imported from the first chunk that differs. Standard
-input and uploads resume the same way, as nothing needs to be known before reading. Without
-`--resume` everything is stored again, and TikTok deduplicates by the same event ids.
-
-Rows become input events in the server API's shape (`columns.py`) and go through
-`Pipeline.parse_each` / `Pipeline.store` — the path every source takes, where the lead
-context (issue 9) will fill in click ids by external id or order id. Reading and parsing run
-in a worker thread, a chunk at a time, so an upload never holds the serving loop.
+Each chunk's key, a SHA-256 chained over the import's options and every record so far, is
+stored in ONE transaction with the chunk's events (`checkpoint=`): after a `kill -9` a chunk
+is wholly stored or not at all, and `--resume` skips every chunk whose key is stored
+(docs/design/imports.md). Rows become server-API input events (`columns.py`), get click ids
+from the lead context by external id or order id (`LeadMemory.fill_items`), are parsed
+(`chunks.py`) and stored through the pipeline, a chunk at a time in a worker thread.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """The postback endpoint: a URL a lead system can be given, whatever it can send.
 
-    GET  /v1/postbacks/{source}?key=<secret>&trigger=lead_sold&lead_id=…&price=…
-    POST /v1/postbacks/{source}?key=<secret>    (a form, or a JSON object)
+    GET|POST /v1/postbacks/{source}?key=<secret>&trigger=lead_sold&lead_id=…  (POST: form, JSON)
 
-The source's secret travels in the URL (`key`), as most platforms can only be given a URL;
-a sender that can set headers may send the API key instead (`X-Api-Key` / bearer). Both are
-compared in constant time. The answer is JSON: the rules fired with the event ids stored,
-and why the others did not fire. A postback that fires nothing is answered 200 with those
-reasons — platforms retry errors, and retrying will not make a rule match. `dry_run=1`
-evaluates and shows the exact Events API requests without storing anything.
-
-The rules are read per request from a holder that a configuration reload replaces whole
-(`settings/live.py`), so a reload needs no restart and a request never sees half a set;
-the pixel table is taken with them, so a reload during a slow body or the lead-context
-lookup cannot judge the old rules by the new pixels.
+The source's secret travels in the URL (`key`), or the API key in a header. The answer is
+JSON: the rules fired with their event ids, and why the others did not; firing nothing is
+still 200 (retrying will not make a rule match); `dry_run=1` stores nothing. Rules and pixels
+are taken together per request from what a reload replaces whole (docs/design/postbacks.md).
 """
 
 from __future__ import annotations

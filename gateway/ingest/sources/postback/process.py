@@ -39,7 +39,7 @@ class FiredRule:
 
 
 @dataclass
-class Outcome:
+class PostbackResult:
     """What one postback became: rules fired with their events, the others with reasons."""
 
     source: str
@@ -120,7 +120,7 @@ class PostbackProcessor:
         *,
         store: bool = True,
         pixels: Mapping[str, PixelConfig] | None = None,
-    ) -> Outcome:
+    ) -> PostbackResult:
         """Raises EventError (400) for a price that is no number, OutboxUnavailable (503).
 
         `pixels`: the pixel table taken with `rules` (`self.pixels`, before any await), so
@@ -138,7 +138,7 @@ class PostbackProcessor:
         except NotANumber as exc:
             self._counted.labels(source.name, "invalid").inc()
             raise EventError(sender_name(source, exc.field), "is not a number") from None
-        outcome = Outcome(source.name, fields.get("trigger") or None)
+        outcome = PostbackResult(source.name, fields.get("trigger") or None)
         outcome.unmatched.extend(evaluation.unmatched)
         built = [b for fired in evaluation.fired for b in fired.events]
         filled = await self._fill(fields, built)

@@ -1,15 +1,11 @@
 """The TikTok-compatible relay: existing integrations change only their base URL.
 
-    POST /open_api/v1.3/event/track/     Events 2.0
-    POST /open_api/v1.3/pixel/track/     Events 1.0, one web event
-    POST /open_api/v1.3/pixel/batch/     Events 1.0, web events in `batch[]`
-    POST /open_api/v1.3/offline/track/   offline 1.0, one event
-    POST /open_api/v1.3/offline/batch/   offline 1.0, events in `batch[]`
-    (the same under v1.2, each with or without its trailing slash)
+    POST /open_api/v1.3/event/track/                       Events 2.0
+    POST /open_api/v1.3/pixel/track/, /pixel/batch/        Events 1.0 web events
+    POST /open_api/v1.3/offline/track/, /offline/batch/    offline 1.0 (all also under v1.2)
 
-translate.py reads each body into 2.0 events (1.0 field by field), endpoint.py authenticates
-the `Access-Token`, sends the events down the one ingest path every source takes and answers
-in TikTok's envelope; fixups.py counts what the gateway fixed on the way.
+translate.py reads each body into 2.0 events, endpoint.py authenticates the `Access-Token`
+and answers in TikTok's envelope; fixups.py counts what the gateway fixed on the way.
 """
 
 from __future__ import annotations

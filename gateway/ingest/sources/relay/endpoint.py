@@ -5,7 +5,7 @@ code 0 only once every event of the request is durably in the outbox; 40105 for 
 is neither a configured pixel's nor a gateway API key; 40001 for a token of another pixel;
 40002 naming the field for anything invalid, the whole request refused (as TikTok does for
 2.0); 50002 with `Retry-After` when the outbox cannot store now. Errors are rendered by
-`web/errors.TikTokEnvelope` behind the endpoint's boundary, so not even a bug answers 500.
+`http/errors.TikTokEnvelope` behind the endpoint's boundary, so not even a bug answers 500.
 """
 
 from __future__ import annotations

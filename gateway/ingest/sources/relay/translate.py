@@ -1,18 +1,11 @@
 """TikTok's request bodies read into 2.0 events: Events 2.0 as it is, Events 1.0 field by field.
 
-    2.0     /event/track/    {event_source, event_source_id, test_event_code, partner_name, data[]}
-    1.0     /pixel/track/    {pixel_code, event, event_id, timestamp, test_event_code, context,
-                              properties}
-            /pixel/batch/    {pixel_code, batch[] (each as above, with type: "track")}
-    offline /offline/track/  {event_set_id, event, event_id, timestamp, context, properties}
-            /offline/batch/  {event_set_id, batch[]}
-
-A 1.0 event becomes the 2.0 event TikTok's migration notes describe (README, "Switching an
-existing integration"): `timestamp` → `event_time`, `context.ad.callback` → `user.ttclid`,
-`context.user.*` → `user.*` (`phone_number` → `phone`, offline `emails[]` /
-`phone_numbers[]` → `email` / `phone`), `context.ip` / `user_agent` / `locale` → `user.*`,
-`context.page` → `page`, `properties` unchanged. Nothing here validates values: the shared
-parser does, and `legacy_field` names its complaints in the 1.0 words the sender used.
+A 1.0 event (`/pixel/track/`, `/pixel/batch/`, `/offline/…`) becomes the 2.0 event TikTok's
+migration notes describe: `timestamp` → `event_time`, `context.ad.callback` → `user.ttclid`,
+`context.user.*` → `user.*` (`phone_number` → `phone`, offline `emails[]` / `phone_numbers[]`
+→ `email` / `phone`), `context.ip` / `user_agent` / `locale` → `user.*`, `context.page` →
+`page`. Nothing here validates values: the shared parser does, and `legacy_field` names its
+complaints in the sender's 1.0 words. The body shapes: docs/design/relay.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """`tiktok-gateway postback-test SOURCE 'trigger=lead_sold&lead_id=…&price=…'`: what a
 postback would become, without a lead system and without storing anything.
 
-It runs the same rules and parser as the endpoint and prints which rules matched, which
-did not with the first condition that failed, and the exact Events API JSON (identifiers
-hashed). With `--send` the requests go to TikTok with a test event code, so the events
-show in Events Manager's *Test events* tab and count for nothing, and TikTok's answer is
-printed. The lead context lives in the running gateway, so it is not filled in here: pass
-`ttclid`, `url`, `ip` or `user_agent` to see them in the JSON.
+It runs the endpoint's rules and parser and prints the rules that matched, those that did
+not with the first condition that failed, and the exact Events API JSON (identifiers hashed).
+`--send` sends it with a test event code (Events Manager's *Test events* tab) and prints
+TikTok's answer. The lead context lives in the running gateway, so it is not filled in here:
+pass `ttclid`, `url`, `ip` or `user_agent` to see them in the JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
 from gateway.delivery.client import TRACK_PATH, EventsApiClient
 from gateway.delivery.send_now import send_now
 from gateway.ingest.pipeline import Pipeline
-from gateway.ingest.sources.postback.process import Outcome, PostbackProcessor
+from gateway.ingest.sources.postback.process import PostbackProcessor, PostbackResult
 from gateway.ingest.sources.postback.request import our_fields, query_fields
 from gateway.settings import Settings
 from gateway.storage.backend import open_backend
@@ -40,7 +39,7 @@ def register(commands: Commands) -> None:
     command.set_defaults(run=run)
 
 
-async def evaluate(settings: Settings, source_name: str, query: str) -> Outcome:
+async def evaluate(settings: Settings, source_name: str, query: str) -> PostbackResult:
     """The postback's outcome as the endpoint would compute it, nothing stored."""
     source = settings.postbacks.sources.get(source_name)
     if source is None:

@@ -1,0 +1,111 @@
+"""The SQLite outbox's operator face: counts, dead letters, replay and purge.
+
+The queries an operator asks (the console, `/metrics`, the CLI beside a running gateway), apart
+from the queue the hot path uses; they go through the same single writer as the queue.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import time
+from typing import Any
+
+import orjson
+
+from gateway.core.event import Destination, Event
+from gateway.storage.outbox.base import DeadLetter, OutboxAdmin, OutboxCounts, PixelCounts
+from gateway.storage.outbox.sqlite_migration import IN_FLIGHT
+from gateway.storage.outbox.sqlite_writer import GroupCommitWriter
+
+
+class SqliteAdmin(OutboxAdmin):
+    """`OutboxAdmin` over the outbox file's writer, which the outbox provides as `_db`."""
+
+    @property
+    @abc.abstractmethod
+    def _db(self) -> GroupCommitWriter: ...
+
+    async def counts(self, now: float) -> OutboxCounts:
+        def read(conn: sqlite3.Connection) -> OutboxCounts:
+            counts = OutboxCounts()
+            rows = conn.execute(
+                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
+                "GROUP BY pixel, state, attempts > 0"
+            ).fetchall()
+            for pixel, state, retried, number, oldest in rows:
+                per = counts.pixels.setdefault(pixel, PixelCounts())
+                kind = "in_flight" if state == IN_FLIGHT else "retrying" if retried else "pending"
+                _count(counts, per, kind, number, now - oldest)
+            for pixel, number in conn.execute(
+                "SELECT pixel, COUNT(*) FROM dead_letters GROUP BY pixel"
+            ):
+                counts.pixels.setdefault(pixel, PixelCounts()).dead = number
+                counts.dead += number
+            return counts
+
+        return await self._db.read(read)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT id, source, pixel, test_code, data, code, reason, dead_at, attempts "
+                "FROM dead_letters ORDER BY dead_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+        rows = await self._db.read(read)
+        return [
+            DeadLetter(
+                str(i),
+                Event.from_tiktok(Destination(source, pixel, test), orjson.loads(data)),
+                code,
+                reason,
+                dead_at,
+                attempts,
+            )
+            for i, source, pixel, test, data, code, reason, dead_at, attempts in rows
+        ]
+
+    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+        where, params = _dead_filter(pixel, code)
+        now = time.time()
+
+        def move(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO events (id, pixel, source, test_code, event, event_id, event_time, "
+                "data, created, due) SELECT id, pixel, source, test_code, event, event_id, "
+                "event_time, data, created, ? "
+                f"FROM dead_letters {where}",
+                (now, *params),
+            )
+            conn.execute(f"DELETE FROM dead_letters {where}", params)
+            return cursor.rowcount
+
+        return await self._db.transaction(move)
+
+    async def purge_dead(self, older_than: float) -> int:
+        return await self._db.statement(
+            lambda conn: (
+                conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
+            )
+        )
+
+
+def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:
+    setattr(per, kind, getattr(per, kind) + number)
+    setattr(counts, kind, getattr(counts, kind) + number)
+    per.oldest_age_seconds = max(per.oldest_age_seconds or 0.0, age)
+    counts.oldest_age_seconds = max(counts.oldest_age_seconds or 0.0, age)
+
+
+def _dead_filter(pixel: str | None, code: int | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pixel is not None:
+        clauses.append("pixel = ?")
+        params.append(pixel)
+    if code is not None:
+        clauses.append("code = ?")
+        params.append(code)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
