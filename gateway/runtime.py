@@ -77,16 +77,41 @@ class Gateway:
         self.recent = RecentEvents(RECENT_EVENTS, clock=clock)
         """The latest events and what became of them: what the console reads."""
         self.client: EventsApiClient | None = None
-        self.delivery: Delivery
-        if settings.delivery.separate_process and transport is None and outbox is None:
-            self.delivery = DeliveryProcess(
+        self.delivery = self._delivery(settings, transport, injected=outbox is not None)
+        self._guards(settings, clock, limits_clock)
+        self.leads = lead_memory(settings, self.backend, clock=clock)
+        """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
+        self.pipeline.on_accept(self.leads.accepted)
+        self.metrics.watch_context(lambda: self.leads.store.stats)
+        self.postback_log = self.backend.postback_log(settings.postbacks.log_size)
+        """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
+        self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
+        self._telemetry(settings, clock)
+        self.pipeline.on_accept(self._wake_delivery)
+        self.metrics.watch_delivery(lambda: self.delivery.stats)
+        # delivery first: no event is accepted for a new pixel or token it does not know
+        self.live.prepare(self.delivery.reconfigure)
+        self.live.on_reload(self.pipeline.reconfigure)
+        self.live.on_reload(lambda new: self.per_minute.track(p.id for p in new.pixels))
+        self.live.on_reload(_warn)
+        self.metrics.watch_reloads(lambda: (self.live.reloads, self.live.refused))
+        self._started = False
+
+    def _delivery(
+        self, settings: Settings, transport: httpx.AsyncBaseTransport | None, *, injected: bool
+    ) -> Delivery:
+        """A child process, unless a transport or an outbox was injected (they cannot cross
+        into a child): then a dispatcher in this process."""
+        if settings.delivery.separate_process and transport is None and not injected:
+            return DeliveryProcess(
                 settings, on_restart=self.outbox.release_leases, observer=self.recent
             )
-        else:
-            self.client = EventsApiClient.from_settings(settings, transport=transport)
-            self.delivery = Dispatcher.from_settings(
-                settings, self.outbox, self.client, observer=self.recent
-            )
+        self.client = EventsApiClient.from_settings(settings, transport=transport)
+        return Dispatcher.from_settings(settings, self.outbox, self.client, observer=self.recent)
+
+    def _guards(
+        self, settings: Settings, clock: Callable[[], float], limits_clock: Callable[[], float]
+    ) -> None:
         outbox_settings = settings.outbox
         self.guard = BacklogGuard(
             self.outbox,
@@ -116,13 +141,8 @@ class Gateway:
         )
         """Failed authentications per client on the endpoints that take keys: past a budget,
         a client is refused before its key is compared."""
-        self.leads = lead_memory(settings, self.backend, clock=clock)
-        """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
-        self.pipeline.on_accept(self.leads.accepted)
-        self.metrics.watch_context(lambda: self.leads.store.stats)
-        self.postback_log = self.backend.postback_log(settings.postbacks.log_size)
-        """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
-        self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
+
+    def _telemetry(self, settings: Settings, clock: Callable[[], float]) -> None:
         self.pipeline.on_accept(self.recent.accepted)
         self.replicas: ReplicaFeed | None = None
         """With Redis and a console: every replica's events on every replica's console."""
@@ -143,15 +163,6 @@ class Gateway:
         the console's chart: without a console nothing counts them, nothing writes Redis."""
         if console:
             self.pipeline.on_accept(self.per_minute.accepted)
-        self.pipeline.on_accept(self._wake_delivery)
-        self.metrics.watch_delivery(lambda: self.delivery.stats)
-        # delivery first: no event is accepted for a new pixel or token it does not know
-        self.live.prepare(self.delivery.reconfigure)
-        self.live.on_reload(self.pipeline.reconfigure)
-        self.live.on_reload(lambda new: self.per_minute.track(p.id for p in new.pixels))
-        self.live.on_reload(_warn)
-        self.metrics.watch_reloads(lambda: (self.live.reloads, self.live.refused))
-        self._started = False
 
     def _wake_delivery(self, events: Sequence[Event], policy: SourcePolicy) -> None:
         self.delivery.notify()

@@ -103,7 +103,7 @@ async def test_an_outbox_given_to_the_gateway_is_its_backends_and_closed_with_it
     assert gateway.outbox is given and gateway.backend.outbox is given
     await gateway.start()
     try:
-        await gateway.pipeline.store([make_event(1)], SERVER)  # stored in the given file
+        await gateway.pipeline.store_parsed([make_event(1)], SERVER, checkpoint="c1")  # in the file
     finally:
         await gateway.stop()
     with pytest.raises(OutboxUnavailable):

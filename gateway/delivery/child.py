@@ -86,49 +86,23 @@ async def _deliver_until_told(child: ChildEnds) -> bool:
     dispatcher = Dispatcher.from_settings(settings, outbox, client, observer=channel)
     channel.count_into(dispatcher.stats)
     heap.for_serving()  # built: what it delivers with is frozen (it delivers as fast as we store)
-    loop = asyncio.get_running_loop()
-    told: asyncio.Future[bool] = loop.create_future()  # True: stop gracefully; False: at once
-
-    def tell(graceful: bool) -> None:
-        if not told.done():
-            told.set_result(graceful)
-
-    def on_signal() -> None:
-        try:
-            data = os.read(wake.fileno(), 4096)
-        except BlockingIOError:
-            return
-        if not data or STOP in data:
-            loop.remove_reader(wake.fileno())
-            tell(bool(data))
-        else:
-            dispatcher.notify()
-
-    os.set_blocking(wake.fileno(), False)
-    loop.add_reader(wake.fileno(), on_signal)
+    told = _Told(wake, dispatcher)
     reloads = _Reloads(child.control, dispatcher, settings)
+    loop = asyncio.get_running_loop()
     loop.add_reader(child.control.fileno(), reloads.readable)
-    terminated = False
-
-    def on_sigterm() -> None:
-        nonlocal terminated
-        terminated = True
-        tell(True)
-
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     await dispatcher.start()
     ready.send_bytes(READY)
     ready.close()
     publisher = asyncio.create_task(_publish_stats(dispatcher, stats))
     dispatching = asyncio.create_task(dispatcher.finished())
-    waiting: set[asyncio.Future[Any]] = {told, dispatching}
+    waiting: set[asyncio.Future[Any]] = {told.future, dispatching}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     publisher.cancel()
     _share(dispatcher, stats)
-    if not told.done():  # the dispatcher died: exit, and the gateway starts a new process
+    if not told.future.done():  # the dispatcher died: exit, and the gateway starts a new process
         log.error("the dispatcher stopped unexpectedly; the delivery process exits")
         os._exit(1)
-    if not told.result():
+    if not told.future.result():
         log.error(
             "the gateway process is gone: delivery stops now; the next gateway sends what "
             "was in flight again"
@@ -141,7 +115,42 @@ async def _deliver_until_told(child: ChildEnds) -> bool:
     await channel.close()
     await client.aclose()
     await backend.close()
-    return terminated
+    return told.by_sigterm
+
+
+class _Told:
+    """What the gateway says through the wake pipe — wake up, stop gracefully, or (the pipe
+    closing) stop at once — and SIGTERM, a graceful stop that `by_sigterm` remembers."""
+
+    def __init__(self, wake: Connection, dispatcher: Dispatcher) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[bool] = self._loop.create_future()
+        """True: stop gracefully; False: at once."""
+        self.by_sigterm = False
+        self._wake = wake
+        self._dispatcher = dispatcher
+        os.set_blocking(wake.fileno(), False)
+        self._loop.add_reader(wake.fileno(), self._readable)
+        self._loop.add_signal_handler(signal.SIGTERM, self._sigterm)
+
+    def _tell(self, graceful: bool) -> None:
+        if not self.future.done():
+            self.future.set_result(graceful)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._wake.fileno(), 4096)
+        except BlockingIOError:
+            return
+        if not data or STOP in data:
+            self._loop.remove_reader(self._wake.fileno())
+            self._tell(bool(data))
+        else:
+            self._dispatcher.notify()
+
+    def _sigterm(self) -> None:
+        self.by_sigterm = True
+        self._tell(True)
 
 
 class _Reloads:

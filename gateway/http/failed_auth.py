@@ -5,7 +5,7 @@ the relay, imports and postbacks (`[rate_limit] failed_auth_per_minute`, `failed
 A client over it is refused (429, `Retry-After`) before any credential is compared, the right
 one too, until the budget refills. A request that authenticates pays one look at an (usually
 empty) dict. With Redis the replicas share the count, at most one guess per replica beyond
-it; when Redis cannot answer the local bucket decides. Why: docs/design/failed-auth.md.
+it; when Redis cannot answer the local bucket decides. Why: docs/design/failed-auth-lockout.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Order numbers, SKUs, EANs, dates and prices are digit strings too, so the rule is how people
 *write* phone numbers: international (`+` and 8–15 digits, grouped or not), `tel:` (5+
 digits), and, where `national=True` (prose and query values), 9–15 digits in 3+ groups split
-by one kind of separator. What is not a phone, and why: docs/design/phones-in-text.md.
+by one kind of separator. What is not a phone, and why: docs/design/phone-numbers.md.
 Candidates come from one linear regular expression; each run of 8+ such characters spends a
 unit of the event's `ScanBudget`.
 """
