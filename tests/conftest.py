@@ -192,7 +192,7 @@ def redis_database() -> Iterator[str]:
 
 def claim_redis_database(registry: Any) -> tuple[str, str]:
     """The URL of a database no other test run holds, and the key that holds it now."""
-    for database in range(15, 0, -1):
+    for database in range(1, 16):
         key = f"tiktok-gateway-tests:database:{database}"
         if registry.set(key, os.getpid(), nx=True, ex=REDIS_CLAIM_SECONDS):
             return f"{REDIS_SERVER}/{database}", key
