@@ -25,6 +25,34 @@
     return new Date(seconds * 1000).toLocaleTimeString();
   }
 
+  // A cell with a local date and time, the UTC instant on hover.
+  function when(seconds) {
+    if (seconds === null || seconds === undefined) return el("td", "");
+    var at = new Date(seconds * 1000);
+    var cell = el("td", at.toLocaleString());
+    cell.title = at.toISOString();
+    return cell;
+  }
+
+  function stepsTable(steps) {
+    var table = el("table", undefined, "steps");
+    var head = el("tr");
+    ["time", "outcome", "request", "code", "TikTok's message", "request_id", "retry at"]
+      .forEach(function (h) { head.appendChild(el("th", h)); });
+    table.appendChild(head);
+    steps.forEach(function (s) {
+      var tr = el("tr");
+      tr.appendChild(when(s.at));
+      [s.outcome, s.request, s.code, s.message].forEach(function (text) {
+        tr.appendChild(el("td", text));
+      });
+      tr.appendChild(el("td", s.request_id, "copy"));
+      tr.appendChild(when(s.retry_at));
+      table.appendChild(tr);
+    });
+    return table;
+  }
+
   function delivery(data) {
     var last = data.steps.length ? data.steps[data.steps.length - 1] : null;
     if (!last) return "accepted";
@@ -110,12 +138,13 @@
           ["The Events API request it went out in (digests shortened)",
             {headers: shown.headers, body: shown.request, batch_size: shown.batch_size}],
           ["TikTok's response", shown.response || "not sent yet"],
-          ["Delivery steps", shown.steps],
         ];
         parts.forEach(function (part) {
           box.appendChild(el("h3", part[0]));
           box.appendChild(el("pre", JSON.stringify(part[1], null, 2)));
         });
+        box.appendChild(el("h3", "Delivery steps"));
+        box.appendChild(shown.steps.length ? stepsTable(shown.steps) : el("p", "none yet"));
         box.hidden = false;
       });
   }
@@ -172,13 +201,17 @@
         });
         var table = el("table");
         var head = el("tr");
-        ["pixel", "event", "event_id", "code", "TikTok's reason", "attempts", "died"]
-          .forEach(function (h) { head.appendChild(el("th", h)); });
+        ["pixel", "event", "event_id", "code", "TikTok's reason", "request_id", "attempts",
+          "died"].forEach(function (h) { head.appendChild(el("th", h)); });
         table.appendChild(head);
         answer.letters.forEach(function (d) {
           var tr = el("tr");
-          [d.pixel, d.event, d.event_id, d.code, d.reason, d.attempts, time(d.dead_at)]
-            .forEach(function (text) { tr.appendChild(el("td", text)); });
+          [d.pixel, d.event].forEach(function (text) { tr.appendChild(el("td", text)); });
+          tr.appendChild(el("td", d.event_id, "copy"));
+          [d.code, d.reason].forEach(function (text) { tr.appendChild(el("td", text)); });
+          tr.appendChild(el("td", d.request_id, "copy"));
+          tr.appendChild(el("td", d.attempts));
+          tr.appendChild(when(d.dead_at));
           table.appendChild(tr);
         });
         box.appendChild(table);

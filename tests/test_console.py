@@ -191,8 +191,12 @@ def test_dead_letters_are_listed_and_replayed(
         console, lambda r: r["event_id"] == "dead-1" and r["state"] == "dead_lettered"
     )
     assert rows[-1]["steps"][-1]["code"] == 40002
+    refused = [r.request_id for r in fake_api.requests if r.code == 40002]
+    assert rows[-1]["steps"][-1]["request_id"] == refused[-1]
     letters = console.get("/console/dead-letters").json()
     assert letters["groups"] == [{"pixel": PIXEL, "code": 40002, "count": 1}]
+    [letter] = letters["letters"]
+    assert (letter["event_id"], letter["request_id"]) == ("dead-1", refused[-1])
     fake_api.clear_faults()
     replayed = console.post(
         "/console/replay", json={"pixel": PIXEL, "code": 40002}, headers={"X-CSRF-Token": csrf}

@@ -6,6 +6,7 @@ Screenshots of the console are saved under tests/artifacts/ (ignored by git).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,10 +149,19 @@ def test_console_shows_a_purchase_and_replays_a_dead_letter(
     expect(dead).to_have_count(1, timeout=10_000)
     assert "code 40002" in dead.inner_text()
     fake_api.clear_faults()
+    refused = [r.request_id for r in fake_api.requests if r.code == 40002]
+    dead.click()  # the history: local times (UTC on hover) and TikTok's request id
+    steps = console.locator("#detail table.steps")
+    expect(steps).to_contain_text(str(refused[-1]))
+    died = steps.locator("tr", has_text="dead_lettered").locator("td").first
+    expect(died).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z$"))
+    assert not re.fullmatch(r"[\d.]+", died.inner_text())
 
     console.click("nav button[data-tab=dead]")
     replay = console.locator("button.replay")
     expect(replay).to_have_count(1)
+    expect(console.locator("#dead-body td.copy", has_text="lead-dead-1")).to_have_count(1)
+    expect(console.locator("#dead-body td.copy", has_text=str(refused[-1]))).to_have_count(1)
     screenshot(console, "console-dead-letters")
     replay.click()
     expect(console.locator("#dead-body .done")).to_contain_text("replayed 1")

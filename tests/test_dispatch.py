@@ -138,6 +138,8 @@ async def test_invalid_pixel_is_dead_lettered_while_others_flow_then_replayed(
     assert {(d.code, d.reason) for d in dead} == {
         (40002, "code 40002: Invalid value for event_source_id")
     }
+    refused = {r.request_id for r in harness.fake.requests if r.code == 40002}
+    assert {d.request_id for d in dead} <= refused and None not in refused  # support asks
     harness.fake.clear_faults()
     assert await harness.outbox.replay(pixel=OTHER_PIXEL) == 3
     await harness.dispatcher().drain()

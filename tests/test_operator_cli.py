@@ -44,7 +44,11 @@ def owned_outbox(tmp_path: Path) -> Iterator[SqliteOutbox]:
         claimed = await outbox.claim(10, time.time())
         ids = {c.decode().event_id: c.id for c in claimed}
         await outbox.dead_letter(
-            [ids[f"ev-{PIXEL}-0"]], "code 40002: Invalid value", 40002, time.time()
+            [ids[f"ev-{PIXEL}-0"]],
+            "code 40002: Invalid value",
+            40002,
+            time.time(),
+            request_id="20261206010203ABCDEF",
         )
         await outbox.dead_letter(
             [ids[f"ev-{OTHER_PIXEL}-9"]], "code 40105: token", 40105, time.time()
@@ -66,8 +70,12 @@ def test_outbox_shows_counts_per_pixel(config: Path, owned_outbox: SqliteOutbox)
     assert counts["pixels"][OTHER_PIXEL]["dead"] == 1
     reasons = {d["event_id"]: d["reason"] for d in report["dead_letters"]}
     assert reasons[f"ev-{PIXEL}-0"] == "code 40002: Invalid value"
+    request_ids = {d["event_id"]: d["request_id"] for d in report["dead_letters"]}
+    assert request_ids == {f"ev-{PIXEL}-0": "20261206010203ABCDEF", f"ev-{OTHER_PIXEL}-9": None}
     table = run_cli("outbox", "--config", str(config))
     assert table.returncode == 0 and PIXEL in table.stdout and "retrying" in table.stdout
+    listed = run_cli("outbox", "--config", str(config), "--dead", "10").stdout
+    assert "(TikTok request_id 20261206010203ABCDEF)" in listed
 
 
 def test_replay_moves_dead_letters_back_by_pixel_and_code(

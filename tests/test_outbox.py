@@ -84,13 +84,17 @@ async def test_dead_letters_replay_and_purge(make_outbox: OutboxFactory) -> None
     claimed = await outbox.claim(10, time.time())
     by_pixel = {c.decode().event_id: c.id for c in claimed}
     now = time.time()
-    await outbox.dead_letter([by_pixel[f"ev-{PIXEL}-1"]], "code 40002: bad id", 40002, now)
+    await outbox.dead_letter(
+        [by_pixel[f"ev-{PIXEL}-1"]], "code 40002: bad id", 40002, now, request_id="r-40002"
+    )
     await outbox.dead_letter([by_pixel[f"ev-{OTHER_PIXEL}-2"]], "code 40105: token", 40105, now)
     counts = await outbox.counts(now)
     assert counts.dead == 2 and counts.pixels[OTHER_PIXEL].dead == 1
     letters = {d.event.event_id: d for d in await outbox.dead_letters()}
     assert letters[f"ev-{PIXEL}-1"].reason == "code 40002: bad id"
     assert letters[f"ev-{PIXEL}-1"].code == 40002
+    assert letters[f"ev-{PIXEL}-1"].request_id == "r-40002"  # TikTok support asks for it
+    assert letters[f"ev-{OTHER_PIXEL}-2"].request_id is None
     assert await outbox.replay(pixel=OTHER_PIXEL) == 1
     assert await outbox.replay(code=40105) == 0
     replayed = await outbox.claim(10, time.time())

@@ -13,7 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway.core.errors import OutboxUnavailable
 from gateway.storage.outbox.sqlite import SqliteOutbox
+from gateway.storage.outbox.sqlite_migration import VERSION
 from tests.conftest import OTHER_PIXEL, PIXEL, BackendFactory, make_event
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +80,48 @@ async def test_a_version_1_sqlite_file_is_migrated_with_nothing_lost(tmp_path: P
     finally:
         await outbox.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (VERSION,)
+
+
+async def test_a_version_2_file_keeps_its_dead_letters_and_gains_their_request_ids(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.sqlite3"
+    outbox = SqliteOutbox(str(path))
+    await outbox.open()
+    await outbox.add([make_event(1)])
+    [claimed] = await outbox.claim(10, time.time())
+    await outbox.dead_letter([claimed.id], "bad", 40002, time.time())
+    await outbox.close()
+    with sqlite3.connect(path) as conn:  # as version 2 left it: no request_id column
+        conn.execute("ALTER TABLE dead_letters DROP COLUMN request_id")
+        conn.execute("PRAGMA user_version = 2")
+    outbox = SqliteOutbox(str(path))
+    await outbox.open()
+    try:
+        [letter] = await outbox.dead_letters()
+        assert (letter.event.event_id, letter.request_id) == (f"ev-{PIXEL}-1", None)
+        assert await outbox.replay() == 1
+        [again] = await outbox.claim(10, time.time() + 1)
+        await outbox.dead_letter([again.id], "bad", 40002, time.time(), request_id="2026-r1")
+        assert [d.request_id for d in await outbox.dead_letters()] == ["2026-r1"]
+    finally:
+        await outbox.close()
+
+
+async def test_a_file_of_a_newer_version_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """A rollback after an upgrade: the older gateway says so in one line, changes nothing."""
+    path = tmp_path / "newer.sqlite3"
+    outbox = SqliteOutbox(str(path))
+    await outbox.open()
+    await outbox.add([make_event(1)])
+    await outbox.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {VERSION + 1}")
+    before = path.read_bytes()
+    with pytest.raises(OutboxUnavailable, match=f"schema version {VERSION + 1}.*newer gateway"):
+        await SqliteOutbox(str(path)).open()
+    assert path.read_bytes() == before
 
 
 async def test_redis_entries_of_version_1_are_delivered_and_dead_lettered(

@@ -95,6 +95,7 @@ async def outbox_report(settings: Settings, *, dead: int = 0) -> dict[str, Any]:
                 "reason": d.reason,
                 "attempts": d.attempts,
                 "dead_at": d.dead_at,
+                "request_id": d.request_id,
             }
             for d in letters
         ],
@@ -155,6 +156,7 @@ def run_outbox(args: argparse.Namespace) -> int:
             f"dead {letter['id']}: pixel {letter['pixel']} {letter['event']} "
             f"event_id={letter['event_id']} after {letter['attempts']} attempt(s): "
             f"{letter['reason']}"
+            + (f" (TikTok request_id {letter['request_id']})" if letter["request_id"] else "")
         )
     return 0
 

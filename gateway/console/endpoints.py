@@ -28,7 +28,7 @@ from gateway.core.errors import ConfigError, EventError, OutboxUnavailable, TooM
 from gateway.core.score import KEYS, keys_present, score
 from gateway.delivery.send_now import TestEvent, send_test
 from gateway.http.client_ip import ClientIpResolver
-from gateway.privacy.masking import short, shown_user
+from gateway.privacy.masking import shown_user
 
 if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
     from gateway.runtime import Gateway
@@ -218,9 +218,10 @@ class Console:
                     {
                         "pixel": d.event.destination.event_source_id,
                         "event": d.event.event,
-                        "event_id": short(d.event.event_id, 24),
+                        "event_id": d.event.event_id,
                         "code": d.code,
                         "reason": d.reason,
+                        "request_id": d.request_id,
                         "attempts": d.attempts,
                         "dead_at": d.dead_at,
                     }

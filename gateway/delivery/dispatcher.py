@@ -305,7 +305,9 @@ class Dispatcher:
             )  # fmt: skip
         else:
             self._breaker.success()  # TikTok answered: the upstream itself is fine
-            await self._dead_letter(destination, batch, _reason(outcome), outcome.code, request)
+            await self._dead_letter(
+                destination, batch, _reason(outcome), outcome.code, request, outcome.request_id
+            )
             if outcome.alert:
                 self.stats.token_refused += len(ids)
                 log.error(
@@ -334,15 +336,26 @@ class Dispatcher:
         reason: str,
         code: int | None,
         request: int | None = None,
+        request_id: str | None = None,
     ) -> None:
-        await self._outbox.dead_letter([c.id for c in batch], reason, code, self._clock())
+        """Dead-letter with TikTok's reason, code and request id (support asks for it)."""
+        ids = [c.id for c in batch]
+        await self._outbox.dead_letter(ids, reason, code, self._clock(), request_id=request_id)
         self.stats.dead_lettered += len(batch)
         log.error(
             "pixel %s: %d event(s) dead-lettered: %s",
             destination.event_source_id, len(batch), reason,
             extra=_fields(destination.event_source_id, len(batch), code),
         )  # fmt: skip
-        self._tell(DEAD_LETTERED, destination, batch, request, code=code, message=reason)
+        self._tell(
+            DEAD_LETTERED,
+            destination,
+            batch,
+            request,
+            code=code,
+            message=reason,
+            request_id=request_id,
+        )
 
     def _tell(
         self,

@@ -68,6 +68,8 @@ class ReceivedRequest:
     message: str
     fault: bool = False
     token_label: str | None = None
+    request_id: str | None = None
+    """The `request_id` of the fake's answer (None: no envelope was sent)."""
 
 
 @dataclass
@@ -138,9 +140,9 @@ async def answer_track(
         code, message = validate_request(body)
     else:
         code, message = (0, "OK") if isinstance(body, dict) else (40002, "Invalid JSON")
-    seen.code, seen.message = code, message
+    seen.code, seen.message, seen.request_id = code, message, uuid.uuid4().hex
     ledger.record(seen, len(body["data"]) if code == 0 else 0)
-    return 200, {}, envelope(code, message)
+    return 200, {}, envelope(code, message, seen.request_id)
 
 
 def _faulted(
@@ -161,12 +163,13 @@ def _faulted(
     message = fault.message or f"injected envelope code {fault.code}"
     if fault.event_id is not None:
         message = message.replace("{position}", str(event_ids.index(fault.event_id)))
-    seen.code, seen.message = fault.code, message
+    seen.code, seen.message, seen.request_id = fault.code, message, uuid.uuid4().hex
     ledger.record(seen, 0)
-    return 200, {}, envelope(fault.code, message)
+    return 200, {}, envelope(fault.code, message, seen.request_id)
 
 
-def envelope(code: int, message: str) -> bytes:
+def envelope(code: int, message: str, request_id: str | None = None) -> bytes:
+    request_id = request_id or uuid.uuid4().hex
     return json.dumps(
-        {"code": code, "message": message, "request_id": uuid.uuid4().hex, "data": {}}
+        {"code": code, "message": message, "request_id": request_id, "data": {}}
     ).encode()

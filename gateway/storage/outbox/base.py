@@ -85,6 +85,8 @@ class DeadLetter:
     reason: str
     dead_at: float
     attempts: int
+    request_id: str | None = None
+    """TikTok's id of the answer that refused it (what TikTok support asks for first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,13 @@ class EventQueue(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letter(
-        self, ids: Sequence[str], reason: str, code: int | None, now: float
+        self,
+        ids: Sequence[str],
+        reason: str,
+        code: int | None,
+        now: float,
+        *,
+        request_id: str | None = None,
     ) -> None:
         """Permanent failure: keep the events aside with TikTok's code and message."""
 

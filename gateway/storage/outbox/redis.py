@@ -225,12 +225,25 @@ class RedisOutbox(Outbox):
 
     @_translated
     async def dead_letter(
-        self, ids: Sequence[str], reason: str, code: int | None, now: float
+        self,
+        ids: Sequence[str],
+        reason: str,
+        code: int | None,
+        now: float,
+        *,
+        request_id: str | None = None,
     ) -> None:
         if ids:
             await self._scripts["DEAD"](
                 keys=[self._stream, self._dead_key, self._counts_key],
-                args=[self._group, reason, "" if code is None else code, now, *ids],
+                args=[
+                    self._group,
+                    reason,
+                    "" if code is None else code,
+                    now,
+                    request_id or "",
+                    *ids,
+                ],
             )
 
     @_translated
@@ -306,6 +319,7 @@ class RedisOutbox(Outbox):
                 data["reason"],
                 float(data["dead_at"]),
                 int(data["a"]),
+                data.get("rid") or None,
             )
             for key, data in items[:limit]
         ]

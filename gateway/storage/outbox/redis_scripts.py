@@ -16,7 +16,7 @@ local function fields_of(stream, id)
   for j = 1, #f, 2 do rec[f[j]] = f[j + 1] end
   return rec
 end
-local bookkeeping = {id=true, err=true, reason=true, code=true, dead_at=true}
+local bookkeeping = {id=true, err=true, reason=true, code=true, dead_at=true, rid=true}
 local function add_to_stream(stream, rec)
   local args = {}
   for k, v in pairs(rec) do
@@ -82,14 +82,15 @@ return 1
 DEAD = (
     _HELPERS
     + """
--- KEYS: stream, dead, counts; ARGV: group, reason, code, dead_at, ids…
-for i = 5, #ARGV do
+-- KEYS: stream, dead, counts; ARGV: group, reason, code, dead_at, request id, ids…
+for i = 6, #ARGV do
   local rec = fields_of(KEYS[1], ARGV[i])
   if rec then
     rec.a = tostring(tonumber(rec.a or '0') + 1)
     rec.reason = ARGV[2]
     rec.code = ARGV[3]
     rec.dead_at = ARGV[4]
+    rec.rid = ARGV[5]
     redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(rec))
     move(KEYS[3], rec.p, 'q:', 'd:')
   end

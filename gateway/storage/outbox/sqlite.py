@@ -31,7 +31,7 @@ from gateway.storage.outbox.base import (
     Prepared,
 )
 from gateway.storage.outbox.sqlite_admin import SqliteAdmin
-from gateway.storage.outbox.sqlite_migration import IN_FLIGHT, READY, SCHEMA, migrate
+from gateway.storage.outbox.sqlite_migration import IN_FLIGHT, READY, SCHEMA, NewerOutbox, migrate
 from gateway.storage.outbox.sqlite_writer import GroupCommitWriter
 
 _RELEASE_LEASES = f"UPDATE events SET state = {READY}, due = created WHERE state = {IN_FLIGHT}"
@@ -129,7 +129,7 @@ class SqliteOutbox(SqliteAdmin, Outbox):
             self._lock_fd = await asyncio.to_thread(self._lock_file)
         try:
             conn = await asyncio.to_thread(self._connect)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, NewerOutbox) as exc:
             self._release_lock()
             raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from None
         self._writer = GroupCommitWriter(conn, _INSERT_JSON, max_group=self._max_group)
@@ -267,18 +267,24 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         )
 
     async def dead_letter(
-        self, ids: Sequence[str], reason: str, code: int | None, now: float
+        self,
+        ids: Sequence[str],
+        reason: str,
+        code: int | None,
+        now: float,
+        *,
+        request_id: str | None = None,
     ) -> None:
         selected = _ids(ids)
 
         def move(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, pixel, source, test_code, event, "
-                "event_id, event_time, data, created, attempts, code, reason, dead_at) "
-                "SELECT id, pixel, source, test_code, event, event_id, event_time, data, "
-                "created, attempts + 1, ?, ?, ? FROM events "
+                "event_id, event_time, data, created, attempts, code, reason, dead_at, "
+                "request_id) SELECT id, pixel, source, test_code, event, event_id, "
+                "event_time, data, created, attempts + 1, ?, ?, ?, ? FROM events "
                 "WHERE id IN (SELECT value FROM json_each(?))",
-                (code, reason, now, selected),
+                (code, reason, now, request_id, selected),
             )
             conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (selected,)

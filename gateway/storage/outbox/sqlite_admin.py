@@ -49,8 +49,8 @@ class SqliteAdmin(OutboxAdmin):
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
-                "SELECT id, source, pixel, test_code, data, code, reason, dead_at, attempts "
-                "FROM dead_letters ORDER BY dead_at DESC LIMIT ?",
+                "SELECT id, source, pixel, test_code, data, code, reason, dead_at, attempts, "
+                "request_id FROM dead_letters ORDER BY dead_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
 
@@ -63,8 +63,9 @@ class SqliteAdmin(OutboxAdmin):
                 reason,
                 dead_at,
                 attempts,
+                request_id,
             )
-            for i, source, pixel, test, data, code, reason, dead_at, attempts in rows
+            for i, source, pixel, test, data, code, reason, dead_at, attempts, request_id in rows
         ]
 
     async def replay(self, pixel: str | None = None, code: int | None = None) -> int:

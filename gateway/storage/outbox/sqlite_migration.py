@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 2
+VERSION = 3
 READY, IN_FLIGHT = 0, 1  # events.state: claimable when due, or leased until due
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL,
     code INTEGER,
     reason TEXT NOT NULL,
-    dead_at REAL NOT NULL
+    dead_at REAL NOT NULL,
+    request_id TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS import_checkpoints (key TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -70,16 +71,30 @@ DROP TABLE dead_letters_v1;
 """
 
 
+class NewerOutbox(Exception):
+    """The file was written by a newer version of the gateway: this one cannot read it."""
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the file to VERSION; a new file just gets the stamp (its tables come after)."""
+    """Bring the file to VERSION; a new file just gets the stamp (its tables come after).
+    A file of a newer version is refused (NewerOutbox), never read or changed."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > VERSION:
+            raise NewerOutbox(
+                f"the outbox file has schema version {version}, written by a newer gateway; "
+                f"this one reads up to version {VERSION}: run the newer version, or restore "
+                "the backup taken before the upgrade"
+            )
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if version < VERSION and "record" in columns:
             for statement in _FROM_V1.format(schema=SCHEMA).split(";\n"):
                 if statement.strip():
                     conn.execute(statement)
+        dead = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+        if dead and "request_id" not in dead:  # version 2: TikTok's request id kept since 3
+            conn.execute("ALTER TABLE dead_letters ADD COLUMN request_id TEXT")
         if version < VERSION:
             conn.execute(f"PRAGMA user_version = {VERSION}")
         conn.execute("COMMIT")
