@@ -11,12 +11,15 @@ reaches the fake Events API is 2.0, with every identifier hashed exactly once.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import business_api_client as sdk
+import httpx
 import pytest
 from business_api_client.tiktok_business.tiktok_exceptions import TiktokSDKError
 
@@ -158,3 +161,69 @@ def test_the_official_sdk_client_on_the_2_0_path(events_api: Any, fake_api: Fake
     [event] = delivered(fake_api, 1)
     assert event["event_id"] == "7001"
     check_2_0(event, 0)
+
+
+CLIENTS = Path(__file__).parent.parent / ".venv-clients" / "bin" / "python"
+
+
+def test_pytt_events_api_batch_and_single_calls_are_accepted(
+    serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi
+) -> None:
+    """`pytt-events-api` repeats `pixel_code` in each element of `batch[]` (issue 22): the
+    relay accepts what the request names already, as TikTok does."""
+    assert CLIENTS.exists(), "./scripts/test installs the published clients in .venv-clients"
+    server = serve_gateway()
+    script = Path(__file__).parent / "clients" / "pytt_send.py"
+    result = subprocess.run(
+        [str(CLIENTS), str(script), server.url, TOKEN, PIXEL],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "sent", result.stderr
+    events = delivered(fake_api, 3)
+    assert [e["event_id"] for e in events] == ["pytt-1", "pytt-2", "pytt-3"]
+    for number, event in enumerate(events, start=1):
+        assert event["user"]["email"] == [EMAIL_SHA]  # hashed by the client, passed through
+        assert event["user"]["ttclid"] == f"E.C.P.pytt{number}"
+        assert event["properties"]["value"] == 19.0
+
+
+def test_a_batch_element_naming_another_pixel_is_refused_naming_it(
+    serve_gateway: Callable[..., GatewayServer],
+) -> None:
+    server = serve_gateway()
+    body = {
+        "pixel_code": PIXEL,
+        "batch": [
+            {"pixel_code": PIXEL, "event": "ViewContent", "event_id": "b-1",
+             "context": {"page": {"url": "https://shop.example/"}}},
+            {"pixel_code": "COTHERPIXEL", "event": "ViewContent", "event_id": "b-2",
+             "context": {"page": {"url": "https://shop.example/"}, "unknown_thing": 1}},
+        ],
+    }  # fmt: skip
+    answer = httpx.post(
+        f"{server.url}/open_api/v1.3/pixel/batch/", json=body, headers={"Access-Token": TOKEN}
+    ).json()
+    assert answer["code"] == 40002 and answer["message"].startswith("batch[1].pixel_code:")
+
+
+def test_fields_no_mapping_reads_are_ignored_and_counted(
+    serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi
+) -> None:
+    server = serve_gateway()
+    body = {
+        "pixel_code": PIXEL,
+        "sdk_version": "9.9",
+        "batch": [
+            {"event": "ViewContent", "event_id": "i-1", "extra": {"secret": "alice@example.com"},
+             "context": {"page": {"url": "https://shop.example/"}, "device": {"os": "x"},
+                         "user": {"email": "a@example.com", "hobby": "chess"}}},
+        ],
+    }  # fmt: skip
+    answer = httpx.post(
+        f"{server.url}/open_api/v1.3/pixel/batch/", json=body, headers={"Access-Token": TOKEN}
+    ).json()
+    assert answer["code"] == 0, answer
+    [event] = delivered(fake_api, 1)
+    assert "extra" not in event and "hobby" not in event["user"]
+    metrics = httpx.get(server.metrics_url).text
+    assert 'tiktok_gateway_relay_fixups_total{kind="unknown_field_ignored"} 4.0' in metrics

@@ -105,19 +105,35 @@ def test_parser_fields_are_named_back_in_1_0_words(field: str, legacy: str) -> N
         ({"pixel_code": "C", "batch": []}, "batch"),
         ({"pixel_code": "C", "batch": [1]}, "batch[0].event"),
         ({"pixel_code": "C", "batch": [{"event": "L", "context": []}]}, "batch[0].context"),
-        ({"pixel_code": "C", "batch": [], "data": []}, "data"),
-        ({"pixel_code": "C", "event": "L", "context": {"user": {"phone": "1"}}},
-         "context.user.phone"),
-        ({"pixel_code": "C", "event": "L", "context": {"ad": {"id": "1"}}}, "context.ad.id"),
-        ({"pixel_code": "C", "event": "L", "context": {"library": {}}}, "context.library"),
-        ({"pixel_code": "C", "event": "L", "user": {}}, "user"),
         ({"pixel_code": "C", "event": "L", "test_event_code": 5}, "test_event_code"),
+        ({"pixel_code": "C", "batch": [{"event": "L", "pixel_code": "D"}]}, "batch[0].pixel_code"),
     ],
 )  # fmt: skip
 def test_1_0_shapes_are_refused_naming_the_field(body: Any, field: str) -> None:
     with pytest.raises(EventError) as caught:
         read_v1(body, offline=False, batch="batch" in str(body) or body == [])
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("body", "ignored"),
+    [
+        ({"pixel_code": "C", "batch": [{"event": "L"}], "data": []}, ["data"]),
+        ({"pixel_code": "C", "event": "L", "context": {"user": {"phone": "1"}}},
+         ["context.user.phone"]),
+        ({"pixel_code": "C", "event": "L", "context": {"ad": {"id": "1"}}}, ["context.ad.id"]),
+        ({"pixel_code": "C", "event": "L", "context": {"library": {}}}, ["context.library"]),
+        ({"pixel_code": "C", "event": "L", "user": {}}, ["user"]),
+        ({"pixel_code": "C", "batch": [{"event": "L", "pixel_code": "C", "sdk": 1}]},
+         ["batch[0].sdk"]),
+    ],
+)  # fmt: skip
+def test_1_0_fields_no_mapping_reads_are_ignored_and_named(body: Any, ignored: list[str]) -> None:
+    """Real clients send more than the mapping reads (issue 22): ignored, named for the
+    count and a debug line; a batch element's own pixel_code equal to the request's is no
+    such field."""
+    relayed = read_v1(body, offline=False, batch="batch" in body)
+    assert relayed.ignored == ignored
 
 
 def test_fixups_are_recognised_without_normalising() -> None:

@@ -11,6 +11,7 @@ is neither a configured pixel's nor a gateway API key; 40001 for a token of anot
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ derived from the event's content so a retried request deduplicates."""
 Reader = Callable[[Any], RelayRequest]
 _BAD_TOKEN = "Access token is incorrect or has been revoked."
 _NO_SCOPE = "No permission to operate on this event source with this access token."
+
+log = logging.getLogger(__name__)
 
 
 class RelayEndpoint:
@@ -113,6 +116,9 @@ class RelayEndpoint:
             raise type(exc)(legacy_field(exc.field), exc.message) from None
         for kind, count in count_fixups(relayed.events, legacy=relayed.legacy).items():
             self._fixups[kind] += count
+        if relayed.ignored:  # the names only, never their values
+            self._fixups["unknown_field_ignored"] += len(relayed.ignored)
+            log.debug("relay: fields no mapping reads, ignored: %s", ", ".join(relayed.ignored))
         return self._answers.ok()
 
     def _destination(self, relayed: RelayRequest, token: bytes, access: _Access) -> PixelConfig:

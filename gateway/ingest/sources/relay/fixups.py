@@ -25,6 +25,7 @@ KINDS = (
     "legacy_event_name",
     "translated_from_1_0",
     "split_over_1000",
+    "unknown_field_ignored",
 )
 _HEX64 = re.compile(r"\s*[A-Fa-f0-9]{64}\s*")
 _IDENTIFIER_KEYS = frozenset(

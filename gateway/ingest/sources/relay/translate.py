@@ -58,6 +58,8 @@ class RelayRequest:
     """The list the events came in (`data`, `batch`), for error fields; None for one event."""
     legacy: bool = False
     """1.0: errors are named in 1.0 words, and each event counts as translated."""
+    ignored: list[str] = field(default_factory=list)
+    """Fields no mapping reads (`batch[0].foo`): ignored, counted, named in a debug line."""
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -84,8 +86,6 @@ def _events(body: dict[str, Any], key: str) -> list[Any]:
 def read_v2(body: Any) -> RelayRequest:
     """An Events 2.0 body; its events are already in 2.0 form."""
     body = _object(body)
-    if not _V2_KEYS.issuperset(body):
-        raise EventError(key_name(min(set(body) - _V2_KEYS)), "unknown field")
     source = body.get("event_source")
     if not isinstance(source, str) or not source:
         raise EventError("event_source", "required: web, app, offline or crm")
@@ -98,6 +98,7 @@ def read_v2(body: Any) -> RelayRequest:
         events=events,
         codes=[code] * len(events),
         indexed="data",
+        ignored=[key_name(k) for k in sorted(set(body) - _V2_KEYS)],
     )
 
 
@@ -105,32 +106,45 @@ def read_v1(body: Any, *, offline: bool, batch: bool) -> RelayRequest:
     """A 1.0 body (pixel or offline, one event or a batch), translated to 2.0 events."""
     body = _object(body)
     id_field = "event_set_id" if offline else "pixel_code"
+    ignored: list[str] = []
     if batch:
-        unknown = sorted(set(body) - {id_field, "batch", "test_event_code", "partner_name"})
-        if unknown:
-            raise EventError(key_name(unknown[0]), "unknown field")
+        top = {id_field, "batch", "test_event_code", "partner_name"}
+        ignored.extend(key_name(k) for k in sorted(set(body) - top))
         raws, indexed = _events(body, "batch"), "batch"
     else:
         raws, indexed = [body], None  # the body is the event (its destination ignored)
     shared = _code(body.get("test_event_code"), "test_event_code") if batch else None
     allowed = _V1_BATCH_EVENT_KEYS if batch else _V1_BODY_KEYS[offline]
+    source_id = body.get(id_field)
     events, codes = [], []
     for index, raw in enumerate(raws):
+        place = f"{indexed}[{index}]." if indexed else ""
         try:
-            event, code = _v1_event(raw, allowed, batch=batch)
+            if batch and isinstance(raw, dict) and id_field in raw:
+                # published clients repeat the destination in each element: it must agree
+                source_id = _same_destination(raw[id_field], source_id, id_field)
+            event, code = _v1_event(raw, allowed, batch=batch, ignored=ignored, place=place)
         except EventError as exc:
             raise exc.at(f"{indexed}[{index}]") if indexed else exc from None
         events.append(event)
         codes.append(code or shared)
     return RelayRequest(
-        source_id=body.get(id_field),
+        source_id=source_id,
         source_id_field=id_field,
         event_source=OFFLINE if offline else WEB,
         events=events,
         codes=codes,
         indexed=indexed,
         legacy=True,
+        ignored=ignored,
     )
+
+
+def _same_destination(given: Any, request: Any, id_field: str) -> Any:
+    """A batch element's own pixel_code / event_set_id: the request's, or the first given."""
+    if request is None or given == request:
+        return given
+    raise EventError(id_field, f"is not the request's {id_field}: one destination a request")
 
 
 def _table(where: str, raw: Any) -> dict[str, Any]:
@@ -142,13 +156,16 @@ def _table(where: str, raw: Any) -> dict[str, Any]:
 
 
 def _v1_event(
-    raw: Any, allowed: frozenset[str], *, batch: bool
+    raw: Any, allowed: frozenset[str], *, batch: bool, ignored: list[str], place: str
 ) -> tuple[dict[str, Any], str | None]:
-    """One 1.0 event as a 2.0 event, and its test_event_code; `allowed`: its known keys."""
+    """One 1.0 event as a 2.0 event, and its test_event_code; `allowed`: its known keys.
+    Keys no mapping reads are named in `ignored` (at `place`), never refused."""
     if not isinstance(raw, dict):
         raise EventError("event", "each event must be a JSON object")
     if not allowed.issuperset(raw):
-        raise EventError(key_name(min(set(raw) - allowed)), "unknown field")
+        ids = ("pixel_code", "event_set_id")
+        unread = [k for k in raw if k not in allowed and not (batch and k in ids)]
+        ignored.extend(place + key_name(k) for k in sorted(unread))
     if batch and raw.get("type", "track") != "track":
         raise EventError("type", 'must be "track"')
     event: dict[str, Any] = {}
@@ -170,17 +187,19 @@ def _v1_event(
             for user_key, user_value in _table("context.user", value).items():
                 target = _V1_USER.get(user_key)
                 if target is None:
-                    raise EventError(f"context.user.{key_name(user_key)}", "unknown field")
+                    ignored.append(f"{place}context.user.{key_name(user_key)}")
+                    continue
                 user[target] = user_value
         elif key == "page":
             event["page"] = _table("context.page", value)
         elif key == "ad":
             for ad_key, ad_value in _table("context.ad", value).items():
                 if ad_key != "callback":
-                    raise EventError(f"context.ad.{key_name(ad_key)}", "unknown field")
+                    ignored.append(f"{place}context.ad.{key_name(ad_key)}")
+                    continue
                 user["ttclid"] = ad_value
         else:
-            raise EventError(f"context.{key_name(key)}", "unknown field")
+            ignored.append(f"{place}context.{key_name(key)}")
     if user:
         event["user"] = user
     code = raw.get("test_event_code")
