@@ -68,8 +68,8 @@ class Console:
         self._login_limit = gateway.limits.limit(
             "console_login", per_minute / 60.0, max(1, int(per_minute))
         )
-        browser = gateway.settings.browser
-        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
+        network = gateway.settings.network
+        self._ips = ClientIpResolver(network.trusted_proxies, network.client_ip_header)
 
     @property
     def _pixels(self) -> list[str]:

@@ -42,8 +42,8 @@ class ServerCallers:
         self._limit = limit
         self._failed = failed
         self._endpoint = endpoint
-        browser = settings.browser
-        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
+        network = settings.network
+        self._ips = ClientIpResolver(network.trusted_proxies, network.client_ip_header)
         self._keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
 
     async def admit(self, request: Request) -> None:

@@ -2,8 +2,8 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, metrics, outbox, delivery, server API, rate limits, relay, browser,
-              cookies, console, privacy
+sections.py   server, metrics, outbox, delivery, server API, rate limits, relay, network,
+              browser, cookies, console, privacy
 postbacks.py  lead systems' postbacks: sources, tracking rules, the lead context
 model.py      pixels and the whole `Settings`
 load.py       the file and the environment → `Settings`, or `ConfigError`
@@ -20,6 +20,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     ImportSettings,
     MetricsSettings,
+    NetworkSettings,
     OutboxSettings,
     PrivacySettings,
     RateLimitSettings,
@@ -36,6 +37,7 @@ __all__ = [
     "DeliverySettings",
     "ImportSettings",
     "MetricsSettings",
+    "NetworkSettings",
     "OutboxSettings",
     "PixelConfig",
     "PostbackSettings",

@@ -16,6 +16,7 @@ import phonenumbers
 from gateway.core.secret import Secret
 from gateway.settings.declared import (
     choice,
+    deprecation_warnings,
     read_section,
     redacted,
     secret_files,
@@ -31,6 +32,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     ImportSettings,
     MetricsSettings,
+    NetworkSettings,
     OutboxSettings,
     PrivacySettings,
     Problems,
@@ -168,6 +170,7 @@ class Settings:
     imports: ImportSettings = setting(default_factory=ImportSettings)
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     relay: RelaySettings = setting(default_factory=RelaySettings)
+    network: NetworkSettings = setting(default_factory=NetworkSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
     console: ConsoleSettings = setting(default_factory=ConsoleSettings)
@@ -188,7 +191,7 @@ class Settings:
 
     def warnings(self) -> list[str]:
         """Settings that work but are risky: `check-config` prints them, `serve` logs them."""
-        found = []
+        found = deprecation_warnings(self)
         for pixel in self.pixels:
             if pixel.access_token.source == "inline":
                 found.append(

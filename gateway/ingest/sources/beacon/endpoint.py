@@ -89,7 +89,7 @@ class BeaconEndpoint:
     ) -> None:
         """`limit` counts beacons per client; `guard` sheds them while the backlog is past
         a limit (both are checked before the body is read: refusing must be cheap)."""
-        browser = pipeline.settings.browser
+        browser, network = pipeline.settings.browser, pipeline.settings.network
         self._pipeline = pipeline
         self._limit = limit
         self._guard = guard
@@ -97,12 +97,12 @@ class BeaconEndpoint:
         self._cookies = cookies
         self._cookie_names = (*_COOKIES_READ, cookies.signed_name)
         self._ips = ClientIpResolver(
-            browser.trusted_proxies,
-            browser.client_ip_header,
+            network.trusted_proxies,
+            network.client_ip_header,
             on_invalid_hop=pipeline.metrics.invalid_forwarded_hops.inc,
         )
         self._wanted_headers = frozenset(
-            name.encode() for name in (*_HEADERS_READ, browser.client_ip_header) if name is not None
+            name.encode() for name in (*_HEADERS_READ, network.client_ip_header) if name is not None
         )
         self._max_body = browser.max_body_bytes
         self._max_events = browser.max_events
