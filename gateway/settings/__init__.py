@@ -11,7 +11,7 @@ load.py       the file and the environment → `Settings`, or `ConfigError`
 
 from gateway.core.secret import Secret
 from gateway.settings.load import load_settings, parse_settings
-from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings
+from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings, pick_pixel
 from gateway.settings.postbacks import PostbackSettings, PostbackSource
 from gateway.settings.sections import (
     BrowserSettings,
@@ -51,4 +51,5 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_settings",
+    "pick_pixel",
 ]
