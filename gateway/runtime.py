@@ -20,12 +20,12 @@ from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
+from gateway.http.auth import Auth
 from gateway.http.failed_auth import FailedAuthLimit
 from gateway.http.rate_limit import RateLimits
 from gateway.ingest.leads import lead_memory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
-from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
 from gateway.storage.outbox import Outbox, is_redis, open_outbox
@@ -113,13 +113,14 @@ class Gateway:
         )
         """Failed authentications per client on the endpoints that take keys: past a budget,
         a client is refused before its key is compared."""
+        self.auth = Auth(self.live, self.failed_auth)
+        """Every key, token and secret of the configuration now, compared in one place."""
         self.leads = lead_memory(settings, self.outbox, clock=clock)
         """Browser context by lead (ttclid, _ttp, IP, user agent) for backend events."""
         self.pipeline.on_accept(self.leads.accepted)
         self.metrics.watch_context(lambda: self.leads.store.stats)
         self.postback_log = postback_log(settings, self.outbox)
         """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
-        self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self.pipeline.on_accept(self.recent.accepted)
         self.replicas: ReplicaFeed | None = None
         """With Redis and a console: every replica's events on every replica's console."""

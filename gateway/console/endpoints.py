@@ -114,7 +114,7 @@ class Console:
         body = await request.body()
         form = parse_qs(body[:_MAX_FORM].decode("utf-8", "replace"))
         password = form.get("password", [""])[0]
-        if not self._auth.password_matches(password):
+        if not self._gateway.auth.current.console(password):
             return login_page(self.path, error="Wrong password.", status=401)
         response = Response(status_code=303, headers={**HEADERS, "Location": self.path})
         cookie = self._auth.cookie_header(self._auth.new_session(), request)

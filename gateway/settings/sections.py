@@ -21,6 +21,9 @@ _PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,63}")
 _BLOCKED_WORDS = ("tiktok", "pixel", "track", "collect", "analytics", "event")
 DEFAULT_TAG_TESTING_HOSTS = ("gtm-msr.appspot.com", "tagassistant.google.com")
 Problems = Iterator[tuple[str, str]]
+MAX_IMPORT_AGE_DAYS = 28
+"""TikTok's click-through attribution window: older conversions are never attributed, so
+no import may take them."""
 DROPPED_QUERY_PARAMETERS = (
     *("email", "email_address", "mail"),
     *("phone", "phone_number", "tel", "telephone", "mobile", "cell", "fax"),
@@ -143,7 +146,7 @@ class ImportSettings:
     """File imports (`tiktok-gateway import`, `POST /v1/imports`): offline and CRM
     conversions, judged by the offline connectors' rules rather than the browser's."""
 
-    max_event_age_days: int = setting(28, low=1, high=28)
+    max_event_age_days: int = setting(MAX_IMPORT_AGE_DAYS, low=1, high=MAX_IMPORT_AGE_DAYS)
     """Rows older than this are rejected and reported (TikTok's click-through window)."""
     default_currency: str | None = setting("USD", convert=lambda c: c.strip().upper() or None)
     """For rows with a value or price but no currency (the connectors' default)."""
