@@ -126,7 +126,7 @@ def child_import(path: Path, outbox: Path, jobs: int = 1) -> dict[str, object]:
     its workers) sampled after each chunk, CPU time of all of them."""
     from gateway.cli.import_file import import_file
     from gateway.core.heap import settle_heap
-    from gateway.ingest.sources.imports.importer import ImportOptions
+    from gateway.ingest.sources.imports.options import ImportOptions
     from gateway.ingest.sources.imports.readers import open_binary
     from gateway.settings import parse_settings
 

@@ -1,9 +1,10 @@
 """The Starlette application factory: the routes of every source, error handling, lifespan.
 
 `create_app(gateway)` only arranges HTTP around a `Gateway` built beforehand; the lifespan
-starts and stops it. Each source contributes its routes (one line here per source) and
-answers errors in its own format behind its own boundary (`http/errors.py`); what reaches
-the app's handlers is Starlette's own 404/405 and, as a last resort, a bug.
+starts and stops it. Each source (listed once, in `SOURCES`) builds its routes from one
+`SourceContext` and answers errors in its own format behind its own boundary
+(`http/errors.py`); what reaches the app's handlers is Starlette's own 404/405 and, as a
+last resort, a bug.
 """
 
 from __future__ import annotations
@@ -21,11 +22,20 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import console, health
 from gateway.http.errors import GatewayJson, log_unexpected
+from gateway.http.fast_path import DirectRoute, FastPath
 from gateway.http.listeners import MetricsListenerGate
-from gateway.ingest.sources import beacon, relay, server_api
-from gateway.ingest.sources.imports import endpoint as imports
-from gateway.ingest.sources.postback import endpoint as postback
+from gateway.ingest.source import Source, SourceContext
+from gateway.ingest.sources import beacon, imports, postback, relay, server_api
 from gateway.runtime import Gateway
+
+SOURCES: tuple[Source, ...] = (
+    server_api.SOURCE,
+    postback.SOURCE,
+    relay.SOURCE,
+    imports.SOURCE,
+    beacon.SOURCE,
+)
+"""Every source, in the order the router tries their routes."""
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -72,24 +82,26 @@ def create_app(gateway: Gateway) -> Starlette:
             hangup()
             await gateway.stop()
 
-    browser = beacon.BeaconSource(
-        gateway.pipeline, limit=gateway.limits.beacon, guard=gateway.guard, live=gateway.live
+    context = SourceContext(
+        pipeline=gateway.pipeline,
+        live=gateway.live,
+        limits=gateway.limits,
+        auth=gateway.auth,
+        leads=gateway.leads,
+        guard=gateway.guard,
+        postback_log=gateway.postback_log,
     )
-    pipeline, limits, failed = gateway.pipeline, gateway.limits, gateway.failed_auth
+    routes = [route for source in SOURCES for route in source.routes(context)]
     app = Starlette(
-        routes=[
-            *health.routes(gateway),
-            *server_api.routes(pipeline, limits.server_api, failed, gateway.leads),
-            *postback.routes(gateway.postbacks, gateway.live, limits.postback, failed),
-            *relay.routes(pipeline, gateway.leads, gateway.live, limits.server_api, failed),
-            *imports.routes(pipeline, limits.server_api, failed, gateway.leads),
-            *browser.routes(),
-            *console.routes(gateway),
-        ],
+        routes=[*health.routes(gateway), *routes, *console.routes(gateway)],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         middleware=[
             Middleware(MetricsListenerGate, metrics_port=gateway.settings.metrics.port),
-            Middleware(beacon.FastPath, path=browser.path, endpoint=browser.endpoint),
+            *(
+                Middleware(FastPath, path=route.path, endpoint=route.app)
+                for route in routes
+                if isinstance(route, DirectRoute)
+            ),
         ],
         lifespan=lifespan,
     )

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,7 +18,6 @@ class Health:
         self._gateway = gateway
         metrics = gateway.settings.metrics
         self._metrics_port = metrics.port
-        self._tokens = tuple(t.reveal().encode() for t in metrics.bearer_tokens)
 
     async def healthz(self, request: Request) -> Response:
         """Liveness: the process answers."""
@@ -51,16 +48,10 @@ class Health:
 
     async def metrics(self, request: Request) -> Response:
         """Prometheus metrics: on the metrics listener, or to a configured bearer token."""
-        if not (on_metrics_listener(request.scope, self._metrics_port) or self._bearer(request)):
+        bearer = self._gateway.auth.current.metrics
+        if not (on_metrics_listener(request.scope, self._metrics_port) or bearer(request)):
             return JSONResponse({"error": "not_found", "message": "Not Found"}, 404)
         return Response(self._gateway.metrics.render(), media_type=CONTENT_TYPE)
-
-    def _bearer(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        if not self._tokens or header[:7].lower() != "bearer ":
-            return False
-        given = header[7:].strip().encode()
-        return any([hmac.compare_digest(given, token) for token in self._tokens])
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:

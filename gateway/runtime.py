@@ -21,12 +21,12 @@ from gateway.delivery.client import EventsApiClient
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.options import Delivery
 from gateway.delivery.process import DeliveryProcess
+from gateway.http.auth import Auth
 from gateway.http.failed_auth import FailedAuthLimit
 from gateway.http.rate_limit import RateLimits
 from gateway.ingest.leads import lead_memory
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import SourcePolicy
-from gateway.ingest.sources.postback.process import PostbackProcessor
 from gateway.settings import Settings
 from gateway.settings.live import LiveSettings
 from gateway.storage.backend import open_backend
@@ -85,7 +85,6 @@ class Gateway:
         self.metrics.watch_context(lambda: self.leads.store.stats)
         self.postback_log = self.backend.postback_log(settings.postbacks.log_size)
         """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
-        self.postbacks = PostbackProcessor(self.pipeline, self.leads, self.postback_log)
         self._telemetry(settings, clock)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
@@ -141,6 +140,8 @@ class Gateway:
         )
         """Failed authentications per client on the endpoints that take keys: past a budget,
         a client is refused before its key is compared."""
+        self.auth = Auth(self.live, self.failed_auth)
+        """Every key, token and secret of the configuration now, compared in one place."""
 
     def _telemetry(self, settings: Settings, clock: Callable[[], float]) -> None:
         self.pipeline.on_accept(self.recent.accepted)

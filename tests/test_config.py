@@ -265,3 +265,44 @@ def test_risky_settings_are_warned_about(tmp_path: Path) -> None:
     assert any("the access token is written in the file" in w for w in warnings)
     assert any("http://shop.example is plain http" in w for w in warnings)
     assert parse_settings({}, QUICK_ENV).warnings() == []  # the quick start is clean
+
+
+def test_client_address_settings_live_in_network() -> None:
+    """They govern every endpoint (server API, relay, postbacks, console), not the browser's."""
+    data = {"network": {"trusted_proxies": ["10.0.0.0/8"], "client_ip_header": "X-Real-IP"}}
+    settings = parse_settings(data, QUICK_ENV)
+    assert [str(n) for n in settings.network.trusted_proxies] == ["10.0.0.0/8"]
+    assert settings.network.client_ip_header == "x-real-ip"
+    assert settings.warnings() == []
+    problems = problems_of({"network": {"trusted_proxies": ["0.0.0.0/0"]}}, QUICK_ENV)
+    assert any(p.startswith("network.trusted_proxies: 0.0.0.0/0 trusts every") for p in problems)
+
+
+def test_the_old_browser_keys_still_work_with_a_deprecation_warning() -> None:
+    data = {"browser": {"trusted_proxies": ["10.0.0.0/8"], "client_ip_header": "X-Real-IP"}}
+    settings = parse_settings(data, QUICK_ENV)
+    assert settings == parse_settings(
+        {"network": {"trusted_proxies": ["10.0.0.0/8"], "client_ip_header": "X-Real-IP"}},
+        QUICK_ENV,
+    )
+    assert settings.warnings() == [
+        "browser.trusted_proxies is deprecated: write it as [network] trusted_proxies",
+        "browser.client_ip_header is deprecated: write it as [network] client_ip_header",
+    ]
+    shown = settings.redacted()
+    assert "trusted_proxies" not in shown["browser"]
+    assert shown["network"]["trusted_proxies"] == ["10.0.0.0/8"]
+
+
+def test_a_key_in_both_its_old_and_its_new_place_is_an_error() -> None:
+    problems = problems_of(
+        {
+            "browser": {"trusted_proxies": ["10.0.0.0/8"]},
+            "network": {"trusted_proxies": ["192.168.0.0/16"]},
+        },
+        QUICK_ENV,
+    )
+    assert problems == [
+        "browser.trusted_proxies: moved to [network] trusted_proxies, which is set too: "
+        "remove it from [browser]"
+    ]

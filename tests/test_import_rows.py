@@ -20,7 +20,7 @@ import pytest
 from gateway.cli.import_file import import_file
 from gateway.core.event import Event
 from gateway.ingest.leads import lead_memory
-from gateway.ingest.sources.imports.importer import ImportOptions
+from gateway.ingest.sources.imports.options import ImportOptions
 from gateway.ingest.sources.imports.readers import open_binary
 from gateway.ingest.sources.imports.rules import import_event_id
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary

@@ -13,22 +13,22 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
 from gateway.cli.progress import ImportProgress
-from gateway.core.errors import OutboxUnavailable
+from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.heap import settle_heap
 from gateway.ingest.leads import lead_memory
 from gateway.ingest.pipeline import Pipeline
-from gateway.ingest.sources.imports.columns import parse_mapping
-from gateway.ingest.sources.imports.importer import Importer, ImportOptions
+from gateway.ingest.sources.imports.importer import Importer
+from gateway.ingest.sources.imports.options import PARAMS, ImportOptions
 from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, open_binary
 from gateway.ingest.sources.imports.summary import ReportWriter, Summary
 from gateway.settings import Settings
+from gateway.settings.sections import MAX_IMPORT_AGE_DAYS
 from gateway.storage.backend import open_backend
 from gateway.storage.leads import context_key_shared
 from gateway.telemetry.metrics import Metrics
@@ -58,7 +58,9 @@ def register(commands: Commands) -> None:
         help="rows sharing an order id and event become one event (Σ price × quantity)",
     )
     parser.add_argument("--format", choices=FORMATS, default="auto")
-    parser.add_argument("--max-age-days", type=int, metavar="DAYS", help="default: 28")
+    parser.add_argument(
+        "--max-age-days", type=int, metavar="DAYS", help=f"default: {MAX_IMPORT_AGE_DAYS}"
+    )
     parser.add_argument("--dry-run", action="store_true", help="everything but storing")
     parser.add_argument("--report", metavar="PATH", help="write one line per rejected row")
     parser.add_argument(
@@ -82,32 +84,15 @@ def default_jobs() -> int:
 
 
 def options_of(args: argparse.Namespace, settings: Settings) -> ImportOptions:
-    try:
-        mapping = parse_mapping(args.map)
-    except ValueError as exc:
-        _usage(str(exc))
-    if args.currency and not re.fullmatch(r"[A-Za-z]{3}", args.currency.strip()):
-        _usage("--currency must be an ISO 4217 code such as EUR")
-    days = args.max_age_days or settings.imports.max_event_age_days
-    if not 1 <= days <= 28:
-        _usage("--max-age-days must be from 1 to 28")
+    """The upload's checks (`ImportOptions.from_params`), answered as usage errors."""
     if not 1 <= args.jobs <= 64:
         _usage("--jobs must be from 1 to 64")
-    return ImportOptions(
-        pixel=args.pixel,
-        event=args.event,
-        mapping=mapping,
-        currency=(args.currency or "").strip().upper() or settings.imports.default_currency,
-        limited_data_use=args.limited_data_use,
-        test_event_code=args.test_event_code,
-        group_by_order=args.group_by == "order_id",
-        dry_run=args.dry_run,
-        resume=args.resume,
-        file_format=args.format,
-        max_age_days=days,
-        chunk_rows=settings.imports.chunk_rows,
-        jobs=args.jobs,
-    )
+    given = vars(args)
+    params = {name: given[name] for name in PARAMS}
+    try:
+        return ImportOptions.from_params(params, settings, jobs=args.jobs)
+    except EventError as exc:
+        _usage(f"--{exc.field.replace('_', '-')} {exc.message}")
 
 
 async def import_file(

@@ -61,7 +61,6 @@ async def send(settings: Settings, requests: list[dict[str, Any]], code: str | N
     async with EventsApiClient.from_settings(settings) as client:
         for body in requests:
             pixel = settings.pixel(body["event_source_id"])
-            assert pixel is not None
             test_code = code or pixel.test_event_code
             if not test_code:
                 print("--send needs a test event code (--test-event-code)", file=sys.stderr)

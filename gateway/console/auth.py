@@ -17,6 +17,7 @@ import secrets
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 
+from gateway.http.auth import matches
 from gateway.settings import ConsoleSettings
 
 COOKIE = "ttgw_console"
@@ -25,17 +26,12 @@ CSRF_HEADER = "x-csrf-token"
 
 class ConsoleAuth:
     def __init__(self, settings: ConsoleSettings) -> None:
-        password = settings.admin_password.reveal()
-        self._password = password.encode()
-        key = hmac.new(self._password, b"tiktok-gateway console session", hashlib.sha256)
+        password = settings.admin_password.reveal().encode()
+        key = hmac.new(password, b"tiktok-gateway console session", hashlib.sha256)
         self._key = key.digest()
         self._sessions = URLSafeTimedSerializer(key.hexdigest(), salt="console-session")
         self.max_age = int(settings.session_hours * 3600)
         self.path = settings.path
-
-    def password_matches(self, given: str) -> bool:
-        """Compared in constant time, as bytes (a non-ASCII guess must not raise)."""
-        return hmac.compare_digest(given.encode(), self._password)
 
     def new_session(self) -> str:
         """The cookie value of a fresh session."""
@@ -58,7 +54,7 @@ class ConsoleAuth:
 
     def csrf_ok(self, request: Request, sid: str) -> bool:
         given = request.headers.get(CSRF_HEADER, "")
-        return hmac.compare_digest(given.encode(), self.csrf_token(sid).encode())
+        return matches(given, (self.csrf_token(sid).encode(),))
 
     def cookie_header(self, value: str, request: Request, *, max_age: int | None = None) -> str:
         """Set-Cookie for the session; Secure whenever the page was reached over HTTPS."""

@@ -68,8 +68,8 @@ class Console:
         self._login_limit = gateway.limits.limit(
             "console_login", per_minute / 60.0, max(1, int(per_minute))
         )
-        browser = gateway.settings.browser
-        self._ips = ClientIpResolver(browser.trusted_proxies, browser.client_ip_header)
+        network = gateway.settings.network
+        self._ips = ClientIpResolver(network.trusted_proxies, network.client_ip_header)
 
     @property
     def _pixels(self) -> list[str]:
@@ -114,7 +114,7 @@ class Console:
         body = await request.body()
         form = parse_qs(body[:_MAX_FORM].decode("utf-8", "replace"))
         password = form.get("password", [""])[0]
-        if not self._auth.password_matches(password):
+        if not self._gateway.auth.current.console(password):
             return login_page(self.path, error="Wrong password.", status=401)
         response = Response(status_code=303, headers={**HEADERS, "Location": self.path})
         cookie = self._auth.cookie_header(self._auth.new_session(), request)

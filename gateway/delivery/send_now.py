@@ -13,13 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.errors import ConfigError
+from gateway.core.errors import ConfigError, EventError
 from gateway.core.event import request_body
 from gateway.delivery.client import EventsApiClient, Outcome
 from gateway.ingest.parser import ParseRules
 from gateway.ingest.pipeline import parse_item
 from gateway.ingest.policy import SERVER, Item
-from gateway.settings import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings, pick_pixel
 
 
 async def send_now(
@@ -83,13 +83,14 @@ class SendTestResult:
 
 
 def _pick_pixel(settings: Settings, pixel_id: str | None) -> PixelConfig:
-    if pixel_id is None:
-        return settings.pixels[0]
-    pixel = settings.pixel(pixel_id)
-    if pixel is None:
-        known = ", ".join(p.id for p in settings.pixels)
-        raise ConfigError([f"--pixel: {pixel_id} is not configured (configured: {known})"])
-    return pixel
+    """The pixel asked for, by default the first configured one; ConfigError in the
+    command's words."""
+    try:
+        return pick_pixel(settings.pixels_by_id, pixel_id, "--pixel", first=True)
+    except EventError:
+        known = ", ".join(settings.pixels_by_id)
+        problem = f"--pixel: {pixel_id} is not configured (configured: {known})"
+        raise ConfigError([problem]) from None
 
 
 def build_test_body(

@@ -19,7 +19,7 @@ from gateway.core.event import Event
 from gateway.ingest.counters import IngestCounters
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
 from gateway.ingest.policy import Item, SourcePolicy
-from gateway.settings import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings, pick_pixel
 from gateway.storage.outbox import Outbox, Prepared
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ class Pipeline:
         self.outbox = outbox
         self.metrics = metrics
         self.now = clock
-        self._pixels = _by_id(settings.pixels)
+        self._pixels = settings.pixels_by_id
         self._accept_hooks: list[AcceptHook] = []
         self._received: dict[str, Any] = {}  # the metric's child per source, looked up once
 
     def reconfigure(self, settings: Settings) -> None:
         """Take a reloaded configuration's pixels (one reference: a lookup sees old or new)."""
-        self._pixels = _by_id(settings.pixels)
+        self._pixels = settings.pixels_by_id
 
     def on_accept(self, hook: AcceptHook) -> None:
         """Run `hook` after every stored request (it must be quick and must not raise)."""
@@ -78,15 +78,7 @@ class Pipeline:
     ) -> PixelConfig:
         """The configured pixel named by an input, or the only one when the input names none
         (in `table`, a table taken earlier from `pixels`; by default the one now)."""
-        pixels = self._pixels if table is None else table
-        if pixel_id is None:
-            if len(pixels) == 1:
-                return next(iter(pixels.values()))
-            raise EventError(field, "required: several pixels are configured")
-        pixel = pixels.get(pixel_id) if isinstance(pixel_id, str) else None
-        if pixel is None:
-            raise EventError(field, "is not a configured pixel")
-        return pixel
+        return pick_pixel(self._pixels if table is None else table, pixel_id, field)
 
     @property
     def pixel_ids(self) -> list[str]:
@@ -217,7 +209,3 @@ def parse_item(item: Item, rules: ParseRules, policy: SourcePolicy, now: float) 
         observed=item.observed,
         test_event_code=item.test_event_code,
     )
-
-
-def _by_id(pixels: Sequence[PixelConfig]) -> dict[str, PixelConfig]:
-    return {pixel.id: pixel for pixel in pixels}

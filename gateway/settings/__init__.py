@@ -2,7 +2,7 @@
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
 reader.py     typed reading of one TOML table, collecting problems
-sections.py   server, metrics, outbox, delivery, server API, limits, relay, browser, console…
+sections.py   server, metrics, outbox, delivery, server API, limits, relay, network, browser…
 postbacks.py  lead systems' postbacks: sources, tracking rules (tracking/), the lead context
 model.py      pixels and the whole `Settings`; load.py: the file and environment → `Settings`
 live.py       the running configuration, reloaded whole or not at all
@@ -10,7 +10,7 @@ live.py       the running configuration, reloaded whole or not at all
 
 from gateway.core.secret import Secret
 from gateway.settings.load import load_settings, parse_settings
-from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings
+from gateway.settings.model import DEFAULT_API_BASE, PixelConfig, Settings, pick_pixel
 from gateway.settings.postbacks import PostbackSettings, PostbackSource
 from gateway.settings.sections import (
     BrowserSettings,
@@ -19,6 +19,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     ImportSettings,
     MetricsSettings,
+    NetworkSettings,
     OutboxSettings,
     PrivacySettings,
     RateLimitSettings,
@@ -35,6 +36,7 @@ __all__ = [
     "DeliverySettings",
     "ImportSettings",
     "MetricsSettings",
+    "NetworkSettings",
     "OutboxSettings",
     "PixelConfig",
     "PostbackSettings",
@@ -48,4 +50,5 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_settings",
+    "pick_pixel",
 ]

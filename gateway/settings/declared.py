@@ -41,8 +41,12 @@ def setting(
     secret_url: bool = False,
     read: Callable[[TableReader, str, Mapping[str, str], list[str]], Any] | None = None,
     default_factory: Callable[[], Any] | None = None,
+    moved_to: str | None = None,
 ) -> Any:
-    """A dataclass field with how to read it from TOML (see `read_section`)."""
+    """A dataclass field with how to read it from TOML (see `read_section`).
+
+    `moved_to`: a key that moved to that section under the same name; still read here (None
+    when absent), then moved by `move_deprecated`, never shown nor compared here."""
     metadata = {
         "low": low,
         "high": high,
@@ -53,10 +57,11 @@ def setting(
         "min_length": min_length,
         "secret_url": secret_url,
         "read": read,
+        "moved_to": moved_to,
     }
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata, compare=moved_to is None)
 
 
 def choice(*options: str, normalise: Callable[[str], str] = str.upper) -> Convert:
@@ -115,6 +120,10 @@ def _read_field(
     meta, key, default = field.metadata, field.name, _default(field)
     if meta.get("read") is not None:
         return meta["read"](table, key, env, problems)
+    if meta.get("moved_to") is not None:
+        if key not in table.raw_keys():
+            return None
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
     if hint is Secret:
         ref = table.string(key)
         if not ref:
@@ -193,6 +202,8 @@ def redacted(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for field in dataclasses.fields(value):
+            if field.metadata.get("moved_to"):
+                continue  # shown where it moved to
             shown = getattr(value, field.name)
             if field.metadata.get("secret_url"):
                 shown = _url_without_password(shown)
@@ -205,6 +216,44 @@ def redacted(value: Any) -> Any:
     if isinstance(value, IPv4Network | IPv6Network):
         return str(value)
     return value
+
+
+def move_deprecated(settings: T, data: Mapping[str, Any], problems: list[str]) -> T:
+    """`settings` with every key written where it used to be (`moved_to`) moved to its new
+    section; written in both places: a problem (which one is meant cannot be guessed)."""
+    moved: dict[str, Any] = {}
+    for name, field, value in _deprecated(settings):
+        to = field.metadata["moved_to"]
+        written = data.get(to)
+        if isinstance(written, Mapping) and field.name in written:
+            problems.append(
+                f"{name}.{field.name}: moved to [{to}] {field.name}, which is set too: "
+                f"remove it from [{name}]"
+            )
+            continue
+        moved[to] = dataclasses.replace(moved.get(to, getattr(settings, to)), **{field.name: value})
+    return dataclasses.replace(settings, **moved)
+
+
+def deprecation_warnings(settings: Any) -> list[str]:
+    """One line per key written where it used to be (read there, for now)."""
+    return [
+        f"{name}.{field.name} is deprecated: write it as [{field.metadata['moved_to']}] "
+        f"{field.name}"
+        for name, field, _ in _deprecated(settings)
+    ]
+
+
+def _deprecated(settings: Any) -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+    """(section name, field, value) of every moved key written in its old section."""
+    for section_field in dataclasses.fields(settings):
+        section = getattr(settings, section_field.name)
+        if not dataclasses.is_dataclass(section) or isinstance(section, type):
+            continue
+        for field in dataclasses.fields(section):
+            value = getattr(section, field.name)
+            if field.metadata.get("moved_to") and value is not None:
+                yield section_field.name, field, value
 
 
 def secret_values(value: Any) -> Iterator[str]:
@@ -255,4 +304,13 @@ def _url_without_password(url: str) -> str:
     return re.sub(r"\?.*$", "?***", url) if "?" in url else url  # ?password=… and friends
 
 
-__all__ = ["choice", "read_section", "redacted", "secret_files", "secret_values", "setting"]
+__all__ = [
+    "choice",
+    "deprecation_warnings",
+    "move_deprecated",
+    "read_section",
+    "redacted",
+    "secret_files",
+    "secret_values",
+    "setting",
+]

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.core.errors import ConfigError
 from gateway.core.secret import Secret
-from gateway.settings.declared import read_section
+from gateway.settings.declared import move_deprecated, read_section
 from gateway.settings.model import PIXEL_ID, PixelConfig, Settings, site_origin
 from gateway.settings.reader import TableReader
 
@@ -77,10 +77,11 @@ def _apply_env_pixel(
 def _dangerous(settings: Settings) -> list[str]:
     """Settings that would make the gateway unsafe: refused, not warned about."""
     problems = []
-    for network in settings.browser.trusted_proxies:
+    written = "browser" if settings.browser.trusted_proxies is not None else "network"
+    for network in settings.network.trusted_proxies:
         if network.prefixlen == 0:
             problems.append(
-                f"browser.trusted_proxies: {network} trusts every address: any client could "
+                f"{written}.trusted_proxies: {network} trusts every address: any client could "
                 "claim any IP (list your proxies' addresses)"
             )
     keys = {k.reveal() for k in settings.server_api.api_keys}
@@ -122,6 +123,7 @@ def parse_settings(
     """
     problems: list[str] = []
     settings = read_section(Settings, TableReader(data, "", problems), env, problems)
+    settings = move_deprecated(settings, data, problems)
     pixels = _apply_env_pixel(settings.pixels, env, problems)
     problems.extend(_pixel_problems(pixels))
     problems.extend(_dangerous(settings))

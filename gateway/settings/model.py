@@ -6,6 +6,7 @@ and the generic reader (`declared.read_section`) reads it without a hand-written
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from typing import Any
 
 import phonenumbers
 
+from gateway.core.errors import EventError
 from gateway.core.secret import Secret
 from gateway.settings.declared import (
     choice,
+    deprecation_warnings,
     read_section,
     redacted,
     secret_files,
@@ -31,6 +34,7 @@ from gateway.settings.sections import (
     DeliverySettings,
     ImportSettings,
     MetricsSettings,
+    NetworkSettings,
     OutboxSettings,
     PrivacySettings,
     Problems,
@@ -133,6 +137,27 @@ def _region(region: str) -> str:
     return region
 
 
+def pick_pixel(
+    pixels: Mapping[str, PixelConfig],
+    pixel_id: object,
+    field: str = "pixel_id",
+    *,
+    first: bool = False,
+    unknown: str = "is not a configured pixel",
+) -> PixelConfig:
+    """The pixel an input names in `pixels` (by id), or when it names none the only one
+    (`first`: the first one). The one lookup every source and command shares; EventError
+    naming `field` (with `unknown` as the reason for an id that is not there)."""
+    if pixel_id is None:
+        if len(pixels) == 1 or (first and pixels):
+            return next(iter(pixels.values()))
+        raise EventError(field, "required: several pixels are configured")
+    pixel = pixels.get(pixel_id) if isinstance(pixel_id, str) else None
+    if pixel is None:
+        raise EventError(field, unknown)
+    return pixel
+
+
 @dataclass(frozen=True)
 class Settings:
     """The gateway's whole configuration, immutable: a reload builds a new one (live.py)."""
@@ -168,6 +193,7 @@ class Settings:
     imports: ImportSettings = setting(default_factory=ImportSettings)
     rate_limit: RateLimitSettings = setting(default_factory=RateLimitSettings)
     relay: RelaySettings = setting(default_factory=RelaySettings)
+    network: NetworkSettings = setting(default_factory=NetworkSettings)
     browser: BrowserSettings = setting(default_factory=BrowserSettings)
     cookies: CookieSettings = setting(default_factory=CookieSettings)
     console: ConsoleSettings = setting(default_factory=ConsoleSettings)
@@ -180,15 +206,17 @@ class Settings:
         if self.console.enabled and any(p == path or p.startswith(path + "/") for p in taken):
             yield "console", f"path {path} would hide the snippet, the beacon or the server API"
 
-    def pixel(self, pixel_id: str) -> PixelConfig | None:
-        for pixel in self.pixels:
-            if pixel.id == pixel_id:
-                return pixel
-        return None
+    @functools.cached_property
+    def pixels_by_id(self) -> Mapping[str, PixelConfig]:
+        return {pixel.id: pixel for pixel in self.pixels}
+
+    def pixel(self, pixel_id: object, field: str = "pixel_id") -> PixelConfig:
+        """The configured pixel `pixel_id` names (`pick_pixel`)."""
+        return pick_pixel(self.pixels_by_id, pixel_id, field)
 
     def warnings(self) -> list[str]:
         """Settings that work but are risky: `check-config` prints them, `serve` logs them."""
-        found = []
+        found = deprecation_warnings(self)
         for pixel in self.pixels:
             if pixel.access_token.source == "inline":
                 found.append(

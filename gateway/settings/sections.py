@@ -1,5 +1,5 @@
 """The settings sections beyond pixels: server, metrics, outbox, delivery, server API, rate
-limits, relay, browser, cookies, console, privacy.
+limits, relay, network, browser, cookies, console, privacy.
 
 Each section is a frozen dataclass whose fields declare their default, bounds, environment
 variable and conversion once (`setting`); `declared.read_section` reads any of them. A
@@ -21,6 +21,9 @@ _PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,63}")
 _BLOCKED_WORDS = ("tiktok", "pixel", "track", "collect", "analytics", "event")
 DEFAULT_TAG_TESTING_HOSTS = ("gtm-msr.appspot.com", "tagassistant.google.com")
 Problems = Iterator[tuple[str, str]]
+MAX_IMPORT_AGE_DAYS = 28
+"""TikTok's click-through attribution window: older conversions are never attributed, so
+no import may take them."""
 DROPPED_QUERY_PARAMETERS = (
     *("email", "email_address", "mail"),
     *("phone", "phone_number", "tel", "telephone", "mobile", "cell", "fax"),
@@ -53,6 +56,10 @@ def _parameter(name: str) -> str:
     if not name.strip():
         raise ValueError("a query parameter name may not be blank")
     return name.strip()
+
+
+def _header(name: str) -> str | None:
+    return name.strip().lower() or None
 
 
 def _network(cidr: str) -> Network:
@@ -139,7 +146,7 @@ class ImportSettings:
     """File imports (`tiktok-gateway import`, `POST /v1/imports`): offline and CRM
     conversions, judged by the offline connectors' rules rather than the browser's."""
 
-    max_event_age_days: int = setting(28, low=1, high=28)
+    max_event_age_days: int = setting(MAX_IMPORT_AGE_DAYS, low=1, high=MAX_IMPORT_AGE_DAYS)
     """Rows older than this are rejected and reported (TikTok's click-through window)."""
     default_currency: str | None = setting("USD", convert=lambda c: c.strip().upper() or None)
     """For rows with a value or price but no currency (the connectors' default)."""
@@ -186,6 +193,16 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """Whom to believe about a client's address, on every endpoint (http/client_ip.py)."""
+
+    trusted_proxies: tuple[Network, ...] = setting((), each=_network)
+    """Peers whose X-Forwarded-For / Forwarded (or `client_ip_header`) are believed."""
+    client_ip_header: str | None = setting(None, convert=_header)
+    """A header a trusted proxy sets to the client IP (e.g. CF-Connecting-IP)."""
+
+
+@dataclass(frozen=True)
 class BrowserSettings:
     """The browser path: where the snippet and beacon live, limits, and whom to believe."""
 
@@ -193,12 +210,13 @@ class BrowserSettings:
     beacon_path: str = setting("/b", convert=_path)
     max_body_bytes: int = setting(16_384, low=512, high=1_048_576)
     max_events: int = setting(10, low=1, high=100)
-    trusted_proxies: tuple[Network, ...] = setting((), each=_network)
-    client_ip_header: str | None = setting(None, convert=lambda h: h.strip().lower() or None)
-    """A header a trusted proxy sets to the client IP (e.g. CF-Connecting-IP)."""
     drop_bots: bool = setting(True)
     tag_testing_hosts: tuple[str, ...] = setting(DEFAULT_TAG_TESTING_HOSTS, each=str.lower)
     generate_ttp: bool = setting(False)
+    trusted_proxies: tuple[Network, ...] | None = setting(None, each=_network, moved_to="network")
+    """Deprecated: `[network] trusted_proxies` (None: not written here)."""
+    client_ip_header: str | None = setting(None, convert=_header, moved_to="network")
+    """Deprecated: `[network] client_ip_header` (None: not written here)."""
 
     def problems(self) -> Problems:
         if self.snippet_path == self.beacon_path:
@@ -272,6 +290,7 @@ __all__ = [
     "DeliverySettings",
     "ImportSettings",
     "MetricsSettings",
+    "NetworkSettings",
     "OutboxSettings",
     "PrivacySettings",
     "RateLimitSettings",

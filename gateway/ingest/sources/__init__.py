@@ -1,1 +1,2 @@
-"""gateway/ingest/sources"""
+"""One folder (or module) per source, each exposing a `SOURCE` (`ingest/source.py`) and
+importing nothing from the others; `app.SOURCES` lists them."""

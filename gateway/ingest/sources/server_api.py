@@ -10,6 +10,7 @@ half-duplicate. 202 means every event is durably in the outbox.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -17,41 +18,33 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.core.errors import EventError, PayloadTooLarge, UnsupportedMediaType
-from gateway.http.auth import ServerCallers
+from gateway.http.auth import Gate
 from gateway.http.errors import GatewayJson, rendered
-from gateway.http.failed_auth import FailedAuthLimit
-from gateway.http.rate_limit import RateLimit
 from gateway.http.request_body import parse_json, read_body
 from gateway.ingest.leads import LeadMemory
 from gateway.ingest.pipeline import Pipeline, placed
-from gateway.ingest.policy import SERVER, Item
+from gateway.ingest.policy import SERVER, Item, SourcePolicy
+from gateway.ingest.source import SourceContext
 
 PATH = "/v1/events"
 _ENVELOPE_KEYS = frozenset({"pixel_id", "test_event_code", "events"})
 
 
 class ServerEventsEndpoint:
-    """POST /v1/events; precomputes keys and limits once."""
+    """POST /v1/events; limits read once."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        limit: RateLimit,
-        failed: FailedAuthLimit,
-        leads: LeadMemory | None = None,
-    ) -> None:
-        """`limit` counts requests and `failed` wrong keys per client, both checked before
-        the key (no free guesses); `leads` fills in the browser context of events that name
-        a lead the browser showed."""
+    def __init__(self, pipeline: Pipeline, gate: Gate, leads: LeadMemory | None = None) -> None:
+        """`gate` checks the client's limits, then its API key; `leads` fills in the
+        browser context of events that name a lead the browser showed."""
         self._leads = leads
         options = pipeline.settings.server_api
         self._pipeline = pipeline
-        self._callers = ServerCallers(pipeline.settings, limit, failed, "server_api")
+        self._gate = gate
         self._max_body = options.max_body_bytes
         self._max_events = options.max_events
 
     async def handle(self, request: Request) -> Response:
-        await self._callers.admit(request)
+        await self._gate.admit(request)
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise UnsupportedMediaType("send Content-Type: application/json")
@@ -96,11 +89,15 @@ class ServerEventsEndpoint:
         return items, indexed
 
 
-def routes(
-    pipeline: Pipeline,
-    limit: RateLimit,
-    failed: FailedAuthLimit,
-    leads: LeadMemory | None = None,
-) -> list[BaseRoute]:
-    endpoint = ServerEventsEndpoint(pipeline, limit, failed, leads)
-    return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["POST"])]
+@dataclass(frozen=True)
+class ServerApiSource:
+    name: str = "server_api"
+    policy: SourcePolicy = SERVER
+
+    def routes(self, context: SourceContext) -> list[BaseRoute]:
+        gate = context.auth.gate("server_api", context.limits.server_api)
+        endpoint = ServerEventsEndpoint(context.pipeline, gate, context.leads)
+        return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["POST"])]
+
+
+SOURCE = ServerApiSource()

@@ -33,7 +33,7 @@ from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
 from gateway.ingest.sources.beacon.enrich import is_bot, is_tag_testing
 from gateway.ingest.sources.beacon.visitor import Visitor
-from gateway.settings import PixelConfig, Settings
+from gateway.settings import PixelConfig, Settings, pick_pixel
 from gateway.storage.outbox.guard import BacklogGuard
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ _PIXEL_COPY = frozenset({"loaded", "blocked", "absent"})
 """What the snippet saw of the TikTok pixel (`ttq`) when the event was tracked; anything else
 (an older snippet, a typo) is recorded as unknown rather than refused."""
 _MEDIA_TYPES = frozenset({"text/plain", "application/json"})
+_NOT_THIS_SITE = "is not a pixel of this site"
+Pixels = Mapping[str, PixelConfig]
 _COOKIES_READ = ("_ttp", "ttclid")
 _HEADERS_READ = (
     "origin",
@@ -86,7 +88,7 @@ class BeaconEndpoint:
     ) -> None:
         """`limit` counts beacons per client; `guard` sheds them while the backlog is past
         a limit (both are checked before the body is read: refusing must be cheap)."""
-        browser = pipeline.settings.browser
+        browser, network = pipeline.settings.browser, pipeline.settings.network
         self._pipeline = pipeline
         self._limit = limit
         self._guard = guard
@@ -94,12 +96,12 @@ class BeaconEndpoint:
         self._cookies = cookies
         self._cookie_names = (*_COOKIES_READ, cookies.signed_name)
         self._ips = ClientIpResolver(
-            browser.trusted_proxies,
-            browser.client_ip_header,
+            network.trusted_proxies,
+            network.client_ip_header,
             on_invalid_hop=pipeline.metrics.invalid_forwarded_hops.inc,
         )
         self._wanted_headers = frozenset(
-            name.encode() for name in (*_HEADERS_READ, browser.client_ip_header) if name is not None
+            name.encode() for name in (*_HEADERS_READ, network.client_ip_header) if name is not None
         )
         self._max_body = browser.max_body_bytes
         self._max_events = browser.max_events
@@ -205,14 +207,14 @@ class BeaconEndpoint:
             return 204, [*cors, *_counts(0, dropped)]
         return 204, [*cors, *visitor.cookies_to_set(), *_counts(len(events), dropped)]
 
-    def _item(self, raw: Any, pixels: list[PixelConfig], visitor: Visitor) -> Item | None:
+    def _item(self, raw: Any, pixels: Pixels, visitor: Visitor) -> Item | None:
         """The pipeline's item for one browser event, or None when it is dropped on purpose."""
         if not isinstance(raw, dict):
             raise EventError("event", "each event must be a JSON object")
         consent = raw.get("consent")
         if consent not in (None, "granted", "denied"):
             raise EventError("consent", "must be 'granted' or 'denied'")
-        pixel = _pick_pixel(raw.get("pixel_id"), pixels)
+        pixel = pick_pixel(pixels, raw.get("pixel_id"), first=True, unknown=_NOT_THIS_SITE)
         page = raw.get("page")
         page_url, referrer = (
             (page.get("url"), page.get("referrer")) if isinstance(page, dict) else (None, None)
@@ -231,23 +233,15 @@ class BeaconEndpoint:
         return Item(event, pixel, observed)
 
 
-def _by_origin(pixels: Sequence[PixelConfig]) -> dict[str, list[PixelConfig]]:
-    """The web pixels each site origin may send beacons for."""
-    found: dict[str, list[PixelConfig]] = {}
+def _by_origin(pixels: Sequence[PixelConfig]) -> dict[str, dict[str, PixelConfig]]:
+    """The web pixels each site origin may send beacons for, by id (the first is the
+    default of a beacon that names none)."""
+    found: dict[str, dict[str, PixelConfig]] = {}
     for pixel in pixels:
         if pixel.event_source == "web":
             for origin in pixel.origins:
-                found.setdefault(origin, []).append(pixel)
+                found.setdefault(origin, {})[pixel.id] = pixel
     return found
-
-
-def _pick_pixel(pixel_id: Any, pixels: list[PixelConfig]) -> PixelConfig:
-    if pixel_id is None:
-        return pixels[0]
-    for pixel in pixels:
-        if pixel.id == pixel_id:
-            return pixel
-    raise EventError("pixel_id", "is not a pixel of this site")
 
 
 _PREFLIGHT: Headers = [

@@ -23,28 +23,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.core.errors import EventError
-from gateway.http.auth import ServerCallers
+from gateway.http.auth import Gate
 from gateway.http.errors import GatewayJson, rendered
-from gateway.http.failed_auth import FailedAuthLimit
-from gateway.http.rate_limit import RateLimit
 from gateway.http.request_body import read_body
 from gateway.ingest.leads import LeadMemory
 from gateway.ingest.pipeline import Pipeline
-from gateway.ingest.sources.imports.columns import parse_mapping
-from gateway.ingest.sources.imports.importer import Importer, ImportOptions
-from gateway.ingest.sources.imports.readers import FORMATS, UnreadableFile, decompressed
+from gateway.ingest.policy import SourcePolicy
+from gateway.ingest.source import SourceContext
+from gateway.ingest.sources.imports.importer import IMPORT, Importer
+from gateway.ingest.sources.imports.options import ImportOptions
+from gateway.ingest.sources.imports.readers import UnreadableFile, decompressed
 from gateway.ingest.sources.imports.summary import Rejection, Summary
 
 PATH = "/v1/imports"
 _KEEP_IMPORTS = 100
 _KEEP_REJECTIONS = 1000
-_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
-_PARAMS = frozenset(
-    {
-        "pixel", "event", "map", "currency", "limited_data_use", "test_event_code", "group_by",
-        "format", "max_age_days", "dry_run", "resume",
-    }
-)  # fmt: skip
 
 
 @dataclass
@@ -71,23 +64,17 @@ class ImportRecord:
 class ImportsEndpoint:
     """POST /v1/imports and GET /v1/imports/{id}; the last imports are kept in memory."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        limit: RateLimit,
-        failed: FailedAuthLimit,
-        leads: LeadMemory | None = None,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, gate: Gate, leads: LeadMemory | None = None) -> None:
+        """`gate` checks the client's limits, then its API key (the server API's)."""
         settings = pipeline.settings
         self._pipeline = pipeline
         self._leads = leads
-        self._callers = ServerCallers(settings, limit, failed, "imports")
+        self._gate = gate
         self._max_body = settings.imports.max_upload_mb * 1_048_576
-        self._settings = settings.imports
         self._imports: OrderedDict[str, ImportRecord] = OrderedDict()
 
     async def create(self, request: Request) -> Response:
-        await self._callers.admit(request)
+        await self._gate.admit(request)
         options = self._options(request)
         length = request.headers.get("content-length")
         body = await read_body(request.receive, length, self._max_body)
@@ -120,7 +107,7 @@ class ImportsEndpoint:
         return JSONResponse(record.to_json(), status_code=202)
 
     async def show(self, request: Request) -> Response:
-        await self._callers.admit(request)
+        await self._gate.admit(request)
         record = self._imports.get(request.path_params["import_id"])
         if record is None:
             return JSONResponse(
@@ -135,49 +122,12 @@ class ImportsEndpoint:
 
     def _options(self, request: Request) -> ImportOptions:
         query = request.query_params
-        unknown = sorted(set(query) - _PARAMS)
-        if unknown:
-            raise EventError(unknown[0], f"unknown option ({', '.join(sorted(_PARAMS))})")
-        try:
-            mapping = parse_mapping(query.getlist("map"))
-        except ValueError as exc:
-            raise EventError("map", str(exc).removeprefix("--map ")) from None
-        group_by = query.get("group_by")
-        if group_by not in (None, "", "order_id"):
-            raise EventError("group_by", "must be order_id")
-        file_format = query.get("format", "auto")
-        if file_format not in FORMATS:
-            raise EventError("format", f"must be one of {', '.join(FORMATS)}")
-        days_text = query.get("max_age_days") or str(self._settings.max_event_age_days)
-        if not days_text.isdigit() or not 1 <= int(days_text) <= 28:
-            raise EventError("max_age_days", "must be a whole number from 1 to 28")
-        currency = (query.get("currency") or "").strip().upper()
-        if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
-            raise EventError("currency", "must be an ISO 4217 code such as EUR")
-        return ImportOptions(
-            pixel=self._pixel(query.get("pixel")),
-            event=query.get("event") or None,
-            mapping=mapping,
-            currency=currency or self._settings.default_currency,
-            limited_data_use=_flag(query, "limited_data_use"),
-            test_event_code=query.get("test_event_code") or None,
-            group_by_order=group_by == "order_id",
-            dry_run=_flag(query, "dry_run"),
-            resume=_flag(query, "resume"),
-            file_format=file_format,
-            max_age_days=int(days_text),
-            chunk_rows=self._settings.chunk_rows,
-        )
-
-    def _pixel(self, pixel: str | None) -> str:
-        return self._pipeline.pixel(pixel or None, field="pixel").id
-
-
-def _flag(query: Any, name: str) -> bool:
-    value = _FLAGS.get(query.get(name, "").strip().lower())
-    if value is None:
-        raise EventError(name, "must be true or false")
-    return value
+        params: dict[str, Any] = dict(query)
+        if "map" in params:
+            params["map"] = query.getlist("map")
+        options = ImportOptions.from_params(params, self._pipeline.settings)
+        self._pipeline.pixel(options.pixel, field="pixel")  # refused before the body is read
+        return options
 
 
 def _keep(kept: list[Rejection], rejected: list[Rejection]) -> None:
@@ -186,15 +136,19 @@ def _keep(kept: list[Rejection], rejected: list[Rejection]) -> None:
         kept.extend(rejected[:room])
 
 
-def routes(
-    pipeline: Pipeline,
-    limit: RateLimit,
-    failed: FailedAuthLimit,
-    leads: LeadMemory | None = None,
-) -> list[BaseRoute]:
-    endpoint = ImportsEndpoint(pipeline, limit, failed, leads)
-    renderer = GatewayJson()
-    return [
-        Route(PATH, rendered(endpoint.create, renderer), methods=["POST"]),
-        Route(f"{PATH}/{{import_id}}", rendered(endpoint.show, renderer), methods=["GET"]),
-    ]
+@dataclass(frozen=True)
+class ImportsSource:
+    name: str = "imports"
+    policy: SourcePolicy = IMPORT
+
+    def routes(self, context: SourceContext) -> list[BaseRoute]:
+        gate = context.auth.gate("imports", context.limits.server_api)
+        endpoint = ImportsEndpoint(context.pipeline, gate, context.leads)
+        renderer = GatewayJson()
+        return [
+            Route(PATH, rendered(endpoint.create, renderer), methods=["POST"]),
+            Route(f"{PATH}/{{import_id}}", rendered(endpoint.show, renderer), methods=["GET"]),
+        ]
+
+
+SOURCE = ImportsSource()

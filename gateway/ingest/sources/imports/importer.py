@@ -11,14 +11,13 @@ from the lead context by external id or order id (`LeadMemory.fill_items`), are 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
-
-import orjson
 
 from gateway.core.errors import EventError
 from gateway.ingest.leads import LeadMemory
@@ -32,54 +31,17 @@ from gateway.ingest.sources.imports.chunks import (
     worker_pool,
 )
 from gateway.ingest.sources.imports.columns import Columns, RowRules, merged, to_input
+from gateway.ingest.sources.imports.options import ImportOptions
 from gateway.ingest.sources.imports.readers import Row, RowError, read_rows
-from gateway.ingest.sources.imports.rules import (
-    DEFAULT_MAX_AGE_DAYS,
-    import_event_id,
-)
+from gateway.ingest.sources.imports.rules import import_event_id
 from gateway.ingest.sources.imports.summary import Rejection, Summary
-from gateway.settings import PixelConfig
 
-CHUNK_ROWS = 1000
-"""Rows per chunk: one transaction (one fsync) per Events API batch's worth of rows."""
+IMPORT = SourcePolicy("import", event_id_from=import_event_id)
+"""Rows are judged as server events, their missing ids derived as the CDP connectors do;
+each import sets its own maximum age."""
 IN_PROCESS_CHUNKS = 2
 """Chunks parsed in this process before worker processes start (small files never wait
 for them)."""
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    pixel: str | None = None
-    event: str | None = None
-    mapping: dict[str, str] = field(default_factory=dict)
-    currency: str | None = "USD"
-    limited_data_use: bool = False
-    test_event_code: str | None = None
-    group_by_order: bool = False
-    dry_run: bool = False
-    resume: bool = False
-    file_format: str = "auto"
-    max_age_days: int = DEFAULT_MAX_AGE_DAYS
-    chunk_rows: int = CHUNK_ROWS
-    jobs: int = 1
-    """Processes parsing chunks (the import command: one per core); not in the fingerprint,
-    so an import resumes with any number."""
-
-    def fingerprint_seed(self, pixel: PixelConfig) -> bytes:
-        """Everything that changes what a row becomes: a chunk imported with other options
-        is another chunk."""
-        return orjson.dumps(
-            [
-                pixel.id,
-                self.event,
-                sorted(self.mapping.items()),
-                self.currency,
-                self.limited_data_use,
-                self.test_event_code,
-                self.group_by_order,
-                self.chunk_rows,
-            ]
-        )
 
 
 @dataclass(slots=True)
@@ -128,11 +90,7 @@ class Importer:
             currency=options.currency,
             limited_data_use=options.limited_data_use and self.pixel.event_source == "web",
         )
-        self._policy = SourcePolicy(
-            "import",
-            max_age_seconds=options.max_age_days * 86400,
-            event_id_from=import_event_id,
-        )
+        self._policy = dataclasses.replace(IMPORT, max_age_seconds=options.max_age_days * 86400)
         self._report = report
         self._progress = progress
         self.summary = Summary(dry_run=options.dry_run)

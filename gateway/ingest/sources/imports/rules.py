@@ -17,9 +17,6 @@ import orjson
 
 from gateway.core.event import Event
 
-DEFAULT_MAX_AGE_DAYS = 28
-"""TikTok's click-through attribution window: older conversions are never attributed."""
-
 _IDENTITY: dict[str, tuple[tuple[str, ...], str]] = {
     "offline": (("email", "phone"), "offline events need an email or a phone"),
     "crm": (("lead_id", "email", "phone"), "CRM events need a lead id, an email or a phone"),

@@ -10,19 +10,18 @@ are taken together per request from what a reload replaces whole (docs/design/po
 
 from __future__ import annotations
 
-import hmac
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import Unauthorized
-from gateway.http.auth import ServerCallers, authorised
+from gateway.http.auth import Auth, Gate
 from gateway.http.errors import GatewayJson, rendered
-from gateway.http.failed_auth import FailedAuthLimit
-from gateway.http.rate_limit import RateLimit
 from gateway.http.request_body import read_body
-from gateway.ingest.sources.postback.process import PostbackProcessor
+from gateway.ingest.policy import SourcePolicy
+from gateway.ingest.source import SourceContext
+from gateway.ingest.sources.postback.process import POSTBACK, PostbackProcessor
 from gateway.ingest.sources.postback.request import body_fields, our_fields, query_fields
 from gateway.settings import PostbackSettings, PostbackSource, Settings
 from gateway.settings.live import LiveSettings
@@ -40,35 +39,31 @@ def postback_url(base: str, source: PostbackSource, macros: dict[str, str]) -> s
 
 class PostbackEndpoint:
     def __init__(
-        self,
-        processor: PostbackProcessor,
-        live: LiveSettings,
-        limit: RateLimit,
-        failed: FailedAuthLimit,
+        self, processor: PostbackProcessor, live: LiveSettings, auth: Auth, gate: Gate
     ) -> None:
-        """`limit` counts requests and `failed` wrong keys per client, both checked before
-        the key (no free guesses)."""
-        settings = live.current
+        """`gate` checks the client's limits before the key and counts wrong keys; `auth`
+        holds the sources' secrets, reloaded with the rules."""
         self._processor = processor
-        self._callers = ServerCallers(settings, limit, failed, "postback")
-        self._api_keys = tuple(k.reveal().encode() for k in settings.server_api.api_keys)
-        self._config = settings.postbacks
+        self._auth = auth
+        self._gate = gate
+        self._config = live.current.postbacks
         live.on_reload(self._reconfigure)
 
     def _reconfigure(self, settings: Settings) -> None:
         self._config = settings.postbacks  # one reference: a request sees the old or the new
 
     async def handle(self, request: Request) -> Response:
-        await self._callers.count(request)
-        # the rules and the pixel table they name, taken together (no await between: a
-        # reload swaps both at once), then kept while the body and the lead context arrive
+        await self._gate.check(request)
+        # the rules, their secrets and the pixel table they name, taken together (no await
+        # between: a reload swaps them at once), then kept while the body and the lead
+        # context arrive
         config: PostbackSettings = self._config
+        credentials = self._auth.current
         pixels = self._processor.pixels
         given = query_fields(request.scope["query_string"].decode("latin-1"))
         source = config.sources.get(request.path_params["source"])
-        if source is None or not self._authorised(source, given.get("key"), request):
-            await self._callers.failed(request)
-            raise Unauthorized("unknown source, or a wrong or missing key")
+        if source is None or not credentials.postback(source.name, given.get("key"), request):
+            await self._gate.refuse(request, "unknown source, or a wrong or missing key")
         if request.method == "POST":
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             length = request.headers.get("content-length")
@@ -81,15 +76,19 @@ class PostbackEndpoint:
         )
         return JSONResponse(outcome.answer(requests=dry_run), status_code=200)
 
-    def _authorised(self, source: PostbackSource, key: str | None, request: Request) -> bool:
-        secret = source.secret.reveal().encode()
-        if key is not None:
-            return hmac.compare_digest(key.encode(), secret)
-        return authorised(request, (secret, *self._api_keys))
+
+@dataclass(frozen=True)
+class LeadPostbackSource:
+    """Lead systems' postbacks (`PostbackSource` is the configuration of one of them)."""
+
+    name: str = "postback"
+    policy: SourcePolicy = POSTBACK
+
+    def routes(self, context: SourceContext) -> list[BaseRoute]:
+        processor = PostbackProcessor(context.pipeline, context.leads, context.postback_log)
+        gate = context.auth.gate("postback", context.limits.postback)
+        endpoint = PostbackEndpoint(processor, context.live, context.auth, gate)
+        return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["GET", "POST"])]
 
 
-def routes(
-    processor: PostbackProcessor, live: LiveSettings, limit: RateLimit, failed: FailedAuthLimit
-) -> list[BaseRoute]:
-    endpoint = PostbackEndpoint(processor, live, limit, failed)
-    return [Route(PATH, rendered(endpoint.handle, GatewayJson()), methods=["GET", "POST"])]
+SOURCE = LeadPostbackSource()
