@@ -118,9 +118,9 @@ NOTES: Mapping[str, str] = {
     "a different path.",
     "browser.max_body_bytes": "Largest beacon body.",
     "browser.max_events": "Events per beacon.",
-    "browser.trusted_proxies": "Only these peers may set `X-Forwarded-For` / `Forwarded`; "
+    "network.trusted_proxies": "Only these peers may set `X-Forwarded-For` / `Forwarded`; "
     "`0.0.0.0/0` is refused.",
-    "browser.client_ip_header": "The one header to believe, from trusted proxies only: "
+    "network.client_ip_header": "The one header to believe, from trusted proxies only: "
     "`x-forwarded-for`, `forwarded`, or a one-address header; unset: `X-Forwarded-For`, "
     "else `Forwarded`.",
     "browser.drop_bots": "Drop events from crawlers, HTTP libraries and headless browsers.",
