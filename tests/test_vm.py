@@ -114,7 +114,7 @@ def test_the_unit_and_the_configuration_agree() -> None:
     assert named and named == set(_environment_file())
     assert unit["KillMode"] == ["mixed"] and unit["KillSignal"] == ["SIGTERM"]
     assert config["server"]["host"] == config["metrics"]["host"] == "127.0.0.1"
-    assert config["browser"]["trusted_proxies"] == ["127.0.0.1/32"]
+    assert config["network"]["trusted_proxies"] == ["127.0.0.1/32"]
 
 
 @dataclass
