@@ -284,3 +284,20 @@ def test_behind_a_trusted_proxy_each_visitor_has_its_own_login_budget(
 
     assert [attempt("203.0.113.1") for _ in range(6)] == [401] * 5 + [429]
     assert attempt("203.0.113.2") == 401  # another visitor, not the proxy's shared budget
+
+
+def test_forged_forwarded_lines_cannot_lock_the_operator_out(
+    make_console: Callable[..., httpx.Client],
+) -> None:
+    """Behind a proxy that appends its own X-Forwarded-For line, a forged first line naming
+    the operator's address spends the attacker's budget, not the operator's (issue 21.6)."""
+    client = make_console(network={"trusted_proxies": ["127.0.0.0/8"]})
+    forged = [("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.66")]
+    statuses = [
+        client.post("/console/login", data={"password": "x"}, headers=forged).status_code
+        for _ in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]  # the attacker (the proxy's line) is locked out
+    operator = {"X-Forwarded-For": "198.51.100.7"}
+    answer = client.post("/console/login", data={"password": PASSWORD}, headers=operator)
+    assert answer.status_code in (200, 303), answer.text

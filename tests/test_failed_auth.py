@@ -219,6 +219,21 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(serve: 
         assert endpoint.ok(endpoint.call(customer, API_KEY))
 
 
+@pytest.mark.parametrize("name", ENDPOINTS)
+def test_forged_forwarded_lines_before_the_proxys_own_do_not_escape_the_budget(
+    serve: Serve, name: str
+) -> None:
+    """A proxy that appends (`option forwardfor`) adds its own X-Forwarded-For line after
+    whatever the client sent: the nearest line is believed, not the first (issue 21.6)."""
+    server, _ = serve(rate_limit=TIGHT, network={"trusted_proxies": ["127.0.0.0/8"]})
+    endpoint, right = ENDPOINTS[name], RIGHT[name]
+    for guess in range(BURST + 1):
+        lines = [("X-Forwarded-For", f"203.0.113.{guess}"), ("X-Forwarded-For", "198.51.100.9")]
+        with httpx.Client(base_url=server.url, headers=lines, timeout=10) as http:
+            answer = endpoint.call(http, right if guess == BURST else f"guess-{guess}-012345678")
+        assert (endpoint.wrong if guess < BURST else endpoint.locked)(answer), answer.text
+
+
 def test_a_forged_forwarded_for_does_not_escape_the_budget(serve: Serve) -> None:
     """From a peer that is no trusted proxy, X-Forwarded-For is ignored: one budget."""
     server, _ = serve(rate_limit=TIGHT)

@@ -73,11 +73,11 @@ class ClientIpResolver:
         if self._header == "forwarded" or (
             self._header is None and "x-forwarded-for" not in headers
         ):
-            hops = _FORWARDED_FOR.findall(headers.get("forwarded", ""))
+            hops = _FORWARDED_FOR.findall(_every_line(headers, "forwarded"))
         elif self._header in (None, "x-forwarded-for"):
-            hops = headers.get("x-forwarded-for", "").split(",")
+            hops = _every_line(headers, "x-forwarded-for").split(",")
         else:
-            named = _hop_ip(headers.get(self._header, ""))
+            named = _hop_ip(_last_line(headers, self._header))
             return str(named) if named is not None else str(address)
         # walk from the nearest hop outwards; the first valid one we do not trust is the
         # client (a hop that is no address is skipped, and counted)
@@ -90,3 +90,17 @@ class ClientIpResolver:
             if not self._is_trusted(hop_address):
                 break
         return str(address)
+
+
+def _every_line(headers: Mapping[str, str], name: str) -> str:
+    """A header sent on several lines as one list, in order: a proxy that appends adds its
+    own line after the client's, so reading only the first would believe the client."""
+    getlist = getattr(headers, "getlist", None)
+    return ",".join(getlist(name)) if getlist is not None else headers.get(name, "")
+
+
+def _last_line(headers: Mapping[str, str], name: str) -> str:
+    """A one-address header (`cf-connecting-ip`): the line nearest to us, if sent twice."""
+    getlist = getattr(headers, "getlist", None)
+    lines = getlist(name) if getlist is not None else [headers.get(name, "")]
+    return lines[-1] if lines else ""
