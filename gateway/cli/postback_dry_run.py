@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         word = "skipped" if unmatched.skipped else "no match"
         print(f"{word:8} {unmatched.rule}: {unmatched.reason}")
     print(f"ttclid: {outcome.click}")
-    requests = outcome.answer(requests=True)["requests"]
+    requests = outcome.answer(requests=True, masked=False)["requests"]
     if not requests:
         print("nothing would be sent")
         return 0

@@ -22,6 +22,7 @@ from gateway.ingest.leads import Filled, LeadMemory, with_url
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.policy import Item, SourcePolicy
 from gateway.ingest.sources.postback.request import is_unfilled_macro, sender_name
+from gateway.privacy.masking import short, shown_element
 from gateway.settings import PixelConfig, PostbackSource
 from gateway.settings.tracking.conditions import NotANumber
 from gateway.settings.tracking.rules import Built, RuleSet, Unmatched
@@ -49,13 +50,17 @@ class PostbackResult:
     click: str = "missing"
     """given, context, expired (older than the window), malformed or missing."""
     stored: bool = False
+    origins: dict[str, str] = field(default_factory=dict)
+    """Where each server-side value came from: "postback" or "lead context"."""
 
     @property
     def events(self) -> list[Event]:
         return [event for rule in self.fired for event in rule.events]
 
-    def answer(self, *, requests: bool = False) -> dict[str, Any]:
-        """The JSON answer (and, for a dry run, the exact Events API requests)."""
+    def answer(self, *, requests: bool = False, masked: bool = True) -> dict[str, Any]:
+        """The JSON answer; for a dry run also the Events API requests, masked as the console
+        shows them (an endpoint never hands the lead context back), and where each value
+        came from. `masked=False` is for the operator's own `postback-test`, which sends them."""
         body: dict[str, Any] = {
             "source": self.source,
             "trigger": self.trigger,
@@ -78,8 +83,46 @@ class PostbackResult:
             "ttclid": self.click,
         }
         if requests:
-            body["requests"] = tiktok_requests(self.events)
+            bodies = tiktok_requests(self.events)
+            if masked:
+                bodies = [{**b, "data": [self._shown(e) for e in b["data"]]} for b in bodies]
+            body["requests"] = bodies
+            body["from"] = self.origins
         return body
+
+    def _shown(self, element: dict[str, Any]) -> dict[str, Any]:
+        """As the console shows it; what the lead context gave is never shown whole."""
+        shown = shown_element(element)
+        user = shown.get("user")
+        if isinstance(user, dict):
+            for key in ("user_agent", "locale", "ttclid", "ttp"):
+                if self.origins.get(key) == "lead context" and isinstance(user.get(key), str):
+                    user[key] = short(user[key], 6)
+        page = shown.get("page")
+        if self.origins.get("page.url") == "lead context" and isinstance(page, dict):
+            url = page.get("url")
+            if isinstance(url, str):
+                page["url"] = url.partition("?")[0] + ("?…" if "?" in url else "")
+        return shown
+
+
+_ORIGIN_KEYS = ("ip", "user_agent", "ttp", "ttclid", "locale")
+
+
+def _origins(fields: Mapping[str, str], filled: Filled) -> dict[str, str]:
+    """Which server-side values the sender gave and which the lead context filled in."""
+    found: dict[str, str] = {}
+    observed = filled.observed
+    for key in _ORIGIN_KEYS:
+        if fields.get(key):
+            found[key] = "postback"
+        elif observed is not None and getattr(observed, key):
+            found[key] = "lead context"
+    if fields.get("url"):
+        found["page.url"] = "postback"
+    elif filled.url:
+        found["page.url"] = "lead context"
+    return found
 
 
 def tiktok_requests(events: list[Event]) -> list[dict[str, Any]]:
@@ -143,6 +186,7 @@ class PostbackProcessor:
         built = [b for fired in evaluation.fired for b in fired.events]
         filled = await self._fill(fields, built)
         outcome.click = "malformed" if bad_click else filled.click
+        outcome.origins = _origins(fields, filled)
         groups = [self._items(fired.events, filled, pixels) for fired in evaluation.fired]
         results = await self._pipeline.ingest_each(groups, POSTBACK, store=store)
         for fired, result in zip(evaluation.fired, results, strict=True):
