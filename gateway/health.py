@@ -7,15 +7,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import OutboxUnavailable
+from gateway.core.errors import OutboxUnavailable, TooManyRequests, Unauthorized
+from gateway.http.auth import Gate
 from gateway.http.listeners import on_metrics_listener
 from gateway.runtime import Gateway
 from gateway.telemetry.metrics import CONTENT_TYPE
 
 
+def _not_found() -> Response:
+    return JSONResponse({"error": "not_found", "message": "Not Found"}, 404)
+
+
 class Health:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self._gate = Gate(
+            gateway.auth, gateway.limits.limit("metrics", 0, 0), "metrics"
+        )  # budget only
         metrics = gateway.settings.metrics
         self._metrics_port = metrics.port
 
@@ -47,10 +55,23 @@ class Health:
         return JSONResponse({"status": "ready", "pixels": pixels})
 
     async def metrics(self, request: Request) -> Response:
-        """Prometheus metrics: on the metrics listener, or to a configured bearer token."""
-        bearer = self._gateway.auth.current.metrics
-        if not (on_metrics_listener(request.scope, self._metrics_port) or bearer(request)):
-            return JSONResponse({"error": "not_found", "message": "Not Found"}, 404)
+        """Prometheus metrics: on the metrics listener, or to a configured bearer token. A
+        wrong token counts against the client's failed-auth budget, as every key does; past
+        it the client is refused (429) before its token is compared."""
+        if on_metrics_listener(request.scope, self._metrics_port):
+            return Response(self._gateway.metrics.render(), media_type=CONTENT_TYPE)
+        credentials = self._gateway.auth.current
+        if not credentials.metrics_tokens or "authorization" not in request.headers:
+            return _not_found()
+        try:
+            await self._gate.check(request)
+            if not credentials.metrics(request):
+                await self._gate.refuse(request, "wrong metrics token")
+        except TooManyRequests as exc:
+            body = {"error": exc.error, "message": str(exc)}
+            return JSONResponse(body, 429, headers=dict(exc.headers or {}))
+        except Unauthorized:
+            return _not_found()  # as for no token: the endpoint does not say it exists
         return Response(self._gateway.metrics.render(), media_type=CONTENT_TYPE)
 
 

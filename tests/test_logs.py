@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -90,6 +91,23 @@ def test_secrets_and_emails_are_scrubbed_from_every_part_of_a_json_line(log_to: 
     assert record["message"] == "request with [REDACTED] failed for redacted"
     assert record["reason"] == "token [REDACTED]" and record["contact"] == "redacted"
     assert "RuntimeError: upstream said: bad token [REDACTED] for redacted" in record["exception"]
+
+
+def test_echoes_of_a_secret_are_scrubbed_however_they_are_written(log_to: Any) -> None:
+    """Only exact copies were (issue 21.14): a prefix, all but the last character, the
+    upper-cased token, and a percent-encoded secret in an access log line (issue 21.10)."""
+    logger, stream = log_to(JsonFormatter())
+    token, postback = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6", "ping+tree/secret=0123456789"
+    handler = logger.handlers[-1]
+    handler.filters.clear()
+    handler.addFilter(RedactingFilter([token, postback]))
+    for echo in (token[:12], token[:-1], token.upper(), quote(postback, safe="")):
+        logger.warning("upstream said %s, and GET /v1/postbacks/lms?key=%s", echo, echo)
+    text = stream.getvalue()
+    assert token[:10] not in text.lower() and "ping%2btree" not in text.lower(), text
+    assert text.count("[REDACTED]") == 8
+    logger.warning("console-replicas deliver Purchase events")  # ordinary words survive
+    assert "console-replicas deliver Purchase events" in stream.getvalue()
 
 
 def test_text_lines_are_scrubbed_too(log_to: Any) -> None:

@@ -48,6 +48,26 @@ def test_a_bearer_token_opens_metrics_on_the_public_port(
     assert scraped.status_code == 200 and "tiktok_gateway_" in scraped.text
 
 
+def test_wrong_metrics_tokens_spend_the_failed_auth_budget(
+    serve_gateway: Callable[..., GatewayServer],
+) -> None:
+    """300 guesses at the bearer token were never locked out (issue 21.14): past the
+    budget the client is refused before its token is compared, the right one included."""
+    server = serve_gateway(
+        metrics={"port": 0, "bearer_tokens": [METRICS_TOKEN]},
+        rate_limit={"failed_auth_per_minute": 0.001, "failed_auth_burst": 3},
+    )
+    url = f"{server.url}/metrics"
+    with httpx.Client() as http:
+        guesses = [
+            http.get(url, headers={"Authorization": f"Bearer guess-{n}-0123456789"}).status_code
+            for n in range(4)
+        ]
+        right = http.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert guesses == [404, 404, 404, 429]
+    assert right.status_code == 429 and int(right.headers["retry-after"]) >= 1
+
+
 def test_metrics_may_not_share_the_public_port() -> None:
     pixels = [{"id": PIXEL, "access_token": TOKEN}]
     with pytest.raises(ConfigError, match=r"metrics\.port"):

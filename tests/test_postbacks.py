@@ -648,3 +648,20 @@ def test_a_blank_parameter_name_is_ignored_and_a_long_value_named(lead: Lead) ->
     answer = lead.http.get(f"{base}&publisher={'p' * 3000}")
     assert answer.status_code == 400
     assert answer.json()["field"] == "publisher"
+
+
+def test_a_secret_with_url_characters_gives_a_url_that_works(
+    serve_gateway: Callable[..., GatewayServer],
+) -> None:
+    """postback-url printed the key unencoded: `+ / =` in a secret gave a 401 (issue 21.10)."""
+    from gateway.ingest.sources.postback.endpoint import postback_url
+
+    data = config()
+    data["postbacks"]["sources"]["lms"]["secret"] = "ping+tree/secret=0123456789"
+    server = serve_gateway(**data)
+    assert server.gateway is not None
+    source = server.gateway.settings.postbacks.sources["lms"]
+    url = postback_url(server.url, source, {"trigger": "form_submit", "lead_id": "u-1"})
+    assert "key=ping%2Btree%2Fsecret%3D0123456789" in url
+    answer = httpx.get(url + "&url=https://shop.example/")
+    assert answer.status_code == 200, answer.text

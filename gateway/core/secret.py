@@ -6,9 +6,12 @@ file can be committed or mounted without leaking anything.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,57 @@ class Secret:
         return f"<secret from {self.source}>"
 
 
+REDACTED = "[REDACTED]"
+_ECHO = 10
+"""A run of this many characters of a long secret, anywhere in a text, is an echo of it."""
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with each secret (4 characters or more, longest first) replaced."""
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return text
+    """`text` with each secret (4 characters or more) replaced, in any case and
+    percent-encoded, and with every echo of part of a secret of 16 characters or more (a
+    prefix, all but its last character) replaced too: an upstream that quotes a token back
+    partly must not put the rest of it in a log, a dead letter or a page."""
+    exact, echoes = _redaction(tuple(secrets))
+    if exact is not None:
+        text = exact.sub(REDACTED, text)
+    return _without_echoes(text, echoes) if echoes else text
+
+
+@functools.lru_cache(maxsize=64)
+def _redaction(secrets: tuple[str, ...]) -> tuple[re.Pattern[str] | None, frozenset[str]]:
+    """One pattern for every secret's written forms; the lower-cased runs of long ones."""
+    forms = {
+        form
+        for secret in secrets
+        if len(secret) >= 4
+        for form in (secret, quote(secret, safe=""), quote_plus(secret))
+    }
+    ordered = sorted(forms, key=len, reverse=True)  # the longest form first
+    exact = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+    echoes = frozenset(
+        secret.lower()[start : start + _ECHO]
+        for secret in secrets
+        if len(secret) >= 16
+        for start in range(len(secret) - _ECHO + 1)
+    )
+    return exact, echoes
+
+
+def _without_echoes(text: str, echoes: frozenset[str]) -> str:
+    lowered = text.lower()
+    covered = [False] * len(text)
+    for start in range(len(text) - _ECHO + 1):
+        if lowered[start : start + _ECHO] in echoes:
+            covered[start : start + _ECHO] = [True] * _ECHO
+    if not any(covered):
+        return text
+    parts: list[str] = []
+    for index, char in enumerate(text):
+        if not covered[index]:
+            parts.append(char)
+        elif index == 0 or not covered[index - 1]:
+            parts.append(REDACTED)
+    return "".join(parts)
 
 
 def resolve_secret(ref: str, where: str, env: Mapping[str, str], problems: list[str]) -> Secret:

@@ -11,6 +11,7 @@ are taken together per request from what a reload replaces whole (docs/design/po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,7 +34,8 @@ _TRUE = frozenset({"1", "true", "yes"})
 def postback_url(base: str, source: PostbackSource, macros: dict[str, str]) -> str:
     """The URL to paste into a lead system: its secret, then our fields with its macros."""
     query = "&".join(f"{name}={macro}" for name, macro in macros.items())
-    url = f"{base.rstrip('/')}/v1/postbacks/{source.name}?key={source.secret.reveal()}"
+    key = quote(source.secret.reveal(), safe="")  # a secret with + / = must survive the URL
+    url = f"{base.rstrip('/')}/v1/postbacks/{source.name}?key={key}"
     return f"{url}&{query}" if query else url
 
 
