@@ -102,3 +102,29 @@ def test_nothing_planted_reaches_tiktok_or_the_outbox_file(
     metrics = server.gateway.metrics.render().decode()
     for field, count in (("page.url", 2), ("page.referrer", 2), ("properties", 10), ("user", 2)):
         assert f'personal_data_scrubbed_total{{field="{field}"}} {count}.0' in metrics, field
+
+
+def test_event_names_are_scrubbed_and_click_ids_are_tokens(
+    serve_gateway: Callable[..., GatewayServer], fake_api: FakeEventsApi
+) -> None:
+    """Issue 21.13: a custom event name carried an email to TikTok and the disk; a server's
+    ttclid with CR, LF, NUL or `;` was passed on."""
+    server = serve_gateway(server_api={"api_keys": [API_KEY]})
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    page = {"url": "https://shop.example/"}
+    sent = httpx.post(
+        f"{server.url}/v1/events",
+        json={"event": "Signup_jane@example.com", "event_id": "n-1", "page": page},
+        headers=headers,
+    )
+    assert sent.status_code == 202, sent.text
+    [event] = wait_for_events(fake_api, 1)
+    assert "jane" not in json.dumps(event).lower(), event
+    assert event["event"] == "redacted"  # the whole name was an address
+    for bad in ("E.C.P.x\r\nSet-Cookie: a=b", "E.C.P.x\x00", "E.C.P.x;y"):
+        refused = httpx.post(
+            f"{server.url}/v1/events",
+            json={"event": "Lead", "event_id": "n-2", "page": page, "user": {"ttclid": bad}},
+            headers=headers,
+        )
+        assert refused.status_code == 400 and refused.json()["field"] == "user.ttclid"

@@ -665,3 +665,21 @@ def test_a_secret_with_url_characters_gives_a_url_that_works(
     assert "key=ping%2Btree%2Fsecret%3D0123456789" in url
     answer = httpx.get(url + "&url=https://shop.example/")
     assert answer.status_code == 200, answer.text
+
+
+def test_the_postback_log_keeps_a_senders_free_fields_by_name_only(lead: Lead) -> None:
+    """Free fields (a customer's name) are personal data no scrubber recognises; fields the
+    rules read are kept with phones and emails scrubbed (issue 21.13)."""
+    lead.http.get(
+        "/v1/postbacks/lms",
+        params={"key": LMS_KEY, "trigger": "form_submit", "lead_id": "free-1",
+                "url": SHOP, "customer": "Jane Doe", "name": "Jane",
+                "click_id": "+1 213 373 4253", "publisher": "p1"},
+    )  # fmt: skip
+    gateway = lead.server.gateway
+    assert gateway is not None
+    lead.server.call(gateway.postback_log.flush())
+    [entry] = lead.server.call(gateway.postback_log.backend.last("lms", 1))
+    fields = entry["fields"]
+    assert fields["customer"] == fields["name"] == "(not kept)"
+    assert "213" not in fields["click_id"] and fields["publisher"] == "p1"

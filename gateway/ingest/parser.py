@@ -11,6 +11,7 @@ text and URL (`scrubbing.py`), and returns warnings for values it had to leave o
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from gateway.ingest.user import parse_user
 from gateway.privacy.scrubbing import Scrubber
 from gateway.settings import PixelConfig, Settings
 
+_MAY_HOLD_PERSONAL_DATA = re.compile(r"[@\d%:+]")
+"""An event name with none of these holds no email or phone: standard names skip the scan."""
 _EVENT_KEYS = frozenset(
     {
         "event",
@@ -144,6 +147,8 @@ def parse_event(
     warnings: list[str] = []
     scrub = rules.scrubber.for_event()
     names = rules.names.map(raw.get("event"))
+    if _MAY_HOLD_PERSONAL_DATA.search(names[0]):  # a custom name: `Signup_jane@…`
+        names = tuple(scrub.text("event", name) for name in names)
     event_time = _resolve_time(raw.get("event_time"), now=now, rules=rules, policy=policy)
     user = parse_user(
         table("user", raw.get("user")),

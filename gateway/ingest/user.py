@@ -9,6 +9,7 @@ or a city is personal data too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -28,6 +29,9 @@ from gateway.ingest.fields import clean_text, key_name
 from gateway.ingest.policy import Observed
 from gateway.privacy.scrubbing import EventScrub
 
+_TOKEN_KEYS = frozenset({"ttclid", "ttp"})
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+"""A click id or _ttp as TikTok issues them: no space, control character or `;` passes on."""
 _RAW_USER_KEYS = ("ttclid", "ttp", "user_agent", "locale", "idfa", "idfv", "gaid", "att_status")
 _ATT_STATUS = frozenset({"AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"})
 OBSERVED_KEYS = ("ip", "user_agent", "ttp", "ttclid")
@@ -81,6 +85,8 @@ def parse_user(
         kind, target = spec
         if kind == "raw":
             text = clean_text(f"user.{key}", value)
+            if text and target in _TOKEN_KEYS and not _TOKEN.fullmatch(text):
+                raise EventError(f"user.{key}", "must be a token: letters, digits, . _ ~ + / = -")
             if text:
                 user[target] = scrub.identifier("user", text)
         elif kind == "email" or kind == "external_id" or kind == "phone":

@@ -20,6 +20,9 @@ import orjson
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.normalize import hash_email, hash_external_id, hash_phone
+from gateway.privacy.redact import redact_text
+from gateway.privacy.scrub import ScanBudget
+from gateway.privacy.scrubbing import EVENT_BUDGET
 
 log = logging.getLogger(__name__)
 _HASHED: dict[str, Callable[[str], str | None]] = {
@@ -39,17 +42,32 @@ CREATE INDEX IF NOT EXISTS postback_log_source ON postback_log (source, id);
 """
 
 
-def loggable(fields: Mapping[str, str], identifiers: Iterable[str] = ()) -> dict[str, str]:
+NOT_KEPT = "(not kept)"
+
+
+def loggable(
+    fields: Mapping[str, str],
+    identifiers: Iterable[str] = (),
+    read: Iterable[str] | None = None,
+) -> dict[str, str]:
     """The postback's fields as the log keeps them: identifiers hashed — email, phone and
-    the like, and `identifiers`, the fields the rules send as one (a lead id)."""
+    the like, and `identifiers`, the fields the rules send as one (a lead id); fields the
+    configuration reads (`read`; None: all) with emails and phone numbers scrubbed; any
+    other field by its name only, as a sender's free fields (a customer's name) may be
+    personal data no scrubber recognises."""
     hashed = frozenset(identifiers)
+    readable = None if read is None else frozenset(read)
+    budget = ScanBudget(EVENT_BUDGET)
     kept = {}
     for name, value in fields.items():
         hashing = _HASHED.get(name) or (hash_external_id if name in hashed else None)
-        if hashing is None:
-            kept[name] = value[:256]
-        elif value:
-            kept[name] = hashing(value) or "(unreadable)"
+        if hashing is not None:
+            if value:
+                kept[name] = hashing(value) or "(unreadable)"
+        elif readable is not None and name not in readable:
+            kept[name] = NOT_KEPT
+        else:
+            kept[name] = redact_text(value[:256], national=True, budget=budget)
     return kept
 
 

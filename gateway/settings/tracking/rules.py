@@ -241,6 +241,15 @@ class RuleSet:
                     names.update(template.fields)
         return frozenset(names)
 
+    @functools.cached_property
+    def read_fields(self) -> frozenset[str]:
+        """Every field some rule reads, and the fields the gateway itself knows: what the
+        postback log keeps (scrubbed); a sender's other fields are kept by name only."""
+        names = set(KNOWN_FIELDS)
+        for rule in self.rules:
+            names.update(fields_read(rule))
+        return frozenset(names)
+
     def evaluate(self, source: str, fields: Mapping[str, str]) -> Evaluation:
         """Run every rule of `source`; raises NotANumber for a price a rule must compare."""
         result = Evaluation()

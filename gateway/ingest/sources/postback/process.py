@@ -211,7 +211,8 @@ class PostbackProcessor:
         if store:
             self._counted.labels(source.name, "fired" if outcome.fired else "none").inc()
             if self._journal is not None:
-                kept = loggable(fields, rules.identifier_fields)
+                read = rules.read_fields.union(source.fields, source.rename.values())
+                kept = loggable(fields, rules.identifier_fields, read)
                 entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": kept}
                 self._journal.record(source.name, entry)
         return outcome
