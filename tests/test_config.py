@@ -255,6 +255,30 @@ def test_settings_that_open_the_gateway_up_are_refused() -> None:
     assert any(p.startswith("server_api.api_keys: a key equals a cookie secret") for p in problems)
 
 
+def test_trusted_networks_that_add_up_to_everyone_or_keys_reused_are_refused() -> None:
+    """Issue 21.15: two halves of the internet passed without a word, and a console password
+    or postback secret equal to an API key."""
+    problems = problems_of(
+        {
+            "network": {"trusted_proxies": ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8"]},
+            "server_api": {"api_keys": ["same-secret-0123456789", "other-key-0123456789"]},
+            "console": {"admin_password": "same-secret-0123456789"},
+            "postbacks": {"sources": {"lms": {"secret": "other-key-0123456789"}}},
+        },
+        QUICK_ENV,
+    )
+    assert any(
+        p.startswith("network.trusted_proxies: 0.0.0.0/1, 128.0.0.0/1, 10.0.0.0/8 trust every")
+        for p in problems
+    ), problems
+    assert "server_api.api_keys: a key equals the console password; use different ones" in problems
+    assert "server_api.api_keys: a key equals a postback secret; use different ones" in problems
+    wide = parse_settings({"network": {"trusted_proxies": ["1.0.0.0/2"]}}, QUICK_ENV)
+    assert any("0.0.0.0/2 trusts 1,073,741,824 public" in w for w in wide.warnings())
+    private = parse_settings({"network": {"trusted_proxies": ["10.0.0.0/8"]}}, QUICK_ENV)
+    assert not any("trusted_proxies" in w for w in private.warnings())
+
+
 def test_risky_settings_are_warned_about(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(

@@ -10,6 +10,7 @@ file itself holds none.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -78,15 +79,25 @@ def _dangerous(settings: Settings) -> list[str]:
     """Settings that would make the gateway unsafe: refused, not warned about."""
     problems = []
     written = "browser" if settings.browser.trusted_proxies is not None else "network"
-    for network in settings.network.trusted_proxies:
-        if network.prefixlen == 0:
+    for family in (4, 6):
+        networks = [n for n in settings.network.trusted_proxies if n.version == family]
+        covered = ipaddress.collapse_addresses(networks)  # type: ignore[type-var]
+        if any(network.prefixlen == 0 for network in covered):
+            whole = [n for n in networks if n.prefixlen == 0]
+            listed = f"{whole[0]} trusts" if whole else f"{', '.join(map(str, networks))} trust"
             problems.append(
-                f"{written}.trusted_proxies: {network} trusts every address: any client could "
-                "claim any IP (list your proxies' addresses)"
+                f"{written}.trusted_proxies: {listed} every address: any client could claim "
+                "any IP (list your proxies' addresses)"
             )
     keys = {k.reveal() for k in settings.server_api.api_keys}
-    if keys & {s.reveal() for s in settings.cookies.secrets}:
-        problems.append("server_api.api_keys: a key equals a cookie secret; use different ones")
+    others = {
+        "a cookie secret": {s.reveal() for s in settings.cookies.secrets},
+        "the console password": {settings.console.admin_password.reveal()} - {""},
+        "a postback secret": {s.secret.reveal() for s in settings.postbacks.sources.values()},
+    }
+    for what, values in others.items():
+        if keys & values:
+            problems.append(f"server_api.api_keys: a key equals {what}; use different ones")
     return problems
 
 

@@ -217,6 +217,12 @@ class Settings:
     def warnings(self) -> list[str]:
         """Settings that work but are risky: `check-config` prints them, `serve` logs them."""
         found = deprecation_warnings(self)
+        for network in self.network.trusted_proxies:
+            if network.prefixlen < (16 if network.version == 4 else 48) and network.is_global:
+                found.append(
+                    f"network.trusted_proxies: {network} trusts {network.num_addresses:,} "
+                    "public addresses to tell the client's IP: list your proxies' own"
+                )
         for pixel in self.pixels:
             if pixel.access_token.source == "inline":
                 found.append(
