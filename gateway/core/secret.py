@@ -33,7 +33,13 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def resolve_secret(ref: str, where: str, env: Mapping[str, str], problems: list[str]) -> Secret:
+def resolve_secret(
+    ref: str, where: str, env: Mapping[str, str], problems: list[str], *, needed: bool = True
+) -> Secret:
+    """The secret `ref` names; a missing variable or file is a problem only when `needed`
+    (then an empty secret stands for it)."""
+    if not needed:
+        problems = []
     if ref.startswith("env:"):
         name = ref[4:]
         value = env.get(name, "").strip()
