@@ -173,9 +173,13 @@ class Gateway:
         return self._started
 
     async def start(self) -> None:
-        """Open the outbox, then start delivery (raises when either cannot)."""
-        await self.outbox.open()
+        """Open the outbox, then start delivery; raises when either cannot, with everything
+        opened so far closed again (`OutboxUnavailable`: the outbox). Once started, a no-op:
+        `serve` starts the gateway before uvicorn, whose lifespan then finds it started."""
+        if self._started:
+            return
         try:
+            await self.outbox.open()
             await self.leads.store.open()
             await self.postback_log.open()
             await self.delivery.start()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.cli.import_file import options_of
-from gateway.cli.main import _parser
+from gateway.cli.main import parser as _parser
 from gateway.core.errors import EventError
 from gateway.ingest.sources.imports.options import ImportOptions
 from gateway.settings import Settings, parse_settings

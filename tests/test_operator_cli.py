@@ -105,6 +105,60 @@ def test_operator_commands_fail_clearly_without_an_outbox(tmp_path: Path) -> Non
         f'[outbox]\nurl = "redis://127.0.0.1:9/0"\n[[pixels]]\nid = "{PIXEL}"\naccess_token = "t"\n'
     )
     result = run_cli("outbox", "--config", str(config))
-    assert result.returncode == 1
-    assert result.stderr.startswith("outbox unavailable:")
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 3  # documented: the outbox cannot be used (issue 23.3)
+    assert result.stderr.startswith("[outbox] url (GATEWAY_OUTBOX_URL): redis outbox: ")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_replay_and_purge_dead_dry_runs_count_and_change_nothing(
+    config: Path, owned_outbox: SqliteOutbox
+) -> None:
+    """`--dry-run` says what would move or go; `--json` prints it (issue 23.6)."""
+    replay = run_cli("replay", "--config", str(config), "--pixel", PIXEL, "--dry-run")
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout.strip() == (
+        "1 dead letter(s) would move back to pending (dry run: nothing changed)"
+    )
+    as_json = run_cli("replay", "--config", str(config), "--dry-run", "--json")
+    assert json.loads(as_json.stdout) == {"dry_run": True, "replayed": 2}
+    purge = run_cli("purge-dead", "--config", str(config), "--older-than", "0", "--dry-run")
+    assert purge.stdout.strip() == (
+        "2 dead letter(s) older than 0 day(s) would be deleted (dry run: nothing changed)"
+    )
+    kept = run_cli(
+        "purge-dead", "--config", str(config), "--older-than", "1", "--json", "--dry-run"
+    )
+    assert json.loads(kept.stdout) == {"dry_run": True, "older_than_days": 1.0, "deleted": 0}
+    report = json.loads(run_cli("outbox", "--config", str(config), "--json").stdout)
+    assert report["counts"]["dead"] == 2 and report["counts"]["pending"] == 0
+    done = run_cli("replay", "--config", str(config), "--json")
+    assert json.loads(done.stdout) == {"dry_run": False, "replayed": 2}
+
+
+def test_read_only_commands_need_no_token(tmp_path: Path, owned_outbox: SqliteOutbox) -> None:
+    """A pixel whose token variable is unset here does not stop `outbox`, `postbacks`,
+    `replay` or `purge-dead` (they send nothing); `check-config` still names it."""
+    config = tmp_path / "unset.toml"
+    config.write_text(
+        f"""
+[outbox]
+url = "sqlite:///{tmp_path}/outbox.sqlite3"
+[[pixels]]
+id = "{PIXEL}"
+access_token = "{TOKEN}"
+[[pixels]]
+id = "{OTHER_PIXEL}"
+access_token = "env:TOKEN_OF_ANOTHER_TEAM"
+"""
+    )
+    for args in (
+        ("outbox",),
+        ("postbacks", "crm"),
+        ("replay", "--dry-run"),
+        ("purge-dead", "--older-than", "30", "--dry-run"),
+    ):
+        result = run_cli(*args, "--config", str(config))
+        assert result.returncode == 0, (args, result.stderr)
+    check = run_cli("check-config", "--config", str(config))
+    assert check.returncode == 2
+    assert "TOKEN_OF_ANOTHER_TEAM is not set or empty" in check.stderr

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from gateway.cli.common import Commands
+from gateway.cli.common import Commands, command
 from gateway.ingest.sources.beacon.snippet import STUB
 from gateway.settings import Settings, parse_settings
 
@@ -29,8 +29,12 @@ SHOP_PATH = "/shop"
 
 
 def register(commands: Commands) -> None:
-    demo = commands.add_parser(
-        "demo", help="run a demo shop, the gateway and a fake TikTok Events API, with the console"
+    demo = command(
+        commands,
+        "demo",
+        "run a demo shop, the gateway and a fake TikTok Events API, with the console",
+        description="Nothing to configure and nothing kept: open the printed shop and console "
+        "URLs; Ctrl-C stops everything.",
     )
     demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
     demo.add_argument("--api-port", type=int, default=0, help="the fake API's port (default: any)")
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.cli.running import run_gateway
     from gateway.fake_api import FakeEventsApi
     from gateway.http.listeners import CannotListen, listening_sockets
     from gateway.http.server import uvicorn_config
@@ -125,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         except CannotListen as exc:
             print(exc, file=sys.stderr)
             return 2
-        app = create_app(Gateway(settings))
+        gateway = Gateway(settings)
+        app = create_app(gateway)
         app.router.routes.extend(shop_routes())
         base = f"http://127.0.0.1:{args.port}"
         print(f"fake TikTok Events API  {fake.url}")
@@ -133,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"console                 {base}{settings.console.path}")
         print(f"admin password          {password}")
         print("Ctrl-C stops everything; the demo keeps nothing.", flush=True)
+        status = 0
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it ends on
-            uvicorn.Server(uvicorn_config(app, settings)).run(sockets)
-    print("demo stopped.")
-    return 0
+            status = run_gateway(gateway, uvicorn.Server(uvicorn_config(app, settings)), sockets)
+    print("demo stopped." if status == 0 else "demo not started.")
+    return status

@@ -6,15 +6,18 @@ import argparse
 import asyncio
 import contextlib
 
-from gateway.cli.common import Commands
+from gateway.cli.common import Commands, command
 
 
 def register(commands: Commands) -> None:
-    fake = commands.add_parser(
-        "fake-api", help="run a local fake TikTok Events API (to try the gateway without TikTok)"
+    fake = command(
+        commands,
+        "fake-api",
+        "run a local fake TikTok Events API (to try the gateway without TikTok)",
+        description="Point a gateway at it with TIKTOK_API_BASE=http://HOST:PORT.",
     )
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=9090)
+    fake.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    fake.add_argument("--port", type=int, default=9090, help="port (default 9090)")
     fake.add_argument(
         "--token", action="append", help="accepted access token (repeatable; default test-token)"
     )

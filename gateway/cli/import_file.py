@@ -17,7 +17,14 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
-from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, Commands, add_config, settings_of
+from gateway.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    Commands,
+    add_config,
+    command,
+    settings_of,
+)
 from gateway.cli.progress import ImportProgress
 from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.heap import settle_heap
@@ -35,8 +42,13 @@ from gateway.telemetry.metrics import Metrics
 
 
 def register(commands: Commands) -> None:
-    parser = commands.add_parser(
-        "import", help="import offline / CRM conversions from a CSV, TSV or JSON Lines file"
+    parser = command(
+        commands,
+        "import",
+        "import offline / CRM conversions from a CSV, TSV or JSON Lines file",
+        description="Rows are stored in the outbox and delivered by the running gateway. "
+        "Exit status 0 when the file was read to its end (rejected rows are in the summary), "
+        "1 when it could not be read or stored (re-run with --resume).",
     )
     add_config(parser)
     parser.add_argument("path", metavar="PATH", help="the file (gzip welcome), or - for stdin")
@@ -51,15 +63,22 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument("--currency", help="currency of rows without one (default: USD)")
     parser.add_argument("--limited-data-use", action="store_true", help="web event sets only")
-    parser.add_argument("--test-event-code", metavar="CODE")
+    parser.add_argument(
+        "--test-event-code", metavar="CODE", help="code from Events Manager > Test events"
+    )
     parser.add_argument(
         "--group-by",
         choices=["order_id"],
         help="rows sharing an order id and event become one event (Σ price × quantity)",
     )
-    parser.add_argument("--format", choices=FORMATS, default="auto")
     parser.add_argument(
-        "--max-age-days", type=int, metavar="DAYS", help=f"default: {MAX_IMPORT_AGE_DAYS}"
+        "--format", choices=FORMATS, default="auto", help="the file's format (default: by its name)"
+    )
+    parser.add_argument(
+        "--max-age-days",
+        type=int,
+        metavar="DAYS",
+        help=f"rows older than this are rejected (default: {MAX_IMPORT_AGE_DAYS})",
     )
     parser.add_argument("--dry-run", action="store_true", help="everything but storing")
     parser.add_argument("--report", metavar="PATH", help="write one line per rejected row")

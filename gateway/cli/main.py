@@ -3,7 +3,8 @@
 Each command is a module with `register(commands)` (its arguments, and its `run`); a new
 command is one module and one line in `_COMMANDS`. Configuration problems end the command
 with one line per problem on stderr and exit status 2; a failed send ends it with status 1;
-nothing here prints a secret.
+an outbox that cannot be used, with one line naming `[outbox] url` and status 3 (the table:
+docs/commands.md#exit-status); nothing here prints a secret.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.cli import (
     send_event,
     serve,
 )
-from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED
+from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_STORAGE, storage_failure
 from gateway.core.errors import ConfigError, EventError, OutboxUnavailable
 
 _COMMANDS = (
@@ -42,20 +43,23 @@ _COMMANDS = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiktok-gateway",
-        description="First-party server-side tag gateway for the TikTok Events API.",
+        description="First-party server-side tag gateway for the TikTok Events API. "
+        "`tiktok-gateway COMMAND --help` describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of:"
+    )
     for command in _COMMANDS:
         command.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         status: int = args.run(args)
     except ConfigError as exc:
@@ -67,6 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid event: {exc.field}: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     except OutboxUnavailable as exc:
-        print(f"outbox unavailable: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        print(storage_failure(exc), file=sys.stderr)
+        return EXIT_STORAGE
     return status

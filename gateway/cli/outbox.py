@@ -1,7 +1,9 @@
 """`outbox`, `replay`, `purge-dead`: see what waits, replay dead letters, purge old ones.
 
 They open the outbox beside a running gateway (SQLite without taking its lock, Redis as
-one more client) and never claim events, so they are safe while the gateway delivers.
+one more client) and never claim events, so they are safe while the gateway delivers. They
+send nothing, so a token whose variable or file is missing here does not stop them.
+`outbox backup PATH` is in `outbox_backup.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
-from gateway.cli.common import Commands, add_config, settings_of
+from gateway.cli import outbox_backup
+from gateway.cli.common import Commands, add_config, command, settings_of
 from gateway.settings import Settings
 from gateway.storage.backend import open_backend
 from gateway.storage.outbox import Outbox, OutboxCounts
@@ -68,7 +71,8 @@ def format_counts(counts: OutboxCounts) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _opened(settings: Settings) -> AsyncIterator[Outbox]:
+async def opened(settings: Settings) -> AsyncIterator[Outbox]:
+    """The outbox opened beside any gateway running on it (no lock taken), then closed."""
     backend = open_backend(settings.outbox, owner=False)
     try:
         await backend.outbox.open()
@@ -78,7 +82,7 @@ async def _opened(settings: Settings) -> AsyncIterator[Outbox]:
 
 
 async def outbox_report(settings: Settings, *, dead: int = 0) -> dict[str, Any]:
-    async with _opened(settings) as outbox:
+    async with opened(settings) as outbox:
         counts = await outbox.counts(time.time())
         letters = await outbox.dead_letters(dead) if dead else []
     return {
@@ -102,14 +106,16 @@ async def outbox_report(settings: Settings, *, dead: int = 0) -> dict[str, Any]:
     }
 
 
-async def replay(settings: Settings, *, pixel: str | None, code: int | None) -> int:
-    async with _opened(settings) as outbox:
-        return await outbox.replay(pixel=pixel, code=code)
+async def replay(
+    settings: Settings, *, pixel: str | None, code: int | None, dry_run: bool = False
+) -> int:
+    async with opened(settings) as outbox:
+        return await outbox.replay(pixel=pixel, code=code, dry_run=dry_run)
 
 
-async def purge_dead(settings: Settings, *, older_than_days: float) -> int:
-    async with _opened(settings) as outbox:
-        return await outbox.purge_dead(time.time() - older_than_days * 86400)
+async def purge_dead(settings: Settings, *, older_than_days: float, dry_run: bool = False) -> int:
+    async with opened(settings) as outbox:
+        return await outbox.purge_dead(time.time() - older_than_days * 86400, dry_run=dry_run)
 
 
 def _days(text: str) -> float:
@@ -123,28 +129,55 @@ def _days(text: str) -> float:
 
 
 def register(commands: Commands) -> None:
-    outbox = commands.add_parser("outbox", help="show what waits in the outbox, per pixel")
+    outbox = command(
+        commands,
+        "outbox",
+        "show what waits in the outbox, per pixel (or back it up: outbox backup PATH)",
+    )
     add_config(outbox)
     outbox.add_argument(
         "--dead", type=int, default=0, metavar="N", help="list the N newest dead letters"
     )
     outbox.add_argument("--json", action="store_true", help="print JSON")
     outbox.set_defaults(run=run_outbox)
+    actions = outbox.add_subparsers(
+        dest="action", metavar="ACTION", help="backup PATH: copy the outbox (none: show it)"
+    )
+    outbox_backup.register(actions)
 
-    replay_command = commands.add_parser("replay", help="move dead letters back to pending")
+    replay_command = command(
+        commands,
+        "replay",
+        "move dead letters back to pending, to be delivered again",
+        description="Replay once the cause is fixed (a token, a field): letters refused "
+        "for the same reason come back otherwise.",
+    )
     add_config(replay_command)
     replay_command.add_argument("--pixel", help="only this pixel's dead letters")
     replay_command.add_argument("--code", type=int, help="only dead letters with this TikTok code")
+    _add_dry_run_and_json(replay_command, "count what would move back, move nothing")
     replay_command.set_defaults(run=run_replay)
 
-    purge = commands.add_parser("purge-dead", help="delete old dead letters")
+    purge = command(commands, "purge-dead", "delete old dead letters")
     add_config(purge)
-    purge.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
+    purge.add_argument(
+        "--older-than",
+        type=_days,
+        required=True,
+        metavar="DAYS",
+        help="delete dead letters that died more than DAYS days ago (0: all of them)",
+    )
+    _add_dry_run_and_json(purge, "count what would be deleted, delete nothing")
     purge.set_defaults(run=run_purge_dead)
 
 
+def _add_dry_run_and_json(parser: argparse.ArgumentParser, dry_run: str) -> None:
+    parser.add_argument("--dry-run", action="store_true", help=dry_run)
+    parser.add_argument("--json", action="store_true", help="print the count as JSON")
+
+
 def run_outbox(args: argparse.Namespace) -> int:
-    report = asyncio.run(outbox_report(settings_of(args), dead=args.dead))
+    report = asyncio.run(outbox_report(settings_of(args, secrets=False), dead=args.dead))
     if args.json:
         print(
             json.dumps({"counts": report["json"], "dead_letters": report["dead_letters"]}, indent=2)
@@ -162,12 +195,28 @@ def run_outbox(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    moved = asyncio.run(replay(settings_of(args), pixel=args.pixel, code=args.code))
-    print(f"{moved} dead letter(s) moved back to pending")
+    settings = settings_of(args, secrets=False)
+    moved = asyncio.run(replay(settings, pixel=args.pixel, code=args.code, dry_run=args.dry_run))
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "replayed": moved}))
+    elif args.dry_run:
+        print(f"{moved} dead letter(s) would move back to pending (dry run: nothing changed)")
+    else:
+        print(f"{moved} dead letter(s) moved back to pending")
     return 0
 
 
 def run_purge_dead(args: argparse.Namespace) -> int:
-    removed = asyncio.run(purge_dead(settings_of(args), older_than_days=args.older_than))
-    print(f"{removed} dead letter(s) older than {args.older_than:g} day(s) deleted")
+    settings = settings_of(args, secrets=False)
+    days = args.older_than
+    removed = asyncio.run(purge_dead(settings, older_than_days=days, dry_run=args.dry_run))
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "older_than_days": days, "deleted": removed}))
+    elif args.dry_run:
+        print(
+            f"{removed} dead letter(s) older than {days:g} day(s) would be deleted "
+            "(dry run: nothing changed)"
+        )
+    else:
+        print(f"{removed} dead letter(s) older than {days:g} day(s) deleted")
     return 0

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
+from gateway.cli.common import command as new_command
 from gateway.delivery.client import TRACK_PATH, EventsApiClient
 from gateway.delivery.send_now import send_now
 from gateway.ingest.pipeline import Pipeline
@@ -28,8 +29,12 @@ from gateway.telemetry.metrics import Metrics
 
 
 def register(commands: Commands) -> None:
-    command = commands.add_parser(
-        "postback-test", help="show what a postback would become (--send: send it as a test)"
+    command = new_command(
+        commands,
+        "postback-test",
+        "show what a postback would become (--send: send it as a test)",
+        description="Runs the source's rules and parser; nothing is stored. The lead context "
+        "lives in the running gateway: pass ttclid, url, ip or user_agent to see them.",
     )
     command.add_argument("source", help="a source under [postbacks.sources]")
     command.add_argument("postback", help="its parameters as a query string: 'a=1&b=2'")

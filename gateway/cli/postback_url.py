@@ -11,12 +11,18 @@ import argparse
 import sys
 
 from gateway.cli.common import EXIT_FAILED, Commands, add_config, settings_of
+from gateway.cli.common import command as new_command
 from gateway.ingest.sources.postback.endpoint import postback_url
 from gateway.settings.tracking.rules import fields_read
 
 
 def register(commands: Commands) -> None:
-    command = commands.add_parser("postback-url", help="print a source's postback URL")
+    command = new_command(
+        commands,
+        "postback-url",
+        "print a source's postback URL, to paste into the lead system",
+        description="It carries the source's secret: share it only with the lead system.",
+    )
     command.add_argument("source", help="a source under [postbacks.sources]")
     command.add_argument(
         "--base",

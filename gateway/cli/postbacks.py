@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from gateway.cli.common import Commands, add_config, settings_of
+from gateway.cli.common import command as new_command
 from gateway.settings import Settings
 from gateway.storage.backend import open_backend
 from gateway.storage.outbox import Outbox
@@ -21,9 +22,17 @@ from gateway.storage.outbox.sqlite import SqliteOutbox
 
 
 def register(commands: Commands) -> None:
-    command = commands.add_parser("postbacks", help="the last postbacks of a source")
-    command.add_argument("source")
-    command.add_argument("--last", type=int, default=20, metavar="N")
+    command = new_command(
+        commands,
+        "postbacks",
+        "show the last postbacks of a source and what each became",
+        description="Read beside the running gateway; with a SQLite outbox each event also "
+        "says whether it waits, was dead-lettered (with TikTok's reason) or was delivered.",
+    )
+    command.add_argument("source", help="a source under [postbacks.sources]")
+    command.add_argument(
+        "--last", type=int, default=20, metavar="N", help="how many, newest first (default 20)"
+    )
     command.add_argument("--json", action="store_true", help="one JSON entry per line")
     add_config(command)
     command.set_defaults(run=run)
@@ -34,6 +43,7 @@ async def last_postbacks(settings: Settings, source: str, count: int) -> list[di
     try:
         await backend.outbox.open()
         journal = backend.postback_log(settings.postbacks.log_size)
+        await journal.backend.prepare()  # a file no gateway logged a postback in yet
         entries = await journal.backend.last(source, count)
         await _with_delivery(backend.outbox, entries)
     finally:
@@ -83,7 +93,7 @@ def describe(entry: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=False)
     entries = asyncio.run(last_postbacks(settings, args.source, args.last))
     for entry in entries:
         print(json.dumps(entry) if args.json else describe(entry))

@@ -8,13 +8,19 @@ import os
 import signal
 import sys
 
-from gateway.cli.common import Commands, add_config, settings_of
+from gateway.cli.common import Commands, add_config, command, settings_of
 
 log = logging.getLogger(__name__)
 
 
 def register(commands: Commands) -> None:
-    serve = commands.add_parser("serve", help="run the gateway")
+    serve = command(
+        commands,
+        "serve",
+        "run the gateway",
+        description="Exit status 2: a configuration error or a port that cannot be listened "
+        "on; 3: the outbox cannot be used ([outbox] url). Both in one line.",
+    )
     add_config(serve)
     serve.add_argument("--host", help="interface to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
@@ -33,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.cli.running import run_gateway
     from gateway.core import heap
     from gateway.http.listeners import CannotListen, listeners, listening_sockets
     from gateway.http.server import uvicorn_config
@@ -67,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)
     heap.for_serving()
-    uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
-    return 0
+    server = uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log))
+    return run_gateway(gateway, server, sockets)

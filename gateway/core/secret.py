@@ -81,7 +81,13 @@ def _without_echoes(text: str, echoes: frozenset[str]) -> str:
     return "".join(parts)
 
 
-def resolve_secret(ref: str, where: str, env: Mapping[str, str], problems: list[str]) -> Secret:
+def resolve_secret(
+    ref: str, where: str, env: Mapping[str, str], problems: list[str], *, needed: bool = True
+) -> Secret:
+    """The secret `ref` names; a missing variable or file is a problem only when `needed`
+    (then an empty secret stands for it)."""
+    if not needed:
+        problems = []
     if ref.startswith("env:"):
         name = ref[4:]
         value = env.get(name, "").strip()

@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.core.errors import ConfigError, EventError
 from gateway.core.event import request_body
-from gateway.delivery.client import EventsApiClient, Outcome
+from gateway.delivery.client import TRACK_PATH, EventsApiClient, Outcome
 from gateway.ingest.parser import ParseRules
 from gateway.ingest.pipeline import parse_item
 from gateway.ingest.policy import SERVER, Item
@@ -62,12 +62,19 @@ class SendTestResult:
     body: dict[str, Any]
     outcome: Outcome
     warnings: list[str]
+    url: str = ""
+    """Where the body was sent (`api_base` and the track path)."""
 
     def explanation(self) -> str:
         """One line for a human: what happened and, on failure, what to check."""
         o = self.outcome
         if o.delivered:
             return f"delivered: TikTok answered code {o.code} ({o.message})"
+        if o.http_status is None and o.code is None:  # no answer at all
+            return (
+                f"could not reach the Events API at {self.url}: {o.message}; check the "
+                "network, and api_base (TIKTOK_API_BASE) if it should point elsewhere"
+            )
         if o.code == 40105:
             return (
                 f"the access token was rejected (TikTok code 40105: {o.message}); "
@@ -136,4 +143,5 @@ async def send_test(
     """One event built from `test` and sent now; TikTok's answer with the body it judged."""
     pixel, body, warnings = build_test_body(settings, test)
     outcome = await send_now(settings, body, pixel, client=client)
-    return SendTestResult(body=body, outcome=outcome, warnings=warnings)
+    url = f"{settings.api_base}{TRACK_PATH}"
+    return SendTestResult(body=body, outcome=outcome, warnings=warnings, url=url)

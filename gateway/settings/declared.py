@@ -128,7 +128,7 @@ def _read_field(
         ref = table.string(key)
         if not ref:
             return Secret("", source="missing")
-        return resolve_secret(ref, table.name(key), env, problems)
+        return resolve_secret(ref, table.name(key), env, problems, needed=table.secrets_needed)
     if dataclasses.is_dataclass(hint):
         return read_section(typing.cast(type[Any], hint), table.table(key), env, problems)
     if typing.get_origin(hint) is tuple:
@@ -177,7 +177,10 @@ def _read_tuple(
         each = meta.get("each")
         out = [_converted(each, text, None, table, key) for text in texts]
         return tuple(value for value in out if value is not None)
-    secrets = [resolve_secret(text, table.name(key), env, problems) for text in texts]
+    secrets = [
+        resolve_secret(text, table.name(key), env, problems, needed=table.secrets_needed)
+        for text in texts
+    ]
     name = meta.get("env")
     if name and env.get(name, "").strip():
         from_env = Secret(env[name].strip(), source=name)

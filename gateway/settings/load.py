@@ -125,15 +125,21 @@ def _rule_pixel_problems(settings: Settings, pixels: tuple[PixelConfig, ...]) ->
 
 
 def parse_settings(
-    data: Mapping[str, Any], env: Mapping[str, str], *, overrides: Mapping[str, Any] | None = None
+    data: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    secrets: bool = True,
 ) -> Settings:
     """Build `Settings` from parsed TOML and an environment, or raise `ConfigError`.
 
     `overrides` come from the command line: `host` and `port` replace the [server] ones,
-    `metrics_port` the [metrics] one.
+    `metrics_port` the [metrics] one. `secrets=False` (commands that send nothing): a
+    secret whose variable or file is missing is left empty instead of refused.
     """
     problems: list[str] = []
-    settings = read_section(Settings, TableReader(data, "", problems), env, problems)
+    table = TableReader(data, "", problems, secrets_needed=secrets)
+    settings = read_section(Settings, table, env, problems)
     settings = move_deprecated(settings, data, problems)
     pixels = _apply_env_pixel(settings.pixels, env, problems)
     problems.extend(_pixel_problems(pixels))
@@ -163,6 +169,7 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    secrets: bool = True,
 ) -> Settings:
     """Read the config file (argument, else GATEWAY_CONFIG, else none) and the environment."""
     env = os.environ if env is None else env
@@ -178,4 +185,4 @@ def load_settings(
             raise ConfigError([f"config file {path}: {exc.strerror}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
-    return parse_settings(data, env, overrides=overrides)
+    return parse_settings(data, env, overrides=overrides, secrets=secrets)

@@ -77,8 +77,11 @@ def _read_sources(
         ref = one.string("secret")
         secret = Secret("", source="missing")
         if ref:
-            secret = resolve_secret(ref, one.name("secret"), env, problems)
-        if len(secret.reveal()) < MIN_SECRET:
+            secret = resolve_secret(
+                ref, one.name("secret"), env, problems, needed=one.secrets_needed
+            )
+        unread = bool(ref) and not secret.reveal() and not one.secrets_needed
+        if len(secret.reveal()) < MIN_SECRET and not unread:
             one.problem("secret", f"required, at least {MIN_SECRET} characters")
         rename = _string_map(one, "rename")
         for target in rename.values():

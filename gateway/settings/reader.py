@@ -13,11 +13,21 @@ from typing import Any
 class TableReader:
     """Reads typed keys from one TOML table, recording problems instead of raising."""
 
-    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        problems: list[str],
+        *,
+        secrets_needed: bool = True,
+    ) -> None:
+        """`secrets_needed=False`: a secret whose variable or file is missing is no problem
+        (commands that use no token or password); every table read from this one inherits it."""
         self._data = data
         self._path = path
         self._problems = problems
         self._seen: set[str] = set()
+        self.secrets_needed = secrets_needed
 
     def name(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key
@@ -75,7 +85,9 @@ class TableReader:
 
     def table(self, key: str) -> TableReader:
         value = self._get(key, dict, "a table")
-        return TableReader(value or {}, self.name(key), self._problems)
+        return TableReader(
+            value or {}, self.name(key), self._problems, secrets_needed=self.secrets_needed
+        )
 
     def tables(self, key: str) -> list[TableReader]:
         value = self._get(key, list, "an array of tables ([[...]])")
@@ -86,7 +98,10 @@ class TableReader:
             if not isinstance(item, dict):
                 self.problem(f"{key}[{index}]", "must be a table")
                 continue
-            tables.append(TableReader(item, f"{self.name(key)}[{index}]", self._problems))
+            name = f"{self.name(key)}[{index}]"
+            tables.append(
+                TableReader(item, name, self._problems, secrets_needed=self.secrets_needed)
+            )
         return tables
 
     def value(self, key: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 from gateway.settings import OutboxSettings
 from gateway.storage.leads.base import ContextStore
 from gateway.storage.outbox import Outbox
+from gateway.storage.outbox.sqlite_backup import BackupRefused, BackupReport, backup_file
 from gateway.storage.postback_log import PostbackLog
 
 _CLOSE_SECONDS = 5.0
@@ -63,6 +64,11 @@ class Backend(abc.ABC):
         """How the console hears the other replicas, or None (there are none)."""
         return None
 
+    async def backup(self, target: str, *, replace: bool = False) -> BackupReport:
+        """A consistent copy of the stored events at `target`, taken beside a running
+        gateway; `BackupRefused` where the storage is backed up by other means."""
+        raise BackupRefused("this outbox cannot be backed up by the gateway")
+
     async def close(self) -> None:
         """Close the outbox and every client made. Idempotent."""
         await self.outbox.close()
@@ -99,6 +105,14 @@ class SqliteBackend(Backend):
         from gateway.storage.postback_log import SqliteLog
 
         return PostbackLog(SqliteLog(self._writer()), size)
+
+    async def backup(self, target: str, *, replace: bool = False) -> BackupReport:
+        from gateway.storage.outbox.sqlite import SqliteOutbox
+
+        outbox = self.outbox
+        if not isinstance(outbox, SqliteOutbox):
+            raise TypeError(f"a SQLite outbox URL with {outbox!r}")
+        return await asyncio.to_thread(backup_file, outbox.path, target, replace=replace)
 
 
 class RedisBackend(Backend):
@@ -156,6 +170,12 @@ class RedisBackend(Backend):
 
     def shared_counters(self) -> Any:
         return self._client(decode=False, timeout=2)
+
+    async def backup(self, target: str, *, replace: bool = False) -> BackupReport:
+        raise BackupRefused(
+            "a Redis outbox is backed up by Redis itself: enable its persistence (AOF, RDB "
+            "snapshots) and copy the files it writes, e.g. after `redis-cli BGSAVE`"
+        )
 
     def console_feed(self) -> ConsoleFeed:
         from redis.asyncio.connection import parse_url

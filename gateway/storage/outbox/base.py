@@ -179,12 +179,16 @@ class OutboxAdmin(abc.ABC):
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
 
     @abc.abstractmethod
-    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
-        """Move matching dead letters back to pending; returns how many."""
+    async def replay(
+        self, pixel: str | None = None, code: int | None = None, *, dry_run: bool = False
+    ) -> int:
+        """Move matching dead letters back to pending; returns how many (`dry_run`: how
+        many would move, nothing moved)."""
 
     @abc.abstractmethod
-    async def purge_dead(self, older_than: float) -> int:
-        """Delete dead letters that died before `older_than` (a Unix time)."""
+    async def purge_dead(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Delete dead letters that died before `older_than` (a Unix time); returns how
+        many (`dry_run`: how many would go, nothing deleted)."""
 
 
 class Outbox(EventQueue, OutboxAdmin):

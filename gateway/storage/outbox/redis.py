@@ -325,24 +325,26 @@ class RedisOutbox(Outbox):
         ]
 
     @_translated
-    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+    async def replay(
+        self, pixel: str | None = None, code: int | None = None, *, dry_run: bool = False
+    ) -> int:
         keys = [
             key
             for key, data in await self._dead_items()
             if (pixel is None or data.get("p") == pixel)
             and (code is None or data.get("code") == str(code))
         ]
-        if not keys:
-            return 0
+        if not keys or dry_run:
+            return len(keys)
         keys_of = [self._dead_key, self._stream, self._counts_key]
         moved: int = await self._scripts["REPLAY"](keys=keys_of, args=keys)
         return moved
 
     @_translated
-    async def purge_dead(self, older_than: float) -> int:
+    async def purge_dead(self, older_than: float, *, dry_run: bool = False) -> int:
         old = [k for k, d in await self._dead_items() if float(d["dead_at"]) < older_than]
-        if not old:
-            return 0
+        if not old or dry_run:
+            return len(old)
         removed: int = await self._scripts["PURGE"](
             keys=[self._dead_key, self._counts_key], args=old
         )

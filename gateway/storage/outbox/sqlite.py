@@ -75,6 +75,10 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         return f"SqliteOutbox({self._path!r})"
 
     @property
+    def path(self) -> str:
+        return self._path
+
+    @property
     def commits(self) -> int:
         """Transactions committed: fewer than operations when group commit works."""
         return self._writer.commits if self._writer is not None else 0
@@ -132,6 +136,9 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         except (sqlite3.Error, NewerOutbox) as exc:
             self._release_lock()
             raise OutboxUnavailable(f"cannot open outbox {self._path}: {exc}") from None
+        except OSError as exc:  # the file cannot be made (a process beside the owner)
+            self._release_lock()
+            raise OutboxUnavailable(f"cannot use outbox {self._path}: {exc.strerror}") from None
         self._writer = GroupCommitWriter(conn, _INSERT_JSON, max_group=self._max_group)
 
     def _release_lock(self) -> None:

@@ -68,9 +68,13 @@ class SqliteAdmin(OutboxAdmin):
             for i, source, pixel, test, data, code, reason, dead_at, attempts, request_id in rows
         ]
 
-    async def replay(self, pixel: str | None = None, code: int | None = None) -> int:
+    async def replay(
+        self, pixel: str | None = None, code: int | None = None, *, dry_run: bool = False
+    ) -> int:
         where, params = _dead_filter(pixel, code)
         now = time.time()
+        if dry_run:
+            return await self._count_dead(where, params)
 
         def move(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
@@ -85,12 +89,22 @@ class SqliteAdmin(OutboxAdmin):
 
         return await self._db.transaction(move)
 
-    async def purge_dead(self, older_than: float) -> int:
+    async def purge_dead(self, older_than: float, *, dry_run: bool = False) -> int:
+        if dry_run:
+            return await self._count_dead("WHERE dead_at < ?", (older_than,))
         return await self._db.statement(
             lambda conn: (
                 conn.execute("DELETE FROM dead_letters WHERE dead_at < ?", (older_than,)).rowcount
             )
         )
+
+    async def _count_dead(self, where: str, params: tuple[Any, ...]) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(f"SELECT COUNT(*) FROM dead_letters {where}", params).fetchone()[0]
+            )
+
+        return await self._db.read(read)
 
 
 def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:
