@@ -1,4 +1,5 @@
-"""Beacon cost in CPU instructions: the gateway's beacon vs bare Starlette, same run.
+"""Beacon cost in CPU instructions: the gateway's beacon vs bare Starlette and vs its durable
+floor (bench/floor_app.py: bare Starlette plus the outbox's write of the same row), same run.
 
     apt-get install valgrind
     .venv/bin/python bench/beacon_cost.py [--requests 1000]
@@ -188,16 +189,27 @@ def main() -> None:
                 results["bare"] = instructions_per_request(
                     process, out, url, cookie, args.warmup, args.requests
                 )
+            floor_port = free_port()
+            os.environ["FLOOR_OUTBOX"] = str(directory / "floor.sqlite3")
+            floor = [*bare[:3], "bench.floor_app:app", "--port", str(floor_port), *bare[6:]]
+            url = f"http://127.0.0.1:{floor_port}/b"
+            with under_callgrind(floor, url, directory, "floor") as (process, out):
+                results["floor"] = instructions_per_request(
+                    process, out, url, cookie, args.warmup, args.requests
+                )
             config = write_config(directory, api, "process", False)
             for root in [ROOT, *args.checkout]:
                 name = "gateway" if root == ROOT else f"gateway at {root}"
                 results[name] = measure_gateway(root, config, directory, cookie, args)
-    bare_cost = results.pop("bare")
+    bare_cost, floor_cost = results.pop("bare"), results.pop("floor")
     print(f"{'bare Starlette, 204':40s} {bare_cost:12,.0f} instructions per request")
+    floor_name = "durable floor (bare + the stored row)"
+    print(f"{floor_name:40s} {floor_cost:12,.0f} instructions per request")
     for name, cost in results.items():
         print(f"{name + ', returning visitor':40s} {cost:12,.0f} instructions per request")
     for name, cost in results.items():
         print(f"{name} / bare Starlette: {cost / bare_cost:.2f}×")
+        print(f"{name} / durable floor: {cost / floor_cost:.2f}× (goal: ≤ 1.3×)")
     for name, cost in results.items():
         if name != "gateway":
             print(f"{name} / this checkout's gateway: {cost / results['gateway']:.3f}")
