@@ -63,6 +63,15 @@ _USER_FIELDS = _user_fields()
 _HASHERS = {"email": hash_email, "external_id": hash_external_id}
 
 
+def _raw_text(key: str, target: str, value: Any) -> str | None:
+    """A raw user field as text; a click id or _ttp must be a token (no CR, LF, NUL or `;`
+    passes on to TikTok)."""
+    text = clean_text(f"user.{key}", value)
+    if text and target in _TOKEN_KEYS and not _TOKEN.fullmatch(text):
+        raise EventError(f"user.{key}", "must be a token: letters, digits, . _ ~ + / = -")
+    return text
+
+
 def parse_user(
     raw: Mapping[str, Any],
     region: str,
@@ -84,9 +93,7 @@ def parse_user(
             raise EventError(f"user.{key_name(key)}", "unknown user field")
         kind, target = spec
         if kind == "raw":
-            text = clean_text(f"user.{key}", value)
-            if text and target in _TOKEN_KEYS and not _TOKEN.fullmatch(text):
-                raise EventError(f"user.{key}", "must be a token: letters, digits, . _ ~ + / = -")
+            text = _raw_text(key, target, value)
             if text:
                 user[target] = scrub.identifier("user", text)
         elif kind == "email" or kind == "external_id" or kind == "phone":

@@ -106,6 +106,19 @@ class PostbackResult:
         return shown
 
 
+def _usable(fields: Mapping[str, str]) -> tuple[Mapping[str, str], int, bool]:
+    """The fields without unfilled macros and a click id TikTok would refuse (absent: never
+    sent, never in place of the lead context's); how many macros; whether the click was."""
+    unfilled = [name for name, value in fields.items() if is_unfilled_macro(value)]
+    given = fields.get("ttclid")
+    bad_click = bool(given) and "ttclid" not in unfilled and not _CLICK.fullmatch(given or "")
+    if not unfilled and not bad_click:
+        return fields, 0, False
+    dropped = {*unfilled, *(["ttclid"] if bad_click else [])}
+    usable = {name: value for name, value in fields.items() if name not in dropped}
+    return usable, len(unfilled), bad_click
+
+
 _ORIGIN_KEYS = ("ip", "user_agent", "ttp", "ttclid", "locale")
 
 
@@ -168,14 +181,9 @@ class PostbackProcessor:
 
         `pixels`: the pixel table taken with `rules` (`self.pixels`, before any await), so
         a reload while the lead context is read cannot judge old rules by a new table."""
-        unfilled = [name for name, value in fields.items() if is_unfilled_macro(value)]
-        given = fields.get("ttclid")
-        bad_click = bool(given) and "ttclid" not in unfilled and not _CLICK.fullmatch(given or "")
-        if unfilled or bad_click:  # absent: never sent, never in place of the context's
-            if unfilled and store:
-                self._unfilled.labels(source.name).inc(len(unfilled))
-            dropped = {*unfilled, *(["ttclid"] if bad_click else [])}
-            fields = {name: value for name, value in fields.items() if name not in dropped}
+        fields, unfilled, bad_click = _usable(fields)
+        if unfilled and store:
+            self._unfilled.labels(source.name).inc(unfilled)
         try:
             evaluation = rules.evaluate(source.name, fields)
         except NotANumber as exc:
