@@ -161,3 +161,25 @@ async def test_the_outbox_files_are_readable_by_their_owner_only(tmp_path: Path)
             assert name.stat().st_mode & 0o777 == 0o600, name
     finally:
         await outbox.close()
+
+
+async def test_the_lock_file_is_gone_after_close_and_the_next_owner_takes_the_file(
+    tmp_path: Path,
+) -> None:
+    """A `.lock` file stayed after shutdown (issue 23.5); removing it must not let two
+    owners in at once."""
+    path = tmp_path / "outbox.sqlite3"
+    first = SqliteOutbox(str(path))
+    await first.open()
+    second = SqliteOutbox(str(path))
+    with pytest.raises(OutboxUnavailable, match="in use by another gateway"):
+        await second.open()
+    await first.close()
+    assert not (tmp_path / "outbox.sqlite3.lock").exists()
+    await second.open()  # the file is free: the next owner takes it
+    try:
+        with pytest.raises(OutboxUnavailable, match="in use by another gateway"):
+            await SqliteOutbox(str(path)).open()
+    finally:
+        await second.close()
+    assert not (tmp_path / "outbox.sqlite3.lock").exists()

@@ -110,21 +110,28 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         return conn
 
     def _lock_file(self) -> int:
-        """Take the exclusive lock that makes this process the file's only user."""
+        """Take the exclusive lock that makes this process the file's only user. The lock
+        file is removed on release, so a lock taken on a file another owner just removed is
+        let go and taken again on the file now at the path."""
+        path = self._path + ".lock"
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
-            fd = os.open(self._path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+            while True:
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise OutboxUnavailable(
+                        f"outbox {self._path} is in use by another gateway process "
+                        "(use a redis:// outbox to run several replicas)"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                        return fd
+                os.close(fd)  # removed by the owner that released it: take the new one
         except OSError as exc:
             raise OutboxUnavailable(f"cannot use outbox {self._path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise OutboxUnavailable(
-                f"outbox {self._path} is in use by another gateway process "
-                "(use a redis:// outbox to run several replicas)"
-            ) from None
-        return fd
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -142,7 +149,10 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         self._writer = GroupCommitWriter(conn, _INSERT_JSON, max_group=self._max_group)
 
     def _release_lock(self) -> None:
+        """Remove the lock file while still holding it, then let go (nothing left behind)."""
         if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path + ".lock")
             os.close(self._lock_fd)
             self._lock_fd = None
 
