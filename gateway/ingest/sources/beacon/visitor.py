@@ -88,12 +88,14 @@ class Visitor:
         out: Headers = []
         jar, record, now = self._jar, self._record, self._now
         fresh = now - record.first_seen <= jar.attribution_window_seconds
-        if record.ttclid and fresh and self._cookies.get("ttclid") != record.ttclid:
-            out.append((b"set-cookie", jar.ttclid_cookie(record.ttclid).encode()))
+        to_set = record.ttclid if fresh and self._cookies.get("ttclid") != record.ttclid else None
+        if to_set:
+            out.append((b"set-cookie", jar.ttclid_cookie(to_set).encode()))
         today = int(now // 86400)
         if self._ttp and record.ttp_day != today:
             out.append((b"set-cookie", jar.ttp_cookie(self._ttp).encode()))
             record = replace(record, ttp_day=today)
-        if record != (self._previous or VisitorRecord()):
-            out.append((b"set-cookie", jar.visitor_cookie(record).encode()))
+        if to_set or record != (self._previous or VisitorRecord()):
+            # with each `ttclid` set: the record must outlive the cookie
+            out.append((b"set-cookie", jar.visitor_cookie(record, now).encode()))
         return out
