@@ -149,6 +149,65 @@ def timeline(
     server.stop()
 
 
+def landing_then_identified(timeline: Timeline, identified_on: float) -> None:
+    """Day 0: the ad's landing page, no identity; later the same browser, the click id
+    restored from its cookies, is identified as lead L-OLD."""
+    timeline.clock.day(0)
+    set_cookies = timeline.beacon("land-0", f"{SHOP}/landing?ttclid={OLD_CLICK}")
+    assert any(c.startswith(f"_ttgw={OLD_CLICK}:{int(timeline.clock.now)}:") for c in set_cookies)
+    timeline.day(identified_on)
+    timeline.beacon("apply", f"{SHOP}/apply", external_id="L-OLD")
+    assert timeline.delivered("apply")["user"]["ttclid"] == OLD_CLICK  # within its window
+
+
+def test_a_click_older_than_the_window_is_expired_though_its_lead_was_identified_later(
+    timeline: Timeline,
+) -> None:
+    """The issue's timeline: the lead was identified on day 20, but its click is of day 0,
+    so on day 35 no source sends it."""
+    landing_then_identified(timeline, identified_on=20)
+    timeline.day(35)
+    answer = timeline.postback("L-OLD")
+    assert answer["ttclid"] == "expired"
+    sold = timeline.delivered("L-OLD-lead_sold")
+    assert "ttclid" not in sold["user"]
+    assert sold["user"]["ttp"] == TTP  # the rest of the context is still the lead's
+    timeline.server_event("server-35", "L-OLD")
+    timeline.relayed_event("relay-35", "L-OLD")
+    timeline.imported_row("import-35", "L-OLD")
+    for event_id in ("server-35", "relay-35", "import-35"):
+        event = timeline.delivered(event_id)
+        assert "ttclid" not in event["user"] and event["user"]["ttp"] == TTP, event_id
+
+
+def test_a_click_within_the_window_is_still_sent_by_every_source(timeline: Timeline) -> None:
+    landing_then_identified(timeline, identified_on=20)
+    timeline.day(27)
+    assert timeline.postback("L-OLD")["ttclid"] == "context"
+    assert timeline.delivered("L-OLD-lead_sold")["user"]["ttclid"] == OLD_CLICK
+    timeline.server_event("server-27", "L-OLD")
+    timeline.relayed_event("relay-27", "L-OLD")
+    timeline.imported_row("import-27", "L-OLD")
+    for event_id in ("server-27", "relay-27", "import-27"):
+        assert timeline.delivered(event_id)["user"]["ttclid"] == OLD_CLICK, event_id
+
+
+def test_control_click_and_identify_on_day_0(timeline: Timeline) -> None:
+    """The control: the click and the identity in one visit on day 0. On day 27 the click
+    is sent; on day 35 it is not — the lead's entry itself is kept `context_days` after its
+    last visit, so here the lead is no longer known at all (`missing`), where a later visit
+    (the test above) keeps the lead known and the click `expired`."""
+    timeline.clock.day(0)
+    timeline.beacon("land-0", f"{SHOP}/landing?ttclid={OLD_CLICK}", external_id="L-ONE")
+    timeline.day(27)
+    assert timeline.postback("L-ONE")["ttclid"] == "context"
+    assert timeline.delivered("L-ONE-lead_sold")["user"]["ttclid"] == OLD_CLICK
+    timeline.day(35)
+    answer = timeline.postback("L-ONE", "form_submit", url=f"{SHOP}/crm")
+    assert answer["ttclid"] == "missing"
+    assert "ttclid" not in timeline.delivered("L-ONE-form")["user"]
+
+
 def test_a_ttclid_cookie_never_outlives_the_signed_record_of_its_clicks_time(
     timeline: Timeline,
 ) -> None:

@@ -68,7 +68,7 @@ class Visitor:
             ttclid_from = "signed cookie"
         fresh_click = None
         if ttclid:
-            if ttclid != record.ttclid:
+            if ttclid != record.ttclid:  # a new click (or a plain cookie without its keeper)
                 record = self._record = replace(record, ttclid=ttclid, first_seen=int(self._now))
             if self._now - record.first_seen <= self._jar.attribution_window_seconds:
                 fresh_click = ttclid  # an older click is remembered but no longer sent
@@ -77,6 +77,7 @@ class Visitor:
             user_agent=self._user_agent or None,
             ttp=ttp,
             ttclid=fresh_click,
+            ttclid_at=record.first_seen if fresh_click else None,
             locale=self._locale,
             ip_from=self._ip_from,
             ttclid_from=ttclid_from if fresh_click else "",
