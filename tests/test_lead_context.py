@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,60 @@ async def test_a_later_page_keeps_the_click_and_its_first_sight(
     found = await memory.store.lookup([key])
     assert found == LeadContext(
         ttclid="E.C.P.1", ttclid_at=first_sight, ttp="t2", url="https://shop.example/2"
+    )
+
+
+async def test_the_same_click_keeps_its_earliest_time_whoever_writes_last(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    """A rolling upgrade: an older replica stored the click with the time it stored the lead
+    (day 20); this one knows when the click happened (day 0). The earlier time stands, in
+    either order, and the click is expired on day 35 (issue 22, point 1)."""
+    make, clock = make_memory
+    memory = await make()
+    [first, second] = keys(memory, "lead-1") + keys(memory, "lead-2")
+    day_0, day_20 = clock.now, clock.now + 20 * DAY
+    clock.now = day_20
+    for key, order in ((first, (day_20, day_0)), (second, (day_0, day_20))):
+        for at in order:
+            memory.store.remember([(key, LeadContext(ttclid="E.C.P.1", ttclid_at=at))])
+            await memory.store.flush()
+    for key in (first, second):
+        assert await memory.store.lookup([key]) == LeadContext(ttclid="E.C.P.1", ttclid_at=day_0)
+    clock.now = day_0 + 35 * DAY
+    assert (await memory.fill([first], [{}])).click == "expired"
+
+
+async def test_entries_as_the_previous_release_wrote_them_are_read(
+    make_memory: tuple[MemoryFactory, Clock], backend: str
+) -> None:
+    """Stored before this release: the same names, `ttclid_at` the lead's first storing."""
+    make, clock = make_memory
+    memory = await make()
+    (key,) = keys(memory, SECRET_ID)
+    fields = {"ttclid": "E.C.P.1", "ttclid_at": clock.now - DAY, "ip": "1.2.3.4"}
+    if backend.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(backend)
+        client.hset(
+            f"tiktok-gateway:context:{key}",
+            mapping={**fields, "ttclid_at": repr(fields["ttclid_at"])},
+        )
+        client.close()
+    else:
+        from gateway.storage.leads.sqlite import SqliteContextStore
+
+        assert isinstance(memory.store, SqliteContextStore)
+        row = (key, json.dumps(fields), clock.now + DAY)
+        statement = "INSERT INTO lead_context (key, data, expires) VALUES (?, ?, ?)"
+        await memory.store._db.transaction(lambda conn: conn.execute(statement, row))
+    filled = await memory.fill([key], [{}])
+    assert filled.click == "context" and filled.observed is not None
+    assert (filled.observed.ttclid, filled.observed.ip) == ("E.C.P.1", "1.2.3.4")
+    memory.store.remember([(key, LeadContext(ttclid="E.C.P.1", ttclid_at=clock.now - 9 * DAY))])
+    assert await memory.store.lookup([key]) == LeadContext(
+        ttclid="E.C.P.1", ttclid_at=clock.now - 9 * DAY, ip="1.2.3.4"
     )
 
 

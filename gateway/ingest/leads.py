@@ -64,11 +64,11 @@ class LeadMemory:
             keys = self._stored_keys(event)
             if not keys:
                 continue
-            user, now = event.user, self.store.clock()
+            user = event.user
             ttclid = user.get("ttclid")
             context = LeadContext(
                 ttclid=ttclid,
-                ttclid_at=now if ttclid else None,
+                ttclid_at=self._clicked_at(event, ttclid) if ttclid else None,
                 ttp=user.get("ttp"),
                 ip=user.get("ip"),
                 user_agent=user.get("user_agent"),
@@ -78,6 +78,14 @@ class LeadMemory:
             entries.extend((key, context) for key in keys)
         if entries:
             self.store.remember(entries)
+
+    def _clicked_at(self, event: Event, ttclid: str) -> float:
+        """When the click happened, as the source saw it (the signed cookie's time); else
+        now: the first sight of a click is the latest it can have happened."""
+        observed = event.observed
+        if isinstance(observed, Observed) and observed.ttclid == ttclid and observed.ttclid_at:
+            return observed.ttclid_at
+        return self.store.clock()
 
     def _stored_keys(self, event: Event) -> list[str]:
         keys: list[str] = []

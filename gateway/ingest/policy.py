@@ -56,6 +56,9 @@ class Observed:
     user_agent: str | None = None
     ttp: str | None = None
     ttclid: str | None = None
+    ttclid_at: float | None = None
+    """When the click happened (Unix time), where the source knows it; the lead context
+    counts the click's attribution window from here, not from when it stores the lead."""
     locale: str | None = None
     ip_from: str = ""
     """Where each value came from, for the console: "socket" or "proxy header" …"""

@@ -34,7 +34,9 @@ class LeadContext:
 
     ttclid: str | None = None
     ttclid_at: float | None = None
-    """When this click id was first seen for the key (its attribution window starts there)."""
+    """When the click happened (its attribution window starts there): the time the source
+    knew, else when the gateway first saw the click id. Entries written before that stored
+    when the lead was first stored with the click, which is never earlier: still read."""
     ttp: str | None = None
     ip: str | None = None
     user_agent: str | None = None
@@ -45,7 +47,7 @@ class LeadContext:
         """`newer` over this one: a later page without a click id keeps the earlier click."""
         known = {k: v for k, v in asdict(newer).items() if v is not None}
         if newer.ttclid is not None and newer.ttclid == self.ttclid:
-            known["ttclid_at"] = self.ttclid_at  # the same click: its first sight stands
+            known["ttclid_at"] = _earliest(self.ttclid_at, newer.ttclid_at)  # the same click
         return replace(self, **known)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +59,10 @@ class LeadContext:
             return cls()
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _earliest(stored: float | None, given: float | None) -> float | None:
+    return given if stored is None else stored if given is None else min(stored, given)
 
 
 class KeyHasher:

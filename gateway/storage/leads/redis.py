@@ -3,8 +3,8 @@ replica shares it and Redis expires it by itself.
 
 A sorted set indexes the keys by expiry, which bounds the store: the sweep drops what has
 expired from the index and, past `max_entries`, the entries that would expire soonest. The
-merge (a later page without a click id keeps the earlier click and its first sight) runs in
-a Lua script, so replicas writing the same key do not lose each other's fields.
+merge (a later page without a click id keeps the earlier click; the same click keeps its
+earliest time) runs in a Lua script, so replicas writing the same key lose no field.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ local pairs = {}
 for i = 3, #ARGV, 2 do pairs[ARGV[i]] = ARGV[i + 1] end
 local click = pairs['ttclid']
 if click ~= nil and click == redis.call('HGET', KEYS[1], 'ttclid') then
-  pairs['ttclid_at'] = nil
+  local stored = tonumber(redis.call('HGET', KEYS[1], 'ttclid_at'))
+  local given = tonumber(pairs['ttclid_at'])
+  if stored ~= nil and (given == nil or stored <= given) then pairs['ttclid_at'] = nil end
 end
 for k, v in next, pairs do redis.call('HSET', KEYS[1], k, v) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -61,6 +60,7 @@ class VisitorCookies:
         self._signer = Signer(list(reversed(keys)), salt=_SALT, digest_method=hashlib.sha256)
         self._ttp_key = hashlib.sha256(("ttp:" + keys[0]).encode()).digest()
         self._window = settings.attribution_window_days * _DAY
+        self._ttclid_max_age = settings.ttclid_max_age_days * _DAY
         self._verified = lru_cache(maxsize=8192)(self._verify)
         attributes = "; Path=/"
         if settings.domain:
@@ -101,10 +101,15 @@ class VisitorCookies:
         payload = f"{record.ttclid or ''}:{record.first_seen}:{record.ttp_day}"
         return self._signer.sign(payload).decode()
 
-    def visitor_cookie(self, record: VisitorRecord) -> str:
-        """Set-Cookie value for the signed record (HttpOnly: page scripts have no use for it)."""
+    def visitor_cookie(self, record: VisitorRecord, now: float) -> str:
+        """Set-Cookie value for the signed record (HttpOnly: page scripts have no use for it).
+
+        With a click it lives as long as a `ttclid` cookie set now: a `ttclid` cookie that
+        outlived its record would come back as a new click, its age lost.
+        """
         if record.ttclid:
-            max_age = max(2 * _DAY, record.first_seen + self._window - _now_int())
+            remaining = record.first_seen + self._window - int(now)
+            max_age = max(2 * _DAY, self._ttclid_max_age, remaining)
         else:
             max_age = 2 * _DAY
         return (
@@ -113,8 +118,7 @@ class VisitorCookies:
         )
 
     def ttclid_cookie(self, ttclid: str) -> str:
-        max_age = self._settings.ttclid_max_age_days * _DAY
-        return f"ttclid={ttclid}; Max-Age={max_age}{self._attributes}"
+        return f"ttclid={ttclid}; Max-Age={self._ttclid_max_age}{self._attributes}"
 
     def ttp_cookie(self, ttp: str) -> str:
         """Re-set `_ttp` from the server so browser caps on script cookies do not shorten it.
@@ -133,7 +137,3 @@ class VisitorCookies:
         bucket = int(now // 600)
         digest = hmac.new(self._ttp_key, f"{ip}|{user_agent}|{bucket}".encode(), "sha256")
         return base64.urlsafe_b64encode(digest.digest()).decode()[:27]
-
-
-def _now_int() -> int:
-    return int(time.time())

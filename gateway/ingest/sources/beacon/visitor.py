@@ -68,7 +68,7 @@ class Visitor:
             ttclid_from = "signed cookie"
         fresh_click = None
         if ttclid:
-            if ttclid != record.ttclid:
+            if ttclid != record.ttclid:  # a new click (or a plain cookie without its keeper)
                 record = self._record = replace(record, ttclid=ttclid, first_seen=int(self._now))
             if self._now - record.first_seen <= self._jar.attribution_window_seconds:
                 fresh_click = ttclid  # an older click is remembered but no longer sent
@@ -77,6 +77,7 @@ class Visitor:
             user_agent=self._user_agent or None,
             ttp=ttp,
             ttclid=fresh_click,
+            ttclid_at=record.first_seen if fresh_click else None,
             locale=self._locale,
             ip_from=self._ip_from,
             ttclid_from=ttclid_from if fresh_click else "",
@@ -88,12 +89,14 @@ class Visitor:
         out: Headers = []
         jar, record, now = self._jar, self._record, self._now
         fresh = now - record.first_seen <= jar.attribution_window_seconds
-        if record.ttclid and fresh and self._cookies.get("ttclid") != record.ttclid:
-            out.append((b"set-cookie", jar.ttclid_cookie(record.ttclid).encode()))
+        to_set = record.ttclid if fresh and self._cookies.get("ttclid") != record.ttclid else None
+        if to_set:
+            out.append((b"set-cookie", jar.ttclid_cookie(to_set).encode()))
         today = int(now // 86400)
         if self._ttp and record.ttp_day != today:
             out.append((b"set-cookie", jar.ttp_cookie(self._ttp).encode()))
             record = replace(record, ttp_day=today)
-        if record != (self._previous or VisitorRecord()):
-            out.append((b"set-cookie", jar.visitor_cookie(record).encode()))
+        if to_set or record != (self._previous or VisitorRecord()):
+            # with each `ttclid` set: the record must outlive the cookie
+            out.append((b"set-cookie", jar.visitor_cookie(record, now).encode()))
         return out
