@@ -79,3 +79,19 @@ def _seconds(work: Callable[[], object]) -> float:
     started = time.perf_counter()
     work()
     return time.perf_counter() - started
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("a+44 20 7946 0958b", True),  # spaced: a phone even glued to words
+        ("order-+14155550134.x", True),  # + and 11 digits
+        ("ab+14155550134cd", True),
+        ("SKU+12345678X", False),  # + and 8 digits inside a code: not written as a phone
+        ("E.C.P.abc+1234567def", False),
+    ],
+)
+def test_an_international_number_glued_to_words_is_still_a_phone(text: str, found: bool) -> None:
+    """The property test planted `+44 20 7946 0958` between letters, and it reached the
+    outbox: the word-boundary rule now yields to a number written as a phone."""
+    assert bool(phone_spans(text, national=False)) is found

@@ -46,12 +46,22 @@ def phone_spans(
         start -= len(prefix)
         before = text[start - 1] if start else " "
         after = text[end] if end < len(text) else " "
-        if before.isalnum() or before == "_" or after.isalnum() or after == "_":
-            continue  # part of a word or a code
         run = text[start + len(prefix) : end]
+        if not _unmistakable(prefix, run) and (
+            before.isalnum() or before == "_" or after.isalnum() or after == "_"
+        ):
+            continue  # part of a word or a code
         if _looks_like_a_phone(prefix, run, national=national, after=after, before=before):
             spans.append((start, end))
     return spans
+
+
+def _unmistakable(prefix: str, run: str) -> bool:
+    """`+` and a number written as one (spaced, or 10+ digits) is a phone even glued to a
+    word (`a+44 20 7946 0958b`): no code or token holds that shape by chance."""
+    if not prefix.startswith("+"):
+        return False
+    return " " in run or "(" in run or sum(c.isdigit() for c in run) >= 10
 
 
 def _prefix(text: str, start: int) -> str:
