@@ -1,0 +1,143 @@
+"""The latest dropped and refused events, and why: what the console shows beside accepted ones.
+
+`RecentDrops` is a pipeline drop hook: each drop costs a counter and, for those kept, one
+small record of what is safe to show (pixel, event name, event_id and order_id scrubbed,
+reason, detail); the raw input is never kept. Under a flood only every n-th drop is kept,
+n adapted every quarter second, as `RecentEvents` samples accepted events. Read by cursor.
+Why: docs/design/drops.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.privacy.redact import redact_text
+from gateway.privacy.scrub import OverBudget, ScanBudget
+
+_WINDOW_SECONDS = 0.25
+_MAX_ID = 128
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._~/-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """One event (or a request with none read) the gateway did not keep, and why."""
+
+    sequence: int
+    at: float
+    source: str
+    reason: str
+    """bot, no_consent, tag_testing, origin_not_allowed, rate_limited, invalid, too_old…"""
+    detail: str
+    """The bot rule, the field at fault, whether consent was denied or not given."""
+    pixel: str
+    event: str
+    event_id: str
+    order_id: str
+
+
+class RecentDrops:
+    """A bounded buffer of the latest drops, read by cursor (a sequence number)."""
+
+    def __init__(
+        self,
+        capacity: int = 1000,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep_per_second: float = 400.0,
+    ) -> None:
+        self._rows: collections.deque[Dropped] = collections.deque(maxlen=capacity)
+        self._clock = clock
+        self._keep_per_second = keep_per_second
+        self._count = 0
+        self._kept_every = 1
+        self._countdown = 0
+        self._window_at = self._last_at = clock()
+        self._window_count = 0
+
+    @property
+    def keep_every(self) -> int:
+        """1, or n while only every n-th drop is kept (until a quiet quarter second)."""
+        if self._clock() - self._last_at >= _WINDOW_SECONDS:
+            return 1
+        return self._kept_every
+
+    def dropped(
+        self, reason: str, source: str, detail: str, items: Sequence[Any], pixel: str
+    ) -> None:
+        """The pipeline's drop hook: `items` are the raw inputs (read here, never kept)."""
+        now = self._clock()
+        if now - self._window_at >= _WINDOW_SECONDS:
+            rate = (self._count - self._window_count) / (now - self._window_at)
+            self._kept_every = max(1, math.ceil(rate / self._keep_per_second))
+            self._countdown = min(self._countdown, self._kept_every)
+            self._window_at, self._window_count = now, self._count
+        self._last_at = now
+        for raw in items or (None,):
+            self._count += 1
+            self._countdown -= 1
+            if self._countdown > 0:
+                continue
+            self._countdown = self._kept_every
+            self._rows.append(_shown(self._count, now, source, reason, detail, pixel, raw))
+
+    def cursor(self) -> int:
+        return self._count
+
+    def since(self, cursor: int, limit: int) -> tuple[int, list[Dropped]]:
+        """The newest `limit` drops kept after `cursor`, oldest first, and the next cursor."""
+        found: list[Dropped] = []
+        for row in reversed(self._rows):
+            if row.sequence <= cursor or len(found) >= limit:
+                break
+            found.append(row)
+        return self._count, found[::-1]
+
+    def latest(self, limit: int) -> list[Dropped]:
+        """Newest first."""
+        return list(reversed(self._rows))[:limit]
+
+    def search(self, wanted: str) -> list[Dropped]:
+        """Drops still kept whose event_id or order_id is `wanted`, newest first."""
+        return [d for d in reversed(self._rows) if wanted in (d.event_id, d.order_id)]
+
+
+def _shown(
+    sequence: int, at: float, source: str, reason: str, detail: str, pixel: str, raw: Any
+) -> Dropped:
+    """What may be shown of a kept drop: names and ids, scrubbed; nothing else of the input."""
+    raw = raw if isinstance(raw, dict) else {}
+    properties = raw.get("properties")
+    order = properties.get("order_id") if isinstance(properties, dict) else None
+    named = raw.get("pixel_id") or raw.get("pixel_code")
+    return Dropped(
+        sequence,
+        at,
+        source,
+        reason,
+        detail,
+        _identifier(named) or pixel,
+        _identifier(raw.get("event")),
+        _identifier(raw.get("event_id")),
+        _identifier(order),
+    )
+
+
+def _identifier(value: object) -> str:
+    """An id from an input that was not parsed: bounded, and with any email or `+` phone
+    number redacted (a raw email in an invalid payload never reaches the page)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    text = str(value)[:_MAX_ID]
+    if _PLAIN_ID.fullmatch(text):
+        return text
+    try:
+        return redact_text(text, national=False, budget=ScanBudget(16))
+    except OverBudget:
+        return "(redacted)"
