@@ -180,17 +180,7 @@ class BeaconEndpoint:
         if len(raw_items) > self._max_events:
             raise PayloadTooLarge("body", f"more than {self._max_events} events in one beacon")
         user_agent = headers.get("user-agent", "")
-        rule = bot_rule(user_agent) if self._drop_bots else None
-        if rule is not None:
-            default = next(iter(pixels))
-            self._pipeline.dropped(
-                "bot",
-                len(raw_items),
-                source=BROWSER.name,
-                detail=rule,
-                items=raw_items,
-                pixel=default,
-            )
+        if self._drop_bots and self._dropped_as_bot(user_agent, raw_items, pixels):
             return 204, [*cors, *_counts(0, len(raw_items))]
         cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
         visitor = Visitor(
@@ -217,6 +207,17 @@ class BeaconEndpoint:
         if not events:  # no consent, no cookie: nothing of this visitor is kept
             return 204, [*cors, *_counts(0, dropped)]
         return 204, [*cors, *visitor.cookies_to_set(), *_counts(len(events), dropped)]
+
+    def _dropped_as_bot(self, user_agent: str, raw_items: list[Any], pixels: Pixels) -> bool:
+        """Whether a bot sent the beacon: then its events are dropped, with the rule."""
+        rule = bot_rule(user_agent)
+        if rule is None:
+            return False
+        default = next(iter(pixels))
+        self._pipeline.dropped(
+            "bot", len(raw_items), source=BROWSER.name, detail=rule, items=raw_items, pixel=default
+        )
+        return True
 
     def _item(self, raw: Any, pixels: Pixels, visitor: Visitor) -> Item | None:
         """The pipeline's item for one browser event, or None when it is dropped on purpose."""
