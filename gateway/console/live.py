@@ -67,10 +67,11 @@ class Watchers:
         with self._watching():
             yield b": watching\n\n"  # from here on, nothing accepted is missed
             cursor, dropped = self._recent.cursor(), self._drops.cursor()
-            for drop in reversed(self._drops.latest(_BACKLOG)):
-                yield _data(drop_row(drop))
-            for trace in reversed(self._recent.latest(_BACKLOG, sampled=True)):
-                yield _message(trace)
+            backlog = [(d.at, _data(drop_row(d))) for d in self._drops.latest(_BACKLOG)]
+            traces = self._recent.latest(_BACKLOG, sampled=True)
+            backlog += [(trace.accepted_at, _message(trace)) for trace in traces]
+            for _, message in sorted(backlog, key=lambda entry: entry[0]):  # oldest first
+                yield message
             quiet, every = 0.0, 1
             while True:
                 await asyncio.sleep(_TICK)  # what changes within a tick goes in one write
