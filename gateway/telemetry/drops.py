@@ -1,8 +1,8 @@
 """The latest dropped and refused events, and why: what the console shows beside accepted ones.
 
 `RecentDrops` is a pipeline drop hook: each drop costs a counter and, for those kept, one
-small record of what is safe to show (pixel, event name, event_id and order_id scrubbed,
-reason, detail); the raw input is never kept. Under a flood only every n-th drop is kept,
+tuple of its reason and four ids (pixel, event name, event_id, order_id; bounded, scrubbed
+when read); nothing else of the raw input is kept. Under a flood only every n-th drop is kept,
 n adapted every quarter second, as `RecentEvents` samples accepted events. Read by cursor.
 Why: docs/design/drops.md.
 """
@@ -10,6 +10,7 @@ Why: docs/design/drops.md.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import re
 import time
@@ -52,7 +53,7 @@ class RecentDrops:
         clock: Callable[[], float] = time.time,
         keep_per_second: float = 400.0,
     ) -> None:
-        self._rows: collections.deque[Dropped] = collections.deque(maxlen=capacity)
+        self._rows: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=capacity)
         self._clock = clock
         self._keep_per_second = keep_per_second
         self._count = 0
@@ -71,7 +72,8 @@ class RecentDrops:
     def dropped(
         self, reason: str, source: str, detail: str, items: Sequence[Any], pixel: str
     ) -> None:
-        """The pipeline's drop hook: `items` are the raw inputs (read here, never kept)."""
+        """The pipeline's drop hook: of `items` (the raw inputs) only four ids are kept,
+        bounded; they are scrubbed when read."""
         now = self._clock()
         if now - self._window_at >= _WINDOW_SECONDS:
             rate = (self._count - self._window_count) / (now - self._window_at)
@@ -79,43 +81,59 @@ class RecentDrops:
             self._countdown = min(self._countdown, self._kept_every)
             self._window_at, self._window_count = now, self._count
         self._last_at = now
-        for raw in items or (None,):
+        for raw in items or _NO_ITEMS:
             self._count += 1
             self._countdown -= 1
             if self._countdown > 0:
                 continue
             self._countdown = self._kept_every
-            self._rows.append(_shown(self._count, now, source, reason, detail, pixel, raw))
+            ids = _ids(raw) if raw.__class__ is dict else _NO_IDS
+            self._rows.append((self._count, now, source, reason, detail, pixel, *ids))
 
     def cursor(self) -> int:
         return self._count
 
     def since(self, cursor: int, limit: int) -> tuple[int, list[Dropped]]:
         """The newest `limit` drops kept after `cursor`, oldest first, and the next cursor."""
-        found: list[Dropped] = []
+        found: list[tuple[Any, ...]] = []
         for row in reversed(self._rows):
-            if row.sequence <= cursor or len(found) >= limit:
+            if row[0] <= cursor or len(found) >= limit:
                 break
             found.append(row)
-        return self._count, found[::-1]
+        return self._count, [_shown(row) for row in reversed(found)]
 
     def latest(self, limit: int) -> list[Dropped]:
         """Newest first."""
-        return list(reversed(self._rows))[:limit]
+        return [_shown(row) for row in itertools.islice(reversed(self._rows), limit)]
 
     def search(self, wanted: str) -> list[Dropped]:
         """Drops still kept whose event_id or order_id is `wanted`, newest first."""
-        return [d for d in reversed(self._rows) if wanted in (d.event_id, d.order_id)]
+        shown = (_shown(row) for row in reversed(self._rows))
+        return [drop for drop in shown if wanted in (drop.event_id, drop.order_id)]
 
 
-def _shown(
-    sequence: int, at: float, source: str, reason: str, detail: str, pixel: str, raw: Any
-) -> Dropped:
-    """What may be shown of a kept drop: names and ids, scrubbed; nothing else of the input."""
-    raw = raw if isinstance(raw, dict) else {}
+_NO_ITEMS = (None,)
+_NO_IDS = (None, None, None, None)
+
+
+def _ids(raw: dict[str, Any]) -> tuple[Any, ...]:
+    """(pixel, event, event_id, order_id) of a raw input as sent: a string cut to a bound,
+    an int, or None (a list or an object given as an id is not kept)."""
     properties = raw.get("properties")
-    order = properties.get("order_id") if isinstance(properties, dict) else None
-    named = raw.get("pixel_id") or raw.get("pixel_code")
+    order = properties.get("order_id") if properties.__class__ is dict else None
+    pixel = raw.get("pixel_id") or raw.get("pixel_code")
+    return _cut(pixel), _cut(raw.get("event")), _cut(raw.get("event_id")), _cut(order)
+
+
+def _cut(value: Any) -> str | int | None:
+    if value.__class__ is str:
+        return value[:_MAX_ID]
+    return value if value.__class__ is int else None
+
+
+def _shown(row: tuple[Any, ...]) -> Dropped:
+    """What may be shown of a kept drop: names and ids, scrubbed; nothing else of the input."""
+    sequence, at, source, reason, detail, pixel, named, event, event_id, order = row
     return Dropped(
         sequence,
         at,
@@ -123,8 +141,8 @@ def _shown(
         reason,
         detail,
         _identifier(named) or pixel,
-        _identifier(raw.get("event")),
-        _identifier(raw.get("event_id")),
+        _identifier(event),
+        _identifier(event_id),
         _identifier(order),
     )
 
