@@ -73,22 +73,43 @@ class RecentDrops:
         self, reason: str, source: str, detail: str, items: Sequence[Any], pixel: str
     ) -> None:
         """The pipeline's drop hook: of `items` (the raw inputs) only four ids are kept,
-        bounded; they are scrubbed when read."""
+        bounded; they are scrubbed when read. On the path of every bot's beacon: inlined."""
         now = self._clock()
         if now - self._window_at >= _WINDOW_SECONDS:
-            rate = (self._count - self._window_count) / (now - self._window_at)
-            self._kept_every = max(1, math.ceil(rate / self._keep_per_second))
-            self._countdown = min(self._countdown, self._kept_every)
-            self._window_at, self._window_count = now, self._count
+            self._adapt(now)
         self._last_at = now
+        count, countdown = self._count, self._countdown
         for raw in items or _NO_ITEMS:
-            self._count += 1
-            self._countdown -= 1
-            if self._countdown > 0:
+            count += 1
+            countdown -= 1
+            if countdown > 0:
                 continue
-            self._countdown = self._kept_every
-            ids = _ids(raw) if raw.__class__ is dict else _NO_IDS
-            self._rows.append((self._count, now, source, reason, detail, pixel, *ids))
+            countdown = self._kept_every
+            if raw.__class__ is not dict:
+                self._rows.append((count, now, source, reason, detail, pixel, *_NO_IDS))
+                continue
+            get = raw.get
+            named, event, event_id = (
+                get("pixel_id") or get("pixel_code"),
+                get("event"),
+                get("event_id"),
+            )
+            properties = get("properties")
+            order = properties.get("order_id") if properties.__class__ is dict else None
+            ids: tuple[Any, ...] = (named, event, event_id, order)
+            for value in ids:  # a loop, not all(): a generator costs this path half of it
+                if value is not None and (value.__class__ is not str or len(value) > _MAX_ID):
+                    ids = tuple(map(_cut, ids))  # rare: a long id, a number, a list…
+                    break
+            self._rows.append((count, now, source, reason, detail, pixel, *ids))
+        self._count, self._countdown = count, countdown
+
+    def _adapt(self, now: float) -> None:
+        """A window ended: keep every n-th drop from now on, n from its rate."""
+        rate = (self._count - self._window_count) / (now - self._window_at)
+        self._kept_every = max(1, math.ceil(rate / self._keep_per_second))
+        self._countdown = min(self._countdown, self._kept_every)
+        self._window_at, self._window_count = now, self._count
 
     def cursor(self) -> int:
         return self._count
@@ -114,15 +135,6 @@ class RecentDrops:
 
 _NO_ITEMS = (None,)
 _NO_IDS = (None, None, None, None)
-
-
-def _ids(raw: dict[str, Any]) -> tuple[Any, ...]:
-    """(pixel, event, event_id, order_id) of a raw input as sent: a string cut to a bound,
-    an int, or None (a list or an object given as an id is not kept)."""
-    properties = raw.get("properties")
-    order = properties.get("order_id") if properties.__class__ is dict else None
-    pixel = raw.get("pixel_id") or raw.get("pixel_code")
-    return _cut(pixel), _cut(raw.get("event")), _cut(raw.get("event_id")), _cut(order)
 
 
 def _cut(value: Any) -> str | int | None:
