@@ -132,7 +132,9 @@ def test_each_drop_and_refusal_is_a_row_with_its_reason(make_site: Callable[...,
     leaky = {"event": "Lead", "event_id": SECRET_EMAIL, "consent": "denied", "page": PAGE}
     assert site.beacon(leaky).status_code == 204
 
-    rows = {row["event_id"]: row for row in site.dropped()}
+    shown = site.dropped()
+    assert [row["reason"] for row in shown].count("invalid") == 1  # told once, with its ids
+    rows = {row["event_id"]: row for row in shown}
     assert rows["bot-1"]["reason"] == "bot" and rows["bot-1"]["why"] == "bot: headless"
     assert rows["bot-1"]["event"] == "ViewContent" and rows["bot-1"]["pixel"] == PIXEL
     assert rows["denied-1"]["why"] == "consent denied: denied"

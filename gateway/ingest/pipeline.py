@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -55,8 +56,8 @@ class Pipeline:
         self._pixels = settings.pixels_by_id
         self._accept_hooks: list[AcceptHook] = []
         self._drop_hooks: list[DropHook] = []
-        self.last_refused: BaseException | None = None
-        """The latest error whose items the drop hooks saw (a source does not tell twice)."""
+        self._last_refused: weakref.ref[BaseException] | None = None
+        """The latest error told to the drop hooks, weakly: its traceback holds the request."""
         self._received: dict[str, Any] = {}  # the metric's child per source, looked up once
 
     def reconfigure(self, settings: Settings) -> None:
@@ -214,9 +215,16 @@ class Pipeline:
         self, error: BaseException, source: str, items: Sequence[Any] = (), pixel: str = ""
     ) -> None:
         """An input answered with `error`: told to the drop hooks (counted where refused)."""
-        self.last_refused = error
+        try:
+            self._last_refused = weakref.ref(error)
+        except TypeError:  # a built-in exception: no weak reference, and no need of one
+            self._last_refused = None
         reason, detail = refusal(error)
         self._tell(reason, source, detail, items, pixel)
+
+    def told(self, error: BaseException) -> bool:
+        """Whether `error` was told to the drop hooks already (by `ingest`, say)."""
+        return self._last_refused is not None and self._last_refused() is error
 
     def _tell(
         self, reason: str, source: str, detail: str, items: Sequence[Any], pixel: str

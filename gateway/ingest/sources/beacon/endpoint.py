@@ -120,7 +120,7 @@ class BeaconEndpoint:
             status, headers = await self._answer(scope, receive)
         except Exception as exc:  # every error answers in our JSON, with CORS when allowed
             log_unexpected(exc, "the beacon")
-            if exc is not self._pipeline.last_refused:  # the pipeline told its own
+            if not self._pipeline.told(exc):  # the pipeline told its own
                 self._pipeline.refused(exc, BROWSER.name)
             answer = self._renderer.render(exc)
             payload = orjson.dumps(answer.body)
