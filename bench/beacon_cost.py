@@ -12,7 +12,8 @@ same request as bench/beacon.py) one after another on one kept-alive connection,
 dumped. Instructions per request of the serving process are printed, for bare Starlette
 answering 204 and for the gateway (SQLite outbox, delivery in its own process, which is
 not counted), and their ratio. `--checkout DIR` serves the gateway of another checkout
-(an older commit, say) so that two versions are compared in one run.
+(an older commit, say) so that two versions are compared in one run; `--user-agent` sends
+another (a HeadlessChrome one measures beacons dropped as bots).
 """
 
 from __future__ import annotations
@@ -94,12 +95,18 @@ def under_callgrind(
 
 
 def instructions_per_request(
-    process: subprocess.Popen[bytes], out: Path, url: str, cookie: str, warmup: int, count: int
+    process: subprocess.Popen[bytes],
+    out: Path,
+    url: str,
+    cookie: str,
+    warmup: int,
+    count: int,
+    user_agent: str = USER_AGENT,
 ) -> float:
     headers = {
         "Content-Type": "text/plain",
         "Origin": ORIGIN,
-        "User-Agent": USER_AGENT,
+        "User-Agent": user_agent,
         "Accept-Language": "en-US,en;q=0.9",
         "Cookie": cookie,
     }
@@ -146,12 +153,13 @@ def measure_gateway(
         serve += ["--metrics-port", "0"]
     ready = f"http://127.0.0.1:{port}/readyz"
     with under_callgrind(serve, ready, directory, f"gateway-{port}", root) as (process, out):
+        url = f"http://127.0.0.1:{port}/b"
         return instructions_per_request(
-            process, out, f"http://127.0.0.1:{port}/b", cookie, args.warmup, args.requests
+            process, out, url, cookie, args.warmup, args.requests, args.user_agent
         )
 
 
-def callgrind_arguments(description: str | None) -> argparse.Namespace:
+def callgrind_arguments(description: str | None, *, beacons: bool = False) -> argparse.Namespace:
     """The options of a callgrind benchmark (this one, bench/relay_cost.py); exits without
     valgrind."""
     parser = argparse.ArgumentParser(
@@ -163,6 +171,11 @@ def callgrind_arguments(description: str | None) -> argparse.Namespace:
         "--checkout", type=Path, action="append", default=[],
         help="also measure the gateway of this checkout (repeatable)",
     )  # fmt: skip
+    if beacons:
+        parser.add_argument(
+            "--user-agent", default=USER_AGENT,
+            help="the beacons' user agent (a HeadlessChrome one: beacons dropped as bots)",
+        )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -170,7 +183,7 @@ def callgrind_arguments(description: str | None) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = callgrind_arguments(__doc__)
+    args = callgrind_arguments(__doc__, beacons=True)
     cookie = visitor_cookies()["returning"]
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         directory = Path(tmp)
@@ -187,7 +200,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{bare_port}/b"
             with under_callgrind(bare, url, directory, "bare") as (process, out):
                 results["bare"] = instructions_per_request(
-                    process, out, url, cookie, args.warmup, args.requests
+                    process, out, url, cookie, args.warmup, args.requests, args.user_agent
                 )
             floor_port = free_port()
             os.environ["FLOOR_OUTBOX"] = str(directory / "floor.sqlite3")

@@ -32,6 +32,7 @@ from gateway.settings.live import LiveSettings
 from gateway.storage.backend import open_backend
 from gateway.storage.outbox import Outbox
 from gateway.storage.outbox.guard import MB, BacklogGuard, BacklogLimits
+from gateway.telemetry.drops import RecentDrops
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.per_minute import EventsPerMinute
 from gateway.telemetry.recent import RecentEvents
@@ -76,6 +77,9 @@ class Gateway:
         self.pipeline = Pipeline(settings, self.outbox, self.metrics, clock=clock)
         self.recent = RecentEvents(RECENT_EVENTS, clock=clock)
         """The latest events and what became of them: what the console reads."""
+        self.drops = RecentDrops(RECENT_EVENTS, clock=clock)
+        """The latest dropped and refused events, and why (the console's too)."""
+        self.pipeline.on_drop(self.drops.dropped)
         self.client: EventsApiClient | None = None
         self.delivery = self._delivery(settings, transport, injected=outbox is not None)
         self._guards(settings, clock, limits_clock)

@@ -54,6 +54,7 @@
   }
 
   function delivery(data) {
+    if (data.kind === "dropped") return "dropped · " + data.why;
     var last = data.steps.length ? data.steps[data.steps.length - 1] : null;
     if (!last) return "accepted";
     var text = last.outcome;
@@ -66,6 +67,7 @@
   }
 
   function keysText(data) {
+    if (data.kind === "dropped") return "–";
     if (!data.keys) return "(not kept: opened later)";
     var from = data.from || {};
     return data.keys.map(function (k) {
@@ -84,7 +86,8 @@
   }
 
   function render(data) {
-    var key = data.pixel + "|" + data.event + "|" + data.event_id;
+    var key = data.kind === "dropped" ? "dropped|" + data.sequence :
+      data.pixel + "|" + data.event + "|" + data.event_id;
     var known = rows.get(key);
     var tr = el("tr");
     tr.className = "state-" + data.state;
@@ -94,7 +97,9 @@
       data.score === undefined ? "–" : data.score + "/10", delivery(data)]
       .forEach(function (text, i) { tr.appendChild(el("td", text, "c" + i)); });
     tr.hidden = !visible(data);
-    tr.addEventListener("click", function () { showDetail(data); });
+    tr.addEventListener("click", function () {
+      if (data.kind === "dropped") showDropped(data); else showDetail(data);
+    });
     var body = document.querySelector("#events tbody");
     if (known) {
       if (!data.keys && known.data.keys) { // a step of an event seen before: keep its keys
@@ -147,6 +152,14 @@
         box.appendChild(shown.steps.length ? stepsTable(shown.steps) : el("p", "none yet"));
         box.hidden = false;
       });
+  }
+
+  function showDropped(data) {  // all there is of a dropped event is in its row
+    var box = $("detail");
+    box.textContent = "";
+    box.hidden = false;
+    box.appendChild(el("h2", (data.event || "(no event read)") + " · dropped"));
+    box.appendChild(el("pre", JSON.stringify(data, null, 2)));
   }
 
   function connect() {

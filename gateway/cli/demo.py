@@ -3,7 +3,8 @@
 A newcomer sees events flow from a page to "TikTok" with no account and no configuration:
 the fake Events API runs in this process, a gateway points at it with a demo pixel and a
 fresh admin password (printed), and the gateway also serves a small shop page with the
-snippet on it. The console shows each click as it is delivered.
+snippet on it. The console shows each click as it is delivered, or dropped and why; the
+shop page says when a click was dropped (a headless browser is dropped as a bot).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import contextlib
 import secrets
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from gateway.cli.common import Commands, command
 from gateway.ingest.sources.beacon.snippet import STUB
 from gateway.settings import Settings, parse_settings
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
 DEMO_PIXEL = "CDEMOPIXEL0001"
 DEMO_TOKEN = "demo-token-0123456789abcdef"
@@ -69,7 +73,7 @@ SHOP = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 {STUB}
 <script async src="/gw.js"></script>
 <style>body{{font:15px system-ui;max-width:560px;margin:40px auto}}
-button{{padding:8px 14px;margin:4px}}</style>
+button{{padding:8px 14px;margin:4px}}.dropped{{color:#b00020;font-weight:600}}</style>
 </head><body>
 <h1>Demo shop</h1>
 <p>Each button sends an event through the gateway to the fake TikTok Events API.
@@ -81,10 +85,29 @@ Open the console in another tab to watch it arrive.</p>
 (a link with ?ttclid=)</a></p>
 <p id="sent"></p>
 <script>
+// The beacon's answer (x-dropped) cannot be read from sendBeacon: the page asks the gateway
+// what became of the event_id instead, for a few seconds.
 function send(name, params) {{
   var email = document.getElementById("email").value;
-  ttgw.track(name, params, email ? {{email: email}} : {{}});
-  document.getElementById("sent").textContent = name + " sent";
+  var id = ttgw.track(name, params, email ? {{email: email}} : {{}});
+  var said = document.getElementById("sent");
+  said.className = "";
+  said.textContent = name + " sent";
+  var tries = 0;
+  (function ask() {{
+    fetch("{SHOP_PATH}/what-happened?event_id=" + encodeURIComponent(id))
+      .then(function (r) {{ return r.json(); }}).then(function (answer) {{
+        if (answer.dropped) {{
+          said.className = "dropped";
+          said.textContent = name + " was dropped: " + answer.dropped +
+            (answer.reason === "bot" ? " (this browser says it is not a person's)" : "");
+        }} else if (answer.accepted) {{
+          said.textContent = name + " accepted by the gateway";
+        }} else if (++tries < 25) {{
+          setTimeout(ask, 200);
+        }}
+      }});
+  }})();
 }}
 document.getElementById("view").onclick = function () {{
   send("ViewContent", {{content_id: "SKU_1", content_type: "product"}}); }};
@@ -102,9 +125,24 @@ async def shop(request: Request) -> HTMLResponse:
     return HTMLResponse(SHOP)
 
 
-def shop_routes() -> list[Route]:
-    """The demo shop page, served by the gateway itself (same origin as the beacon)."""
-    return [Route(SHOP_PATH, shop, methods=["GET"])]
+def shop_routes(gateway: Gateway | None = None) -> list[Route]:
+    """The demo shop page, served by the gateway itself (same origin as the beacon), and
+    what became of one of its events (the demo's alone: a real site has no such route)."""
+    from gateway.console.view import drop_row
+
+    async def what_happened(request: Request) -> JSONResponse:
+        wanted = request.query_params.get("event_id", "")[:128]
+        if gateway is None or not wanted:
+            return JSONResponse({"error": "not_found"}, 404)
+        for drop in gateway.drops.search(wanted):
+            return JSONResponse({"dropped": drop_row(drop)["why"], "reason": drop.reason})
+        accepted = bool(gateway.recent.search(wanted))
+        return JSONResponse({"accepted": accepted})
+
+    return [
+        Route(SHOP_PATH, shop, methods=["GET"]),
+        Route(f"{SHOP_PATH}/what-happened", what_happened, methods=["GET"]),
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         gateway = Gateway(settings)
         app = create_app(gateway)
-        app.router.routes.extend(shop_routes())
+        app.router.routes.extend(shop_routes(gateway))
         base = f"http://127.0.0.1:{args.port}"
         print(f"fake TikTok Events API  {fake.url}")
         print(f"demo shop               {base}{SHOP_PATH}")

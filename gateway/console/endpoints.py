@@ -23,6 +23,7 @@ from gateway.console.auth import ConsoleAuth
 from gateway.console.live import Watchers
 from gateway.console.pages import HEADERS, app_page, login_page
 from gateway.console.postbacks import MAX_SHOWN, last_postbacks
+from gateway.console.search import MAX_QUERY, search
 from gateway.console.view import detail
 from gateway.core.errors import ConfigError, EventError, OutboxUnavailable, TooManyRequests
 from gateway.core.score import KEYS, keys_present, score
@@ -33,7 +34,11 @@ from gateway.privacy.masking import shown_user
 if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
     from gateway.runtime import Gateway
 
-_ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+_ASSETS = {
+    "console.js": "text/javascript",
+    "search.js": "text/javascript",
+    "console.css": "text/css",
+}
 _MAX_FORM = 4096
 _TEST_FIELDS = ("event", "email", "phone", "external_id", "ttclid", "url", "value", "currency")
 
@@ -63,7 +68,7 @@ class Console:
         self._gateway = gateway
         self.path = settings.path
         self._auth = ConsoleAuth(settings)
-        self._watchers = Watchers(gateway.recent, gateway.replicas)
+        self._watchers = Watchers(gateway.recent, gateway.replicas, gateway.drops)
         per_minute = settings.login_attempts_per_minute
         self._login_limit = gateway.limits.limit(
             "console_login", per_minute / 60.0, max(1, int(per_minute))
@@ -85,6 +90,7 @@ class Console:
             Route(f"{p}/assets/{{name}}", self.asset, methods=["GET"]),
             Route(f"{p}/stream", self.stream, methods=["GET"]),
             Route(f"{p}/event", self.event, methods=["GET"]),
+            Route(f"{p}/search", _stored(self.search), methods=["GET"]),
             Route(f"{p}/overview", _stored(self.overview), methods=["GET"]),
             Route(f"{p}/dead-letters", _stored(self.dead_letters), methods=["GET"]),
             Route(f"{p}/postbacks", _stored(self.postbacks), methods=["GET"]),
@@ -163,6 +169,16 @@ class Console:
         if trace is None:
             return _json({"error": "not_found", "message": "no longer in the buffer"}, 404)
         return _json(detail(trace))
+
+    async def search(self, request: Request) -> Response:
+        """What happened to `?q=` (an event_id or an order_id): every place it is kept."""
+        if self._signed_in(request) is None:
+            return _json({"error": "unauthorized"}, 401)
+        wanted = request.query_params.get("q", "").strip()
+        if not wanted or len(wanted) > MAX_QUERY:
+            message = f"q: an event_id or an order_id, at most {MAX_QUERY} characters"
+            return _json({"error": "invalid", "message": message}, 400)
+        return _json(await search(self._gateway, wanted))
 
     async def overview(self, request: Request) -> Response:
         """Per pixel: the outbox's counts, events per minute over the last hour (every

@@ -2,10 +2,10 @@
 
 `RecentEvents` keeps accepted events only while a page streams (the first watcher turns it
 on, the last off; with Redis the other replicas then share theirs, `telemetry/replicas.py`).
-Nothing runs per event: each stream wakes every `_TICK` seconds, asks the buffer what changed
-since its cursor and sends at most the `_PER_TICK` newest, in their latest state. Under a
-flood the buffer keeps every n-th event and the stream says so (`event: sampling`).
-Why: docs/design/console.md.
+Nothing runs per event: each stream wakes every `_TICK` seconds, asks the buffers (accepted,
+and dropped or refused: `telemetry/drops.py`) what changed since its cursors and sends at
+most the `_PER_TICK` newest of each. Under a flood the buffers keep every n-th event and the
+stream says so (`event: sampling`). Why: docs/design/console.md.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import orjson
 
-from gateway.console.view import row
+from gateway.console.view import drop_row, row
+from gateway.telemetry.drops import RecentDrops
 from gateway.telemetry.recent import EventTrace, RecentEvents
 from gateway.telemetry.replicas import ReplicaFeed
 
@@ -27,9 +29,16 @@ _HEARTBEAT_SECONDS = 15.0
 
 
 class Watchers:
-    def __init__(self, recent: RecentEvents, replicas: ReplicaFeed | None = None) -> None:
-        """`replicas` (Redis): while a page watches, other replicas' events come in too."""
+    def __init__(
+        self,
+        recent: RecentEvents,
+        replicas: ReplicaFeed | None = None,
+        drops: RecentDrops | None = None,
+    ) -> None:
+        """`replicas` (Redis): while a page watches, other replicas' events come in too;
+        `drops`: this process's dropped and refused events, shown beside them."""
         self._recent = recent
+        self._drops = drops or RecentDrops(0)
         self._replicas = replicas
         self._count = 0
 
@@ -57,16 +66,22 @@ class Watchers:
         """The latest events (oldest first), then what changes, a tick at a time."""
         with self._watching():
             yield b": watching\n\n"  # from here on, nothing accepted is missed
-            cursor = self._recent.cursor()
-            for trace in reversed(self._recent.latest(_BACKLOG, sampled=True)):
-                yield _message(trace)
+            cursor, dropped = self._recent.cursor(), self._drops.cursor()
+            backlog = [(d.at, _data(drop_row(d))) for d in self._drops.latest(_BACKLOG)]
+            traces = self._recent.latest(_BACKLOG, sampled=True)
+            backlog += [(trace.accepted_at, _message(trace)) for trace in traces]
+            for _, message in sorted(backlog, key=lambda entry: entry[0]):  # oldest first
+                yield message
             quiet, every = 0.0, 1
             while True:
                 await asyncio.sleep(_TICK)  # what changes within a tick goes in one write
                 cursor, traces = self._recent.changed_since(cursor, _PER_TICK)
+                dropped, drops = self._drops.since(dropped, _PER_TICK)
                 chunk = b"".join(_message(trace) for trace in traces)
-                if self._recent.keep_every != every:
-                    every = self._recent.keep_every
+                chunk += b"".join(_data(drop_row(drop)) for drop in drops)
+                sampled = max(self._recent.keep_every, self._drops.keep_every)
+                if sampled != every:
+                    every = sampled
                     chunk += b"event: sampling\ndata: %d\n\n" % every
                 if chunk:
                     quiet = 0.0
@@ -79,4 +94,8 @@ class Watchers:
 
 
 def _message(trace: EventTrace) -> bytes:
-    return b"data: " + orjson.dumps(row(trace)) + b"\n\n"
+    return _data(row(trace))
+
+
+def _data(shown: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(shown) + b"\n\n"

@@ -54,9 +54,11 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
         f'\n<meta name="csrf-token" content="{escape(csrf)}">'
         f'\n<meta name="console-path" content="{base}">'
         f'\n<script src="{base}/assets/console.js" defer></script>'
+        f'\n<script src="{base}/assets/search.js" defer></script>'
     )
     tabs = (
         _live_tab(options),
+        _search_tab(),
         _overview_and_dead_tabs(),
         _postbacks_tab(senders),
         _test_tab(options),
@@ -68,6 +70,7 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
 def _nav(base: str) -> str:
     return f"""<nav>
 <button data-tab="live" class="active">Live events</button>
+<button data-tab="search">Search</button>
 <button data-tab="overview">Overview</button>
 <button data-tab="dead">Dead letters</button>
 <button data-tab="postbacks">Postbacks</button>
@@ -84,7 +87,7 @@ def _live_tab(options: str) -> str:
 <input id="f-event" placeholder="event name">
 <select id="f-outcome"><option value="">any outcome</option>
 <option>accepted</option><option>delivered</option><option>retry</option>
-<option>dead_lettered</option></select>
+<option>dead_lettered</option><option>dropped</option></select>
 <label><input type="checkbox" id="pause"> pause</label>
 <span id="status" class="status">connecting…</span>
 </div>
@@ -92,6 +95,19 @@ def _live_tab(options: str) -> str:
 <th>event_id</th><th>match keys</th><th>score</th><th>delivery</th></tr></thead>
 <tbody></tbody></table>
 <div id="detail" class="detail" hidden></div>
+</section>"""
+
+
+def _search_tab() -> str:
+    return """<section id="search" class="tab" hidden>
+<form id="search-form" class="filters">
+<input id="search-q" placeholder="event_id or order_id" maxlength="128" size="40" required>
+<button type="submit" id="search-go">Search</button>
+<span id="search-note" class="status">accepted, delivered, dropped, waiting, dead-lettered</span>
+</form>
+<table id="search-results"><thead><tr><th>time</th><th>where</th><th>source</th><th>pixel</th>
+<th>event</th><th>event_id</th><th>order_id</th><th>what happened</th></tr></thead>
+<tbody></tbody></table>
 </section>"""
 
 

@@ -14,6 +14,7 @@ from gateway.core.event import Event
 from gateway.core.score import keys_present, score
 from gateway.delivery.settlement import Settlement
 from gateway.privacy.masking import shown_element
+from gateway.telemetry.drops import Dropped
 from gateway.telemetry.recent import EventTrace
 
 
@@ -96,3 +97,34 @@ def detail(trace: EventTrace) -> dict[str, Any]:
             "request_id": last.request_id,
         }
     return shown
+
+
+REASONS = {
+    "bot": "bot",
+    "no_consent": "consent denied",
+    "tag_testing": "tag testing",
+    "origin_not_allowed": "origin not allowed",
+    "rate_limited": "rate limited",
+    "invalid": "invalid field",
+    "too_old": "too old",
+    "shed": "shed (backlog past its limit)",
+}
+
+
+def drop_row(drop: Dropped) -> dict[str, Any]:
+    """One dropped or refused event as a line of the live list (state "dropped")."""
+    reason = REASONS.get(drop.reason, drop.reason.replace("_", " "))
+    return {
+        "kind": "dropped",
+        "pixel": drop.pixel,
+        "event": drop.event,
+        "event_id": drop.event_id,
+        "order_id": drop.order_id,
+        "source": drop.source,
+        "at": drop.at,
+        "state": "dropped",
+        "reason": drop.reason,
+        "why": f"{reason}: {drop.detail}" if drop.detail else reason,
+        "sequence": drop.sequence,
+        "steps": [],
+    }

@@ -61,6 +61,10 @@ class PayloadTooLarge(EventError):
     error = "payload_too_large"
 
 
+class TooOld(EventError):
+    """An event older than its source may send (`event_time`): a drop the console names."""
+
+
 class Unauthorized(Rejected):
     status_code = 401
     error = "unauthorized"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.errors import EventError
+from gateway.core.errors import EventError, TooOld
 from gateway.core.event import Destination, Event
 from gateway.core.event_names import EventNameMapper
 from gateway.core.normalize import event_id_string, parse_event_time, sha256_hex
@@ -96,7 +96,7 @@ def _resolve_time(raw: Any, *, now: float, rules: ParseRules, policy: SourcePoli
     max_age = policy.max_age_seconds or rules.max_event_age_seconds
     if now - event_time > max_age:
         days = max_age // 86400
-        raise EventError("event_time", f"is older than {days} days, the oldest TikTok accepts")
+        raise TooOld("event_time", f"is older than {days} days, the oldest TikTok accepts")
     return event_time
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from gateway.core.event import Event
 from gateway.ingest.counters import IngestCounters
 from gateway.ingest.parser import Parsed, ParseRules, parse_event
 from gateway.ingest.policy import Item, SourcePolicy
+from gateway.ingest.refusals import DropHook, refusal
 from gateway.settings import PixelConfig, Settings, pick_pixel
 from gateway.storage.outbox import Outbox, Prepared
 
@@ -53,6 +55,9 @@ class Pipeline:
         self.now = clock
         self._pixels = settings.pixels_by_id
         self._accept_hooks: list[AcceptHook] = []
+        self._drop_hooks: list[DropHook] = []
+        self._last_refused: weakref.ref[BaseException] | None = None
+        """The latest error told to the drop hooks, weakly: its traceback holds the request."""
         self._received: dict[str, Any] = {}  # the metric's child per source, looked up once
 
     def reconfigure(self, settings: Settings) -> None:
@@ -62,6 +67,10 @@ class Pipeline:
     def on_accept(self, hook: AcceptHook) -> None:
         """Run `hook` after every stored request (it must be quick and must not raise)."""
         self._accept_hooks.append(hook)
+
+    def on_drop(self, hook: DropHook) -> None:
+        """Run `hook` for every drop and refusal (it must be quick and must not raise)."""
+        self._drop_hooks.append(hook)
 
     @property
     def pixels(self) -> Mapping[str, PixelConfig]:
@@ -97,7 +106,9 @@ class Pipeline:
             try:
                 results.append(parse_item(item, self.rules, policy, now))
             except EventError as exc:
-                raise placed(exc, indexed, index) from None
+                error = placed(exc, indexed, index)
+                self.refused(error, policy.name, [i.raw for i in items], item.pixel.id)
+                raise error from None
         self._count(results)
         events = [event for parsed in results for event in parsed.events]
         await self._store(events, policy)
@@ -116,6 +127,8 @@ class Pipeline:
                 mine = [parse_item(item, self.rules, policy, now) for item in group]
             except EventError as exc:
                 results.append(exc)
+                if store and group:
+                    self.refused(exc, policy.name, [i.raw for i in group], group[0].pixel.id)
                 continue
             parsed.extend(mine)
             results.append([event for one in mine for event in one.events])
@@ -179,9 +192,48 @@ class Pipeline:
             received = self._received[policy.name] = self.metrics.received.labels(policy.name)
         return received
 
-    def dropped(self, reason: str, count: int = 1) -> None:
-        """Events seen on purpose not forwarded (bots, no consent, tag testing)."""
+    def dropped(
+        self,
+        reason: str,
+        count: int = 1,
+        *,
+        source: str = "",
+        detail: str = "",
+        items: Sequence[Any] = (),
+        pixel: str = "",
+    ) -> None:
+        """Events seen on purpose not forwarded (bots, no consent, tag testing): counted,
+        and told to the drop hooks with `detail` (the bot rule) and their raw `items`."""
         self.metrics.dropped.labels(reason).inc(count)
+        for hook in self._drop_hooks:  # as _tell, one call less: every bot's beacon runs it
+            try:
+                hook(reason, source, detail, items, pixel)
+            except Exception:
+                log.exception("a drop hook failed")
+
+    def refused(
+        self, error: BaseException, source: str, items: Sequence[Any] = (), pixel: str = ""
+    ) -> None:
+        """An input answered with `error`: told to the drop hooks (counted where refused)."""
+        try:
+            self._last_refused = weakref.ref(error)
+        except TypeError:  # a built-in exception: no weak reference, and no need of one
+            self._last_refused = None
+        reason, detail = refusal(error)
+        self._tell(reason, source, detail, items, pixel)
+
+    def told(self, error: BaseException) -> bool:
+        """Whether `error` was told to the drop hooks already (by `ingest`, say)."""
+        return self._last_refused is not None and self._last_refused() is error
+
+    def _tell(
+        self, reason: str, source: str, detail: str, items: Sequence[Any], pixel: str
+    ) -> None:
+        for hook in self._drop_hooks:
+            try:
+                hook(reason, source, detail, items, pixel)
+            except Exception:  # an observer: the answer is the same
+                log.exception("a drop hook failed")
 
 
 def parse_each(

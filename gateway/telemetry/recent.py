@@ -266,6 +266,16 @@ class RecentEvents:
         key = (pixel, event, event_id)
         return self._trace(key) if key in self._accepted else None
 
+    def search(self, wanted: str) -> list[EventTrace]:
+        """Events still buffered whose event_id, or kept event's order_id, is `wanted`."""
+        self._index()
+        found = []
+        for key, (_, _, kept, _, _) in reversed(self._accepted.items()):
+            order = kept.properties.get("order_id") if isinstance(kept, Event) else None
+            if key[2] == wanted or (order is not None and str(order) == wanted):
+                found.append(self._trace(key))
+        return found
+
     def cursor(self) -> Cursor:
         """Now: what `changed_since` and `accepted_since` count from."""
         return Cursor(self._accepted_count, self._settled_count)

@@ -89,6 +89,22 @@ class DeadLetter:
     """TikTok's id of the answer that refused it (what TikTok support asks for first)."""
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An event found in the outbox (`OutboxAdmin.find`) and where it waits."""
+
+    state: str
+    """pending, in_flight, retrying or dead_lettered."""
+    event: Event
+    attempts: int
+    at: float
+    """When it was stored, or when it died."""
+    reason: str = ""
+    """The last transient error, or why it was dead-lettered."""
+    code: int | None = None
+    request_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """Events as one backend stores them (`EventQueue.prepare`), ready to pass between
@@ -177,6 +193,11 @@ class OutboxAdmin(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    async def find(self, wanted: str, limit: int = 50) -> list[Stored]:
+        """Events waiting or dead-lettered whose event_id or order_id is `wanted`, newest
+        first: read a page at a time, so a long backlog never holds the store for long."""
 
     @abc.abstractmethod
     async def replay(

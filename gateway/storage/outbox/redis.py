@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway.core.errors import EventError, OutboxUnavailable
 from gateway.core.event import Destination, Event
 from gateway.storage.outbox import redis_scripts as scripts
+from gateway.storage.outbox import redis_search
 from gateway.storage.outbox.base import (
     CHECKPOINT_DAYS,
     Backlog,
@@ -33,6 +34,7 @@ from gateway.storage.outbox.base import (
     OutboxCounts,
     PixelCounts,
     Prepared,
+    Stored,
 )
 
 P = ParamSpec("P")
@@ -323,6 +325,11 @@ class RedisOutbox(Outbox):
             )
             for key, data in items[:limit]
         ]
+
+    @_translated
+    async def find(self, wanted: str, limit: int = 50) -> list[Stored]:
+        keys = (self._stream, self._retry_key, self._dead_key)
+        return await redis_search.find(self._client, *keys, wanted, limit)
 
     @_translated
     async def replay(

@@ -7,14 +7,22 @@ from the queue the hot path uses; they go through the same single writer as the 
 from __future__ import annotations
 
 import abc
+import functools
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.core.event import Destination, Event
-from gateway.storage.outbox.base import DeadLetter, OutboxAdmin, OutboxCounts, PixelCounts
+from gateway.storage.outbox.base import (
+    DeadLetter,
+    OutboxAdmin,
+    OutboxCounts,
+    PixelCounts,
+    Stored,
+)
 from gateway.storage.outbox.sqlite_migration import IN_FLIGHT
 from gateway.storage.outbox.sqlite_writer import GroupCommitWriter
 
@@ -68,6 +76,18 @@ class SqliteAdmin(OutboxAdmin):
             for i, source, pixel, test, data, code, reason, dead_at, attempts, request_id in rows
         ]
 
+    async def find(self, wanted: str, limit: int = 50) -> list[Stored]:
+        found: list[Stored] = []
+        for table in ("events", "dead_letters"):
+            high: int | None = None
+            while len(found) < limit:
+                page = await self._db.read(functools.partial(_find_page, table, wanted, high))
+                found.extend(page.rows)
+                if page.lowest is None:
+                    break
+                high = page.lowest
+        return found[:limit]
+
     async def replay(
         self, pixel: str | None = None, code: int | None = None, *, dry_run: bool = False
     ) -> int:
@@ -105,6 +125,40 @@ class SqliteAdmin(OutboxAdmin):
             )
 
         return await self._db.read(read)
+
+
+_PAGE = 2000
+_COLUMNS = {
+    "events": "source, pixel, test_code, data, state, attempts, created, last_error, NULL, NULL",
+    "dead_letters": "source, pixel, test_code, data, NULL, attempts, dead_at, reason, code, "
+    "request_id",
+}
+
+
+@dataclass
+class _Page:
+    rows: list[Stored]
+    lowest: int | None
+    """The lowest id read (the next page reads below it); None: the table is read."""
+
+
+def _find_page(table: str, wanted: str, high: int | None, conn: sqlite3.Connection) -> _Page:
+    """One page of `table` below id `high`: its rows whose event_id or order_id match."""
+    page = f"SELECT * FROM {table} WHERE id < ? ORDER BY id DESC LIMIT {_PAGE}"
+    below = high if high is not None else 2**62
+    lowest, number = conn.execute(f"SELECT MIN(id), COUNT(*) FROM ({page})", (below,)).fetchone()
+    rows = conn.execute(
+        f"SELECT {_COLUMNS[table]} FROM ({page}) WHERE event_id = ? "
+        "OR CAST(data ->> '$.properties.order_id' AS TEXT) = ? ORDER BY id DESC",
+        (below, wanted, wanted),
+    ).fetchall()
+    found = []
+    for source, pixel, test, data, state, attempts, at, reason, code, rid in rows:
+        event = Event.from_tiktok(Destination(source, pixel, test), orjson.loads(data))
+        where = "in_flight" if state == IN_FLIGHT else "retrying" if attempts else "pending"
+        where = "dead_lettered" if state is None else where
+        found.append(Stored(where, event, attempts, at, reason or "", code, rid))
+    return _Page(found, lowest if number == _PAGE else None)
 
 
 def _count(counts: OutboxCounts, per: PixelCounts, kind: str, number: int, age: float) -> None:

@@ -31,7 +31,7 @@ from gateway.http.request_body import parse_json, read_body
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
-from gateway.ingest.sources.beacon.enrich import is_bot, is_tag_testing
+from gateway.ingest.sources.beacon.enrich import bot_rule, is_tag_testing
 from gateway.ingest.sources.beacon.visitor import Visitor
 from gateway.settings import PixelConfig, Settings, pick_pixel
 from gateway.storage.outbox.guard import BacklogGuard
@@ -120,6 +120,8 @@ class BeaconEndpoint:
             status, headers = await self._answer(scope, receive)
         except Exception as exc:  # every error answers in our JSON, with CORS when allowed
             log_unexpected(exc, "the beacon")
+            if not self._pipeline.told(exc):  # the pipeline told its own
+                self._pipeline.refused(exc, BROWSER.name)
             answer = self._renderer.render(exc)
             payload = orjson.dumps(answer.body)
             cors = self._cors_of(scope) if isinstance(exc, GatewayError) else []
@@ -178,8 +180,7 @@ class BeaconEndpoint:
         if len(raw_items) > self._max_events:
             raise PayloadTooLarge("body", f"more than {self._max_events} events in one beacon")
         user_agent = headers.get("user-agent", "")
-        if self._drop_bots and is_bot(user_agent):
-            self._pipeline.dropped("bot", len(raw_items))
+        if self._drop_bots and self._dropped_as_bot(user_agent, raw_items, pixels):
             return 204, [*cors, *_counts(0, len(raw_items))]
         cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
         visitor = Visitor(
@@ -207,6 +208,17 @@ class BeaconEndpoint:
             return 204, [*cors, *_counts(0, dropped)]
         return 204, [*cors, *visitor.cookies_to_set(), *_counts(len(events), dropped)]
 
+    def _dropped_as_bot(self, user_agent: str, raw_items: list[Any], pixels: Pixels) -> bool:
+        """Whether a bot sent the beacon: then its events are dropped, with the rule."""
+        rule = bot_rule(user_agent)
+        if rule is None:
+            return False
+        default = next(iter(pixels))
+        self._pipeline.dropped(
+            "bot", len(raw_items), source=BROWSER.name, detail=rule, items=raw_items, pixel=default
+        )
+        return True
+
     def _item(self, raw: Any, pixels: Pixels, visitor: Visitor) -> Item | None:
         """The pipeline's item for one browser event, or None when it is dropped on purpose."""
         if not isinstance(raw, dict):
@@ -220,10 +232,13 @@ class BeaconEndpoint:
             (page.get("url"), page.get("referrer")) if isinstance(page, dict) else (None, None)
         )
         if is_tag_testing(page_url if isinstance(page_url, str) else None, self._tag_hosts):
-            self._pipeline.dropped("tag_testing")
+            self._pipeline.dropped("tag_testing", source=BROWSER.name, items=(raw,), pixel=pixel.id)
             return None
         if consent == "denied" or (pixel.require_consent and consent != "granted"):
-            self._pipeline.dropped("no_consent")
+            detail = "denied" if consent == "denied" else "not given"
+            self._pipeline.dropped(
+                "no_consent", source=BROWSER.name, detail=detail, items=(raw,), pixel=pixel.id
+            )
             return None
         event = {k: v for k, v in raw.items() if k not in _BROWSER_ONLY_KEYS}
         observed = visitor.observe(raw.get("user"), page_url, referrer)
