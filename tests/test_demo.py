@@ -14,18 +14,22 @@ import pytest
 from tests.conftest import free_port, wait_for_http
 
 
+def start_demo(port: int, stderr: int) -> subprocess.Popen[str]:
+    """`tiktok-gateway demo` in a real child process, without the caller's gateway settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=env,
+    )
+
+
 @pytest.fixture
 def demo() -> Iterator[dict[str, str]]:
     """The demo in a real child process; yields what it printed, by label."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
-    with subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    ) as process:
+    with start_demo(free_port(), subprocess.DEVNULL) as process:
         printed: dict[str, str] = {}
         try:
             assert process.stdout is not None
@@ -55,14 +59,7 @@ def test_ctrl_c_stops_the_demo_in_one_line_without_warnings() -> None:
     """Ctrl-C ends the demo with exit 0 and no traceback; its token lives in no file, so
     nothing warns about one (issue 23)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "GATEWAY_"))}
-    with subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    ) as process:
+    with start_demo(port, subprocess.STDOUT) as process:
         assert process.stdout is not None
         lines: list[str] = []
         while not any(line.startswith("Ctrl-C stops everything") for line in lines):
