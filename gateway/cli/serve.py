@@ -67,5 +67,11 @@ def run(args: argparse.Namespace) -> int:
     gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)
     heap.for_serving()
-    uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log)).run(sockets)
+    config = uvicorn_config(
+        app,
+        settings,
+        access_log=args.access_log,
+        on_refused=gateway.metrics.connection_refused,
+    )
+    uvicorn.Server(config).run(sockets)
     return 0
