@@ -42,13 +42,12 @@ def _refusal(status: int, error: str, message: str) -> bytes:
 
 
 class _Trailers(list[tuple[bytes, bytes]]):
-    """Where uvicorn appends a chunked body's trailers: nowhere (they are only counted)."""
+    """Where uvicorn appends a chunked body's trailers: nowhere; only their size is kept."""
 
-    def append(self, _: tuple[bytes, bytes]) -> None:
-        pass
+    size = 0
 
-
-_TRAILERS = _Trailers()
+    def append(self, trailer: tuple[bytes, bytes]) -> None:
+        self.size += len(trailer[0]) + len(trailer[1]) + 4
 
 
 class _GatedFlow(FlowControl):
@@ -79,8 +78,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._tail = b""
         self._body_bytes = 0  # of the current request's body
-        self._framing = 0  # bytes of the current body that are not body: chunk framing, trailers
+        self._body_total = 0  # of every body on this connection
+        self._framing = 0  # bytes since the headers began that are no body: framing, trailers
         self._held = b""  # read, not yet parsed: waits for pipelined requests to be answered
+        self._trailers = _Trailers()
         self._deadline = 0.0  # loop time after which the connection is refused; 0: none
         self._on_deadline = self._headers_too_slow
         address = self.client[0] if self.client else ""
@@ -123,16 +124,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._parse(data[start : start + _SLICE])
 
     def _parse(self, data: bytes) -> None:
-        if self._in_headers:
-            if not self._headers_fit(data):
-                self._refuse(431, "headers_too_large", "request headers over the limit")
-                return
-            super().data_received(data)
+        if self._in_headers and not self._headers_fit(data):
+            self._refuse(431, "headers_too_large", "request headers over the limit")
             return
-        body_before = self._body_bytes
+        body_before = self._body_total
         super().data_received(data)
-        if not self._in_headers:  # still the same body: count what was not body
-            self._framing += len(data) - (self._body_bytes - body_before)
+        if not self._in_headers:  # in a body: what was not body counts against the limit
+            self._framing += len(data) - (self._body_total - body_before)
             if self._framing > self._max_header_bytes + 8 * self._body_bytes:
                 self._refuse(431, "trailers_too_large", "chunk framing or trailers over the limit")
 
@@ -165,17 +163,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = self._framing = 0
         self._arm(self._body_timeout, self._body_too_slow)
         super().on_headers_complete()
-        self.headers = _TRAILERS  # uvicorn's on_header appends trailers: kept nowhere
+        self.headers = self._trailers  # uvicorn's on_header appends trailers there: counted
+        self._trailers.size = 0
 
     def on_body(self, body: bytes) -> None:
         # each piece buys the time it would take at the minimum rate, up to the body timeout
         self._body_bytes += len(body)
+        self._body_total += len(body)
         earned = self._deadline + len(body) * self._seconds_per_byte
         self._deadline = min(self.loop.time() + self._body_timeout, earned)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
+        if self._trailers.size > self._max_header_bytes:  # the endpoint sees the client leave
+            self._refuse(431, "trailers_too_large", "trailers over the header limit")
+            return
         super().on_message_complete()
         self._in_headers, self._header_bytes, self._tail = True, 0, b""
 
