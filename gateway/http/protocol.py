@@ -77,8 +77,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._tail = b""
-        self._body_bytes = 0  # of the current request's body
-        self._body_total = 0  # of every body on this connection
+        self._body_total = 0  # bytes of every body on this connection
+        self._body_start = 0  # … when the current request's body began
         self._framing = 0  # bytes since the headers began that are no body: framing, trailers
         self._held = b""  # read, not yet parsed: waits for pipelined requests to be answered
         self._trailers = _Trailers()
@@ -104,12 +104,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(503, "busy", "too many connections from your address; retry shortly")
 
     def data_received(self, data: bytes) -> None:
+        if self._held or self.pipeline or len(data) > _SLICE:
+            self._data_while_pipelined(data)
+        else:
+            self._parse(data)  # the usual case: one request, or a piece of a body
+
+    def _data_while_pipelined(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
         if self._held or len(self.pipeline) >= MAX_PIPELINED:
             self._hold(data)  # enough requests wait for an answer: parse this later
-        elif len(data) <= _SLICE or (not self.pipeline and not self._in_headers):
-            self._parse(data)  # the usual case: one request, or the rest of a body
+        elif not self.pipeline and not self._in_headers:
+            self._parse(data)  # the rest of one body: whole
         else:
             self._parse_in_slices(data)
 
@@ -131,7 +137,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if not self._in_headers:  # in a body: what was not body counts against the limit
             self._framing += len(data) - (self._body_total - body_before)
-            if self._framing > self._max_header_bytes + 8 * self._body_bytes:
+            body = self._body_total - self._body_start
+            if self._framing > self._max_header_bytes + 8 * body:
                 self._refuse(431, "trailers_too_large", "chunk framing or trailers over the limit")
 
     def _hold(self, data: bytes) -> None:
@@ -160,30 +167,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._body_bytes = self._framing = 0
+        self._body_start, self._framing = self._body_total, 0
         self._arm(self._body_timeout, self._body_too_slow)
         super().on_headers_complete()
         self.headers = self._trailers  # uvicorn's on_header appends trailers there: counted
-        self._trailers.size = 0
 
     def on_body(self, body: bytes) -> None:
         # each piece buys the time it would take at the minimum rate, up to the body timeout
-        self._body_bytes += len(body)
-        self._body_total += len(body)
-        earned = self._deadline + len(body) * self._seconds_per_byte
-        self._deadline = min(self.loop.time() + self._body_timeout, earned)
+        size = len(body)
+        self._body_total += size
+        earned = self._deadline + size * self._seconds_per_byte
+        latest = self.loop.time() + self._body_timeout
+        self._deadline = earned if earned < latest else latest
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
-        if self._trailers.size > self._max_header_bytes:  # the endpoint sees the client leave
-            self._refuse(431, "trailers_too_large", "trailers over the header limit")
-            return
+        if self._trailers.size:
+            if self._trailers.size > self._max_header_bytes:  # the endpoint sees it leave
+                self._refuse(431, "trailers_too_large", "trailers over the header limit")
+                return
+            self._trailers.size = 0
         super().on_message_complete()
         self._in_headers, self._header_bytes, self._tail = True, 0, b""
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts the next pipelined request, if any
+        if self.pipeline or self._held:
+            self._next_pipelined()
+
+    def _next_pipelined(self) -> None:
         if self.transport.is_closing():
             return
         if self._held and len(self.pipeline) < MAX_PIPELINED:
