@@ -55,9 +55,10 @@ class _GatedFlow(FlowControl):
 
     held = False
 
-    def resume_reading(self) -> None:
-        if not self.held:
-            super().resume_reading()
+    def resume_reading(self) -> None:  # FlowControl's, inlined: it runs for every request
+        if self.read_paused and not self.held:
+            self.read_paused = False
+            self._transport.resume_reading()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
