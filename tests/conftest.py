@@ -267,7 +267,9 @@ class GatewayServer:
         if gateway is not None:  # exactly as `serve` runs it, on free loopback ports
             server = dataclasses.replace(gateway.settings.server, host="127.0.0.1", port=self.port)
             settings = dataclasses.replace(gateway.settings, server=server)
-            config = uvicorn_config(self.app, settings)
+            config = uvicorn_config(
+                self.app, settings, on_refused=gateway.metrics.connection_refused
+            )
             self._sockets = listening_sockets(settings)
         else:
             config = uvicorn.Config(

@@ -7,6 +7,7 @@ part or encoding) is found raw in what reaches the fake Events API or in the out
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,152 @@ def test_every_endpoint_answers_and_nothing_planted_leaks(
         for request in batch:
             answer = _send(http, request)  # a dropped connection raises here
             _assert_answer(request["endpoint"][1], answer)
+    stored = b"".join(p.read_bytes() for p in outbox.parent.glob(outbox.name + "*"))
+    assert _raw_identifiers_in(stored) == []
+    sent = json.dumps([r.body for r in fake_api.requests]).encode()
+    assert _raw_identifiers_in(sent) == []
+
+
+# --- the same over a raw connection: chunked bodies, trailers, pipelined requests --------
+
+TRAILERS = {
+    "none": b"",
+    "small": b"X-Checksum: abc\r\nX-T: 1\r\n",
+    "huge": (b"X-T: " + b"a" * 8185 + b"\r\n") * 3,
+}
+"""A chunked body's trailers; "huge" (24 KB) is past the 16 KB header limit: 431 or closed."""
+framings = st.fixed_dictionaries(
+    {
+        "chunked": st.booleans(),
+        "chunk": st.integers(1, 64),
+        "trailers": st.sampled_from(sorted(TRAILERS)),
+    }
+)
+
+
+def _raw(request: dict[str, Any], framing: dict[str, Any]) -> bytes:
+    """One HTTP/1.1 request as bytes, its body chunked (with trailers) or with a length."""
+    method, path = request["endpoint"]
+    headers = [b"Host: gw", b"User-Agent: " + CHROME.encode()]
+    for name, key in (
+        ("Content-Type", "content_type"),
+        ("Origin", "origin"),
+        ("Authorization", "auth"),
+        ("Cookie", "cookie"),
+        ("Access-Token", "token"),
+    ):
+        if request[key]:
+            headers.append(f"{name}: {request[key]}".encode())
+    body = request["body"] if method == "POST" else b""
+    if method == "POST" and framing["chunked"]:
+        headers.append(b"Transfer-Encoding: chunked")
+        size = framing["chunk"]
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+        body += b"0\r\n" + TRAILERS[framing["trailers"]] + b"\r\n"
+    else:
+        headers.append(b"Content-Length: %d" % len(body))
+    return (
+        b"%s %s HTTP/1.1\r\n" % (method.encode(), path.encode())
+        + b"\r\n".join(headers)
+        + (b"\r\n\r\n" + body)
+    )
+
+
+class _Answers:
+    """Responses read off one connection, in order (Content-Length, chunked, or none)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock, self._buffer = sock, b""
+
+    def _fill(self) -> bool:
+        data = self._sock.recv(65536)
+        self._buffer += data
+        return bool(data)
+
+    def _take(self, size: int) -> bytes | None:
+        while len(self._buffer) < size:
+            if not self._fill():
+                return None
+        taken, self._buffer = self._buffer[:size], self._buffer[size:]
+        return taken
+
+    def _line(self, end: bytes = b"\r\n") -> bytes | None:
+        while end not in self._buffer:
+            if not self._fill():
+                return None
+        line, self._buffer = self._buffer.split(end, 1)
+        return line
+
+    def next(self) -> tuple[int, dict[str, str], bytes] | None:
+        """The next answer, or None when the gateway closed the connection."""
+        head = self._line(b"\r\n\r\n")
+        if head is None:
+            return None
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in lines)}
+        if "content-length" in headers:
+            body = self._take(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while (size := self._line()) is not None and int(size, 16):
+                body += self._take(int(size, 16)) or b""
+                self._take(2)
+            self._line()
+        else:
+            body = b""
+        assert body is not None, "closed in the middle of an answer"
+        return int(status_line.split()[1]), headers, body
+
+
+def _assert_raw_answer(path: str, status: int, headers: dict[str, str], body: bytes) -> None:
+    assert status < 500, body
+    if status in (408, 431, 503) and headers.get("connection") == "close":
+        assert json.loads(body)["error"]  # the guarded protocol's own refusal, JSON
+    elif path.startswith("/open_api/"):
+        assert status == 200 and isinstance(json.loads(body)["code"], int)
+    elif status >= 400:
+        assert headers["content-type"].startswith("application/json"), body
+        assert "error" in json.loads(body)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batch=st.lists(st.tuples(requests, framings), min_size=1, max_size=4),
+    pipelined=st.booleans(),
+)
+def test_every_endpoint_answers_chunked_with_trailers_and_pipelined(
+    gateway: tuple[GatewayServer, Path],
+    fake_api: FakeEventsApi,
+    batch: list[tuple[dict[str, Any], dict[str, Any]]],
+    pipelined: bool,
+) -> None:
+    """Whatever the framing, each request is answered as above, in order, on one
+    connection; only trailers past the header limit end it (431, or closed)."""
+    server, outbox = gateway
+    raw = [_raw(request, framing) for request, framing in batch]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        answers = _Answers(sock)
+        if pipelined:
+            sock.sendall(b"".join(raw))
+        for (request, framing), data in zip(batch, raw, strict=True):
+            if not pipelined:
+                sock.sendall(data)
+            answer = answers.next()
+            huge = framing["chunked"] and framing["trailers"] == "huge"
+            if answer is None:  # closed: only past the limit, before its answer
+                assert huge and request["endpoint"][0] == "POST"
+                break
+            _assert_raw_answer(request["endpoint"][1], *answer)
+            if huge and request["endpoint"][0] == "POST":  # the connection ends here
+                after = answers.next()
+                assert answer[0] == 431 or after is None or after[0] == 431, after
+                assert after is None or answers.next() is None
+                break
     stored = b"".join(p.read_bytes() for p in outbox.parent.glob(outbox.name + "*"))
     assert _raw_identifiers_in(stored) == []
     sent = json.dumps([r.body for r in fake_api.requests]).encode()

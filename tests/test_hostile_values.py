@@ -50,3 +50,21 @@ def test_a_newline_in_a_click_id_or_ttp_is_dropped_and_answered(
         time.sleep(0.02)
     [sent] = fake_api.accepted_events()
     assert "ttclid" not in sent["user"] and "\n" not in sent["user"].get("ttp", "")
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{"contents": [{"content_id": "a", "quantity": "²"}]}, {"num_items": "①"}],
+)
+def test_a_unicode_digit_in_a_count_is_a_400(
+    serve_gateway: Callable[..., GatewayServer], properties: dict[str, object]
+) -> None:
+    """'²'.isdigit() is true, and int('²') raised: a 500."""
+    server = serve_gateway(pixels=[{"id": PIXEL, "access_token": TOKEN, "origins": [SHOP]}])
+    body = {"event": "ViewContent", "event_id": "u-1", "properties": properties}
+    response = httpx.post(
+        f"{server.url}/b",
+        content=json.dumps({**body, "page": {"url": "http://shop.test/p"}}),
+        headers={"Content-Type": "text/plain", "Origin": SHOP, "User-Agent": CHROME},
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_event"

@@ -3,6 +3,7 @@ by a real gateway to the fake Events API; `kill -9` half-way and `--resume`."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -25,6 +26,10 @@ OFFLINE = "7301234567890123456"
 API_KEY = "import-api-key-0123456789"
 ROWS = 25_000
 NOW = int(time.time())
+
+TRUNCATED_GZIP = gzip.compress(
+    b"email,event,timestamp\n" + b"a@example.com,Purchase,1700000000\n" * 2000
+)[:-200]
 
 
 def sha(text: str) -> str:
@@ -251,6 +256,9 @@ def test_the_http_upload_gives_the_same_result_as_the_command(
         ({}, b"email,timestamp\na@example.com,1\n", None, 400, "event"),
         ({}, b"\xff\xfe\x00bad", None, 400, "body"),
         ({}, b"x" * (2 * 1_048_576), None, 413, "body"),
+        ({}, TRUNCATED_GZIP, None, 400, "body"),  # was a 500 (EOFError)
+        ({}, TRUNCATED_GZIP[:30] + b"\xff" * 40, None, 400, "body"),  # damaged: zlib.error
+        ({"max_age_days": "²"}, b"x", None, 400, "max_age_days"),  # '²'.isdigit(): was a 500
     ],
 )
 def test_uploads_are_refused_with_4xx_json_never_500(

@@ -6,6 +6,7 @@ back exactly what would be sent.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -23,7 +24,7 @@ from gateway.ingest.leads import lead_memory
 from gateway.ingest.sources.imports.options import ImportOptions
 from gateway.ingest.sources.imports.readers import open_binary
 from gateway.ingest.sources.imports.rules import import_event_id
-from gateway.ingest.sources.imports.summary import ReportWriter, Summary
+from gateway.ingest.sources.imports.summary import Rejection, ReportWriter, Summary
 from gateway.storage.backend import open_backend
 from gateway.storage.leads import LeadContext
 from gateway.storage.outbox.sqlite import SqliteOutbox
@@ -480,3 +481,23 @@ async def test_worker_processes_store_exactly_what_one_process_stores(
     assert one.rejected and one.left_out and one.coverage["phone"]
     one.elapsed_seconds = two.elapsed_seconds = 0
     assert two.to_json() == one.to_json()
+
+
+async def test_the_report_escapes_what_a_spreadsheet_would_run() -> None:
+    """A column named like a formula reaches the report as text (OWASP: a leading `'`)."""
+    stream = io.StringIO(newline="")
+    ReportWriter(stream).write(
+        [
+            Rejection(2, "+cmd|' /C calc'!A0", "is not an email"),
+            Rejection(3, "email", '=HYPERLINK("http://x")'),
+            Rejection(4, "@SUM(A1)", "-1"),
+            Rejection(5, "timestamp", "is older than 28 days"),
+        ]
+    )
+    rows = list(csv.reader(io.StringIO(stream.getvalue())))
+    assert rows[1:] == [
+        ["2", "'+cmd|' /C calc'!A0", "is not an email"],
+        ["3", "email", '\'=HYPERLINK("http://x")'],
+        ["4", "'@SUM(A1)", "'-1"],
+        ["5", "timestamp", "is older than 28 days"],
+    ]

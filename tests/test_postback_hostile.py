@@ -4,6 +4,7 @@ with a 2xx or a 4xx, promptly — never a 500, never a hang."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -118,3 +119,25 @@ def test_an_oversized_body_is_413(http: httpx.Client) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("payout", "1e-999999999"),  # format(…, "f") would write a billion zeros
+        ("payout", "0e-999999999"),
+        ("payout", "1e999999999"),
+        ("payout", "9" * 5000),
+        ("event_time", "²"),  # '²'.isdigit(), int('²') fails: was a 500
+        ("event_time", "①"),
+        ("event_time", "9" * 5000),  # longer than int() reads
+    ],
+)
+def test_extreme_numbers_are_answered_at_once(http: httpx.Client, field: str, value: str) -> None:
+    params = {"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "L-9", "payout": "5"}
+    started = time.monotonic()
+    response = http.get("/v1/postbacks/lms", params={**params, field: value})
+    assert time.monotonic() - started < 0.5
+    answered(response)
+    if field == "payout" and value != "0e-999999999":
+        assert response.status_code == 400 and response.json()["field"] == "payout"

@@ -74,5 +74,10 @@ def run(args: argparse.Namespace) -> int:
     gateway.live.on_reload(redact_new_secrets)
     app = create_app(gateway)
     heap.for_serving()
-    server = uvicorn.Server(uvicorn_config(app, settings, access_log=args.access_log))
-    return run_gateway(gateway, server, sockets)
+    config = uvicorn_config(
+        app,
+        settings,
+        access_log=args.access_log,
+        on_refused=gateway.metrics.connection_refused,
+    )
+    return run_gateway(gateway, uvicorn.Server(config), sockets)

@@ -25,10 +25,17 @@ from gateway.console.pages import HEADERS, app_page, login_page
 from gateway.console.postbacks import MAX_SHOWN, last_postbacks
 from gateway.console.search import MAX_QUERY, search
 from gateway.console.view import detail
-from gateway.core.errors import ConfigError, EventError, OutboxUnavailable, TooManyRequests
+from gateway.core.errors import (
+    ConfigError,
+    EventError,
+    OutboxUnavailable,
+    PayloadTooLarge,
+    TooManyRequests,
+)
 from gateway.core.score import KEYS, keys_present, score
 from gateway.delivery.send_now import TestEvent, send_test
 from gateway.http.client_ip import ClientIpResolver
+from gateway.http.request_body import read_body
 from gateway.privacy.masking import shown_user
 
 if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
@@ -117,8 +124,14 @@ class Console:
             refused = login_page(self.path, error="Too many attempts; wait.", status=429)
             refused.headers["Retry-After"] = str(max(1, int(exc.retry_after_seconds)))
             return refused
-        body = await request.body()
-        form = parse_qs(body[:_MAX_FORM].decode("utf-8", "replace"))
+        try:  # a few KB at most, read before anything is parsed
+            length = request.headers.get("content-length")
+            body = await read_body(request.receive, length, _MAX_FORM)
+        except PayloadTooLarge:
+            return login_page(self.path, error="Request too large.", status=413)
+        except EventError:  # a bad Content-Length, or the client left mid-body: no traceback
+            return login_page(self.path, error="Incomplete request.", status=400)
+        form = parse_qs(body.decode("utf-8", "replace"))
         password = form.get("password", [""])[0]
         if not self._gateway.auth.current.console(password):
             return login_page(self.path, error="Wrong password.", status=401)

@@ -60,7 +60,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit() and len(value) < 10:
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)

@@ -1,29 +1,34 @@
-"""The HTTP connection, guarded: slow, oversized and excess clients are refused at once.
+"""The HTTP connection, guarded: slow, oversized, excess and greedy clients are refused at once.
 
-uvicorn's httptools protocol, subclassed, adds per connection a deadline for each request's
-headers (`header_timeout_seconds`: 408, closed), a deadline between pieces of a body
-(`body_timeout_seconds`: closed, nothing stored), a limit on the raw header bytes
-(`max_header_bytes`: 431, closed) and a bound on open connections (`max_connections`: 503).
-Refusals are JSON. A subclass keeps uvicorn's speed and everything else it does.
-Why, and why a class plus a factory: docs/design/guarded-protocol.md.
+uvicorn's httptools protocol, subclassed, adds per connection deadlines for each request's
+headers (408) and its body (a minimum average rate: closed, nothing stored); limits on raw
+header bytes and on a chunked body's trailers and framing (431, closed); at most
+`MAX_PIPELINED` queued pipelined requests (reading stops until they are answered); and
+open connections bounded in all and per client address (`connection_share.py`: 503).
+Refusals are JSON. Why, and why a class plus a factory: docs/design/guarded-protocol.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 import orjson
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.http.connection_share import ConnectionShares, Network
 from gateway.settings import ServerSettings
+from gateway.settings.descriptors import connection_bound
 
-log = logging.getLogger(__name__)
 _END_OF_HEADERS = b"\r\n\r\n"
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Busy"}
+MAX_PIPELINED = 8
+"""Requests parsed ahead of their answer on one connection; past it reading stops."""
+_SLICE = 16_384  # data fed to the parser at a time while requests may be pipelined
+_MAX_HELD = 1 << 20  # unparsed bytes kept for later, at most (reading stops well before)
 
 
 def _refusal(status: int, error: str, message: str) -> bytes:
@@ -36,24 +41,54 @@ def _refusal(status: int, error: str, message: str) -> bytes:
     )
 
 
+class _Trailers(list[tuple[bytes, bytes]]):
+    """Where uvicorn appends a chunked body's trailers: nowhere; only their size is kept."""
+
+    size = 0
+
+    def append(self, trailer: tuple[bytes, bytes]) -> None:
+        self.size += len(trailer[0]) + len(trailer[1]) + 4
+
+
+class _GatedFlow(FlowControl):
+    """uvicorn's flow control, except that reading stays paused while `held` is set."""
+
+    held = False
+
+    def resume_reading(self) -> None:  # FlowControl's, inlined: it runs for every request
+        if self.read_paused and not self.held:
+            self.read_paused = False
+            self._transport.resume_reading()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` with deadlines and size limits; `guarded_protocol` sets them."""
 
     _header_timeout: ClassVar[float]
     _body_timeout: ClassVar[float]
+    _seconds_per_byte: ClassVar[float]
     _max_header_bytes: ClassVar[int]
-    _max_connections: ClassVar[int]
+    _shares: ClassVar[ConnectionShares]
     _sweep_every: ClassVar[float]
     _sweeps: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _GatedFlow(transport)
         self._in_headers = True
         self._header_bytes = 0
         self._tail = b""
+        self._body_total = 0  # bytes of every body on this connection
+        self._body_start = 0  # … when the current request's body began
+        self._framing = 0  # bytes since the headers began that are no body: framing, trailers
+        self._held = b""  # read, not yet parsed: waits for pipelined requests to be answered
+        self._trailers = _Trailers()
         self._deadline = 0.0  # loop time after which the connection is refused; 0: none
         self._on_deadline = self._headers_too_slow
-        if len(self.connections) > self._max_connections:
+        address = self.client[0] if self.client else ""
+        now = self.loop.time()
+        refused = self._shares.admit(self, address, len(self.connections), now)
+        if refused is not None:
             self._refuse(503, "busy", "too many connections; retry shortly")
             return
         self._arm(self._header_timeout, self._headers_too_slow)
@@ -61,13 +96,58 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline = 0.0
+        self._held = b""
+        self._shares.leave(self)
         super().connection_lost(exc)
 
+    def evict(self) -> None:
+        """Make room for another client (`ConnectionShares`): 503 unless answering, closed."""
+        self._refuse(503, "busy", "too many connections from your address; retry shortly")
+
     def data_received(self, data: bytes) -> None:
+        if self._held or self.pipeline or len(data) > _SLICE:
+            self._data_while_pipelined(data)
+        else:
+            self._parse(data)  # the usual case: one request, or a piece of a body
+
+    def _data_while_pipelined(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self._held or len(self.pipeline) >= MAX_PIPELINED:
+            self._hold(data)  # enough requests wait for an answer: parse this later
+        elif not self.pipeline and not self._in_headers:
+            self._parse(data)  # the rest of one body: whole
+        else:
+            self._parse_in_slices(data)
+
+    def _parse_in_slices(self, data: bytes) -> None:
+        """Several requests may be in `data`: stop parsing when enough wait for an answer."""
+        for start in range(0, len(data), _SLICE):
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._hold(data[start:])
+                return
+            if self.transport.is_closing():
+                return
+            self._parse(data[start : start + _SLICE])
+
+    def _parse(self, data: bytes) -> None:
         if self._in_headers and not self._headers_fit(data):
             self._refuse(431, "headers_too_large", "request headers over the limit")
             return
+        body_before = self._body_total
         super().data_received(data)
+        if not self._in_headers:  # in a body: what was not body counts against the limit
+            self._framing += len(data) - (self._body_total - body_before)
+            body = self._body_total - self._body_start
+            if self._framing > self._max_header_bytes + 8 * body:
+                self._refuse(431, "trailers_too_large", "chunk framing or trailers over the limit")
+
+    def _hold(self, data: bytes) -> None:
+        self._held += data
+        self.flow.held = True  # type: ignore[attr-defined]
+        self.flow.pause_reading()
+        if len(self._held) > _MAX_HELD and not self.transport.is_closing():
+            self.transport.close()
 
     def _headers_fit(self, data: bytes) -> bool:
         """Whether the headers end within the limit (the body may follow in `data`)."""
@@ -88,17 +168,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._body_start, self._framing = self._body_total, 0
         self._arm(self._body_timeout, self._body_too_slow)
         super().on_headers_complete()
+        self.headers = self._trailers  # uvicorn's on_header appends trailers there: counted
 
     def on_body(self, body: bytes) -> None:
-        self._deadline = self.loop.time() + self._body_timeout
+        # each piece buys the time it would take at the minimum rate, up to the body timeout
+        size = len(body)
+        self._body_total += size
+        earned = self._deadline + size * self._seconds_per_byte
+        latest = self.loop.time() + self._body_timeout
+        self._deadline = earned if earned < latest else latest
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
+        if self._trailers.size:
+            if self._trailers.size > self._max_header_bytes:  # the endpoint sees it leave
+                self._refuse(431, "trailers_too_large", "trailers over the header limit")
+                return
+            self._trailers.size = 0
         super().on_message_complete()
         self._in_headers, self._header_bytes, self._tail = True, 0, b""
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if self.pipeline or self._held:
+            self._next_pipelined()
+
+    def _next_pipelined(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self._held and len(self.pipeline) < MAX_PIPELINED:
+            held, self._held = self._held, b""
+            self.flow.held = False  # type: ignore[attr-defined]
+            self.data_received(held)
+        if self.pipeline or self._held:
+            self.flow.pause_reading()  # read on once those waiting are answered
 
     # deadlines
     def _arm(self, seconds: float, then: Callable[[], None]) -> None:
@@ -130,26 +237,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # the endpoint sees the client leave: nothing stored
 
     def _refuse(self, status: int, error: str, message: str) -> None:
+        """Answer `status` and close (only close when an answer has begun already)."""
         self._deadline = 0.0
         if not self.transport.is_closing():
-            self.transport.write(_refusal(status, error, message))
+            cycle = self.cycle
+            if cycle is None or not cycle.response_started or cycle.response_complete:
+                self.transport.write(_refusal(status, error, message))
             self.transport.close()
 
 
-def guarded_protocol(limits: ServerSettings) -> type[HttpToolsProtocol]:
+def guarded_protocol(
+    limits: ServerSettings,
+    *,
+    trusted_proxies: Iterable[Network] = (),
+    on_refused: Callable[[str], None] | None = None,
+) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with `limits` (pass it as uvicorn's `http=`).
 
     Deadlines are timestamps checked by one sweep per event loop a few times a second, not a
     timer per request: two `call_later`s per request cost the beacon a measurable share.
-    Each call makes its own subclass, so two servers on one loop keep their own sweeps.
+    Each call makes its own subclass, so two servers on one loop keep their own sweeps and
+    shares. `on_refused(reason)` counts refused connections (a metric).
     """
     shortest = min(limits.header_timeout_seconds, limits.body_timeout_seconds)
+    max_connections, _ = connection_bound(limits.max_connections)
+    shares = ConnectionShares(
+        max_connections=max_connections,
+        per_client=limits.max_connections_per_client,
+        exempt=trusted_proxies,
+        on_refused=on_refused,
+    )
 
     class Guarded(GuardedHttpToolsProtocol):
         _header_timeout = limits.header_timeout_seconds
         _body_timeout = limits.body_timeout_seconds
+        _seconds_per_byte = 1.0 / limits.min_body_rate
         _max_header_bytes = limits.max_header_bytes
-        _max_connections = limits.max_connections
+        _shares = shares
         _sweep_every = min(1.0, max(0.05, shortest / 4))
         _sweeps: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]] = (
             weakref.WeakKeyDictionary()

@@ -3,6 +3,7 @@ the tests alike, so what is tested is what runs)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -11,13 +12,22 @@ from gateway.http.protocol import guarded_protocol
 from gateway.settings import Settings
 
 
-def uvicorn_config(app: Any, settings: Settings, *, access_log: bool = False) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any,
+    settings: Settings,
+    *,
+    access_log: bool = False,
+    on_refused: Callable[[str], None] | None = None,
+) -> uvicorn.Config:
+    """`on_refused(reason)`: a connection was refused or evicted (for a metric)."""
     server = settings.server
     return uvicorn.Config(
         app,
         host=server.host,
         port=server.port,
-        http=guarded_protocol(server),
+        http=guarded_protocol(
+            server, trusted_proxies=settings.network.trusted_proxies, on_refused=on_refused
+        ),
         timeout_keep_alive=int(max(1, server.keep_alive_seconds)),
         log_config=None,
         access_log=access_log,

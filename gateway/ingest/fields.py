@@ -81,9 +81,14 @@ _IDENTIFIER_KEYS = frozenset(
 _MAX_COUNT = 1_000_000_000
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: '²'.isdigit() is true, and int('²') fails."""
+    return text.isascii() and text.isdigit()
+
+
 def count(field_name: str, raw: Any, *, low: int) -> int:
     """A whole number of items, as a JSON integer or a short string of digits."""
-    if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 10:
+    if isinstance(raw, str) and _digits(raw.strip()) and len(raw.strip()) <= 10:
         raw = int(raw.strip())
     elif isinstance(raw, float) and raw.is_integer():
         raw = int(raw) if abs(raw) <= _MAX_COUNT else raw

@@ -1,7 +1,7 @@
 """Configuration: read once at the edge into frozen, typed objects whose repr hides secrets.
 
 declared.py   how a setting is declared (default, bounds, env, conversion) and read
-reader.py     typed reading of one TOML table, collecting problems
+reader.py     typed reading of one TOML table; descriptors.py: what `ulimit -n` allows
 sections.py   server, metrics, outbox, delivery, server API, limits, relay, network, browser…
 postbacks.py  lead systems' postbacks: sources, tracking rules (tracking/), the lead context
 model.py      pixels and the whole `Settings`; load.py: the file and environment → `Settings`

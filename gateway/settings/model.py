@@ -25,6 +25,7 @@ from gateway.settings.declared import (
     secret_values,
     setting,
 )
+from gateway.settings.descriptors import connection_bound
 from gateway.settings.postbacks import PostbackSettings
 from gateway.settings.reader import TableReader
 from gateway.settings.sections import (
@@ -235,6 +236,9 @@ class Settings:
                     f"pixel {pixel.id}: {', '.join(insecure)} is plain http, but cookies are "
                     "secure: browsers will not keep them there"
                 )
+        _, lowered = connection_bound(self.server.max_connections)
+        if lowered:
+            found.append(lowered)
         return found
 
     def secrets(self) -> list[str]:

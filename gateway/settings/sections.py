@@ -72,15 +72,22 @@ def _network(cidr: str) -> Network:
 @dataclass(frozen=True)
 class ServerSettings:
     """Where `serve` listens (the command line may override both), and how long and how
-    much it waits for a client (see web/protocol.py)."""
+    much it waits for a client (see http/protocol.py)."""
 
     host: str = setting("127.0.0.1")
     port: int = setting(8080, low=1, high=65535)
     header_timeout_seconds: float = setting(5.0, low=0.05, high=300.0)
     body_timeout_seconds: float = setting(10.0, low=0.05, high=300.0)
+    """A body that stops for this long is closed; so is one slower than `min_body_rate`."""
+    min_body_rate: int = setting(1024, low=1, high=1_000_000_000)
+    """Bytes a second a body must average: each piece buys only its share of time."""
     keep_alive_seconds: float = setting(5.0, low=0.5, high=300.0)
     max_header_bytes: int = setting(16_384, low=1024, high=1_048_576)
+    """Also the bound on a chunked body's trailers and chunk framing."""
     max_connections: int = setting(2048, low=1, high=100_000)
+    """Lowered to fit the open-files limit (`ulimit -n`) when that is lower."""
+    max_connections_per_client: int = setting(128, low=1, high=100_000)
+    """One address's share; when all are taken, the address with the most gives one up."""
 
 
 @dataclass(frozen=True)

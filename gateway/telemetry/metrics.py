@@ -207,6 +207,18 @@ class Metrics:
             "Beacons refused (503) while the outbox backlog was past a limit",
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "tiktok_gateway_connections_refused",
+            "Connections refused (503) or closed to make room, by reason: per_client (the "
+            "address held its share), full (every connection taken), evicted (given up by "
+            "the address holding the most)",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def connection_refused(self, reason: str) -> None:
+        """For the guarded protocol (`uvicorn_config(on_refused=...)`)."""
+        self.connections_refused.labels(reason).inc()
 
     def _declare_sources(self) -> None:
         """What the relay fixed and what postbacks fired."""

@@ -60,13 +60,27 @@ class Filter:
         return f"{self.field}: {shown(self.field, value)} is not one of {list(self.values)}"
 
 
+MAX_NUMBER_TEXT = 40
+"""Characters of a postback's number, at most (the longest real amount has ~20)."""
+MAX_EXPONENT = 30
+"""Powers of ten a number may span either way: 1e-999999999 would format as a GB of zeros."""
+
+
 def number(field: str, text: str) -> Decimal:
-    """A postback's number: plain decimal text ("19.99", "-3", "1e2"), never "$5" or "5,00"."""
+    """A postback's number: plain decimal text ("19.99", "-3", "1e2"), never "$5" or "5,00";
+    its digits and exponent bounded, so formatting it costs nothing."""
+    text = text.strip()
+    if len(text) > MAX_NUMBER_TEXT:
+        raise NotANumber(field)
     try:
-        value = Decimal(text.strip())
+        value = Decimal(text)
     except InvalidOperation:
         raise NotANumber(field) from None
     if not value.is_finite():
+        raise NotANumber(field)
+    if not value:
+        return Decimal(0)  # 0e-999999999 is zero, and formats as one
+    if not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
         raise NotANumber(field)
     return value
 

@@ -311,7 +311,8 @@ def build(rule: Rule, source: str, fields: Mapping[str, str]) -> tuple[Built, ..
         raw["properties"] = properties
     for key in ("test_event_code", "event_time"):
         if (text := rendered.pop(key)) is not None:
-            raw[key] = int(text) if key == "event_time" and text.isdigit() else text
+            whole = key == "event_time" and text.isascii() and text.isdigit() and len(text) < 20
+            raw[key] = int(text) if whole else text  # '²'.isdigit(), but int('²') fails
     return tuple(Built(action.pixel, {"event": name, **raw}) for name in action.events)
 
 

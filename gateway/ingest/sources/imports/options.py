@@ -119,7 +119,8 @@ def _currency(code: str | None) -> str | None:
 
 def _days(days: int | str) -> int:
     text = str(days).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_IMPORT_AGE_DAYS:
+    digits = text.isascii() and text.isdigit() and len(text) < 10  # int("²") fails
+    if not digits or not 1 <= int(text) <= MAX_IMPORT_AGE_DAYS:
         raise EventError("max_age_days", f"must be a whole number from 1 to {MAX_IMPORT_AGE_DAYS}")
     return int(text)
 

@@ -15,6 +15,7 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -59,10 +60,38 @@ def open_binary(path: str) -> IO[bytes]:
 def decompressed(raw: IO[bytes]) -> IO[bytes]:
     buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(Any, raw))
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
-        unzipped = gzip.GzipFile(fileobj=buffered, mode="rb")
+        unzipped = _Gzip(fileobj=buffered, mode="rb")
         unzipped.myfileobj = buffered  # closed with it, as when GzipFile opens a file itself
         return cast(IO[bytes], unzipped)
     return cast(IO[bytes], buffered)
+
+
+@contextlib.contextmanager
+def _damaged_gzip() -> Iterator[None]:
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        raise UnreadableFile("the gzip data is truncated or damaged") from None
+
+
+class _Gzip(gzip.GzipFile):
+    """A truncated or damaged gzip is the sender's fault (`UnreadableFile`: 400), not a 500."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        with _damaged_gzip():
+            return super().read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        with _damaged_gzip():
+            return super().read1(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        with _damaged_gzip():
+            return super().readline(size)
+
+    def peek(self, n: int) -> bytes:
+        with _damaged_gzip():
+            return super().peek(n)
 
 
 class _Lines:

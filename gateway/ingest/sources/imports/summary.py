@@ -133,5 +133,14 @@ class ReportWriter:
         self._stream = stream
 
     def write(self, rejections: list[Rejection]) -> None:
-        self._writer.writerows((r.line, r.field, r.reason) for r in rejections)
+        self._writer.writerows((r.line, _cell(r.field), _cell(r.reason)) for r in rejections)
         self._stream.flush()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A cell a spreadsheet will not run: a leading formula character gets a `'` before it
+    (OWASP's CSV injection advice); the file's column names reach the report as written."""
+    return "'" + text if text.startswith(_FORMULA_START) else text

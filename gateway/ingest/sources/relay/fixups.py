@@ -63,7 +63,7 @@ def count_fixups(events: Iterable[Any], *, legacy: bool) -> dict[str, int]:
         at = event.get("event_time")
         if isinstance(at, str):
             text = at.strip()
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit() and len(text) < 20):
                 iso += 1
             elif int(text) >= _MILLISECONDS_FROM:
                 milliseconds += 1
