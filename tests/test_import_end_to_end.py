@@ -27,6 +27,8 @@ API_KEY = "import-api-key-0123456789"
 ROWS = 25_000
 NOW = int(time.time())
 
+ENDLESS_LINE_GZIP = gzip.compress(b"email,event,timestamp\na@example.com," + b"x" * 20_000_000)
+"""20 MB in one line, 20 KB compressed: refused at the line limit, never read whole."""
 TRUNCATED_GZIP = gzip.compress(
     b"email,event,timestamp\n" + b"a@example.com,Purchase,1700000000\n" * 2000
 )[:-200]
@@ -242,6 +244,27 @@ def test_the_http_upload_gives_the_same_result_as_the_command(
     assert delivered[some]["properties"] == by_cli[some]["properties"]
 
 
+def test_a_gzip_bomb_stops_at_the_decompressed_limit(
+    serve_gateway: Callable[..., GatewayServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21.8: a small gzip of a huge CSV ran for seconds and gigabytes. Past the
+    decompressed limit (here lowered to 1 MB) the upload is a 400 naming it."""
+    from gateway.ingest.sources.imports import readers
+
+    monkeypatch.setattr(readers, "MAX_DECOMPRESSED", 1_000_000)
+    gateway = serve_gateway(
+        pixels=[{"id": OFFLINE, "access_token": TOKEN, "event_source": "offline"}],
+        server_api={"api_keys": [API_KEY]},
+    )
+    rows = "".join(f"a{n}@example.com,Purchase,{NOW - 60}\n" for n in range(100_000))
+    bomb = gzip.compress(("email,event,timestamp\n" + rows).encode())
+    answer = httpx.post(
+        f"{gateway.url}/v1/imports", content=bomb, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert "decompresses to more than 1000000 bytes" in answer.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("params", "body", "headers", "status", "field"),
     [
@@ -259,6 +282,7 @@ def test_the_http_upload_gives_the_same_result_as_the_command(
         ({}, TRUNCATED_GZIP, None, 400, "body"),  # was a 500 (EOFError)
         ({}, TRUNCATED_GZIP[:30] + b"\xff" * 40, None, 400, "body"),  # damaged: zlib.error
         ({"max_age_days": "²"}, b"x", None, 400, "max_age_days"),  # '²'.isdigit(): was a 500
+        ({}, ENDLESS_LINE_GZIP, None, 400, "body"),  # one endless line: read whole before
     ],
 )
 def test_uploads_are_refused_with_4xx_json_never_500(

@@ -190,6 +190,21 @@ async def test_order_lines_become_one_event_worth_the_sum_of_price_times_quantit
     assert [e.properties["value"] for e in ungrouped] == [0.3, 5.0, 10, 1]
 
 
+async def test_one_order_cannot_hold_a_chunk_open_forever(run_import: Any) -> None:
+    """Issue 21.8: with --group-by, 1,001+ consecutive rows of one order grew one chunk
+    without bound; past MAX_ORDER_ROWS the rest are refused, naming the order_id column."""
+    from gateway.ingest.sources.imports.importer import MAX_ORDER_ROWS
+
+    header = "email,event,timestamp,order_id,price,quantity"
+    rows = [f"a@example.com,Purchase,{NOW - 60},o-1,1,1"] * (MAX_ORDER_ROWS + 5)
+    summary, events, report = await run_import(
+        csv_of(*rows, header=header), group_by_order=True, chunk_rows=100
+    )
+    assert len(events) == 1 and events[0].properties["value"] == MAX_ORDER_ROWS
+    assert sum(summary.rejected.values()) == 5
+    assert f"more than {MAX_ORDER_ROWS} consecutive rows of one order" in report
+
+
 async def test_grouped_orders_are_never_split_between_chunks(run_import: Any) -> None:
     header = "email,event,timestamp,order_id,price,quantity"
     rows = [f"a@example.com,Purchase,{NOW - 60},o-{n // 3},1,1" for n in range(30)]

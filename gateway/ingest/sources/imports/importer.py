@@ -44,6 +44,10 @@ IN_PROCESS_CHUNKS = 2
 for them)."""
 
 
+MAX_ORDER_ROWS = 1_000
+"""Rows of one order that --group-by order_id merges into one event, at most."""
+
+
 @dataclass(slots=True)
 class _Record:
     """One record read: its first line, its input event or why it has none, its text."""
@@ -211,8 +215,16 @@ class Importer:
         size = self.options.chunk_rows
         grouping = self.options.group_by_order
         records: list[_Record] = []
+        run, order = 0, None  # consecutive records of one order
         for row in rows:
             record = self._record(row)
+            if grouping:
+                key = _order_key(record.raw)
+                run, order = (run + 1 if key is not None and key == order else 1), key
+                if run > MAX_ORDER_ROWS:  # one order cannot hold a chunk open forever
+                    reason = f"more than {MAX_ORDER_ROWS} consecutive rows of one order"
+                    error = Rejection(record.line, "order_id", reason)
+                    record = _Record(record.line, None, error, record.text)
             if len(records) >= size and not (grouping and _same_order(records[-1], record)):
                 chain = _chained(chain, records)
                 yield _Chunk(records, chain.hex())

@@ -27,6 +27,10 @@ _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",;\t|"
 FORMATS = ("auto", "csv", "tsv", "jsonl")
 csv.field_size_limit(1_048_576)  # one field of a CRM's notes may be long; a MiB is plenty
+MAX_LINE = 4 * 1_048_576
+"""Characters in one line at most: a longer one is no record (a gzip of one endless line)."""
+MAX_DECOMPRESSED = 4 * 1024**3
+"""Bytes a gzip may decompress to: a bomb stops here, not when the memory or the hour does."""
 
 
 @dataclass(slots=True)
@@ -75,19 +79,30 @@ def _damaged_gzip() -> Iterator[None]:
 
 
 class _Gzip(gzip.GzipFile):
-    """A truncated or damaged gzip is the sender's fault (`UnreadableFile`: 400), not a 500."""
+    """A truncated or damaged gzip is the sender's fault (`UnreadableFile`: 400), not a 500;
+    so is one that decompresses past MAX_DECOMPRESSED."""
+
+    _given = 0
+
+    def _counted(self, data: bytes) -> bytes:
+        self._given += len(data)
+        if self._given > MAX_DECOMPRESSED:
+            raise UnreadableFile(
+                f"the gzip data decompresses to more than {MAX_DECOMPRESSED} bytes"
+            )
+        return data
 
     def read(self, size: int | None = -1) -> bytes:
         with _damaged_gzip():
-            return super().read(size)
+            return self._counted(super().read(size))
 
     def read1(self, size: int = -1) -> bytes:
         with _damaged_gzip():
-            return super().read1(size)
+            return self._counted(super().read1(size))
 
     def readline(self, size: int | None = -1) -> bytes:
         with _damaged_gzip():
-            return super().readline(size)
+            return self._counted(super().readline(size))
 
     def peek(self, n: int) -> bytes:
         with _damaged_gzip():
@@ -120,11 +135,13 @@ class _Lines:
             text = self._sample.readline()
             if not text.endswith(("\n", "\r")):  # the sample's last, partial line
                 self._sample = None
-                text += self._stream.readline()
+                text += self._stream.readline(MAX_LINE + 1)
         else:
-            text = self._stream.readline()
+            text = self._stream.readline(MAX_LINE + 1)
         if not text:
             raise StopIteration
+        if len(text) > MAX_LINE:
+            raise UnreadableFile(f"line {self.line + 1} is longer than {MAX_LINE} characters")
         self.line += 1
         self.kept.append(text)
         return text
