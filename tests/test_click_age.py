@@ -15,7 +15,7 @@ import pytest
 from gateway.app import create_app
 from gateway.fake_api import FakeEventsApi
 from gateway.runtime import Gateway
-from tests.conftest import PIXEL, TOKEN, GatewayServer, SettingsFactory
+from tests.conftest import PIXEL, TOKEN, GatewayServer, SettingsFactory, wait_until
 from tests.test_postbacks import API_KEY, CHROME, LMS_KEY, SHOP, TTP, config
 
 DAY = 86400.0
@@ -124,13 +124,11 @@ class Timeline:
         assert answer.json()["summary"]["lead_context_filled"] == 1
 
     def delivered(self, event_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 10
-        while True:
-            found = [e for e in self.fake.accepted_events() if e["event_id"] == event_id]
-            if found:
-                return found[-1]
-            assert time.monotonic() < deadline, f"{event_id} not delivered"
-            time.sleep(0.02)
+        def found() -> list[dict[str, Any]]:
+            return [e for e in self.fake.accepted_events() if e["event_id"] == event_id]
+
+        wait_until(lambda: bool(found()), f"{event_id} not delivered", within=10)
+        return found()[-1]
 
 
 @pytest.fixture
