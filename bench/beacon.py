@@ -76,7 +76,7 @@ def visitor_cookies() -> dict[str, str]:
     """Cookie headers of a returning visitor (signed as the gateway would) and a first visit."""
     jar = VisitorCookies(CookieSettings(secrets=(Secret(SECRET),)))
     now = int(time.time())
-    record = VisitorRecord("E.C.P.benchclick", now - 3600, now // 86400)
+    record = VisitorRecord("E.C.P.benchclick", now - 3600, now // 86400, "bench-visitor-01")
     base = "_ttp=2F7h37YkS1j57AYSKTI7IHhJPYH; ttclid=E.C.P.benchclick"
     return {"returning": f"{base}; _ttgw={jar.signed_value(record)}", "first visit": base}
 

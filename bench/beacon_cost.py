@@ -133,10 +133,21 @@ def instructions_per_request(
     return int(found.group(1)) / count
 
 
-def measure_gateway(
-    root: Path, config: Path, directory: Path, cookie: str, args: argparse.Namespace
-) -> float:
+def returning_cookie(root: Path) -> str:
+    """A returning visitor's cookies as the checkout at `root` signs them: a record format
+    one release reads (a visitor id added) may be a first visit to another."""
+    if root == ROOT:
+        return visitor_cookies()["returning"]
+    code = "from bench.beacon import visitor_cookies; print(visitor_cookies()['returning'])"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def measure_gateway(root: Path, config: Path, directory: Path, args: argparse.Namespace) -> float:
     """Instructions per beacon of the gateway of the checkout at `root`."""
+    cookie = returning_cookie(root)
     port = free_port()
     text = config.read_text().replace("outbox-process.sqlite3", f"outbox-{port}.sqlite3")
     sources = (path.read_text() for path in (root / "gateway").rglob("*.py"))
@@ -213,7 +224,7 @@ def main() -> None:
             config = write_config(directory, api, "process", False)
             for root in [ROOT, *args.checkout]:
                 name = "gateway" if root == ROOT else f"gateway at {root}"
-                results[name] = measure_gateway(root, config, directory, cookie, args)
+                results[name] = measure_gateway(root, config, directory, args)
     bare_cost, floor_cost = results.pop("bare"), results.pop("floor")
     print(f"{'bare Starlette, 204':40s} {bare_cost:12,.0f} instructions per request")
     floor_name = "durable floor (bare + the stored row)"

@@ -300,3 +300,104 @@ async def test_browser_events_are_remembered_by_each_identity_key(
     filled = await memory.fill(memory.keys_of(backend_event), [backend_event])
     assert filled.observed is not None and filled.observed.ttclid == "E.C.P.k"
     assert filled.url == "https://shop.example/landing" and filled.click == "context"
+
+
+# --- who may write an entry (issue 21, point 4) --------------------------------------------
+
+
+def owned(visitor: str, **values: Any) -> LeadContext:
+    return LeadContext(visitor=visitor, **values)
+
+
+async def test_an_entry_belongs_to_the_visitor_who_wrote_it_first(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    """Another visitor's write of the same key is refused, queued or stored; the owner's
+    later visit refreshes it; once expired, the key is anyone's again."""
+    make, clock = make_memory
+    memory = await make(context_days=2)
+    (key,) = keys(memory, "L-1001")
+    memory.store.remember([(key, owned("a", ttclid="E.C.P.a", ttclid_at=clock.now, ip="1.1.1.1"))])
+    memory.store.remember([(key, owned("b", ttclid="E.C.P.b", ip="6.6.6.6"))])  # same queue
+    await memory.store.flush()
+    memory.store.remember([(key, owned("b", ttclid="E.C.P.b", ip="6.6.6.6"))])  # stored
+    await memory.store.flush()
+    memory.store.remember([(key, owned("a", url="https://shop.example/2"))])  # a's next page
+    found = await memory.store.lookup([key])
+    assert found == owned(
+        "a", ttclid="E.C.P.a", ttclid_at=clock.now, ip="1.1.1.1", url="https://shop.example/2"
+    )
+    assert memory.store.stats.refused == 2
+    clock.now += 2 * DAY + 1
+    if memory.store.__class__.__name__ == "RedisContextStore":  # Redis expires on its own clock
+        await memory.store._redis.delete(f"tiktok-gateway:context:{key}")
+    memory.store.remember([(key, owned("b", ip="6.6.6.6"))])
+    assert await memory.store.lookup([key]) == owned("b", ip="6.6.6.6")
+
+
+async def test_an_event_never_mixes_entries_of_two_visitors(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    """A Purchase naming the lead (visitor a's) and an order id claimed ahead by visitor b
+    gets a's context only: b's click does not fill in the click a's entry lacks."""
+    make, _ = make_memory
+    memory = await make()
+    [lead, order] = keys(memory, "L-1") + keys(memory, "1002")
+    memory.store.remember([(lead, owned("a", ip="1.1.1.1")), (order, owned("b", ttclid="E.C.P.b"))])
+    assert await memory.store.lookup_each([[lead, order], [order, lead]]) == [
+        owned("a", ip="1.1.1.1"),
+        owned("b", ttclid="E.C.P.b"),
+    ]
+
+
+async def test_eviction_keeps_entries_a_backend_event_has_found(
+    make_memory: tuple[MemoryFactory, Clock],
+) -> None:
+    """A flood of new entries past the bound evicts entries no backend event has joined, not
+    the oldest leads the lead system is still sending postbacks for."""
+    make, clock = make_memory
+    memory = await make(context_max_entries=100)
+
+    async def write(names: list[str]) -> None:
+        clock.now += 1
+        memory.store.remember(
+            [(k, owned("v", ip="1.1.1.1")) for n in names for k in keys(memory, n)]
+        )
+        await memory.store.flush()
+
+    joined = [f"joined-{n}" for n in range(10)]
+    await write(joined)  # the oldest: the first to go by expiry alone
+    await write([f"quiet-{n}" for n in range(90)])
+    for name in joined:
+        assert await memory.store.lookup(keys(memory, name)) is not None
+    await write([f"flood-{n}" for n in range(50)])
+    await memory.store.sweep()
+    assert (memory.store.stats.entries, memory.store.stats.evicted) == (100, 50)
+    for name in joined:
+        assert await memory.store.lookup(keys(memory, name)) is not None, name
+    assert await memory.store.lookup(keys(memory, "flood-49")) is not None
+
+
+async def test_a_table_of_the_previous_release_gets_the_joined_column(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "outbox.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE lead_context (key TEXT PRIMARY KEY, data TEXT, expires REAL)")
+        conn.execute("INSERT INTO lead_context VALUES ('k', '{\"ip\": \"1.1.1.1\"}', 9e99)")
+    conn.close()
+    settings = make_settings(outbox={"url": f"sqlite:///{path}"})
+    storage = open_backend(settings.outbox)
+    await storage.outbox.open()
+    memory = lead_memory(settings, storage)
+    await memory.store.open()
+    try:
+        assert await memory.store.lookup(["k"]) == LeadContext(ip="1.1.1.1")
+        await memory.store.flush()  # marks it joined, in the new column
+        await memory.store.sweep()
+        assert memory.store.stats.entries == 1
+    finally:
+        await memory.store.close()
+        await storage.close()

@@ -5,6 +5,11 @@ Browser events are read after they are stored (an accept hook), already normalis
 `external_id` is a SHA-256 digest, `order_id` and configured properties are plain values.
 Backend events are read before parsing, as raw input: whatever the sender gave wins,
 because the context only becomes `Observed`, which completes and never overrides.
+
+Anyone can send a beacon, so what a browser claims is bounded (the threat model:
+docs/design/lead-context.md): an entry belongs to the visitor who wrote it (the store refuses
+another visitor's write), a beacon leaves at most `MAX_BROWSER_KEYS` keys, and one client
+address leaves at most `context_new_per_minute` new ones.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.event import Event
+from gateway.http.rate_limit import Budget, LocalBuckets, client_key
 from gateway.ingest.policy import Item, Observed, SourcePolicy
 from gateway.settings import Settings
 from gateway.storage.backend import Backend
@@ -22,6 +28,10 @@ from gateway.storage.leads import context_key
 from gateway.storage.leads.base import ContextStore, KeyHasher, LeadContext
 
 _MAX_KEYS = 8
+MAX_BROWSER_KEYS = 4
+"""Identity keys one beacon may leave (all its events together): a visitor's page names its
+lead, order and user id; a beacon naming dozens is somebody seeding entries."""
+_RECENT_KEYS = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,7 @@ class LeadMemory:
         *,
         keys: Sequence[str],
         window_seconds: float,
+        new_per_minute: int = 0,
     ) -> None:
         self.store = store
         self._hasher = hasher
@@ -52,20 +63,32 @@ class LeadMemory:
         self._use_external_id = "external_id" in keys
         self._keys = tuple(keys)
         self._window = window_seconds
+        self._new_keys = (
+            LocalBuckets(Budget(new_per_minute / 60.0, new_per_minute)) if new_per_minute else None
+        )
+        self._recent: dict[str, None] = {}
+        """Keys this process admitted lately (oldest first): writing one again is a refresh
+        of the visitor's own entry, not a new entry, and is not charged to the address."""
 
     # --- browser events ------------------------------------------------------------------
 
     def accepted(self, events: Sequence[Event], policy: SourcePolicy) -> None:
-        """Accept hook: remember the context of browser events that carry an identity key."""
+        """Accept hook: remember the context of browser events that carry an identity key,
+        within the bounds on what one beacon and one address may leave."""
         if policy.name != "browser":
             return
         entries: list[tuple[str, LeadContext]] = []
+        admitted: set[str] = set()
         for event in events:
             keys = self._stored_keys(event)
+            if keys:
+                keys = self._admitted(keys, admitted, event)
             if not keys:
                 continue
             user = event.user
             ttclid = user.get("ttclid")
+            observed = event.observed
+            visitor = observed.visitor if isinstance(observed, Observed) else ""
             context = LeadContext(
                 ttclid=ttclid,
                 ttclid_at=self._clicked_at(event, ttclid) if ttclid else None,
@@ -74,10 +97,50 @@ class LeadMemory:
                 user_agent=user.get("user_agent"),
                 url=event.page.get("url"),
                 locale=user.get("locale"),
+                visitor=self._hasher.of_visitor(visitor) if visitor else None,
             )
             entries.extend((key, context) for key in keys)
         if entries:
             self.store.remember(entries)
+
+    def _admitted(self, keys: list[str], admitted: set[str], event: Event) -> list[str]:
+        """The keys of one event this beacon may write: those it already wrote, then new
+        ones up to the beacon's bound while the client address has budget for new keys."""
+        tally = self.store.stats.browser_keys
+        out: list[str] = []
+        for key in keys:
+            if key in admitted:
+                out.append(key)
+                continue
+            if len(admitted) >= MAX_BROWSER_KEYS:
+                outcome = "beyond_bound"
+            elif not self._budget_allows(key, event):
+                outcome = "rate_limited"
+            else:
+                admitted.add(key)
+                out.append(key)
+                outcome = "remembered"
+            tally[outcome] = tally.get(outcome, 0) + 1
+        return out
+
+    def _budget_allows(self, key: str, event: Event) -> bool:
+        """Whether `key` may be written: known to this process lately (a refresh), or new
+        and within the client address's budget of new keys."""
+        buckets, recent = self._new_keys, self._recent
+        if buckets is None:
+            return True
+        if key in recent:
+            del recent[key]  # to the end: the most recently written
+            recent[key] = None
+            return True
+        observed = event.observed
+        ip = observed.ip if isinstance(observed, Observed) else event.user.get("ip")
+        if buckets.wait(client_key(ip)) > 0:
+            return False
+        if len(recent) >= _RECENT_KEYS:
+            del recent[next(iter(recent))]
+        recent[key] = None
+        return True
 
     def _clicked_at(self, event: Event, ttclid: str) -> float:
         """When the click happened, as the source saw it (the signed cookie's time); else
@@ -97,7 +160,7 @@ class LeadMemory:
                 hashed = self._hasher.of_value(str(value))
                 if hashed:
                     keys.append(hashed)
-        return keys[:_MAX_KEYS]
+        return list(dict.fromkeys(keys))[:_MAX_KEYS]
 
     # --- backend events ------------------------------------------------------------------
 
@@ -188,4 +251,10 @@ def lead_memory(
         ttl_seconds=window, max_entries=postbacks.context_max_entries, clock=clock
     )
     hasher = KeyHasher(context_key(settings))
-    return LeadMemory(store, hasher, keys=postbacks.context_keys, window_seconds=window)
+    return LeadMemory(
+        store,
+        hasher,
+        keys=postbacks.context_keys,
+        window_seconds=window,
+        new_per_minute=postbacks.context_new_per_minute,
+    )

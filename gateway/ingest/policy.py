@@ -69,6 +69,9 @@ class Observed:
     pixel_copy: str = ""
     """Browser events: whether the page's TikTok pixel took its own copy — "loaded", "blocked"
     (its script failed to load) or "absent" (no pixel); "" when the snippet did not say."""
+    visitor: str = ""
+    """Browser events: the visitor's id from the signed cookie (new at a first visit), so a
+    lead-context entry belongs to the visitor who wrote it; "" for other sources."""
 
 
 @dataclass(slots=True)

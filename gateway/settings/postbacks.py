@@ -255,6 +255,10 @@ class PostbackSettings:
     key derived from the cookie secret, or one made at start (then a restart forgets)."""
     context_days: int = setting(28, low=1, high=28)
     context_max_entries: int = setting(1_000_000, low=100, high=100_000_000)
+    """Entries kept at most; past it, those no backend event has found are evicted first."""
+    context_new_per_minute: int = setting(30, low=0, high=1_000_000)
+    """New identity keys one client address (an IPv6 /64) may leave per minute (0: no limit),
+    so that nobody can cheaply fill the store and evict real leads; one visitor leaves a few."""
 
     def configured_fields(self) -> frozenset[str]:
         """What a placeholder may name: known fields and every source's own."""

@@ -127,6 +127,25 @@ class _ContextCollector(Collector):
             "Identity keys remembered (as of the last sweep)",
             value=stats.entries,
         )
+        browser = CounterMetricFamily(
+            "tiktok_gateway_lead_context_browser_keys",
+            "Identity keys browsers sent, by outcome: remembered, beyond_bound (more than a "
+            "beacon may leave), rate_limited (the address's new keys per minute)",
+            labels=["outcome"],
+        )
+        for outcome in ("remembered", "beyond_bound", "rate_limited"):
+            browser.add_metric([outcome], stats.browser_keys.get(outcome, 0))
+        yield browser
+        yield CounterMetricFamily(
+            "tiktok_gateway_lead_context_refused",
+            "Browser writes refused because another visitor's entry holds the identity key",
+            value=stats.refused,
+        )
+        yield CounterMetricFamily(
+            "tiktok_gateway_lead_context_evicted",
+            "Unexpired entries evicted to stay within context_max_entries",
+            value=stats.evicted,
+        )
 
 
 class _TallyCollector(Collector):

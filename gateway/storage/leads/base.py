@@ -18,14 +18,14 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from gateway.core.normalize import hash_external_id
 
 log = logging.getLogger(__name__)
 _STOP_SECONDS = 10.0
-CONTEXT_FIELDS = ("ttclid", "ttclid_at", "ttp", "ip", "user_agent", "url", "locale")
+CONTEXT_FIELDS = ("ttclid", "ttclid_at", "ttp", "ip", "user_agent", "url", "locale", "visitor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,9 @@ class LeadContext:
     user_agent: str | None = None
     url: str | None = None
     locale: str | None = None
+    visitor: str | None = None
+    """Who wrote the entry: a keyed hash of the visitor id in the browser's signed cookie.
+    None in entries written before entries had owners (anyone's write completes them)."""
 
     def merged(self, newer: LeadContext) -> LeadContext:
         """`newer` over this one: a later page without a click id keeps the earlier click."""
@@ -49,6 +52,14 @@ class LeadContext:
         if newer.ttclid is not None and newer.ttclid == self.ttclid:
             known["ttclid_at"] = _earliest(self.ttclid_at, newer.ttclid_at)  # the same click
         return replace(self, **known)
+
+    def written_over_by(self, newer: LeadContext) -> LeadContext | None:
+        """What a write of `newer` leaves stored, or None when it is refused: an entry belongs
+        to the visitor who wrote it first, so another visitor's claim of the same lead id
+        cannot rewrite its attribution (the first writer wins until the entry expires)."""
+        if self.visitor is not None and newer.visitor != self.visitor:
+            return None
+        return self.merged(newer)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -78,6 +89,12 @@ class KeyHasher:
         digest = hash_external_id(value)
         return self.of_digest(digest) if digest else None
 
+    def of_visitor(self, visitor_id: str) -> str:
+        """An entry's owner as stored: the visitor id (from the signed cookie), keyed."""
+        return hmac.new(self._secret, f"visitor:{visitor_id}".encode(), hashlib.sha256).hexdigest()[
+            :32
+        ]
+
 
 @dataclass
 class ContextStats:
@@ -85,6 +102,13 @@ class ContextStats:
     misses: int = 0
     entries: int = 0
     written: int = 0
+    refused: int = 0
+    """Writes refused because another visitor's entry holds the key."""
+    evicted: int = 0
+    """Unexpired entries dropped by the sweep to stay within `max_entries`."""
+    browser_keys: dict[str, int] = field(default_factory=dict)
+    """Identity keys browsers sent, by what became of them ("remembered", "beyond_bound",
+    "rate_limited"; counted by `ingest/leads.py`, which applies those bounds)."""
 
 
 class ContextStore(abc.ABC):
@@ -104,6 +128,7 @@ class ContextStore(abc.ABC):
         self.clock = clock
         self._sweep_seconds = sweep_seconds
         self._queued: dict[str, LeadContext] = {}
+        self._joined: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Lock | None = None
@@ -117,16 +142,22 @@ class ContextStore(abc.ABC):
         """Create the table / load scripts."""
 
     @abc.abstractmethod
-    async def _write(self, entries: dict[str, LeadContext], now: float) -> None:
-        """Merge each entry into what is stored under its key; (re)start its expiry."""
+    async def _write(self, entries: dict[str, LeadContext], now: float) -> int:
+        """Write each entry over what is stored under its key (`written_over_by`) and
+        (re)start its expiry; return how many were refused (another visitor's key)."""
+
+    @abc.abstractmethod
+    async def _mark_joined(self, keys: Sequence[str]) -> None:
+        """Mark entries a backend event found: the sweep evicts them last."""
 
     @abc.abstractmethod
     async def _read(self, keys: Sequence[str], now: float) -> dict[str, LeadContext]:
         """The unexpired context of each of `keys` that has one, in one round trip."""
 
     @abc.abstractmethod
-    async def _sweep(self, now: float) -> int:
-        """Drop expired entries, then the oldest past `max_entries`; return how many remain."""
+    async def _sweep(self, now: float) -> tuple[int, int]:
+        """Drop expired entries, then past `max_entries` those never joined by a backend event
+        (soonest to expire first), then joined ones; return (remaining, evicted)."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -171,7 +202,12 @@ class ContextStore(abc.ABC):
         queued = self._queued
         for key, context in entries:
             earlier = queued.get(key)
-            queued[key] = earlier.merged(context) if earlier is not None else context
+            if earlier is None:
+                queued[key] = context
+            elif (written := earlier.written_over_by(context)) is not None:
+                queued[key] = written
+            else:
+                self.stats.refused += 1
         if queued:
             self._wake.set()
 
@@ -182,8 +218,12 @@ class ContextStore(abc.ABC):
         async with self._flushing:
             batch, self._queued = self._queued, {}
             if batch:
-                await self._write(batch, self.clock())
-                self.stats.written += len(batch)
+                refused = await self._write(batch, self.clock())
+                self.stats.written += len(batch) - refused
+                self.stats.refused += refused
+            joined, self._joined = self._joined, set()
+            if joined:
+                await self._mark_joined(sorted(joined))
 
     async def lookup(self, keys: Sequence[str]) -> LeadContext | None:
         """The context remembered for any of `keys` (first key first); counts hits/misses."""
@@ -197,13 +237,12 @@ class ContextStore(abc.ABC):
             return [None] * len(key_lists)
         await self.flush()  # what the browser path queued, or is writing now, counts
         stored = await self._read(wanted, self.clock())
+        if stored:
+            self._joined.update(stored)  # marked at the next flush: evicted last
+            self._wake.set()
         found: list[LeadContext | None] = []
         for keys in key_lists:
-            context: LeadContext | None = None
-            for key in reversed(keys):  # the first key's values win
-                entry = stored.get(key)
-                if entry is not None:
-                    context = entry if context is None else context.merged(entry)
+            context = _combined(stored, keys)
             if keys:
                 if context is None:
                     self.stats.misses += 1
@@ -214,5 +253,22 @@ class ContextStore(abc.ABC):
 
     async def sweep(self) -> None:
         now = self.clock()
-        self.stats.entries = await self._sweep(now)
+        self.stats.entries, evicted = await self._sweep(now)
+        self.stats.evicted += evicted
         self._next_sweep = now + self._sweep_seconds
+
+
+def _combined(stored: dict[str, LeadContext], keys: Sequence[str]) -> LeadContext | None:
+    """What an event's keys hold together: the first key's values win, later keys complete
+    them, but only from entries of the same visitor — an entry another visitor wrote under
+    a second key (an order id claimed ahead) must not fill in a click the first lacks."""
+    found = [entry for key in keys if (entry := stored.get(key)) is not None]
+    if not found:
+        return None
+    owner = next((entry.visitor for entry in found if entry.visitor is not None), None)
+    context: LeadContext | None = None
+    for entry in reversed(found):
+        if entry.visitor is not None and entry.visitor != owner:
+            continue
+        context = entry if context is None else context.merged(entry)
+    return context

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +27,12 @@ from gateway.settings import CookieSettings
 log = logging.getLogger(__name__)
 _DAY = 86400
 _SALT = "ttgw-visitor-v1"
+_VISITOR_ID = re.compile(r"[A-Za-z0-9_-]{16}")
+
+
+def new_visitor_id() -> str:
+    """16 URL-safe characters (96 random bits): unguessable, so nobody can claim to be another."""
+    return secrets.token_urlsafe(12)
 
 
 @dataclass(frozen=True)
@@ -33,13 +40,16 @@ class VisitorRecord:
     """What the signed cookie remembers about a visitor.
 
     The click id with the Unix time the gateway first saw it (to restore a lost `ttclid` and
-    to stop sending one older than the attribution window), and the day `_ttp` was last
-    re-set, so it is re-set once a day rather than on every beacon.
+    to stop sending one older than the attribution window), the day `_ttp` was last re-set,
+    so it is re-set once a day rather than on every beacon, and the visitor's random id.
     """
 
     ttclid: str | None = None
     first_seen: int = 0
     ttp_day: int = 0
+    visitor: str = ""
+    """A random id given at the first beacon: who wrote a lead-context entry, so another
+    visitor cannot overwrite it (docs/design/lead-context.md). "" in a cookie older than it."""
 
 
 class VisitorCookies:
@@ -92,13 +102,16 @@ class VisitorCookies:
         except (BadSignature, UnicodeDecodeError):
             return None
         ttclid, _, rest = payload.partition(":")
-        seen, _, day = rest.partition(":")
+        seen, _, rest = rest.partition(":")
+        day, _, visitor = rest.partition(":")
         if (ttclid and valid_token(ttclid) is None) or not seen.isdigit() or not day.isdigit():
             return None
-        return VisitorRecord(ttclid or None, int(seen), int(day))
+        if visitor and not _VISITOR_ID.fullmatch(visitor):
+            return None
+        return VisitorRecord(ttclid or None, int(seen), int(day), visitor)
 
     def signed_value(self, record: VisitorRecord) -> str:
-        payload = f"{record.ttclid or ''}:{record.first_seen}:{record.ttp_day}"
+        payload = f"{record.ttclid or ''}:{record.first_seen}:{record.ttp_day}:{record.visitor}"
         return self._signer.sign(payload).decode()
 
     def visitor_cookie(self, record: VisitorRecord, now: float) -> str:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.ingest.policy import Observed
-from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord
+from gateway.ingest.sources.beacon.cookies import VisitorCookies, VisitorRecord, new_visitor_id
 from gateway.ingest.sources.beacon.enrich import locale_from_header, resolve_click_id, valid_token
 
 Headers = list[tuple[bytes, bytes]]
@@ -41,8 +41,11 @@ class Visitor:
         self._locale = locale_from_header(accept_language)
         self._cookies = cookies
         self._generate_ttp = generate_ttp
-        self._previous = jar.read_visitor(cookies.get(jar.signed_name))
-        self._record = self._previous or VisitorRecord()
+        self._previous = previous = jar.read_visitor(cookies.get(jar.signed_name))
+        if previous is None or not previous.visitor:  # a first visit, or a cookie older than ids
+            self._record = replace(previous or VisitorRecord(), visitor=new_visitor_id())
+        else:
+            self._record = previous
         self._ttp = valid_token(cookies.get("_ttp"))
         self._ttp_from = "cookie"
 
@@ -82,6 +85,7 @@ class Visitor:
             ip_from=self._ip_from,
             ttclid_from=ttclid_from if fresh_click else "",
             ttp_from=ttp_from if ttp else "",
+            visitor=record.visitor,
         )
 
     def cookies_to_set(self) -> Headers:
