@@ -107,6 +107,8 @@ api_keys = ["{API_KEY}"]
 [rate_limit]
 beacon_per_second = 0
 postback_per_second = 0
+[postbacks]
+context_new_per_minute = 0  # the 1,000 leads are all shown from one address
 [[pixels]]
 id = "{PIXEL}"
 access_token = "{TOKEN}"
@@ -140,9 +142,9 @@ def show_leads(base: str) -> None:
             params={"key": LMS_KEY, "trigger": "lead_sold", "lead_id": "lead-7", "payout": "1",
                     "dry_run": "1"},
         ).json()  # fmt: skip
-        event = check["requests"][0]["data"][0]
-        assert event["user"]["ttclid"] == "E.C.P.bench7", event
-        assert check["ttclid"] == "context"
+        event = check["requests"][0]["data"][0]  # masked as the console shows it
+        assert event["user"]["ttclid"].startswith("E.C.P."), event
+        assert check["ttclid"] == "context", check
 
 
 def main() -> None:
