@@ -5,7 +5,8 @@ headers (408) and its body (a minimum average rate: closed, nothing stored); lim
 header bytes and on a chunked body's trailers and framing (431, closed); at most
 `MAX_PIPELINED` queued pipelined requests (reading stops until they are answered); and
 open connections bounded in all and per client address (`connection_share.py`: 503).
-Refusals are JSON. Why, and why a class plus a factory: docs/design/guarded-protocol.md.
+A refused request is answered after those pipelined before it. Refusals are JSON.
+Why, and why a class plus a factory: docs/design/guarded-protocol.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 50
 MAX_PIPELINED = 8
 """Requests parsed ahead of their answer on one connection; past it reading stops."""
 _SLICE = 16_384  # data fed to the parser at a time while requests may be pipelined
-_MAX_HELD = 1 << 20  # unparsed bytes kept for later, at most (reading stops well before)
+_MAX_HELD = 1 << 20  # bytes held unparsed (reading stops well before), or dropped, at most
 
 
 def _refusal(status: int, error: str, message: str) -> bytes:
@@ -83,6 +84,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._framing = 0  # bytes since the headers began that are no body: framing, trailers
         self._held = b""  # read, not yet parsed: waits for pipelined requests to be answered
         self._trailers = _Trailers()
+        self._refusal: bytes | None = None  # a refused request's answer, due after others'
+        self._due = 0  # answers still due before it
+        self._dropped = 0  # bytes read and dropped since it was refused
         self._deadline = 0.0  # loop time after which the connection is refused; 0: none
         self._on_deadline = self._headers_too_slow
         address = self.client[0] if self.client else ""
@@ -105,7 +109,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(503, "busy", "too many connections from your address; retry shortly")
 
     def data_received(self, data: bytes) -> None:
-        if self._held or self.pipeline or len(data) > _SLICE:
+        if self._held or self.pipeline or len(data) > _SLICE or self._refusal is not None:
             self._data_while_pipelined(data)
         else:
             self._parse(data)  # the usual case: one request, or a piece of a body
@@ -113,7 +117,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _data_while_pipelined(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
-        if self._held or len(self.pipeline) >= MAX_PIPELINED:
+        if self._refusal is not None:
+            self._drop(data)
+        elif self._held or len(self.pipeline) >= MAX_PIPELINED:
             self._hold(data)  # enough requests wait for an answer: parse this later
         elif not self.pipeline and not self._in_headers:
             self._parse(data)  # the rest of one body: whole
@@ -123,16 +129,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _parse_in_slices(self, data: bytes) -> None:
         """Several requests may be in `data`: stop parsing when enough wait for an answer."""
         for start in range(0, len(data), _SLICE):
+            if self.transport.is_closing() or self._refusal is not None:
+                return  # refused: the rest is dropped
             if len(self.pipeline) >= MAX_PIPELINED:
                 self._hold(data[start:])
-                return
-            if self.transport.is_closing():
                 return
             self._parse(data[start : start + _SLICE])
 
     def _parse(self, data: bytes) -> None:
         if self._in_headers and not self._headers_fit(data):
-            self._refuse(431, "headers_too_large", "request headers over the limit")
+            self._refuse_request(431, "headers_too_large", "request headers over the limit")
             return
         body_before = self._body_total
         super().data_received(data)
@@ -140,7 +146,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._framing += len(data) - (self._body_total - body_before)
             body = self._body_total - self._body_start
             if self._framing > self._max_header_bytes + 8 * body:
-                self._refuse(431, "trailers_too_large", "chunk framing or trailers over the limit")
+                message = "chunk framing or trailers over the limit"
+                self._refuse_request(431, "trailers_too_large", message)
 
     def _hold(self, data: bytes) -> None:
         self._held += data
@@ -148,6 +155,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.flow.pause_reading()
         if len(self._held) > _MAX_HELD and not self.transport.is_closing():
             self.transport.close()
+
+    def _drop(self, data: bytes) -> None:
+        """After a refused request, what follows is read and dropped: closing with bytes
+        left unread would reset the connection, and the answers still on their way with it."""
+        self._dropped += len(data)
+        if self._dropped > _MAX_HELD:
+            self.transport.close()  # a client that keeps sending gets no more answers
 
     def _headers_fit(self, data: bytes) -> bool:
         """Whether the headers end within the limit (the body may follow in `data`)."""
@@ -186,13 +200,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = 0.0
         if self._trailers.size:
             if self._trailers.size > self._max_header_bytes:  # the endpoint sees it leave
-                self._refuse(431, "trailers_too_large", "trailers over the header limit")
+                self._refuse_request(431, "trailers_too_large", "trailers over the header limit")
                 return
             self._trailers.size = 0
         super().on_message_complete()
         self._in_headers, self._header_bytes, self._tail = True, 0, b""
 
     def on_response_complete(self) -> None:
+        if self._refusal is not None:
+            self._answered_before_refusal()
+            return
         super().on_response_complete()  # starts the next pipelined request, if any
         if self.pipeline or self._held:
             self._next_pipelined()
@@ -204,7 +221,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             held, self._held = self._held, b""
             self.flow.held = False  # type: ignore[attr-defined]
             self.data_received(held)
-        if self.pipeline or self._held:
+        if (self.pipeline or self._held) and self._refusal is None:
             self.flow.pause_reading()  # read on once those waiting are answered
 
     # deadlines
@@ -230,20 +247,75 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._schedule_sweep()
 
     def _headers_too_slow(self) -> None:
-        self._refuse(408, "timeout", "request headers not received in time")
+        self._refuse_request(408, "timeout", "request headers not received in time")
 
     def _body_too_slow(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.close()  # the endpoint sees the client leave: nothing stored
+        self._refuse_request(0, "", "")  # closed: the endpoint sees the client leave
 
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # refusals
     def _refuse(self, status: int, error: str, message: str) -> None:
-        """Answer `status` and close (only close when an answer has begun already)."""
+        """Answer `status` and close the connection now; only close when an answer may be
+        under way (a request running, or pipelined ones waiting)."""
         self._deadline = 0.0
         if not self.transport.is_closing():
             cycle = self.cycle
-            if cycle is None or not cycle.response_started or cycle.response_complete:
+            if not (
+                self.pipeline
+                or self._refusal is not None
+                or (cycle is not None and cycle.response_started and not cycle.response_complete)
+            ):
                 self.transport.write(_refusal(status, error, message))
             self.transport.close()
+
+    def _refuse_request(self, status: int, error: str, message: str) -> None:
+        """Refuse the request being read (`status` 0: only close): at once, unless requests
+        pipelined before it still wait for their answer; then after them, in its turn."""
+        if self._refusal is not None or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._in_headers:  # it has no cycle yet: the last one made is before it
+            waiting = cycle is not None and not cycle.response_complete
+        else:  # in its body: it is the last cycle made, queued if others wait before it
+            waiting = bool(self.pipeline) and self.pipeline[0][0] is cycle
+            if waiting:
+                self.pipeline.popleft()  # it never gets its turn
+        if not waiting:
+            if status:
+                self._refuse(status, error, message)
+            else:
+                self._deadline = 0.0
+                self._close()
+            return
+        self._refusal = _refusal(status, error, message) if status else b""
+        self._due = 1 + len(self.pipeline)  # the one running, and those waiting
+        self._deadline = 0.0  # nothing more is parsed: from here, what arrives is dropped
+        self._held = b""
+        self.flow.held = False  # type: ignore[attr-defined]
+        self.flow.resume_reading()
+
+    def _answered_before_refusal(self) -> None:
+        """One of the answers due before the refusal is out: start the next, or refuse."""
+        self._due -= 1
+        if self._due:
+            super().on_response_complete()  # starts the next one before the refused request
+            return
+        self.pipeline.clear()  # requests read after the refused one: never answered
+        super().on_response_complete()
+        if self.transport.is_closing():  # the last answer closed the connection itself
+            return
+        self.transport.write(self._refusal or b"")
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # close our side once the answers are sent; read (and drop) what the client still
+        # sends until it closes its side too, for as long as it had to send its headers
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self._arm(self._header_timeout, self._close)
 
 
 def guarded_protocol(
