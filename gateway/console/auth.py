@@ -3,9 +3,10 @@
 The console is off until a password is configured. A correct password gets a cookie signed
 with itsdangerous (HttpOnly, `SameSite=Strict`, the console's path, `session_hours`) by a
 key derived from the password: changing it ends every session, and replicas sharing the
-configuration accept each other's sessions. Actions (replay, send a test event) also carry a
-CSRF token, an HMAC of the session id sent back in a header. Logins are rate-limited per IP.
-Why: docs/design/console.md.
+configuration accept each other's sessions; a logout revokes one in the storage backend
+(`storage/revoked_sessions.py`). Actions and logout carry a CSRF token, an HMAC of the
+session id sent back in a header or a form field. Logins are rate-limited per IP.
+Why: docs/design/console.md, docs/design/console-sessions.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import NamedTuple
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
@@ -22,6 +24,13 @@ from gateway.settings import ConsoleSettings
 
 COOKIE = "ttgw_console"
 CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf"
+
+
+class Session(NamedTuple):
+    sid: str
+    expires: float
+    """When its cookie stops being accepted anyway (Unix time)."""
 
 
 class ConsoleAuth:
@@ -37,23 +46,25 @@ class ConsoleAuth:
         """The cookie value of a fresh session."""
         return str(self._sessions.dumps({"sid": secrets.token_urlsafe(16)}))
 
-    def session(self, request: Request) -> str | None:
-        """The session id of the request's cookie, or None (missing, forged or expired)."""
+    def session(self, request: Request) -> Session | None:
+        """The session of the request's cookie, or None (missing, forged or expired); whether
+        it was revoked since is for `RevokedSessions` to say."""
         value = request.cookies.get(COOKIE)
         if not value:
             return None
         try:
-            data = self._sessions.loads(value, max_age=self.max_age)
+            data, signed = self._sessions.loads(value, max_age=self.max_age, return_timestamp=True)
         except BadSignature:  # includes SignatureExpired
             return None
         sid = data.get("sid") if isinstance(data, dict) else None
-        return sid if isinstance(sid, str) else None
+        return Session(sid, signed.timestamp() + self.max_age) if isinstance(sid, str) else None
 
     def csrf_token(self, sid: str) -> str:
         return hmac.new(self._key, f"csrf:{sid}".encode(), hashlib.sha256).hexdigest()
 
-    def csrf_ok(self, request: Request, sid: str) -> bool:
-        given = request.headers.get(CSRF_HEADER, "")
+    def csrf_ok(self, request: Request, sid: str, form_value: str = "") -> bool:
+        """Whether the header (or, for a plain HTML form, `form_value`) carries sid's token."""
+        given = request.headers.get(CSRF_HEADER) or form_value
         return matches(given, (self.csrf_token(sid).encode(),))
 
     def cookie_header(self, value: str, request: Request, *, max_age: int | None = None) -> str:
