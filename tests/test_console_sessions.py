@@ -1,5 +1,6 @@
 """Logout ends a console session for good: on every replica (SQLite and Redis backends), after a
-restart, and for a live stream already open; and logout itself needs the CSRF token."""
+restart, for a live stream already open, and never unchecked while Redis is down; and logout
+itself needs the CSRF token."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gateway.settings import OutboxSettings
 from gateway.storage.backend import open_backend
 from gateway.storage.revoked_sessions import FRESH_SECONDS, RevokedSessions
 from tests.conftest import BackendFactory, GatewayServer, wait_until
+from tests.redis_proxy import RedisProxy
 from tests.test_console import API_KEY, PASSWORD, log_in
 
 Serve = Callable[[], GatewayServer]
@@ -217,3 +219,39 @@ async def test_revocations_are_stored_until_the_session_expires(
         assert not await again.revoked("sid-3")
     finally:
         await sqlite.close()
+
+
+def test_while_redis_is_down_no_session_is_accepted_unchecked(
+    serve_gateway: Callable[..., GatewayServer],
+    redis_url: str,
+    clients: Callable[[GatewayServer], httpx.Client],
+) -> None:
+    """Redis down: the console answers 503 rather than accept a session it cannot check; a
+    logout then ends the session on its replica at once and says it must be repeated, and
+    repeated once Redis is back, it reaches every replica."""
+    proxy = RedisProxy(redis_url)
+    try:
+        a = serve_gateway(outbox={"url": proxy.url}, console={"admin_password": PASSWORD})
+        operator = clients(a)
+        csrf = log_in(operator)
+        stolen = dict(operator.cookies)
+        path = "/console/event?pixel=p&event=Purchase&id=none"
+        assert operator.get(path).status_code == 404  # signed in: the event is not buffered
+        proxy.down()
+        wait_until(
+            lambda: operator.get(path).status_code == 503,
+            "a session was accepted while Redis could not say whether it was revoked",
+            within=FRESH_SECONDS + 5,
+        )
+        assert int(operator.get(path).headers["retry-after"]) >= 1
+        partial = _log_out(operator, csrf)
+        assert partial.status_code == 503 and "log out again" in partial.json()["message"]
+        assert "set-cookie" not in partial.headers  # kept, to log out again
+        assert operator.get(path).status_code == 401  # this replica refuses it already
+        proxy.up()
+        assert _log_out(operator, csrf).status_code == 303
+        b = clients(serve_gateway(outbox={"url": redis_url}, console={"admin_password": PASSWORD}))
+        b.cookies.update(stolen)
+        assert b.get(path).status_code == 401
+    finally:
+        proxy.close()
