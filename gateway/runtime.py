@@ -89,6 +89,8 @@ class Gateway:
         self.metrics.watch_context(lambda: self.leads.store.stats)
         self.postback_log = self.backend.postback_log(settings.postbacks.log_size)
         """The last postbacks per source and what each became (`tiktok-gateway postbacks`)."""
+        self.revoked_sessions = self.backend.revoked_sessions()
+        """Console sessions ended by a logout, refused by every replica until they expire."""
         self._telemetry(settings, clock)
         self.pipeline.on_accept(self._wake_delivery)
         self.metrics.watch_delivery(lambda: self.delivery.stats)
@@ -186,6 +188,8 @@ class Gateway:
             await self.outbox.open()
             await self.leads.store.open()
             await self.postback_log.open()
+            if self.settings.console.enabled:
+                await self.revoked_sessions.open()
             await self.delivery.start()
         except BaseException:
             await self.postback_log.close()

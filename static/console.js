@@ -174,6 +174,10 @@
       sampling = Number(message.data) || 1;
       live();
     });
+    source.addEventListener("ended", function () {  // the session was logged out elsewhere
+      source.close();
+      window.location.reload();  // the login page
+    });
     source.onerror = function () { $("status").textContent = "reconnecting…"; };
     source.onmessage = function (message) {
       var data = JSON.parse(message.data);

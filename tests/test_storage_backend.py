@@ -28,6 +28,7 @@ from gateway.storage.leads.sqlite import SqliteContextStore
 from gateway.storage.outbox.redis import RedisOutbox
 from gateway.storage.outbox.sqlite import SqliteOutbox
 from gateway.storage.postback_log import RedisLog, SqliteLog
+from gateway.storage.revoked_sessions import RedisRevoked, SqliteRevoked
 from gateway.telemetry.per_minute import EventsPerMinute
 from gateway.telemetry.recent import RecentEvents
 from gateway.telemetry.replicas import ReplicaFeed
@@ -52,6 +53,10 @@ async def _round_trip(backend: Backend) -> None:
     journal.record("crm", {"trigger": "sale"})
     await journal.close()  # writes what is queued
     assert await journal.backend.last("crm", 5) == [{"trigger": "sale"}]
+    ended = backend.revoked_sessions()
+    await ended.open()
+    await ended.revoke("session-1", time.time() + 60)
+    assert await backend.revoked_sessions().revoked("session-1")  # read back from storage
 
 
 @pytest.mark.anyio
@@ -62,6 +67,7 @@ async def test_a_sqlite_url_gives_one_file_and_nothing_to_share(
     assert isinstance(backend.outbox, SqliteOutbox)
     assert isinstance(backend.lead_store(ttl_seconds=60, max_entries=1), SqliteContextStore)
     assert isinstance(backend.postback_log(1).backend, SqliteLog)
+    assert isinstance(backend.revoked_sessions().store, SqliteRevoked)
     assert backend.shared_buckets() is None
     assert backend.shared_counters() is None
     assert backend.console_feed() is None
@@ -76,6 +82,7 @@ async def test_a_redis_url_gives_shared_parts_each_with_its_timeouts(
     assert isinstance(backend.outbox, RedisOutbox)
     assert isinstance(backend.lead_store(ttl_seconds=60, max_entries=1), RedisContextStore)
     assert isinstance(backend.postback_log(1).backend, RedisLog)
+    assert isinstance(backend.revoked_sessions().store, RedisRevoked)
     feed = backend.console_feed()
     assert feed is not None and feed.db == int(urlsplit(redis_url).path.strip("/") or 0)
     timeouts = {

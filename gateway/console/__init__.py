@@ -1,6 +1,7 @@
 """The live console (`/console`): every event, its match keys, score and TikTok's answer.
 
-auth.py       the admin password, the signed session cookie, the CSRF token
+auth.py       the admin password, the signed session and device cookies, the CSRF token
+login.py      login and logout: the login budgets, a logout every replica honours
 pages.py      the login form and the app shell (no inline script: a strict CSP)
 live.py       Server-Sent Events from `RecentEvents`, listening only while a page watches
 view.py       one event as the page sees it: hashed, shortened, never the token

@@ -1,7 +1,9 @@
 """The console's routes: login, the page, its live stream, and the operator's actions.
 
-Every route checks the session; the actions (replay, send a test event) also check the
-CSRF token. Answers never carry the access token or a raw identifier: events are hashed
+Every route checks the session, and that no logout revoked it (`storage/revoked_sessions.py`:
+a backend that cannot say answers 503); the actions (replay, send a test event) and logout
+(`login.py`) also check the CSRF token. A live stream ends once its session is revoked.
+Answers never carry the access token or a raw identifier: events are hashed
 before they are recorded, and `view` shortens what it shows.
 """
 
@@ -12,7 +14,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.console.auth import ConsoleAuth
 from gateway.console.live import Watchers
+from gateway.console.login import MAX_FORM, Login
 from gateway.console.pages import HEADERS, app_page, login_page
 from gateway.console.postbacks import MAX_SHOWN, last_postbacks
 from gateway.console.search import MAX_QUERY, search
@@ -29,13 +31,10 @@ from gateway.core.errors import (
     ConfigError,
     EventError,
     OutboxUnavailable,
-    PayloadTooLarge,
-    TooManyRequests,
 )
 from gateway.core.score import KEYS, keys_present, score
 from gateway.delivery.send_now import TestEvent, send_test
 from gateway.http.client_ip import ClientIpResolver
-from gateway.http.request_body import read_body
 from gateway.privacy.masking import shown_user
 
 if TYPE_CHECKING:  # the Gateway builds the console's replica feed: no import at run time
@@ -46,7 +45,6 @@ _ASSETS = {
     "search.js": "text/javascript",
     "console.css": "text/css",
 }
-_MAX_FORM = 4096
 _TEST_FIELDS = ("event", "email", "phone", "external_id", "ttclid", "url", "value", "currency")
 
 
@@ -75,13 +73,11 @@ class Console:
         self._gateway = gateway
         self.path = settings.path
         self._auth = ConsoleAuth(settings)
+        self._revoked = gateway.revoked_sessions
         self._watchers = Watchers(gateway.recent, gateway.replicas, gateway.drops)
-        per_minute = settings.login_attempts_per_minute
-        self._login_limit = gateway.limits.limit(
-            "console_login", per_minute / 60.0, max(1, int(per_minute))
-        )
         network = gateway.settings.network
-        self._ips = ClientIpResolver(network.trusted_proxies, network.client_ip_header)
+        ips = ClientIpResolver(network.trusted_proxies, network.client_ip_header)
+        self._login = Login(gateway, self._auth, ips)
 
     @property
     def _pixels(self) -> list[str]:
@@ -91,59 +87,28 @@ class Console:
     def routes(self) -> list[BaseRoute]:
         p = self.path
         return [
-            Route(p, self.index, methods=["GET"]),
-            Route(f"{p}/login", self.login, methods=["POST"]),
-            Route(f"{p}/logout", self.logout, methods=["POST"]),
+            Route(p, _stored(self.index), methods=["GET"]),
+            Route(f"{p}/login", self._login.login, methods=["POST"]),
+            Route(f"{p}/logout", self._login.logout, methods=["POST"]),
             Route(f"{p}/assets/{{name}}", self.asset, methods=["GET"]),
-            Route(f"{p}/stream", self.stream, methods=["GET"]),
-            Route(f"{p}/event", self.event, methods=["GET"]),
+            Route(f"{p}/stream", _stored(self.stream), methods=["GET"]),
+            Route(f"{p}/event", _stored(self.event), methods=["GET"]),
             Route(f"{p}/search", _stored(self.search), methods=["GET"]),
             Route(f"{p}/overview", _stored(self.overview), methods=["GET"]),
             Route(f"{p}/dead-letters", _stored(self.dead_letters), methods=["GET"]),
             Route(f"{p}/postbacks", _stored(self.postbacks), methods=["GET"]),
             Route(f"{p}/replay", _stored(self.replay), methods=["POST"]),
-            Route(f"{p}/send-test", self.send_test, methods=["POST"]),
+            Route(f"{p}/send-test", _stored(self.send_test), methods=["POST"]),
         ]
 
     # --- pages and session ---------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
-        sid = self._auth.session(request)
+        sid = await self._signed_in(request)
         if sid is None:
             return login_page(self.path)
         sources = sorted(self._gateway.live.current.postbacks.sources)
         return app_page(self.path, self._auth.csrf_token(sid), self._pixels, sources)
-
-    async def login(self, request: Request) -> Response:
-        client = request.client
-        # every attempt counts, per client IP (behind a trusted proxy, the visitor's)
-        try:
-            ip = self._ips.resolve(client.host if client else None, request.headers)
-            await self._login_limit.admit(ip)
-        except TooManyRequests as exc:
-            refused = login_page(self.path, error="Too many attempts; wait.", status=429)
-            refused.headers["Retry-After"] = str(max(1, int(exc.retry_after_seconds)))
-            return refused
-        try:  # a few KB at most, read before anything is parsed
-            length = request.headers.get("content-length")
-            body = await read_body(request.receive, length, _MAX_FORM)
-        except PayloadTooLarge:
-            return login_page(self.path, error="Request too large.", status=413)
-        except EventError:  # a bad Content-Length, or the client left mid-body: no traceback
-            return login_page(self.path, error="Incomplete request.", status=400)
-        form = parse_qs(body.decode("utf-8", "replace"))
-        password = form.get("password", [""])[0]
-        if not self._gateway.auth.current.console(password):
-            return login_page(self.path, error="Wrong password.", status=401)
-        response = Response(status_code=303, headers={**HEADERS, "Location": self.path})
-        cookie = self._auth.cookie_header(self._auth.new_session(), request)
-        response.headers.append("set-cookie", cookie)
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        response = Response(status_code=303, headers={**HEADERS, "Location": self.path})
-        response.headers.append("set-cookie", self._auth.cookie_header("", request, max_age=0))
-        return response
 
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -153,11 +118,15 @@ class Console:
         text = resources.files("gateway.static").joinpath(name).read_bytes()
         return Response(text, 200, {**HEADERS, "Cache-Control": "no-cache"}, media_type=media)
 
-    def _signed_in(self, request: Request) -> str | None:
-        return self._auth.session(request)
+    async def _signed_in(self, request: Request) -> str | None:
+        """The session id of a signed, unexpired and not revoked session cookie, or None."""
+        session = self._auth.session(request)
+        if session is None or await self._revoked.revoked(session.sid):
+            return None
+        return session.sid
 
-    def _action_refused(self, request: Request) -> Response | None:
-        sid = self._signed_in(request)
+    async def _action_refused(self, request: Request) -> Response | None:
+        sid = await self._signed_in(request)
         if sid is None:
             return _json({"error": "unauthorized", "message": "log in first"}, 401)
         if not self._auth.csrf_ok(request, sid):
@@ -167,15 +136,23 @@ class Console:
     # --- reading -------------------------------------------------------------------------
 
     async def stream(self, request: Request) -> Response:
-        if self._signed_in(request) is None:
+        sid = await self._signed_in(request)
+        if sid is None:
             return _json({"error": "unauthorized"}, 401)
+
+        async def alive() -> bool:  # asked each tick: a dict lookup, a read once a second
+            try:
+                return not await self._revoked.revoked(sid)
+            except OutboxUnavailable:  # a session is never accepted unchecked
+                return False
+
         headers = {**HEADERS, "X-Accel-Buffering": "no"}
         return StreamingResponse(
-            self._watchers.stream(), headers=headers, media_type="text/event-stream"
+            self._watchers.stream(alive), headers=headers, media_type="text/event-stream"
         )
 
     async def event(self, request: Request) -> Response:
-        if self._signed_in(request) is None:
+        if await self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         q = request.query_params
         trace = self._gateway.recent.find(q.get("pixel", ""), q.get("event", ""), q.get("id", ""))
@@ -185,7 +162,7 @@ class Console:
 
     async def search(self, request: Request) -> Response:
         """What happened to `?q=` (an event_id or an order_id): every place it is kept."""
-        if self._signed_in(request) is None:
+        if await self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         wanted = request.query_params.get("q", "").strip()
         if not wanted or len(wanted) > MAX_QUERY:
@@ -197,7 +174,7 @@ class Console:
         """Per pixel: the outbox's counts, events per minute over the last hour (every
         replica's with Redis), and from the recent buffer each match key's share and the
         average score."""
-        if self._signed_in(request) is None:
+        if await self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         now = time.time()
         counts = await self._gateway.outbox.counts(now)
@@ -237,7 +214,7 @@ class Console:
         return _json({"pixels": pixels, "shared": self._gateway.per_minute.shared})
 
     async def dead_letters(self, request: Request) -> Response:
-        if self._signed_in(request) is None:
+        if await self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         letters = await self._gateway.outbox.dead_letters(200)
         groups = Counter((d.event.destination.event_source_id, d.code) for d in letters)
@@ -266,7 +243,7 @@ class Console:
     async def postbacks(self, request: Request) -> Response:
         """The last postbacks (of `?source=`, or all), each with the rules it fired or why
         not, how its trigger was found, and what became of its events."""
-        if self._signed_in(request) is None:
+        if await self._signed_in(request) is None:
             return _json({"error": "unauthorized"}, 401)
         sources = self._gateway.live.current.postbacks.sources
         source = request.query_params.get("source") or None
@@ -289,7 +266,7 @@ class Console:
 
     async def replay(self, request: Request) -> Response:
         """What `tiktok-gateway replay --pixel … --code …` does, then delivery is woken."""
-        refused = self._action_refused(request)
+        refused = await self._action_refused(request)
         if refused is not None:
             return refused
         asked = _object(await request.body())
@@ -305,7 +282,7 @@ class Console:
 
     async def send_test(self, request: Request) -> Response:
         """What `tiktok-gateway send-test` does: one event sent now, its score shown."""
-        refused = self._action_refused(request)
+        refused = await self._action_refused(request)
         if refused is not None:
             return refused
         asked = _object(await request.body())
@@ -342,7 +319,7 @@ class Console:
 
 def _object(body: bytes) -> dict[str, Any]:
     try:
-        value = orjson.loads(body[:_MAX_FORM]) if body else {}
+        value = orjson.loads(body[:MAX_FORM]) if body else {}
     except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -62,8 +62,11 @@ class Watchers:
                     self._replicas.unwatch()
                 self._recent.release(self)
 
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The latest events (oldest first), then what changes, a tick at a time."""
+    async def stream(
+        self, alive: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The latest events (oldest first), then what changes, a tick at a time; it ends
+        at the first tick `alive` answers False (the page's session was revoked)."""
         with self._watching():
             yield b": watching\n\n"  # from here on, nothing accepted is missed
             cursor, dropped = self._recent.cursor(), self._drops.cursor()
@@ -75,6 +78,9 @@ class Watchers:
             quiet, every = 0.0, 1
             while True:
                 await asyncio.sleep(_TICK)  # what changes within a tick goes in one write
+                if alive is not None and not await alive():
+                    yield b"event: ended\ndata: signed out\n\n"
+                    return
                 cursor, traces = self._recent.changed_since(cursor, _PER_TICK)
                 dropped, drops = self._drops.since(dropped, _PER_TICK)
                 chunk = b"".join(_message(trace) for trace in traces)

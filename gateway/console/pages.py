@@ -47,6 +47,7 @@ autocomplete="current-password" autofocus required></label>
 
 
 def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTMLResponse:
+    """The app shell; `csrf` goes in a meta tag for the script and in the logout form."""
     base = escape(path)
     options = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in pixels)
     senders = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in sources)
@@ -63,11 +64,11 @@ def app_page(path: str, csrf: str, pixels: list[str], sources: list[str]) -> HTM
         _postbacks_tab(senders),
         _test_tab(options),
     )
-    body = "\n".join((_nav(base), *tabs))
+    body = "\n".join((_nav(base, escape(csrf)), *tabs))
     return HTMLResponse(_page(path, "console", body, meta=meta), 200, HEADERS)
 
 
-def _nav(base: str) -> str:
+def _nav(base: str, csrf: str) -> str:
     return f"""<nav>
 <button data-tab="live" class="active">Live events</button>
 <button data-tab="search">Search</button>
@@ -75,7 +76,8 @@ def _nav(base: str) -> str:
 <button data-tab="dead">Dead letters</button>
 <button data-tab="postbacks">Postbacks</button>
 <button data-tab="test">Send a test event</button>
-<form method="post" action="{base}/logout" class="logout"><button>Log out</button></form>
+<form method="post" action="{base}/logout" class="logout">
+<input type="hidden" name="csrf" value="{csrf}"><button>Log out</button></form>
 </nav>"""
 
 

@@ -22,9 +22,11 @@ _NOT_HERE = orjson.dumps({"error": "not_found", "message": "not served on this l
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, as uvicorn would open it (IPv6 when the host is one)."""
+    """A listening TCP socket, as uvicorn would open it (IPv6 when the host is one). Its
+    proto is named: asyncio turns Nagle's algorithm off only on sockets that say TCP, and
+    with it on, an answer's body waits for the client's delayed ACK of its headers."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -252,6 +252,11 @@ class RateLimits:
             "postback", settings.postback_per_second, settings.postback_burst
         )
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock every bucket here keeps time by (a monotonic one)."""
+        return self._clock
+
     def limit(self, name: str, per_second: float, burst: int) -> RateLimit:
         budget = Budget(per_second, burst)
         return RateLimit(

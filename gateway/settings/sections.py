@@ -263,7 +263,12 @@ class ConsoleSettings:
     """`env:NAME` or `file:/path` (or, for a demo, the password itself); 12 characters or more."""
     session_hours: float = setting(12.0, low=0.05, high=24.0 * 30)
     login_attempts_per_minute: float = setting(5.0, low=0.1, high=600.0)
-    """Failed logins per client IP; a burst of this many, then one per 60/N seconds."""
+    """Logins per client IP; a burst of this many, then one per 60/N seconds."""
+    login_failures_per_minute_all: float = setting(30.0, low=0.0, high=6000.0)
+    """Failed logins from every address together (shared by replicas with Redis): a burst of
+    this many, then one per 60/N seconds; past it a login is refused (429) before its password
+    is compared, except from a browser that logged in here before (a signed device cookie),
+    whose failures count per browser instead; 0: no such budget."""
 
     @property
     def enabled(self) -> bool:

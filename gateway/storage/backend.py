@@ -2,10 +2,11 @@
 
 `open_backend` picks SQLite (one file, written by the outbox's writer thread) or Redis (a
 server the replicas share) by the URL — the only place that asks which. The backend hands
-out the outbox, the lead store and the postback log, and with Redis the clients the rate
-limits, the per-minute counters and the console feed use (None with SQLite: nothing to
-share). Components never build or close a Redis client: `_redis_client` here is the one
-constructor, and the backend's `close()` (idempotent) closes the outbox and every client.
+out the outbox, the lead store, the postback log and the console's revoked sessions, and
+with Redis the clients the rate limits, the per-minute counters and the console feed use
+(None with SQLite: nothing to share). Components never build or close a Redis client:
+`_redis_client` here is the one constructor, and the backend's `close()` (idempotent)
+closes the outbox and every client.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gateway.storage.leads.base import ContextStore
 from gateway.storage.outbox import Outbox
 from gateway.storage.outbox.sqlite_backup import BackupRefused, BackupReport, backup_file
 from gateway.storage.postback_log import PostbackLog
+from gateway.storage.revoked_sessions import RevokedSessions
 
 _CLOSE_SECONDS = 5.0
 """A client whose connection went deaf must not hold the gateway's stop for ever."""
@@ -51,6 +53,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def postback_log(self, size: int) -> PostbackLog:
         """The postback log keeping `size` entries per source (not yet open)."""
+
+    @abc.abstractmethod
+    def revoked_sessions(self) -> RevokedSessions:
+        """The console sessions ended by a logout (not yet open)."""
 
     def shared_buckets(self) -> Any | None:
         """The client the rate limits share their buckets through, or None."""
@@ -105,6 +111,11 @@ class SqliteBackend(Backend):
         from gateway.storage.postback_log import SqliteLog
 
         return PostbackLog(SqliteLog(self._writer()), size)
+
+    def revoked_sessions(self) -> RevokedSessions:
+        from gateway.storage.revoked_sessions import SqliteRevoked
+
+        return RevokedSessions(SqliteRevoked(self._writer()))
 
     async def backup(self, target: str, *, replace: bool = False) -> BackupReport:
         from gateway.storage.outbox.sqlite import SqliteOutbox
@@ -163,6 +174,12 @@ class RedisBackend(Backend):
         from gateway.storage.postback_log import RedisLog
 
         return PostbackLog(RedisLog(self._client(decode=False, timeout=5)), size)
+
+    def revoked_sessions(self) -> RevokedSessions:
+        from gateway.storage.revoked_sessions import RedisRevoked
+
+        # on every console request: a slow Redis costs the page 1 s, then 503
+        return RevokedSessions(RedisRevoked(self._client(decode=True, timeout=1)))
 
     def shared_buckets(self) -> Any:
         # on the request path: a slow Redis must cost a request little (it then fails open)
