@@ -234,6 +234,7 @@ class ReplicaFeed:
         after a fault or a ping that went unanswered; `every`: (seconds, what to do then,
         and once subscribed)."""
         period, regularly = every or (float("inf"), None)
+        task = asyncio.current_task()
         while True:
             pubsub = self._redis.pubsub()
             try:
@@ -246,6 +247,10 @@ class ReplicaFeed:
                 while True:
                     wait = max(0.0, min(ping_at, due) - time.monotonic())
                     message = await pubsub.get_message(timeout=wait)
+                    if task is not None and task.cancelling():
+                        # a cancel that met redis-py's own read timeout can come back as
+                        # "no message": it stays a cancel, or the loop would wait on
+                        raise asyncio.CancelledError
                     now = time.monotonic()
                     if message is not None:
                         heard = now  # a message, a pong, a confirmation: the link lives
@@ -261,7 +266,6 @@ class ReplicaFeed:
                         await pubsub.ping()
                         pinged, ping_at = now, now + self._ping_seconds
             except (RedisError, OSError) as exc:
-                task = asyncio.current_task()
                 if task is not None and task.cancelling():  # a cancel redis-py made an error:
                     raise asyncio.CancelledError from None  # a cancel it stays
                 self._trouble(what, str(exc))
