@@ -15,13 +15,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination
 from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
-from gateway.delivery.isolation import budget, named_position, split
+from gateway.delivery.isolation import Isolation, budget, named_position, split
 from gateway.delivery.options import DeliveryOptions, DeliveryStats
 from gateway.delivery.retry_policy import CircuitBreaker
 from gateway.delivery.settlement import (
@@ -69,6 +68,10 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unanswered: set[asyncio.Task[None]] = set()
+        """Tasks whose request is not answered yet: what the concurrency counts. A task
+        that is settling (acknowledging, reporting) leaves its slot to the next batch."""
+        self._changed = asyncio.Event()  # a request was answered, or a task ended
         self.stats = DeliveryStats()
 
     @classmethod
@@ -136,17 +139,16 @@ class Dispatcher:
     async def drain(self) -> None:
         """Deliver until no event is ready now (retries scheduled later are left): burst mode."""
         while True:
-            batches = await self._claim(self._claim_limit())
+            batches = await self._claim()
             if not batches:
                 return
             await asyncio.gather(*(self._deliver(batch) for batch in batches))
 
-    def _claim_limit(self, slots: int | None = None) -> int:
-        return self._options.batch_size * (slots or self._options.concurrency)
-
-    async def _claim(self, limit: int) -> list[ClaimedBatch]:
+    async def _claim(self, slots: int | None = None) -> list[ClaimedBatch]:
         """Ready events as requests: one destination each, at most `batch_size` events."""
-        return await self._outbox.claim_batches(limit, self._clock(), self._options.batch_size)
+        size = self._options.batch_size
+        limit = size * (slots or self._options.concurrency)
+        return await self._outbox.claim_batches(limit, self._clock(), size)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early for new events or a stop."""
@@ -156,13 +158,13 @@ class Dispatcher:
     async def _run(self) -> None:
         options = self._options
         while not self._stopping.is_set():
-            slots = self._breaker.allowed(options.concurrency) - len(self._tasks)
-            if slots <= 0:
+            slots = self._breaker.allowed(options.concurrency) - len(self._unanswered)
+            if slots <= 0 or len(self._tasks) >= 2 * options.concurrency:
                 await self._wait_for_a_slot()
                 continue
             self._wakeup.clear()
             try:
-                batches = await self._claim(self._claim_limit(slots))
+                batches = await self._claim(slots)
             except OutboxUnavailable as exc:  # the outbox is down: keep the loop, try later
                 log.error("outbox claim failed: %s", exc)
                 await self._sleep(options.poll_seconds)
@@ -175,18 +177,34 @@ class Dispatcher:
             for batch in batches:
                 task = asyncio.create_task(self._deliver(batch))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._unanswered.add(task)
+                task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._unanswered.discard(task)
+        self._changed.set()
+
+    def _answered(self) -> None:
+        """This task's request was answered (and the breaker told): its slot is free."""
+        task = asyncio.current_task()
+        if task in self._unanswered:
+            self._unanswered.discard(task)
+            self._changed.set()
 
     async def _wait_for_a_slot(self) -> None:
-        """Until a request finishes, the breaker lets a probe through, or a stop."""
+        """Until a request is answered, a task ends, the breaker allows a probe, or a stop."""
+        changed = asyncio.ensure_future(self._changed.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             timeout = None if self._tasks else self._breaker.seconds_until_probe()
             await asyncio.wait(
-                {*self._tasks, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {changed, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            changed.cancel()
             stop.cancel()
+            self._changed.clear()
 
     async def _deliver(self, batch: ClaimedBatch) -> None:
         destination = batch.destination
@@ -203,13 +221,9 @@ class Dispatcher:
         now = self._clock()
         max_age = self._options.max_event_age_seconds
         if now - min(batch.event_times) > max_age:
-            stale = [c for c in batch.items() if now - c.event_time > max_age]
+            stale, batch = batch.parted(lambda c: now - c.event_time <= max_age)
             reason = f"older than {max_age // 86400} days, the oldest event TikTok accepts"
-            await asyncio.shield(
-                self._dead_letter(destination, ClaimedBatch.of(destination, stale), reason, None)
-            )
-            fresh = [c for c in batch.items() if now - c.event_time <= max_age]
-            batch = ClaimedBatch.of(destination, fresh)
+            await asyncio.shield(self._dead_letter(destination, stale, reason, None))
         if not batch:
             return
         token = self._tokens.get(destination.event_source_id)
@@ -225,6 +239,11 @@ class Dispatcher:
         taken apart (delivery/isolation.py) so only the events TikTok refuses are dead."""
         async with self._semaphore:
             outcome = await self._client.send_stored(destination, batch.data, token)
+        if outcome.kind is OutcomeKind.RETRY:
+            self._breaker.failure()
+        else:
+            self._breaker.success()  # delivered, or refused: TikTok answered, upstream is fine
+        self._answered()  # told the breaker first: the next claim sees this answer
         self.stats.requests += 1
         request = self.stats.requests
         refused = outcome.kind is OutcomeKind.PERMANENT and not outcome.alert
@@ -246,12 +265,10 @@ class Dispatcher:
     async def _unknown_pixel(self, destination: Destination, batch: ClaimedBatch) -> None:
         """Events of a pixel this delivery does not know: retried a while, then dead.
 
-        With replicas, a reload reaches each one on its own (a kubelet updates each pod's
-        mounted Secret within a minute or so): a replica that has the new pixel may accept
-        events that one still on the old configuration claims. Retried with the backoff
-        for UNKNOWN_PIXEL_ATTEMPTS attempts (one to two minutes at the defaults), they are
-        sent by whichever replica knows the pixel by then; a pixel really removed is
-        dead-lettered after that, to be replayed once it is back."""
+        With replicas a reload reaches each one on its own, so one still on the old
+        configuration may claim events of a new pixel: retried for UNKNOWN_PIXEL_ATTEMPTS
+        attempts, they are sent by whichever replica knows the pixel by then; a pixel
+        really removed is dead-lettered, to be replayed once it is back."""
         pixel = destination.event_source_id
         attempts = 1 + max(batch.attempts)
         if attempts >= UNKNOWN_PIXEL_ATTEMPTS:
@@ -277,7 +294,6 @@ class Dispatcher:
         pixel = destination.event_source_id
         retry_at = None
         if outcome.kind is OutcomeKind.DELIVERED:
-            self._breaker.success()
             await self._outbox.ack(ids)
             self.stats.delivered += len(ids)
             if outcome.code != 0:
@@ -286,7 +302,6 @@ class Dispatcher:
                     extra=_fields(pixel, len(ids), outcome.code),
                 )  # fmt: skip
         elif outcome.kind is OutcomeKind.RETRY:
-            self._breaker.failure()
             attempts = 1 + max(batch.attempts)
             delay = self._options.backoff.delay(attempts, outcome.retry_after)
             reason = _reason(outcome)
@@ -299,7 +314,6 @@ class Dispatcher:
                 extra=_fields(pixel, len(ids), outcome.code, attempt=attempts),
             )  # fmt: skip
         else:
-            self._breaker.success()  # TikTok answered: the upstream itself is fine
             await self._dead_letter(
                 destination, batch, _reason(outcome), outcome.code, request, outcome.request_id
             )
@@ -367,13 +381,6 @@ class Dispatcher:
         self._observer.settled(
             Settlement(kind, destination.event_source_id, events, at, request, **answer)
         )
-
-
-@dataclass
-class Isolation:
-    """What is left of one refused batch's budget of extra requests."""
-
-    left: int
 
 
 def _tokens(settings: Settings) -> dict[str, Secret]:

@@ -11,7 +11,7 @@ driver's errors into `OutboxUnavailable` at one boundary.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,14 @@ class ClaimedBatch:
                 zip(*columns, strict=True), self.attempts, strict=True
             )
         ]
+
+    def parted(self, keep: Callable[[Claimed], bool]) -> tuple[ClaimedBatch, ClaimedBatch]:
+        """(the events `keep` refuses, the events it keeps)."""
+        items = self.items()
+        refused = [c for c in items if not keep(c)]
+        return self.of(self.destination, refused), self.of(
+            self.destination, [c for c in items if keep(c)]
+        )
 
     @classmethod
     def of(cls, destination: Destination, items: Sequence[Claimed]) -> ClaimedBatch:
