@@ -15,13 +15,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import OutboxUnavailable
 from gateway.core.event import Destination
 from gateway.delivery.client import EventsApiClient, Outcome, OutcomeKind
-from gateway.delivery.isolation import budget, named_position, split
+from gateway.delivery.isolation import Isolation, budget, named_position, split
 from gateway.delivery.options import DeliveryOptions, DeliveryStats
 from gateway.delivery.retry_policy import CircuitBreaker
 from gateway.delivery.settlement import (
@@ -33,26 +32,12 @@ from gateway.delivery.settlement import (
     Settlement,
 )
 from gateway.settings import Secret, Settings
-from gateway.storage.outbox import Claimed, Outbox
+from gateway.storage.outbox import ClaimedBatch, Outbox
 
 log = logging.getLogger(__name__)
 UNKNOWN_PIXEL_ATTEMPTS = 8
 """Attempts at events of a pixel this delivery does not know before they are dead-lettered
 (the backoff between them, with its jitter: 0.5–1, 1–2 … 32–64 s at the defaults)."""
-
-
-def group_batches(
-    claimed: list[Claimed], batch_size: int
-) -> list[tuple[Destination, list[Claimed]]]:
-    """Split claimed events into requests: one destination each, at most `batch_size` events."""
-    groups: dict[Destination, list[Claimed]] = {}
-    for item in claimed:
-        groups.setdefault(item.destination, []).append(item)
-    return [
-        (destination, items[start : start + batch_size])
-        for destination, items in groups.items()
-        for start in range(0, len(items), batch_size)
-    ]
 
 
 class Dispatcher:
@@ -83,6 +68,10 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unanswered: set[asyncio.Task[None]] = set()
+        """Tasks whose request is not answered yet: what the concurrency counts. A task
+        that is settling (acknowledging, reporting) leaves its slot to the next batch."""
+        self._changed = asyncio.Event()  # a request was answered, or a task ended
         self.stats = DeliveryStats()
 
     @classmethod
@@ -150,15 +139,16 @@ class Dispatcher:
     async def drain(self) -> None:
         """Deliver until no event is ready now (retries scheduled later are left): burst mode."""
         while True:
-            claimed = await self._outbox.claim(self._claim_limit(), self._clock())
-            if not claimed:
+            batches = await self._claim()
+            if not batches:
                 return
-            await asyncio.gather(
-                *(self._deliver(d, b) for d, b in group_batches(claimed, self._options.batch_size))
-            )
+            await asyncio.gather(*(self._deliver(batch) for batch in batches))
 
-    def _claim_limit(self, slots: int | None = None) -> int:
-        return self._options.batch_size * (slots or self._options.concurrency)
+    async def _claim(self, slots: int | None = None) -> list[ClaimedBatch]:
+        """Ready events as requests: one destination each, at most `batch_size` events."""
+        size = self._options.batch_size
+        limit = size * (slots or self._options.concurrency)
+        return await self._outbox.claim_batches(limit, self._clock(), size)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early for new events or a stop."""
@@ -168,39 +158,56 @@ class Dispatcher:
     async def _run(self) -> None:
         options = self._options
         while not self._stopping.is_set():
-            slots = self._breaker.allowed(options.concurrency) - len(self._tasks)
-            if slots <= 0:
+            slots = self._breaker.allowed(options.concurrency) - len(self._unanswered)
+            if slots <= 0 or len(self._tasks) >= 2 * options.concurrency:
                 await self._wait_for_a_slot()
                 continue
             self._wakeup.clear()
             try:
-                claimed = await self._outbox.claim(self._claim_limit(slots), self._clock())
+                batches = await self._claim(slots)
             except OutboxUnavailable as exc:  # the outbox is down: keep the loop, try later
                 log.error("outbox claim failed: %s", exc)
                 await self._sleep(options.poll_seconds)
                 continue
-            if not claimed:
+            if not batches:
                 await self._sleep(options.poll_seconds)
                 if options.linger_seconds and not self._stopping.is_set():
                     await asyncio.sleep(options.linger_seconds)  # let a batch fill up
                 continue
-            for destination, batch in group_batches(claimed, options.batch_size):
-                task = asyncio.create_task(self._deliver(destination, batch))
+            for batch in batches:
+                task = asyncio.create_task(self._deliver(batch))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._unanswered.add(task)
+                task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._unanswered.discard(task)
+        self._changed.set()
+
+    def _answered(self) -> None:
+        """This task's request was answered (and the breaker told): its slot is free."""
+        task = asyncio.current_task()
+        if task in self._unanswered:
+            self._unanswered.discard(task)
+            self._changed.set()
 
     async def _wait_for_a_slot(self) -> None:
-        """Until a request finishes, the breaker lets a probe through, or a stop."""
+        """Until a request is answered, a task ends, the breaker allows a probe, or a stop."""
+        changed = asyncio.ensure_future(self._changed.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             timeout = None if self._tasks else self._breaker.seconds_until_probe()
             await asyncio.wait(
-                {*self._tasks, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {changed, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            changed.cancel()
             stop.cancel()
+            self._changed.clear()
 
-    async def _deliver(self, destination: Destination, batch: list[Claimed]) -> None:
+    async def _deliver(self, batch: ClaimedBatch) -> None:
+        destination = batch.destination
         try:
             await self._deliver_batch(destination, batch)
         except asyncio.CancelledError:
@@ -210,14 +217,13 @@ class Dispatcher:
         except Exception:  # never let one batch kill the dispatcher; its lease will expire
             log.exception("delivery to %s failed unexpectedly", destination.event_source_id)
 
-    async def _deliver_batch(self, destination: Destination, batch: list[Claimed]) -> None:
+    async def _deliver_batch(self, destination: Destination, batch: ClaimedBatch) -> None:
         now = self._clock()
         max_age = self._options.max_event_age_seconds
-        stale = [c for c in batch if now - c.event_time > max_age]
-        if stale:
+        if now - min(batch.event_times) > max_age:
+            stale, batch = batch.parted(lambda c: now - c.event_time <= max_age)
             reason = f"older than {max_age // 86400} days, the oldest event TikTok accepts"
             await asyncio.shield(self._dead_letter(destination, stale, reason, None))
-            batch = [c for c in batch if now - c.event_time <= max_age]
         if not batch:
             return
         token = self._tokens.get(destination.event_source_id)
@@ -227,38 +233,44 @@ class Dispatcher:
         await self._send(destination, batch, token, Isolation(budget(len(batch))))
 
     async def _send(
-        self, destination: Destination, batch: list[Claimed], token: Secret, isolation: Isolation
+        self, destination: Destination, batch: ClaimedBatch, token: Secret, isolation: Isolation
     ) -> None:
         """Send one request and settle its events; a refused request of several events is
         taken apart (delivery/isolation.py) so only the events TikTok refuses are dead."""
         async with self._semaphore:
-            outcome = await self._client.send_stored(destination, [c.data for c in batch], token)
+            outcome = await self._client.send_stored(destination, batch.data, token)
+        if outcome.kind is OutcomeKind.RETRY:
+            self._breaker.failure()
+        else:
+            self._breaker.success()  # delivered, or refused: TikTok answered, upstream is fine
+        self._answered()  # told the breaker first: the next claim sees this answer
         self.stats.requests += 1
         request = self.stats.requests
         refused = outcome.kind is OutcomeKind.PERMANENT and not outcome.alert
         if refused and len(batch) > 1:
-            dead, parts = split(batch, named_position(outcome.message, len(batch)))
+            dead, parts = split(batch.items(), named_position(outcome.message, len(batch)))
             if isolation.left >= len(parts):
                 isolation.left -= len(parts)
                 self.stats.isolation_requests += len(parts)
                 if dead:
-                    await asyncio.shield(self._settle(destination, dead, outcome, request))
+                    settled = ClaimedBatch.of(destination, dead)
+                    await asyncio.shield(self._settle(destination, settled, outcome, request))
                 for part in parts:
-                    await self._send(destination, part, token, isolation)
+                    await self._send(
+                        destination, ClaimedBatch.of(destination, part), token, isolation
+                    )
                 return
         await asyncio.shield(self._settle(destination, batch, outcome, request))
 
-    async def _unknown_pixel(self, destination: Destination, batch: list[Claimed]) -> None:
+    async def _unknown_pixel(self, destination: Destination, batch: ClaimedBatch) -> None:
         """Events of a pixel this delivery does not know: retried a while, then dead.
 
-        With replicas, a reload reaches each one on its own (a kubelet updates each pod's
-        mounted Secret within a minute or so): a replica that has the new pixel may accept
-        events that one still on the old configuration claims. Retried with the backoff
-        for UNKNOWN_PIXEL_ATTEMPTS attempts (one to two minutes at the defaults), they are
-        sent by whichever replica knows the pixel by then; a pixel really removed is
-        dead-lettered after that, to be replayed once it is back."""
+        With replicas a reload reaches each one on its own, so one still on the old
+        configuration may claim events of a new pixel: retried for UNKNOWN_PIXEL_ATTEMPTS
+        attempts, they are sent by whichever replica knows the pixel by then; a pixel
+        really removed is dead-lettered, to be replayed once it is back."""
         pixel = destination.event_source_id
-        attempts = 1 + max(c.attempts for c in batch)
+        attempts = 1 + max(batch.attempts)
         if attempts >= UNKNOWN_PIXEL_ATTEMPTS:
             reason = f"pixel {pixel} is not configured (add it, then replay)"
             await self._dead_letter(destination, batch, reason, None)
@@ -266,7 +278,7 @@ class Dispatcher:
         reason = f"pixel {pixel} is not configured here (yet: a reload under way?)"
         delay = self._options.backoff.delay(attempts, None)
         retry_at = self._clock() + delay
-        await self._outbox.retry([c.id for c in batch], retry_at, reason)
+        await self._outbox.retry(batch.ids, retry_at, reason)
         self.stats.retried += len(batch)
         log.warning(
             "pixel %s: %d event(s) will be retried in %.1fs (attempt %d): %s",
@@ -276,13 +288,12 @@ class Dispatcher:
         self._tell(RETRY, destination, batch, None, message=reason, retry_at=retry_at)
 
     async def _settle(
-        self, destination: Destination, batch: list[Claimed], outcome: Outcome, request: int
+        self, destination: Destination, batch: ClaimedBatch, outcome: Outcome, request: int
     ) -> None:
-        ids = [c.id for c in batch]
+        ids = batch.ids
         pixel = destination.event_source_id
         retry_at = None
         if outcome.kind is OutcomeKind.DELIVERED:
-            self._breaker.success()
             await self._outbox.ack(ids)
             self.stats.delivered += len(ids)
             if outcome.code != 0:
@@ -291,8 +302,7 @@ class Dispatcher:
                     extra=_fields(pixel, len(ids), outcome.code),
                 )  # fmt: skip
         elif outcome.kind is OutcomeKind.RETRY:
-            self._breaker.failure()
-            attempts = 1 + max(c.attempts for c in batch)
+            attempts = 1 + max(batch.attempts)
             delay = self._options.backoff.delay(attempts, outcome.retry_after)
             reason = _reason(outcome)
             retry_at = self._clock() + delay
@@ -304,7 +314,6 @@ class Dispatcher:
                 extra=_fields(pixel, len(ids), outcome.code, attempt=attempts),
             )  # fmt: skip
         else:
-            self._breaker.success()  # TikTok answered: the upstream itself is fine
             await self._dead_letter(
                 destination, batch, _reason(outcome), outcome.code, request, outcome.request_id
             )
@@ -332,15 +341,16 @@ class Dispatcher:
     async def _dead_letter(
         self,
         destination: Destination,
-        batch: list[Claimed],
+        batch: ClaimedBatch,
         reason: str,
         code: int | None,
         request: int | None = None,
         request_id: str | None = None,
     ) -> None:
         """Dead-letter with TikTok's reason, code and request id (support asks for it)."""
-        ids = [c.id for c in batch]
-        await self._outbox.dead_letter(ids, reason, code, self._clock(), request_id=request_id)
+        await self._outbox.dead_letter(
+            batch.ids, reason, code, self._clock(), request_id=request_id
+        )
         self.stats.dead_lettered += len(batch)
         log.error(
             "pixel %s: %d event(s) dead-lettered: %s",
@@ -361,23 +371,16 @@ class Dispatcher:
         self,
         kind: str,
         destination: Destination,
-        batch: list[Claimed],
+        batch: ClaimedBatch,
         request: int | None,
         **answer: Any,
     ) -> None:
         """Report a batch's fate (`answer`: Settlement's code, message, request_id, retry_at)."""
-        events = tuple((c.event, c.event_id) for c in batch)
+        events = tuple(zip(batch.events, batch.event_ids, strict=True))
         at = self._clock()
         self._observer.settled(
             Settlement(kind, destination.event_source_id, events, at, request, **answer)
         )
-
-
-@dataclass
-class Isolation:
-    """What is left of one refused batch's budget of extra requests."""
-
-    left: int
 
 
 def _tokens(settings: Settings) -> dict[str, Secret]:

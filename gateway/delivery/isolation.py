@@ -12,10 +12,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
 _POSITION = re.compile(r"\b(?:data|batch)(?:\[(\d{1,4})\]|\.(\d{1,4})\b)", re.IGNORECASE)
+
+
+@dataclass
+class Isolation:
+    """What is left of one refused batch's budget of extra requests."""
+
+    left: int
 
 
 def named_position(message: str, size: int) -> int | None:

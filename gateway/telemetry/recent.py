@@ -13,7 +13,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.core.event import Event
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 _KEEP_WINDOW_SECONDS = 0.25
 _SCAN_PER_ROW = 20
 """A tick reads at most this many settled events per row it may show."""
+_NAMED_PER_EVENT = 10
+"""The settlements kept name at most this many events per event the buffer holds (and at
+most one settlement per ten events): at 1000 events a batch the count alone kept 100,000
+(event, event_id) pairs, ~19 MB, for a buffer of 1000 events."""
 
 
 @dataclass(slots=True)
@@ -109,12 +113,8 @@ class RecentEvents:
         )
         self._steps: dict[Key, list[Settlement]] = {}
         # a settlement names up to 1000 events: keep fewer of them than of events
-        self._settlements: collections.deque[Settlement] = collections.deque(
-            maxlen=max(1, capacity // 10)
-        )
-        self._unindexed: collections.deque[Settlement] = collections.deque(
-            maxlen=max(1, capacity // 10)
-        )
+        self._settlements = _Settlements(max(1, capacity // 10), _NAMED_PER_EVENT * capacity)
+        self._unindexed = _Settlements(max(1, capacity // 10), _NAMED_PER_EVENT * capacity)
         self._accepted_count = 0
         self._settled_count = 0
         self._taps: list[Tap] = []
@@ -230,9 +230,9 @@ class RecentEvents:
     def settled_elsewhere(self, settlement: Settlement) -> None:
         """A batch settled by another replica's delivery (or, from `settled`, by ours)."""
         self._settlements.append(settlement)
-        self._unindexed.append(settlement)
+        self._unindexed.append(settlement, trim=not self.keep_events)
         self._settled_count += 1
-        if self.keep_events and len(self._unindexed) == self._unindexed.maxlen:
+        if self.keep_events and self._unindexed.full:
             self._index()  # somebody reads: no step of theirs may fall off the end unseen
 
     def _index(self) -> None:
@@ -344,3 +344,40 @@ class RecentEvents:
         at, source, kept, replica, _ = self._accepted[key]
         event = kept if isinstance(kept, Event) else None
         return EventTrace(*key, source, at, event, list(self._steps.get(key, ())), replica)
+
+
+class _Settlements:
+    """Settlements, oldest first: at most `count` of them, naming at most `named` events
+    between them (the newest is always kept, however many it names)."""
+
+    def __init__(self, count: int, named: int) -> None:
+        self._items: collections.deque[Settlement] = collections.deque()
+        self._count = count
+        self._named = named
+        self._events = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __reversed__(self) -> Iterator[Settlement]:
+        return reversed(self._items)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self._count or self._events >= self._named
+
+    def append(self, settlement: Settlement, *, trim: bool = True) -> None:
+        """Add the newest; `trim`: drop the oldest beyond the bounds."""
+        self._items.append(settlement)
+        self._events += len(settlement.events)
+        while (
+            trim
+            and len(self._items) > 1
+            and (len(self._items) > self._count or self._events > self._named)
+        ):
+            self.popleft()
+
+    def popleft(self) -> Settlement:
+        settlement = self._items.popleft()
+        self._events -= len(settlement.events)
+        return settlement

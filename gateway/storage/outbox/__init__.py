@@ -11,6 +11,7 @@ from gateway.core.errors import OutboxUnavailable
 from gateway.storage.outbox.base import (
     Backlog,
     Claimed,
+    ClaimedBatch,
     DeadLetter,
     Outbox,
     OutboxCounts,
@@ -21,6 +22,7 @@ from gateway.storage.outbox.base import (
 __all__ = [
     "Backlog",
     "Claimed",
+    "ClaimedBatch",
     "DeadLetter",
     "Outbox",
     "OutboxCounts",

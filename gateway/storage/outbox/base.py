@@ -11,7 +11,7 @@ driver's errors into `OutboxUnavailable` at one boundary.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,69 @@ class Claimed:
     def decode(self) -> Event:
         """The event itself (operators and tests; delivery never needs it)."""
         return Event.from_tiktok(self.destination, orjson.loads(self.data))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """Claimed events of one destination, at most one request's worth, held as columns.
+
+    What the dispatcher sends, settles and reports: a request of 1000 events touches each
+    event only inside C (`join`, `min`, `max`, `zip`), never as an object of its own.
+    `items()` gives the events one by one for the rare paths (too old, refused, isolated).
+    """
+
+    destination: Destination
+    ids: Sequence[str]
+    events: Sequence[str]
+    event_ids: Sequence[str]
+    event_times: Sequence[int]
+    data: Sequence[str]
+    attempts: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def items(self) -> list[Claimed]:
+        columns = (self.ids, self.events, self.event_ids, self.event_times, self.data)
+        return [
+            Claimed(i, self.destination, name, event_id, at, data, tries)
+            for (i, name, event_id, at, data), tries in zip(
+                zip(*columns, strict=True), self.attempts, strict=True
+            )
+        ]
+
+    def parted(self, keep: Callable[[Claimed], bool]) -> tuple[ClaimedBatch, ClaimedBatch]:
+        """(the events `keep` refuses, the events it keeps)."""
+        items = self.items()
+        refused = [c for c in items if not keep(c)]
+        return self.of(self.destination, refused), self.of(
+            self.destination, [c for c in items if keep(c)]
+        )
+
+    @classmethod
+    def of(cls, destination: Destination, items: Sequence[Claimed]) -> ClaimedBatch:
+        """A batch of `items` (all of `destination`)."""
+        return cls(
+            destination,
+            [c.id for c in items],
+            [c.event for c in items],
+            [c.event_id for c in items],
+            [c.event_time for c in items],
+            [c.data for c in items],
+            [c.attempts for c in items],
+        )
+
+    @classmethod
+    def group(cls, claimed: Sequence[Claimed], batch_size: int) -> list[ClaimedBatch]:
+        """Claimed events as requests: one destination each, at most `batch_size` events."""
+        groups: dict[Destination, list[Claimed]] = {}
+        for item in claimed:
+            groups.setdefault(item.destination, []).append(item)
+        return [
+            cls.of(destination, items[start : start + batch_size])
+            for destination, items in groups.items()
+            for start in range(0, len(items), batch_size)
+        ]
 
 
 @dataclass
@@ -151,6 +214,11 @@ class EventQueue(abc.ABC):
     @abc.abstractmethod
     async def claim(self, limit: int, now: float) -> list[Claimed]:
         """Lease up to `limit` ready events (new, or retries now due), oldest first."""
+
+    async def claim_batches(self, limit: int, now: float, batch_size: int) -> list[ClaimedBatch]:
+        """`claim`, grouped into requests of at most `batch_size` events of one destination
+        (what the dispatcher sends); a backend may build the columns without the objects."""
+        return ClaimedBatch.group(await self.claim(limit, now), batch_size)
 
     @abc.abstractmethod
     async def ack(self, ids: Sequence[str]) -> None:
