@@ -25,7 +25,7 @@ from gateway.core.normalize import (
     hashed_values,
     require_sha256,
 )
-from gateway.ingest.fields import clean_text, key_name
+from gateway.ingest.fields import MAX_TEXT, clean_text, key_name
 from gateway.ingest.policy import Observed
 from gateway.privacy.scrubbing import EventScrub
 
@@ -66,7 +66,10 @@ _HASHERS = {"email": hash_email, "external_id": hash_external_id}
 def _raw_text(key: str, target: str, value: Any) -> str | None:
     """A raw user field as text; a click id or _ttp must be a token (no CR, LF, NUL or `;`
     passes on to TikTok)."""
-    text = clean_text(f"user.{key}", value)
+    if type(value) is str and len(value) <= MAX_TEXT:  # the usual value, checked inline
+        text = value.strip() or None
+    else:
+        text = clean_text(f"user.{key}", value)
     if text and target in _TOKEN_KEYS and not _TOKEN.fullmatch(text):
         raise EventError(f"user.{key}", "must be a token: letters, digits, . _ ~ + / = -")
     return text
@@ -157,8 +160,11 @@ def _merge_observed(
 ) -> None:
     for key in OBSERVED_KEYS:
         value = getattr(observed, key)
-        if key == "user_agent":
-            value = clean_text("user.user_agent", value)
+        if key == "user_agent" and value is not None:
+            if type(value) is not str or len(value) > MAX_TEXT:
+                value = clean_text("user.user_agent", value)
+            else:
+                value = value.strip() or None
             value = scrub.identifier("user", value) if value else value
         if value and (overrides or key not in user):
             user[key] = value
