@@ -158,15 +158,21 @@ def _single_key(kind: str, key: str, value: Any, scrub: EventScrub) -> str | Non
 def _merge_observed(
     user: dict[str, Any], observed: Observed, scrub: EventScrub, *, overrides: bool
 ) -> None:
-    for key in OBSERVED_KEYS:
-        value = getattr(observed, key)
-        if key == "user_agent" and value is not None:
-            if type(value) is not str or len(value) > MAX_TEXT:
-                value = clean_text("user.user_agent", value)
-            else:
-                value = value.strip() or None
-            value = scrub.identifier("user", value) if value else value
-        if value and (overrides or key not in user):
-            user[key] = value
+    # OBSERVED_KEYS in their order, unrolled: this runs for every browser event
+    ip, user_agent, ttp, ttclid = observed.ip, observed.user_agent, observed.ttp, observed.ttclid
+    if user_agent is not None:
+        if type(user_agent) is not str or len(user_agent) > MAX_TEXT:
+            user_agent = clean_text("user.user_agent", user_agent)
+        else:
+            user_agent = user_agent.strip() or None
+        user_agent = scrub.identifier("user", user_agent) if user_agent else user_agent
+    if ip and (overrides or "ip" not in user):
+        user["ip"] = ip
+    if user_agent and (overrides or "user_agent" not in user):
+        user["user_agent"] = user_agent
+    if ttp and (overrides or "ttp" not in user):
+        user["ttp"] = ttp
+    if ttclid and (overrides or "ttclid" not in user):
+        user["ttclid"] = ttclid
     if observed.locale and "locale" not in user:
         user["locale"] = observed.locale

@@ -144,4 +144,10 @@ def is_tag_testing(page_url: str | None, hosts: Iterable[str]) -> bool:
     host = _host(page_url)
     if not host:
         return False
+    return _tag_testing_host(host, hosts if isinstance(hosts, tuple) else tuple(hosts))
+
+
+@lru_cache(maxsize=4096)
+def _tag_testing_host(host: str, hosts: tuple[str, ...]) -> bool:
+    """Cached: a site's pages have a handful of hosts, and every beacon names one."""
     return any(host == h or host.endswith("." + h) for h in hosts)
