@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import console, health
 from gateway.http.errors import GatewayJson, log_unexpected
-from gateway.http.fast_path import DirectRoute, FastPath
+from gateway.http.fast_path import DirectRoute, FastPathApp
 from gateway.http.listeners import MetricsListenerGate
 from gateway.ingest.source import Source, SourceContext
 from gateway.ingest.sources import beacon, imports, postback, relay, server_api
@@ -92,17 +92,13 @@ def create_app(gateway: Gateway) -> Starlette:
         postback_log=gateway.postback_log,
     )
     routes = [route for source in SOURCES for route in source.routes(context)]
-    app = Starlette(
+    metrics_port = gateway.settings.metrics.port
+    app = FastPathApp(
+        direct={route.path: route.app for route in routes if isinstance(route, DirectRoute)},
+        metrics_port=metrics_port,
         routes=[*health.routes(gateway), *routes, *console.routes(gateway)],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
-        middleware=[
-            Middleware(MetricsListenerGate, metrics_port=gateway.settings.metrics.port),
-            *(
-                Middleware(FastPath, path=route.path, endpoint=route.app)
-                for route in routes
-                if isinstance(route, DirectRoute)
-            ),
-        ],
+        middleware=[Middleware(MetricsListenerGate, metrics_port=metrics_port)],
         lifespan=lifespan,
     )
     # `/v1/events/` is a 404 in JSON, not a redirect built from the client's Host header

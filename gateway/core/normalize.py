@@ -170,7 +170,7 @@ def parse_event_time(field: str, raw: Any) -> int:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             return math.floor(moment.timestamp())
-    if isinstance(raw, int | float):
+    if isinstance(raw, (int, float)):
         if not 0 < raw < _LATEST_MILLISECONDS:  # also refuses inf and nan
             raise EventError(field, "must be a positive timestamp in seconds or milliseconds")
         seconds = raw / 1000 if raw >= _MILLISECONDS_FROM else raw
@@ -189,7 +189,7 @@ def parse_number(field: str, raw: Any, *, allow_negative: bool = False) -> int |
                 field, "must be a plain number like 19.99 (no currency symbol or comma)"
             )
         raw = int(text) if "." not in text else float(text)
-    if not isinstance(raw, int | float):
+    if not isinstance(raw, (int, float)):
         raise EventError(field, "must be a number")
     if not -MAX_AMOUNT <= raw <= MAX_AMOUNT:  # also refuses inf and nan
         raise EventError(field, f"must be at most {MAX_AMOUNT:.0e} in size")
@@ -215,7 +215,7 @@ def event_id_string(field: str, raw: Any) -> str | None:
         return None
     if isinstance(raw, bool):
         raise EventError(field, "must be a string")
-    if isinstance(raw, int | float):
+    if isinstance(raw, (int, float)):
         if not -1e18 < raw < 1e18:  # also refuses inf and nan
             raise EventError(field, "must be a string (or a number below 10^18)")
         if isinstance(raw, int):

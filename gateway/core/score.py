@@ -33,10 +33,13 @@ def keys_present(user: Mapping[str, Any]) -> list[str]:
     return present
 
 
+_SINGLE_KEYS = WEIGHTS[:-1]
+
+
 def score(user: Mapping[str, Any]) -> int:
     """0–10: the sum of the weights of the keys present."""
     total = 0
-    for key, weight in WEIGHTS[:-1]:
+    for key, weight in _SINGLE_KEYS:
         if user.get(key):
             total += weight
     if user.get("ip") and user.get("user_agent"):

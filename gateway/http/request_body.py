@@ -37,7 +37,7 @@ async def read_body(receive: Receive, declared_length: str | None, limit: int) -
 
 
 def parse_json(body: bytes) -> Any:
-    if not body.strip():
+    if not body or body.isspace():  # no copy of the body, as strip() makes
         raise EventError("body", "empty: send a JSON object")
     try:
         return orjson.loads(body)

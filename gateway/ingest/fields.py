@@ -12,16 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.errors import EventError
-from gateway.core.normalize import decimal_sum, parse_number
+from gateway.core.normalize import MAX_AMOUNT, decimal_sum, parse_number
 from gateway.privacy.scrubbing import EventScrub
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_MAX_TEXT = 2048
+MAX_TEXT = 2048
 _PROPERTY_TEXT = ("content_type", "order_id", "shop_id", "search_string", "description")
 _PROPERTY_IDS = frozenset({"order_id", "shop_id"})
 
 
-def clean_text(field_name: str, raw: Any, *, limit: int = _MAX_TEXT) -> str | None:
+def clean_text(field_name: str, raw: Any, *, limit: int = MAX_TEXT) -> str | None:
     if type(raw) is str:  # the common case first: this runs ~10 times per event
         text = raw.strip()
     elif raw is None:
@@ -53,26 +53,43 @@ def _parse_contents(raw: Any, scrub: EventScrub) -> list[dict[str, Any]]:
         raise EventError("properties.contents", "must be a list of objects")
     contents = []
     for index, item in enumerate(raw):
-        where = f"properties.contents[{index}]"
-        if not isinstance(item, Mapping):
-            raise EventError(where, "must be an object")
+        if type(item) is not dict and not isinstance(item, Mapping):
+            raise EventError(f"properties.contents[{index}]", "must be an object")
         content: dict[str, Any] = {}
+        # the usual values are checked inline; anything else (and every error) takes the
+        # general path, which names the field: its name is built only then
         for key, value in item.items():
             if key == "content_id":
-                text = clean_text(f"{where}.content_id", value, limit=256)
+                if type(value) is str and len(value) <= 256:
+                    text = value.strip() or None
+                else:
+                    text = clean_text(f"{_item(index)}.content_id", value, limit=256)
                 if text:
                     content["content_id"] = scrub.identifier("contents", text)
             elif key == "price":
-                content["price"] = parse_number(f"{where}.price", value)
+                plain = type(value) is float or type(value) is int
+                content["price"] = (
+                    value
+                    if plain and 0 <= value <= MAX_AMOUNT
+                    else parse_number(f"{_item(index)}.price", value)
+                )
             elif key == "quantity":
-                content["quantity"] = count(f"{where}.quantity", value, low=1)
+                content["quantity"] = (
+                    value
+                    if type(value) is int and 1 <= value <= _MAX_COUNT
+                    else count(f"{_item(index)}.quantity", value, low=1)
+                )
             else:
-                text = clean_text(f"{where}.{key}", value, limit=512)
+                text = clean_text(f"{_item(index)}.{key}", value, limit=512)
                 if text:
                     content[scrub.identifier("contents", key)] = scrub.text("contents", text)
         content.setdefault("quantity", 1)
         contents.append(content)
     return contents
+
+
+def _item(index: int) -> str:
+    return f"properties.contents[{index}]"
 
 
 _IDENTIFIER_KEYS = frozenset(
@@ -121,9 +138,21 @@ def flat_section(name: str, raw: Any, scrub: EventScrub) -> dict[str, Any]:
 def parse_properties(raw: Mapping[str, Any], scrub: EventScrub) -> dict[str, Any]:
     props: dict[str, Any] = {}
     for key, value in raw.items():
-        where = f"properties.{key}"
         if value is None:
             continue
+        if key == "value" and (type(value) is float or type(value) is int) and value >= 0:
+            if value > MAX_AMOUNT:  # the usual value inline; the general path reports
+                parse_number("properties.value", value)
+            props["value"] = value
+            continue
+        if key == "currency" and type(value) is str and len(value) <= 8:
+            code = value.strip().upper()
+            if code:
+                if not _CURRENCY.fullmatch(code):
+                    raise EventError("properties.currency", "must be an ISO 4217 code such as USD")
+                props["currency"] = code
+            continue
+        where = f"properties.{key}"
         if key == "value":
             props["value"] = parse_number(where, value)
         elif key == "currency":
@@ -174,12 +203,19 @@ def _custom_key(key: str, scrub: EventScrub) -> str:
     return key if key in _PROPERTY_TEXT else scrub.identifier("properties", key)
 
 
+_PAGE_FIELDS = {"url": "page.url", "referrer": "page.referrer"}
+
+
 def parse_page(raw: Any, scrub: EventScrub) -> dict[str, str]:
     page = {}
     for key, value in table("page", raw).items():
-        if key not in ("url", "referrer"):
+        field_name = _PAGE_FIELDS.get(key)
+        if field_name is None:
             raise EventError(f"page.{key}", "unknown page field (url, referrer)")
-        value_text = clean_text(f"page.{key}", value, limit=4096)
+        if type(value) is str and len(value) <= 4096:
+            value_text = value.strip() or None
+        else:
+            value_text = clean_text(field_name, value, limit=4096)
         if value_text:
-            page[key] = scrub.url(f"page.{key}", value_text)
+            page[key] = scrub.url(field_name, value_text)
     return page

@@ -170,18 +170,20 @@ def parse_event(
     code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
     test_code = code or test_event_code or pixel.test_event_code
     destination = Destination(pixel.event_source, pixel.id, test_code)
-    events = [
+    if limited is None:
+        limited = pixel.limited_data_use or None
+    events = [  # positional: Event's fields in order (keywords cost each beacon)
         Event(
-            destination=destination,
-            event=name,
-            event_time=event_time,
-            event_id=event_id,
-            user=user,
-            properties=properties,
-            page=page,
-            limited_data_use=limited if limited is not None else (pixel.limited_data_use or None),
-            sections=sections,
-            observed=observed,
+            destination,
+            name,
+            event_time,
+            event_id,
+            user,
+            properties,
+            page,
+            limited,
+            sections,
+            observed,
         )
         for name in names
     ]

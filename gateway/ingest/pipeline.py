@@ -155,6 +155,8 @@ class Pipeline:
         await self._store(parsed, policy, checkpoint=checkpoint)
 
     def _count(self, results: Sequence[Parsed]) -> None:
+        if len(results) == 1 and not results[0].warnings and not results[0].scrubbed:
+            return  # a beacon's usual event: nothing left out or scrubbed, nothing to count
         self.count_parsed(
             sum(len(parsed.warnings) for parsed in results),
             [field for parsed in results for field in parsed.scrubbed],

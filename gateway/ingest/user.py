@@ -25,7 +25,7 @@ from gateway.core.normalize import (
     hashed_values,
     require_sha256,
 )
-from gateway.ingest.fields import clean_text, key_name
+from gateway.ingest.fields import MAX_TEXT, clean_text, key_name
 from gateway.ingest.policy import Observed
 from gateway.privacy.scrubbing import EventScrub
 
@@ -66,7 +66,10 @@ _HASHERS = {"email": hash_email, "external_id": hash_external_id}
 def _raw_text(key: str, target: str, value: Any) -> str | None:
     """A raw user field as text; a click id or _ttp must be a token (no CR, LF, NUL or `;`
     passes on to TikTok)."""
-    text = clean_text(f"user.{key}", value)
+    if type(value) is str and len(value) <= MAX_TEXT:  # the usual value, checked inline
+        text = value.strip() or None
+    else:
+        text = clean_text(f"user.{key}", value)
     if text and target in _TOKEN_KEYS and not _TOKEN.fullmatch(text):
         raise EventError(f"user.{key}", "must be a token: letters, digits, . _ ~ + / = -")
     return text
@@ -155,12 +158,21 @@ def _single_key(kind: str, key: str, value: Any, scrub: EventScrub) -> str | Non
 def _merge_observed(
     user: dict[str, Any], observed: Observed, scrub: EventScrub, *, overrides: bool
 ) -> None:
-    for key in OBSERVED_KEYS:
-        value = getattr(observed, key)
-        if key == "user_agent":
-            value = clean_text("user.user_agent", value)
-            value = scrub.identifier("user", value) if value else value
-        if value and (overrides or key not in user):
-            user[key] = value
+    # OBSERVED_KEYS in their order, unrolled: this runs for every browser event
+    ip, user_agent, ttp, ttclid = observed.ip, observed.user_agent, observed.ttp, observed.ttclid
+    if user_agent is not None:
+        if type(user_agent) is not str or len(user_agent) > MAX_TEXT:
+            user_agent = clean_text("user.user_agent", user_agent)
+        else:
+            user_agent = user_agent.strip() or None
+        user_agent = scrub.identifier("user", user_agent) if user_agent else user_agent
+    if ip and (overrides or "ip" not in user):
+        user["ip"] = ip
+    if user_agent and (overrides or "user_agent" not in user):
+        user["user_agent"] = user_agent
+    if ttp and (overrides or "ttp" not in user):
+        user["ttp"] = ttp
+    if ttclid and (overrides or "ttclid" not in user):
+        user["ttclid"] = ttclid
     if observed.locale and "locale" not in user:
         user["locale"] = observed.locale

@@ -22,6 +22,8 @@ MAX_DECODES = 4
 _PATH_SAFE = "!$&'()*+,;=:@"
 _QUERY_SAFE = "/:@!$'()*,;"
 _NAME_SEPARATORS = re.compile(r"[\[\].]")
+_REMEMBERED_URLS = 2048
+_REMEMBERED_URL_LENGTH = 512
 
 
 def parameter_name(name: str) -> str:
@@ -66,10 +68,17 @@ class UrlRedactor:
     def __init__(self, dropped_parameters: Iterable[str]) -> None:
         self._dropped = frozenset(parameter_name(n) for n in dropped_parameters)
         self._verdicts: dict[str, bool] = {}  # names repeat (utm_source, ttclid…)
+        self._clean: set[str] = set()  # so do URLs: a visitor's page and referrer, each beacon
 
     def redact(self, url: str, budget: ScanBudget) -> str:
         """`url` without personal data (the same object when it held none)."""
+        if url in self._clean:
+            return url
         if self._plainly_clean(url):
+            if len(url) <= _REMEMBERED_URL_LENGTH:  # bounded whatever URLs clients invent
+                if len(self._clean) >= _REMEMBERED_URLS:
+                    self._clean.clear()
+                self._clean.add(url)
             return url
         head, hash_mark, fragment = url.partition("#")
         head, question_mark, query = head.partition("?")

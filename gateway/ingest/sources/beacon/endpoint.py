@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -58,6 +59,8 @@ _HEADERS_READ = (
     "forwarded",
 )
 _NO_BODY = {"type": "http.response.body", "body": b""}
+_COOKIE_HEADERS_REMEMBERED = 4096
+_MAX_REMEMBERED_COOKIE = 2048
 
 
 class ForbiddenOrigin(Forbidden):
@@ -100,9 +103,12 @@ class BeaconEndpoint:
             network.client_ip_header,
             on_invalid_hop=pipeline.metrics.invalid_forwarded_hops.inc,
         )
-        self._wanted_headers = frozenset(
-            name.encode() for name in (*_HEADERS_READ, network.client_ip_header) if name is not None
-        )
+        self._wanted_headers = {
+            name.encode(): name
+            for name in (*_HEADERS_READ, network.client_ip_header)
+            if name is not None
+        }
+        self._cookies_seen: dict[str, Mapping[str, str]] = {}
         self._max_body = browser.max_body_bytes
         self._max_events = browser.max_events
         self._drop_bots = browser.drop_bots
@@ -137,11 +143,25 @@ class BeaconEndpoint:
     def _headers(self, raw: Headers) -> dict[str, str]:
         """The headers this endpoint reads; repeated ones joined as HTTP allows (', ')."""
         headers: dict[str, str] = {}
+        wanted = self._wanted_headers
         for name, value in raw:
-            if name in self._wanted_headers:
-                key, text = name.decode("latin-1"), value.decode("latin-1")
+            key = wanted.get(name)
+            if key is not None:
+                text = value.decode("latin-1")
                 headers[key] = f"{headers[key]}, {text}" if key in headers else text
         return headers
+
+    def _read_cookies(self, header: str) -> Mapping[str, str]:
+        """`read_cookies` of a Cookie header, remembered: a visitor sends the same one with
+        every beacon (bounded; the values are click ids and tokens, no personal data)."""
+        found = self._cookies_seen.get(header)
+        if found is None:
+            found = read_cookies(header, self._cookie_names)
+            if len(header) <= _MAX_REMEMBERED_COOKIE:
+                if len(self._cookies_seen) >= _COOKIE_HEADERS_REMEMBERED:
+                    self._cookies_seen.clear()
+                self._cookies_seen[header] = found
+        return found
 
     def _cors_of(self, scope: Scope) -> Headers:
         for name, value in scope["headers"]:
@@ -182,7 +202,7 @@ class BeaconEndpoint:
         user_agent = headers.get("user-agent", "")
         if self._drop_bots and self._dropped_as_bot(user_agent, raw_items, pixels):
             return 204, [*cors, *_counts(0, len(raw_items))]
-        cookies = read_cookies(headers.get("cookie", ""), self._cookie_names)
+        cookies = self._read_cookies(headers.get("cookie", ""))
         visitor = Visitor(
             self._cookies,
             ip=ip,
@@ -240,7 +260,11 @@ class BeaconEndpoint:
                 "no_consent", source=BROWSER.name, detail=detail, items=(raw,), pixel=pixel.id
             )
             return None
-        event = {k: v for k, v in raw.items() if k not in _BROWSER_ONLY_KEYS}
+        event = (
+            raw
+            if _BROWSER_ONLY_KEYS.isdisjoint(raw)
+            else {k: v for k, v in raw.items() if k not in _BROWSER_ONLY_KEYS}
+        )
         observed = visitor.observe(raw.get("user"), page_url, referrer)
         copy = raw.get("pixel_copy")
         if copy in _PIXEL_COPY:
@@ -266,11 +290,14 @@ _PREFLIGHT: Headers = [
 ]
 
 
+@lru_cache(maxsize=256)
 def _counts(accepted: int, dropped: int) -> Headers:
-    """What became of the beacon's events, for whoever debugs with curl (browsers ignore it)."""
+    """What became of the beacon's events, for whoever debugs with curl (browsers ignore it).
+    Cached, as `_cors`: the answers repeat (callers copy, never change, the list)."""
     return [(b"x-accepted", str(accepted).encode()), (b"x-dropped", str(dropped).encode())]
 
 
+@lru_cache(maxsize=1024)
 def _cors(origin: str) -> Headers:
     return [
         (b"access-control-allow-origin", origin.encode("latin-1")),
