@@ -4,15 +4,18 @@ Each entry keeps the rules fired with their event ids, the others' reasons and h
 id stood (given, from the lead context, expired, malformed or missing): a lead system losing
 its click ids is the commonest cause of zero attributed conversions. It lives in the outbox's
 backend (a SQLite table, a Redis list per source), bounded per source, identifiers hashed.
-Entries are queued and written by one task at most once a second, so a postback never waits.
+Entries are queued (the last `size` of a source: older ones would be trimmed at once) and
+written by one task at most once a second, so a postback never waits for its line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -40,6 +43,11 @@ CREATE TABLE IF NOT EXISTS postback_log (
 );
 CREATE INDEX IF NOT EXISTS postback_log_source ON postback_log (source, id);
 """
+_INSERT = "INSERT INTO postback_log (source, entry) SELECT ?, value FROM json_each(?)"
+_TRIM = (
+    "DELETE FROM postback_log WHERE source = ? AND id <= (SELECT id FROM postback_log "
+    "WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+)
 
 
 NOT_KEPT = "(not kept)"
@@ -79,7 +87,7 @@ class PostbackLog:
         self.size = size
         self.interval = interval
         self._stopped = asyncio.Event()
-        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._queued: dict[str, deque[dict[str, Any]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -102,7 +110,10 @@ class PostbackLog:
 
     def record(self, source: str, entry: dict[str, Any]) -> None:
         if self._task is not None:
-            self._queued.append((source, entry))
+            queued = self._queued.get(source)
+            if queued is None:  # the last `size` only: the table keeps no more of a source
+                queued = self._queued[source] = deque(maxlen=self.size)
+            queued.append(entry)
             self._wake.set()
 
     async def flush(self) -> None:
@@ -119,7 +130,8 @@ class PostbackLog:
                 await asyncio.wait_for(self._stopped.wait(), self.interval)
 
     async def _write(self) -> None:
-        batch, self._queued = self._queued, []
+        queued, self._queued = self._queued, {}
+        batch = [(source, entry) for source, entries in queued.items() for entry in entries]
         if not batch:
             return
         try:
@@ -147,19 +159,18 @@ class SqliteLog(LogBackend):
         await self._writer_of().statement(lambda conn: conn.executescript(SCHEMA))
 
     async def append(self, batch: list[tuple[str, dict[str, Any]]], size: int) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO postback_log (source, entry) VALUES (?, ?)",
-                [(source, orjson.dumps(entry).decode()) for source, entry in batch],
-            )
-            for source in {source for source, _ in batch}:
-                conn.execute(
-                    "DELETE FROM postback_log WHERE source = ? AND id <= (SELECT id FROM "
-                    "postback_log WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                    (source, source, size),
-                )
-
-        await self._writer_of().transaction(write)
+        """Per source two statements, each one step of the writer: its entries inserted
+        from one JSON array serialised here (on the loop, not in the writer thread), then
+        the source trimmed to its last `size`. Row by row in one transaction, a batch held
+        the file's write lock through a GIL hand-back per row, and every event waited."""
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for source, entry in batch:
+            by_source.setdefault(source, []).append(entry)
+        writer = self._writer_of()
+        for source, entries in by_source.items():
+            rows = orjson.dumps(entries).decode()
+            await writer.statement(functools.partial(_run, _INSERT, (source, rows)))
+            await writer.statement(functools.partial(_run, _TRIM, (source, source, size)))
 
     async def last(self, source: str, count: int) -> list[dict[str, Any]]:
         def read(conn: sqlite3.Connection) -> list[Any]:
@@ -172,6 +183,10 @@ class SqliteLog(LogBackend):
         return [orjson.loads(entry) for (entry,) in reversed(rows)]
 
 
+def _run(sql: str, parameters: tuple[Any, ...], conn: sqlite3.Connection) -> None:
+    conn.execute(sql, parameters)
+
+
 class RedisLog(LogBackend):
     def __init__(self, client: Any, prefix: str = "tiktok-gateway") -> None:
         """`client`: owned (and closed) by the storage backend."""
@@ -182,9 +197,12 @@ class RedisLog(LogBackend):
         """Nothing to create: a list appears with its first entry."""
 
     async def append(self, batch: list[tuple[str, dict[str, Any]]], size: int) -> None:
+        by_source: dict[str, list[bytes]] = {}
+        for source, entry in batch:
+            by_source.setdefault(source, []).append(orjson.dumps(entry))
         async with self._redis.pipeline(transaction=False) as pipe:
-            for source, entry in batch:
-                pipe.lpush(self._prefix + source, orjson.dumps(entry))
+            for source, entries in by_source.items():  # the last pushed is the newest
+                pipe.lpush(self._prefix + source, *entries)
                 pipe.ltrim(self._prefix + source, 0, size - 1)
             await pipe.execute()
 
