@@ -142,6 +142,12 @@ class Action:
         keys = [k for k in TEMPLATE_KEYS if k in self.templates or k in _DEFAULTS]
         return tuple((k, self.templates.get(k) or _DEFAULTS[k]) for k in keys)
 
+    @functools.cached_property
+    def plan(self) -> tuple[tuple[str, str | None, Template], ...]:
+        """`effective` with the field a template is nothing but (`"{email}"`, as most
+        defaults are): such a template renders as a lookup of that field."""
+        return tuple((k, _only_field(t), t) for k, t in self.effective)
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -271,9 +277,10 @@ def build(rule: Rule, source: str, fields: Mapping[str, str]) -> tuple[Built, ..
     """The rule's events for this postback; raises Skipped when one cannot be valid."""
     action = rule.action
     rendered: dict[str, str | None] = dict.fromkeys(TEMPLATE_KEYS)
-    for key, template in action.effective:
-        text = template.render(fields)
-        rendered[key] = (text.strip() or None) if text is not None else None
+    for key, only, template in action.plan:
+        text = fields.get(only) if only is not None else template.render(fields)
+        if text:  # else None, as the key starts: absent, blank or rendered empty
+            rendered[key] = text.strip() or None
     event_id = rendered.pop("event_id")
     if "event_id" not in action.templates:
         event_id = derived_event_id(rule.name, source, fields)
@@ -340,6 +347,11 @@ def _contents(action: Action, fields: Mapping[str, str]) -> list[dict[str, str]]
         if text:
             item[key] = text.strip()
     return [item] if "content_id" in item else []
+
+
+def _only_field(template: Template) -> str | None:
+    """The field a template is nothing but, or None."""
+    return template.fields[0] if template.parts == ("", "") else None
 
 
 def derived_event_id(rule: str, source: str, fields: Mapping[str, str]) -> str:

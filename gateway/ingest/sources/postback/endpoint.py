@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.http.auth import Auth, Gate
-from gateway.http.errors import GatewayJson, rendered
+from gateway.http.errors import GatewayJson, JsonAnswer, rendered
 from gateway.http.request_body import read_body
 from gateway.ingest.policy import SourcePolicy
 from gateway.ingest.source import SourceContext
@@ -76,7 +77,7 @@ class PostbackEndpoint:
         outcome = await self._processor.process(
             source, fields, config.rules, store=not dry_run, pixels=pixels
         )
-        return JSONResponse(outcome.answer(requests=dry_run), status_code=200)
+        return JsonAnswer(orjson.dumps(outcome.answer(requests=dry_run)))
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ class PostbackProcessor:
         self._counted = metrics.postbacks
         self._skipped = metrics.postback_rules_skipped
         self._unfilled = metrics.postback_unfilled_macros
+        self._tallies: dict[tuple[str, str], Any] = {}  # the counter's children, looked up once
 
     @property
     def pixels(self) -> Mapping[str, PixelConfig]:
@@ -217,13 +218,19 @@ class PostbackProcessor:
                     unmatched.reason,
                 )
         if store:
-            self._counted.labels(source.name, "fired" if outcome.fired else "none").inc()
+            self._tally(source.name, "fired" if outcome.fired else "none")
             if self._journal is not None:
                 read = rules.read_fields.union(source.fields, source.rename.values())
                 kept = loggable(fields, rules.identifier_fields, read)
                 entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": kept}
                 self._journal.record(source.name, entry)
         return outcome
+
+    def _tally(self, source: str, outcome: str) -> None:
+        child = self._tallies.get((source, outcome))
+        if child is None:
+            child = self._tallies[source, outcome] = self._counted.labels(source, outcome)
+        child.inc()
 
     async def _fill(self, fields: Mapping[str, str], built: list[Built]) -> Filled:
         raws = [b.raw for b in built]
