@@ -51,6 +51,8 @@ _TRIM = (
 
 
 NOT_KEPT = "(not kept)"
+Entry = dict[str, Any] | Callable[[], dict[str, Any]]
+"""A log entry, or what builds it once it is written."""
 
 
 def loggable(
@@ -87,7 +89,7 @@ class PostbackLog:
         self.size = size
         self.interval = interval
         self._stopped = asyncio.Event()
-        self._queued: dict[str, deque[dict[str, Any]]] = {}
+        self._queued: dict[str, deque[Entry]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -108,7 +110,9 @@ class PostbackLog:
             await asyncio.wait_for(task, 10)
         await self._write()
 
-    def record(self, source: str, entry: dict[str, Any]) -> None:
+    def record(self, source: str, entry: Entry) -> None:
+        """Queue an entry, or what builds it when it is written (only the last `size` of a
+        busy second are: the rest are never built)."""
         if self._task is not None:
             queued = self._queued.get(source)
             if queued is None:  # the last `size` only: the table keeps no more of a source
@@ -131,10 +135,14 @@ class PostbackLog:
 
     async def _write(self) -> None:
         queued, self._queued = self._queued, {}
-        batch = [(source, entry) for source, entries in queued.items() for entry in entries]
-        if not batch:
+        if not queued:
             return
         try:
+            batch = [
+                (source, entry() if callable(entry) else entry)
+                for source, entries in queued.items()
+                for entry in entries
+            ]
             await self.backend.append(batch, self.size)
         except Exception as exc:  # the log is an aid: postbacks go on without it
             log.warning("postback log not written: %s", type(exc).__name__)

@@ -10,6 +10,7 @@ refuses the postback (400), so the platform shows the error instead of retrying 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -138,6 +139,19 @@ def _origins(fields: Mapping[str, str], filled: Filled) -> dict[str, str]:
     return found
 
 
+def _log_entry(
+    at: float,
+    outcome: PostbackResult,
+    fields: Mapping[str, str],
+    rules: RuleSet,
+    source: PostbackSource,
+) -> dict[str, Any]:
+    """The postback log's entry: the answer, and the fields as the log keeps them."""
+    read = rules.read_fields.union(source.fields, source.rename.values())
+    kept = loggable(fields, rules.identifier_fields, read)
+    return {"at": at, **outcome.answer(), "fields": kept}
+
+
 def tiktok_requests(events: list[Event]) -> list[dict[str, Any]]:
     """The Events API bodies these events would be sent in, one per destination."""
     by_destination: dict[Destination, list[Event]] = {}
@@ -219,10 +233,9 @@ class PostbackProcessor:
                 )
         if store:
             self._tally(source.name, "fired" if outcome.fired else "none")
-            if self._journal is not None:
-                read = rules.read_fields.union(source.fields, source.rename.values())
-                kept = loggable(fields, rules.identifier_fields, read)
-                entry = {"at": self._pipeline.now(), **outcome.answer(), "fields": kept}
+            if self._journal is not None:  # built when written, if it is still among the last
+                now = self._pipeline.now()
+                entry = functools.partial(_log_entry, now, outcome, fields, rules, source)
                 self._journal.record(source.name, entry)
         return outcome
 
