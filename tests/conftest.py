@@ -219,6 +219,16 @@ def redis_url(redis_database: str) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each storage backend's URL in turn: a SQLite file of the test's own, then this run's
+    Redis database (flushed)."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return f"sqlite:///{tmp_path}/outbox.sqlite3"
+
+
 BackendFactory = Callable[..., Backend]
 
 

@@ -32,12 +32,9 @@ class Clock:
 MemoryFactory = Callable[..., Awaitable[LeadMemory]]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    return f"sqlite:///{tmp_path}/outbox.sqlite3"
+@pytest.fixture
+def backend(storage_url: str) -> str:
+    return storage_url
 
 
 @pytest.fixture

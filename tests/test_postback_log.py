@@ -4,26 +4,16 @@ several writes (the table is trimmed after each)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import BackendFactory
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        redis_url: str = request.getfixturevalue("redis_url")
-        return redis_url
-    return f"sqlite:///{tmp_path}/outbox.sqlite3"
-
-
 @pytest.mark.anyio
 async def test_the_log_keeps_the_last_entries_of_each_source(
-    url: str, make_backend: BackendFactory
+    storage_url: str, make_backend: BackendFactory
 ) -> None:
-    backend = make_backend(url)
+    backend = make_backend(storage_url)
     await backend.outbox.open()
     journal = backend.postback_log(3)
     await journal.open()
