@@ -176,18 +176,23 @@ def gateway(
     yield server, outbox
 
 
+_HEADER_KEYS = (
+    ("Content-Type", "content_type"),
+    ("Origin", "origin"),
+    ("Authorization", "auth"),
+    ("Cookie", "cookie"),
+    ("Access-Token", "token"),
+)
+
+
+def _given_headers(request: dict[str, Any]) -> dict[str, str]:
+    """The headers a drawn request carries (those the strategy did not leave out)."""
+    return {name: request[key] for name, key in _HEADER_KEYS if request[key]}
+
+
 def _send(http: httpx.Client, request: dict[str, Any]) -> httpx.Response:
     method, path = request["endpoint"]
-    headers = {"User-Agent": CHROME}
-    for name, key in (
-        ("Content-Type", "content_type"),
-        ("Origin", "origin"),
-        ("Authorization", "auth"),
-        ("Cookie", "cookie"),
-        ("Access-Token", "token"),
-    ):
-        if request[key]:
-            headers[name] = request[key]
+    headers = {"User-Agent": CHROME, **_given_headers(request)}
     content = request["body"] if method in ("POST", "PUT") else None
     return http.request(method, path, content=content, headers=headers)
 
@@ -248,15 +253,7 @@ def _raw(request: dict[str, Any], framing: dict[str, Any]) -> bytes:
     """One HTTP/1.1 request as bytes, its body chunked (with trailers) or with a length."""
     method, path = request["endpoint"]
     headers = [b"Host: gw", b"User-Agent: " + CHROME.encode()]
-    for name, key in (
-        ("Content-Type", "content_type"),
-        ("Origin", "origin"),
-        ("Authorization", "auth"),
-        ("Cookie", "cookie"),
-        ("Access-Token", "token"),
-    ):
-        if request[key]:
-            headers.append(f"{name}: {request[key]}".encode())
+    headers += [f"{name}: {value}".encode() for name, value in _given_headers(request).items()]
     body = request["body"] if method == "POST" else b""
     if method == "POST" and framing["chunked"]:
         headers.append(b"Transfer-Encoding: chunked")

@@ -14,22 +14,26 @@ from gateway.storage.outbox.sqlite import SqliteOutbox
 from tests.conftest import OTHER_PIXEL, PIXEL, TOKEN, make_event, run_cli
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "gateway.toml"
+def write_config(path: Path, other_token: str = TOKEN) -> Path:
+    """Two pixels on the outbox beside `path`; the second's token as given."""
     path.write_text(
         f"""
 [outbox]
-url = "sqlite:///{tmp_path}/outbox.sqlite3"
+url = "sqlite:///{path.parent}/outbox.sqlite3"
 [[pixels]]
 id = "{PIXEL}"
 access_token = "{TOKEN}"
 [[pixels]]
 id = "{OTHER_PIXEL}"
-access_token = "{TOKEN}"
+access_token = "{other_token}"
 """
     )
     return path
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "gateway.toml")
 
 
 @pytest.fixture
@@ -138,19 +142,7 @@ def test_replay_and_purge_dead_dry_runs_count_and_change_nothing(
 def test_read_only_commands_need_no_token(tmp_path: Path, owned_outbox: SqliteOutbox) -> None:
     """A pixel whose token variable is unset here does not stop `outbox`, `postbacks`,
     `replay` or `purge-dead` (they send nothing); `check-config` still names it."""
-    config = tmp_path / "unset.toml"
-    config.write_text(
-        f"""
-[outbox]
-url = "sqlite:///{tmp_path}/outbox.sqlite3"
-[[pixels]]
-id = "{PIXEL}"
-access_token = "{TOKEN}"
-[[pixels]]
-id = "{OTHER_PIXEL}"
-access_token = "env:TOKEN_OF_ANOTHER_TEAM"
-"""
-    )
+    config = write_config(tmp_path / "unset.toml", "env:TOKEN_OF_ANOTHER_TEAM")
     for args in (
         ("outbox",),
         ("postbacks", "crm"),

@@ -160,7 +160,7 @@ class LeadMemory:
                 hashed = self._hasher.of_value(str(value))
                 if hashed:
                     keys.append(hashed)
-        return list(dict.fromkeys(keys))[:_MAX_KEYS]
+        return keys[:_MAX_KEYS]
 
     # --- backend events ------------------------------------------------------------------
 
