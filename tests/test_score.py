@@ -33,6 +33,14 @@ def test_weights_add_up_to_ten_and_every_key_scores() -> None:
     assert score({}) == 0 and keys_present({}) == []
 
 
+def test_the_score_is_the_sum_of_the_weights_of_the_keys_present() -> None:
+    weights, values = dict(WEIGHTS), {"ip": "203.0.113.9", "user_agent": "Mozilla/5.0"}
+    names = ["ttclid", "email", "phone", "external_id", "ttp", "ip", "user_agent"]
+    for mask in range(1 << len(names)):
+        user = {n: values.get(n, [DIGEST]) for i, n in enumerate(names) if mask >> i & 1}
+        assert score(user) == sum(weights[key] for key in keys_present(user)), user
+
+
 def test_ip_without_user_agent_does_not_count() -> None:
     assert score({"ip": "203.0.113.9"}) == 0
     assert score({"ip": "203.0.113.9", "user_agent": "Mozilla/5.0"}) == 1

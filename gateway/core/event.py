@@ -48,22 +48,27 @@ class Event:
     id and `_ttp` came from), for the console; never stored, never sent."""
 
     def to_tiktok(self) -> dict[str, Any]:
-        """One element of the request's `data` array (test_event_code is never in here)."""
+        """One element of the request's `data` array (test_event_code is never in here).
+
+        Its sections are the event's own dicts, not copies (an event is read-only, and
+        every element is serialised once per stored event): callers must not change them."""
         body: dict[str, Any] = {
             "event": self.event,
             "event_time": self.event_time,
             "event_id": self.event_id,
         }
-        if self.user:
-            body["user"] = dict(self.user)
-        if self.properties:
-            body["properties"] = dict(self.properties)
-        if self.page:
-            body["page"] = dict(self.page)
+        user, properties, page = self.user, self.properties, self.page
+        if user:
+            body["user"] = user if type(user) is dict else dict(user)
+        if properties:
+            body["properties"] = properties if type(properties) is dict else dict(properties)
+        if page:
+            body["page"] = page if type(page) is dict else dict(page)
         if self.limited_data_use is not None:
             body["limited_data_use"] = self.limited_data_use
-        for name, section in self.sections.items():
-            body[name] = dict(section)
+        if self.sections:
+            for name, section in self.sections.items():
+                body[name] = section if type(section) is dict else dict(section)
         return body
 
     def to_record(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway.core.errors import TooManyRequests
 from gateway.settings import RateLimitSettings
@@ -212,6 +212,20 @@ class RateLimit:
         self._ipv6_prefix = ipv6_prefix
         self._on_refused = on_refused
 
+    def admit_here(self, ip: str | None) -> bool:
+        """`admit` without a coroutine where this process alone decides: True when the
+        client may go ahead (counted), `TooManyRequests` when it may not; False when the
+        budget is shared between replicas and `admit` must be awaited (the beacon's path:
+        a coroutine per request is measurable there)."""
+        if self._local is None:
+            return True
+        if self._shared is not None:
+            return False
+        wait = self._local.wait(client_key(ip, self._ipv6_prefix))
+        if wait:
+            self._refuse(wait)
+        return True
+
     async def admit(self, ip: str | None) -> None:
         """Return when the client may go ahead; raise `TooManyRequests` when it may not."""
         if self._local is None:
@@ -221,8 +235,11 @@ class RateLimit:
         if not wait and self._shared is not None:
             wait = await self._shared.wait(client) or 0.0
         if wait:
-            self._on_refused()
-            raise TooManyRequests(f"too many requests from this address to {self.name}", wait)
+            self._refuse(wait)
+
+    def _refuse(self, wait: float) -> NoReturn:
+        self._on_refused()
+        raise TooManyRequests(f"too many requests from this address to {self.name}", wait)
 
 
 class RateLimits:

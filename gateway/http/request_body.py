@@ -9,22 +9,43 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from gateway.core.errors import EventError, PayloadTooLarge
 
 
-async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
-    """The ASGI request body, refusing (413) anything over `limit` before reading it all."""
+def check_length(declared_length: str | None, limit: int) -> None:
+    """Refuse a declared Content-Length that is not a number (400) or over `limit` (413),
+    before anything of the body is read."""
     if declared_length is not None:
         if not (declared_length.isascii() and declared_length.isdigit()):
             raise EventError("body", "invalid Content-Length")
         if int(declared_length) > limit:
             raise PayloadTooLarge("body", f"larger than {limit} bytes")
+
+
+def whole_body(message: Message, limit: int) -> bytes | None:
+    """The body when `message`, the first received, holds all of it (a beacon's usually
+    does: no loop, no coroutine); None when `read_body` must read on."""
+    if message["type"] != "http.request" or message.get("more_body"):
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise PayloadTooLarge("body", f"larger than {limit} bytes")
+    return body
+
+
+async def read_body(
+    receive: Receive, declared_length: str | None, limit: int, *, first: Message | None = None
+) -> bytes:
+    """The ASGI request body, refusing (413) anything over `limit` before reading it all;
+    `first`: a first message received already (see `whole_body`)."""
+    check_length(declared_length, limit)
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        message = first if first is not None else await receive()
+        first = None
         if message["type"] != "http.request":
             raise EventError("body", "the client went away before sending the body")
         chunk = message.get("body", b"")

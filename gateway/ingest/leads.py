@@ -151,6 +151,11 @@ class LeadMemory:
         return self.store.clock()
 
     def _stored_keys(self, event: Event) -> list[str]:
+        properties = event.properties
+        if properties.keys().isdisjoint(self._properties) and not (
+            self._use_external_id and "external_id" in event.user
+        ):
+            return []  # most events name no lead: decided without a loop
         keys: list[str] = []
         if self._use_external_id:
             keys.extend(self._hasher.of_digest(d) for d in event.user.get("external_id", ()))

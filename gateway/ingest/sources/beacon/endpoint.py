@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -28,7 +29,7 @@ from gateway.core.errors import (
 from gateway.http.client_ip import ClientIpResolver
 from gateway.http.errors import ErrorRenderer, GatewayJson, log_unexpected
 from gateway.http.rate_limit import RateLimit
-from gateway.http.request_body import parse_json, read_body
+from gateway.http.request_body import check_length, parse_json, read_body, whole_body
 from gateway.ingest.pipeline import Pipeline, placed
 from gateway.ingest.policy import BROWSER, Item
 from gateway.ingest.sources.beacon.cookies import VisitorCookies
@@ -114,12 +115,12 @@ class BeaconEndpoint:
         self._drop_bots = browser.drop_bots
         self._tag_hosts = browser.tag_testing_hosts
         self._generate_ttp = browser.generate_ttp
-        self._pixels_by_origin = _by_origin(pipeline.settings.pixels)
+        self._sites = _by_origin(pipeline.settings.pixels)
 
     def reconfigure(self, settings: Settings) -> None:
         """Take a reloaded configuration's pixels and origins: one reference swapped, read
         once per beacon, so a beacon sees the old table or the new."""
-        self._pixels_by_origin = _by_origin(settings.pixels)
+        self._sites = _by_origin(settings.pixels)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         try:
@@ -167,18 +168,19 @@ class BeaconEndpoint:
         for name, value in scope["headers"]:
             if name == b"origin":
                 origin = value.decode("latin-1").lower()
-                return _cors(origin) if origin in self._pixels_by_origin else []
+                site = self._sites.get(origin)
+                return site.cors if site is not None else []
         return []
 
     async def _answer(self, scope: Scope, receive: Any) -> tuple[int, Headers]:
         """(204, headers) once the events are stored; raises what the visitor did wrong."""
         headers = self._headers(scope["headers"])
         origin = headers.get("origin", "").lower()
-        pixels = self._pixels_by_origin.get(origin)
-        if pixels is None:
+        site = self._sites.get(origin)
+        if site is None:
             message = "this origin may not send events here" if origin else "Origin header missing"
             raise ForbiddenOrigin(message)
-        cors = _cors(origin)
+        cors = site.cors
         method = scope["method"]
         if method == "OPTIONS":
             return 204, [*cors, *_PREFLIGHT]
@@ -187,20 +189,25 @@ class BeaconEndpoint:
         client = scope.get("client")
         peer = client[0] if client else None
         ip = self._ips.resolve(peer, headers)
-        await self._limit.admit(ip)
+        if not self._limit.admit_here(ip):
+            await self._limit.admit(ip)
         self._guard.check()
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in _MEDIA_TYPES:
             raise UnsupportedMediaType("send text/plain or application/json")
-        length = headers.get("content-length")
-        body = parse_json(await read_body(receive, length, self._max_body))
+        check_length(headers.get("content-length"), self._max_body)
+        message = await receive()
+        data = whole_body(message, self._max_body)
+        if data is None:
+            data = await read_body(receive, None, self._max_body, first=message)
+        body = parse_json(data)
         raw_items = body if isinstance(body, list) else [body]
         if not raw_items:
             raise EventError("body", "no event")
         if len(raw_items) > self._max_events:
             raise PayloadTooLarge("body", f"more than {self._max_events} events in one beacon")
         user_agent = headers.get("user-agent", "")
-        if self._drop_bots and self._dropped_as_bot(user_agent, raw_items, pixels):
+        if self._drop_bots and self._dropped_as_bot(user_agent, raw_items, site):
             return 204, [*cors, *_counts(0, len(raw_items))]
         cookies = self._read_cookies(headers.get("cookie", ""))
         visitor = Visitor(
@@ -217,7 +224,7 @@ class BeaconEndpoint:
         items: list[Item] = []
         for index, raw in enumerate(raw_items):
             try:
-                item = self._item(raw, pixels, visitor)
+                item = self._item(raw, site, visitor)
             except EventError as exc:
                 raise placed(exc, indexed, index) from None
             if item is not None:
@@ -228,25 +235,30 @@ class BeaconEndpoint:
             return 204, [*cors, *_counts(0, dropped)]
         return 204, [*cors, *visitor.cookies_to_set(), *_counts(len(events), dropped)]
 
-    def _dropped_as_bot(self, user_agent: str, raw_items: list[Any], pixels: Pixels) -> bool:
+    def _dropped_as_bot(self, user_agent: str, raw_items: list[Any], site: _Site) -> bool:
         """Whether a bot sent the beacon: then its events are dropped, with the rule."""
         rule = bot_rule(user_agent)
         if rule is None:
             return False
-        default = next(iter(pixels))
+        default = site.default.id
         self._pipeline.dropped(
             "bot", len(raw_items), source=BROWSER.name, detail=rule, items=raw_items, pixel=default
         )
         return True
 
-    def _item(self, raw: Any, pixels: Pixels, visitor: Visitor) -> Item | None:
+    def _item(self, raw: Any, site: _Site, visitor: Visitor) -> Item | None:
         """The pipeline's item for one browser event, or None when it is dropped on purpose."""
         if not isinstance(raw, dict):
             raise EventError("event", "each event must be a JSON object")
         consent = raw.get("consent")
         if consent not in (None, "granted", "denied"):
             raise EventError("consent", "must be 'granted' or 'denied'")
-        pixel = pick_pixel(pixels, raw.get("pixel_id"), first=True, unknown=_NOT_THIS_SITE)
+        named = raw.get("pixel_id")
+        pixel = (
+            site.default
+            if named is None
+            else pick_pixel(site.pixels, named, first=True, unknown=_NOT_THIS_SITE)
+        )
         page = raw.get("page")
         page_url, referrer = (
             (page.get("url"), page.get("referrer")) if isinstance(page, dict) else (None, None)
@@ -272,15 +284,27 @@ class BeaconEndpoint:
         return Item(event, pixel, observed)
 
 
-def _by_origin(pixels: Sequence[PixelConfig]) -> dict[str, dict[str, PixelConfig]]:
-    """The web pixels each site origin may send beacons for, by id (the first is the
-    default of a beacon that names none)."""
+@dataclass(frozen=True, slots=True)
+class _Site:
+    """What a beacon's origin decides, worked out once per configuration: the web pixels
+    it may send for (by id), the default one (the first), and the CORS headers."""
+
+    pixels: Pixels
+    default: PixelConfig
+    cors: Headers
+
+
+def _by_origin(pixels: Sequence[PixelConfig]) -> dict[str, _Site]:
+    """Each site origin's `_Site`."""
     found: dict[str, dict[str, PixelConfig]] = {}
     for pixel in pixels:
         if pixel.event_source == "web":
             for origin in pixel.origins:
                 found.setdefault(origin, {})[pixel.id] = pixel
-    return found
+    return {
+        origin: _Site(by_id, next(iter(by_id.values())), _cors(origin))
+        for origin, by_id in found.items()
+    }
 
 
 _PREFLIGHT: Headers = [

@@ -93,24 +93,18 @@ def valid_token(value: object) -> str | None:
     return value if isinstance(value, str) and _CLICK_ID.fullmatch(value) else None
 
 
-_PLAIN_HOST = re.compile(r"[a-z0-9.-]+")
-"""A host as most page URLs carry it: no userinfo, port, upper case or escapes to undo."""
+_PLAIN_HOST = re.compile(r"https?://([a-z0-9.-]+)(?:[/?#]|\Z)")
+"""The host of a URL as most pages carry it: no userinfo, port, upper case or escapes to
+undo (one match in C; anything else goes through `urlsplit`)."""
 
 
 def _host(url: str | None) -> str | None:
     """The URL's host, as `urlsplit(url).hostname` finds it (None when it has none)."""
     if not url:
         return None
-    start = 8 if url.startswith("https://") else 7 if url.startswith("http://") else 0
-    if start:  # the common URL without urlsplit, which costs a few microseconds
-        end = len(url)
-        for mark in "/?#":
-            found = url.find(mark, start, end)
-            if found >= 0:
-                end = found
-        host = url[start:end]
-        if _PLAIN_HOST.fullmatch(host):
-            return host
+    plain = _PLAIN_HOST.match(url)
+    if plain is not None:  # the common URL without urlsplit, which costs a few microseconds
+        return plain.group(1)
     try:
         return urlsplit(url).hostname
     except ValueError:

@@ -100,7 +100,8 @@ class Visitor:
         if self._ttp and record.ttp_day != today:
             out.append((b"set-cookie", jar.ttp_cookie(self._ttp).encode()))
             record = replace(record, ttp_day=today)
-        if to_set or record != (self._previous or VisitorRecord()):
+        previous = self._previous
+        if to_set or (record is not previous and record != (previous or VisitorRecord())):
             # with each `ttclid` set: the record must outlive the cookie
             out.append((b"set-cookie", jar.visitor_cookie(record, now).encode()))
         return out
