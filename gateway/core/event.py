@@ -29,6 +29,22 @@ class Destination:
     test_event_code: str | None = None
 
 
+_DESTINATIONS: dict[tuple[str, str, str | None], Destination] = {}
+_MAX_DESTINATIONS = 4096
+
+
+def destination_of(event_source: str, source_id: str, test_code: str | None) -> Destination:
+    """The `Destination`, made once and shared (bounded: test codes are free text): every
+    parsed event needs one, and a frozen dataclass costs a call per field to build."""
+    key = (event_source, source_id, test_code)
+    found = _DESTINATIONS.get(key)
+    if found is None:
+        if len(_DESTINATIONS) >= _MAX_DESTINATIONS:
+            _DESTINATIONS.clear()
+        found = _DESTINATIONS[key] = Destination(event_source, source_id, test_code)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One TikTok event, normalised and hashed, ready to send."""

@@ -55,7 +55,7 @@ def sha256_hex(text: str) -> str:
 
 def _hash_or_pass(normalised: str) -> str:
     """Already-hashed values pass through lowercased: never hash a hash."""
-    if _SHA256_HEX.fullmatch(normalised):
+    if len(normalised) == 64 and _SHA256_HEX.fullmatch(normalised):
         return normalised.lower()
     return sha256_hex(normalised)
 
@@ -154,6 +154,8 @@ def require_sha256(field: str, raw: Any) -> list[str]:
 
 def parse_event_time(field: str, raw: Any) -> int:
     """ISO 8601, Unix seconds or Unix milliseconds → integer Unix seconds (floored)."""
+    if type(raw) is int and 0 < raw < _LATEST_MILLISECONDS:  # the usual value, inline
+        return raw // 1000 if raw >= _MILLISECONDS_FROM else raw
     if isinstance(raw, bool) or raw is None:
         raise EventError(field, "must be Unix seconds, Unix milliseconds or an ISO 8601 time")
     if isinstance(raw, str):

@@ -15,7 +15,8 @@ from prometheus_client import Counter
 class IngestCounters(Protocol):
     """What every source counts: received, dropped, left out, scrubbed, fixed up."""
 
-    received: Counter
+    received: dict[str, int]
+    """source → events stored: a tally read at scrape time (telemetry.metrics)."""
     dropped: Counter
     invalid_forwarded_hops: Counter
     identifiers_dropped: Counter

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import EventError, TooOld
-from gateway.core.event import Destination, Event
+from gateway.core.event import Event, destination_of
 from gateway.core.event_names import EventNameMapper
 from gateway.core.normalize import event_id_string, parse_event_time, sha256_hex
 from gateway.ingest.fields import (
@@ -169,7 +169,7 @@ def parse_event(
     event_id = _event_id(raw, pixel, event_time, user, properties, sections, policy)
     code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
     test_code = code or test_event_code or pixel.test_event_code
-    destination = Destination(pixel.event_source, pixel.id, test_code)
+    destination = destination_of(pixel.event_source, pixel.id, test_code)
     if limited is None:
         limited = pixel.limited_data_use or None
     events = [  # positional: Event's fields in order (keywords cost each beacon)

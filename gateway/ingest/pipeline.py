@@ -58,7 +58,6 @@ class Pipeline:
         self._drop_hooks: list[DropHook] = []
         self._last_refused: weakref.ref[BaseException] | None = None
         """The latest error told to the drop hooks, weakly: its traceback holds the request."""
-        self._received: dict[str, Any] = {}  # the metric's child per source, looked up once
 
     def reconfigure(self, settings: Settings) -> None:
         """Take a reloaded configuration's pixels (one reference: a lookup sees old or new)."""
@@ -150,7 +149,7 @@ class Pipeline:
             assert not self._accept_hooks, "prepared events would bypass the accept hooks"
             await self.outbox.add_prepared(parsed, checkpoint=checkpoint)
             if parsed.count:
-                self._received_by(policy).inc(parsed.count)
+                self._tally_received(policy, parsed.count)
             return
         await self._store(parsed, policy, checkpoint=checkpoint)
 
@@ -178,21 +177,16 @@ class Pipeline:
             await self.outbox.add(events, checkpoint=checkpoint)
         if not events:
             return
-        received = self._received.get(policy.name)
-        if received is None:
-            received = self._received_by(policy)
-        received.inc(len(events))
+        self._tally_received(policy, len(events))
         for hook in self._accept_hooks:
             try:
                 hook(events, policy)
             except Exception:  # a hook is an observer: the events are stored all the same
                 log.exception("an accept hook failed")
 
-    def _received_by(self, policy: SourcePolicy) -> Any:
-        received = self._received.get(policy.name)
-        if received is None:
-            received = self._received[policy.name] = self.metrics.received.labels(policy.name)
-        return received
+    def _tally_received(self, policy: SourcePolicy, count: int) -> None:
+        received = self.metrics.received
+        received[policy.name] = received.get(policy.name, 0) + count
 
     def dropped(
         self,

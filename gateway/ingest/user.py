@@ -128,7 +128,7 @@ def parse_user(
                 user[target] = one
     for target, hashes in lists.items():
         if hashes:
-            user[target] = list(dict.fromkeys(hashes))
+            user[target] = hashes if len(hashes) == 1 else list(dict.fromkeys(hashes))
     if observed is not None:
         _merge_observed(user, observed, scrub, overrides=observed_overrides)
     if "att_status" in user and user["att_status"] not in _ATT_STATUS:

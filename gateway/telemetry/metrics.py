@@ -175,11 +175,15 @@ class Metrics:
 
     def _declare_events(self) -> None:
         """What became of events: received, dropped, and values that lost data on the way."""
-        self.received = Counter(
-            "tiktok_gateway_events_received",
-            "Events accepted into the outbox, by source",
-            ["source"],
-            registry=self.registry,
+        self.received: dict[str, int] = {}
+        """source → events stored (a tally: every stored request adds to it)."""
+        self.registry.register(
+            _TallyCollector(
+                "tiktok_gateway_events_received",
+                "Events accepted into the outbox, by source",
+                "source",
+                self.received,
+            )
         )
         self.dropped = Counter(
             "tiktok_gateway_events_dropped",

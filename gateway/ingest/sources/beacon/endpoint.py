@@ -46,6 +46,9 @@ _PIXEL_COPY = frozenset({"loaded", "blocked", "absent"})
 """What the snippet saw of the TikTok pixel (`ttq`) when the event was tracked; anything else
 (an older snippet, a typo) is recorded as unknown rather than refused."""
 _MEDIA_TYPES = frozenset({"text/plain", "application/json"})
+_USUAL_CONTENT_TYPES = frozenset({*_MEDIA_TYPES, "text/plain;charset=UTF-8"})
+"""Content-Type headers as browsers send them (`sendBeacon` of a string: the last), taken
+without parsing."""
 _NOT_THIS_SITE = "is not a pixel of this site"
 Pixels = Mapping[str, PixelConfig]
 _COOKIES_READ = ("_ttp", "ttclid")
@@ -192,9 +195,11 @@ class BeaconEndpoint:
         if not self._limit.admit_here(ip):
             await self._limit.admit(ip)
         self._guard.check()
-        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media not in _MEDIA_TYPES:
-            raise UnsupportedMediaType("send text/plain or application/json")
+        content_type = headers.get("content-type", "")
+        if content_type not in _USUAL_CONTENT_TYPES:
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media not in _MEDIA_TYPES:
+                raise UnsupportedMediaType("send text/plain or application/json")
         check_length(headers.get("content-length"), self._max_body)
         message = await receive()
         data = whole_body(message, self._max_body)
