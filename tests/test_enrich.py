@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.http.client_ip import ClientIpResolver
 from gateway.ingest.sources.beacon.enrich import (
+    _host,
     is_bot,
     is_tag_testing,
     locale_from_header,
@@ -171,3 +175,32 @@ def test_click_id_in_a_fragment_does_not_hide_the_query() -> None:
 
     assert click_id_from_url("https://s.example/?a=1&ttclid=E.C.P.q#x?ttclid=E.C.P.f") == "E.C.P.q"
     assert click_id_from_url("https://s.example/#?ttclid=E.C.P.f") is None
+
+
+_SCHEMES = st.sampled_from(["https://", "http://", "ftp://", "", "https:/", "HTTPS://"])
+_HOSTS = st.sampled_from(
+    [
+        "shop.example",
+        "A.Example",
+        "u@shop.example",
+        "shop.example:8080",
+        "[::1]",
+        "",
+        "a_b.c",
+        "shop.example.",
+        "%41.example",
+        "xn--d.e",
+    ]
+)
+_RESTS = st.lists(st.sampled_from(["/", "?", "#", "x", "\n", " ", "ttclid=1", "@", ":"]),
+                  max_size=4).map("".join)  # fmt: skip
+
+
+@given(st.tuples(_SCHEMES, _HOSTS, _RESTS).map("".join))
+def test_the_page_host_is_the_one_urlsplit_finds(url: str) -> None:
+    """The host is found without urlsplit for plain URLs: the same answer for any URL."""
+    try:
+        expected = urlsplit(url).hostname
+    except ValueError:
+        expected = None
+    assert _host(url) == (expected or None)

@@ -36,6 +36,7 @@ from gateway.settings import PixelConfig, Settings
 
 _MAY_HOLD_PERSONAL_DATA = re.compile(r"[@\d%:+]")
 """An event name with none of these holds no email or phone: standard names skip the scan."""
+_SECTIONS = ("app", "ad", "lead")
 _EVENT_KEYS = frozenset(
     {
         "event",
@@ -165,9 +166,14 @@ def parse_event(
     limited = raw.get("limited_data_use")
     if limited is not None and not isinstance(limited, bool):
         raise EventError("limited_data_use", "must be true or false")
-    sections = {k: flat_section(k, raw[k], scrub) for k in ("app", "ad", "lead") if raw.get(k)}
+    sections = (
+        {k: flat_section(k, raw[k], scrub) for k in _SECTIONS if raw.get(k)}
+        if "app" in raw or "ad" in raw or "lead" in raw
+        else {}
+    )
     event_id = _event_id(raw, pixel, event_time, user, properties, sections, policy)
-    code = clean_text("test_event_code", raw.get("test_event_code"), limit=64)
+    given_code = raw.get("test_event_code")
+    code = None if given_code is None else clean_text("test_event_code", given_code, limit=64)
     test_code = code or test_event_code or pixel.test_event_code
     destination = destination_of(pixel.event_source, pixel.id, test_code)
     if limited is None:
