@@ -42,15 +42,6 @@ def _refusal(status: int, error: str, message: str) -> bytes:
     )
 
 
-_data_received = HttpToolsProtocol.data_received
-_on_message_begin = HttpToolsProtocol.on_message_begin
-_on_headers_complete = HttpToolsProtocol.on_headers_complete
-_on_body = HttpToolsProtocol.on_body
-_on_message_complete = HttpToolsProtocol.on_message_complete
-_on_response_complete = HttpToolsProtocol.on_response_complete
-"""uvicorn's own, called from the overrides below without `super()`."""
-
-
 class _Trailers(list[tuple[bytes, bytes]]):
     """Where uvicorn appends a chunked body's trailers: nowhere; only their size is kept."""
 
@@ -150,7 +141,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_request(431, "headers_too_large", "request headers over the limit")
             return
         body_before = self._body_total
-        _data_received(self, data)
+        super().data_received(data)
         if not self._in_headers:  # in a body: what was not body counts against the limit
             self._framing += len(data) - (self._body_total - body_before)
             body = self._body_total - self._body_start
@@ -182,10 +173,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         window = self._tail + data[: room + len(_END_OF_HEADERS)]
         return _END_OF_HEADERS in window
 
-    # parser callbacks (called by uvicorn's data_received; the base class's are called
-    # directly, not through super(), and deadlines set inline: this runs for every request)
+    # parser callbacks (called by uvicorn's data_received; deadlines set inline, not by
+    # `_arm`: this runs for every request)
     def on_message_begin(self) -> None:
-        _on_message_begin(self)
+        super().on_message_begin()
         if not self._in_headers:  # the next request on a kept-alive connection
             self._in_headers, self._header_bytes, self._tail = True, 0, b""
         self._deadline = self.loop.time() + self._header_timeout
@@ -196,7 +187,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_start, self._framing = self._body_total, 0
         self._deadline = self.loop.time() + self._body_timeout
         self._on_deadline = self._body_too_slow
-        _on_headers_complete(self)
+        super().on_headers_complete()
         self.headers = self._trailers  # uvicorn's on_header appends trailers there: counted
 
     def on_body(self, body: bytes) -> None:
@@ -206,7 +197,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         earned = self._deadline + size * self._seconds_per_byte
         latest = self.loop.time() + self._body_timeout
         self._deadline = earned if earned < latest else latest
-        _on_body(self, body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
@@ -215,14 +206,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_request(431, "trailers_too_large", "trailers over the header limit")
                 return
             self._trailers.size = 0
-        _on_message_complete(self)
+        super().on_message_complete()
         self._in_headers, self._header_bytes, self._tail = True, 0, b""
 
     def on_response_complete(self) -> None:
         if self._refusal is not None:
             self._answered_before_refusal()
             return
-        _on_response_complete(self)  # starts the next pipelined request, if any
+        super().on_response_complete()  # starts the next pipelined request, if any
         if self.pipeline or self._held:
             self._next_pipelined()
 
