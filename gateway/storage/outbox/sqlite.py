@@ -65,10 +65,12 @@ _SCHEDULED = "SELECT * FROM events WHERE due > 0 AND due <= :now ORDER BY due, i
 _ANY_SCHEDULED = "SELECT 1 FROM events WHERE due > 0 AND due <= ? LIMIT 1"
 _READY = (
     # fresh events above the cursor, in id order (no sort); with retries due as well, both
-    # merged by time (a fresh event's is its arrival)
+    # merged by time. A fresh event's time is the latest arrival up to its id, so that the
+    # fresh events taken are always the lowest ids: the cursor then skips none untaken
     f"({_FRESH})",
-    f"(SELECT * FROM (SELECT * FROM ({_FRESH}) UNION ALL SELECT * FROM ({_SCHEDULED})) "
-    "ORDER BY iif(due = 0, created, due), id LIMIT :limit)",
+    "(SELECT * FROM (SELECT *, max(created) OVER (ORDER BY id) AS at FROM "
+    f"({_FRESH}) UNION ALL SELECT *, due AS at FROM ({_SCHEDULED})) "
+    "ORDER BY at, id LIMIT :limit)",
 )
 _LEASE_KIND = (
     # which rows are leased in `leases` (the highest, for the cursor) and which in place
@@ -134,7 +136,7 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         self._cursor: int | None = None
         """The highest fresh id this outbox leased (`claim`); read from `leases` at first."""
         self._next_expiry = 0.0
-        """When the earliest lease in `leases` can run out (`_ready_since`)."""
+        """When the earliest lease in `leases` can run out (`_expire`)."""
 
     def __repr__(self) -> str:
         return f"SqliteOutbox({self._path!r})"
