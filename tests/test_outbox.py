@@ -169,6 +169,27 @@ async def test_sqlite_group_commit_shares_transactions(tmp_path: Path) -> None:
         await outbox.close()
 
 
+async def test_sqlite_retries_due_among_fresh_events_leave_none_behind(tmp_path: Path) -> None:
+    """Fresh events are claimed above a cursor; merged with retries due, the fresh ones
+    taken must still be the lowest ids, whatever order they arrived in (two requests commit
+    in either order), or the cursor would pass one never sent."""
+    outbox = SqliteOutbox(str(tmp_path / "o.sqlite3"))
+    await outbox.open()
+    try:
+        await outbox.add([make_event(i) for i in range(6)])
+        [first] = await outbox.claim(1, time.time())
+        await outbox.retry([first.id], time.time() - 1, "HTTP 503")  # due now
+        await outbox._db.statement(  # the third event arrived last
+            lambda conn: conn.execute("UPDATE events SET created = created + 100 WHERE id = 3")
+        )
+        seen: list[str] = []
+        while claimed := await outbox.claim(3, time.time() + 1):
+            seen += [c.decode().event_id for c in claimed]
+        assert sorted(seen) == sorted(f"ev-{PIXEL}-{i}" for i in range(6))  # each once
+    finally:
+        await outbox.close()
+
+
 async def test_sqlite_file_has_one_owner(tmp_path: Path) -> None:
     path = str(tmp_path / "o.sqlite3")
     first = SqliteOutbox(path)

@@ -189,6 +189,41 @@ async def test_the_channel_stays_bounded_when_the_parent_stops_reading() -> None
     await channel.close()
 
 
+def test_a_settlement_half_written_is_read_whole_from_a_non_blocking_end() -> None:
+    """The event loop leaves the reading end non-blocking; a settlement the child has only
+    partly written must be waited for, not taken for a closed pipe (the gateway then
+    stopped listening for good, and the child's queue filled)."""
+    import multiprocessing
+    import os
+    import struct
+    import threading
+
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    os.set_blocking(reader.fileno(), False)
+    pairs = tuple(("Purchase", f"event-{i:06d}") for i in range(1000))
+    payload = orjson.dumps(Settlement("delivered", PIXEL, pairs, at=1.0).to_json())
+    os.write(writer.fileno(), struct.pack("!i", len(payload)) + payload[:1000])
+    rest = threading.Timer(0.2, os.write, (writer.fileno(), payload[1000:]))
+    rest.start()
+    seen: list[Settlement] = []
+
+    class Observer:
+        def settled(self, settlement: Settlement) -> None:
+            seen.append(settlement)
+
+    from gateway.delivery.settlement import read_settlements
+
+    try:
+        assert read_settlements(reader, Observer())  # still open
+        assert [tuple(pair) for pair in seen[0].events] == list(pairs)
+        writer.send_bytes(payload)  # and the next one is read in step
+        assert read_settlements(reader, Observer()) and len(seen) == 2
+    finally:
+        rest.join()
+        reader.close()
+        writer.close()
+
+
 def test_a_flood_keeps_an_even_sample_and_readers_get_only_that() -> None:
     """At 4,000 events a second, with 400 a second wanted, every 10th event is kept (each
     kept one costs the serving process its memory), and only kept ones are reported."""

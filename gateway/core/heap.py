@@ -5,7 +5,8 @@ become garbage, so full collections stop walking them. `for_serving` also raises
 generation's threshold (`SERVING_THRESHOLD`), since a request frees what it allocates;
 reference cycles are still collected. What is frozen is never collected, so a reload leaves
 at most one dropped configuration behind. It also fixes glibc's mmap threshold, so large
-buffers go back to the system when freed. Measurements: docs/design/heap.md.
+buffers go back to the system when freed; `give_back` returns the free pages inside the
+heaps. Measurements: docs/design/heap.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ MMAP_THRESHOLD = 128 * 1024
 """Allocations from this size on get pages of their own, returned when freed (glibc's
 default, which it otherwise raises to the largest block freed so far, up to 32 MiB)."""
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter, glibc's malloc.h
+GIVE_BACK_SECONDS = 5.0
+"""How often a long-running process with a bursty heap (the delivery process) calls
+`give_back`: each call costs well under a millisecond."""
 
 
 def settle_heap() -> None:
@@ -42,3 +46,11 @@ def _fix_mmap_threshold() -> None:
     not shrink — 8–15 MB of growth through a million events. Not glibc: nothing to do."""
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # the process's libc
+
+
+def give_back() -> None:
+    """Return the whole free pages inside glibc's heaps to the system (`malloc_trim`): pages
+    freed after a burst (SQLite's page cache, a claim's columns) otherwise stay resident
+    wherever a live block sits above them. Not glibc: nothing to do."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(None).malloc_trim(0)

@@ -94,10 +94,12 @@ async def _deliver_until_told(child: ChildEnds) -> bool:
     ready.send_bytes(READY)
     ready.close()
     publisher = asyncio.create_task(_publish_stats(dispatcher, stats))
+    giver = asyncio.create_task(_give_back_memory())
     dispatching = asyncio.create_task(dispatcher.finished())
     waiting: set[asyncio.Future[Any]] = {told.future, dispatching}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     publisher.cancel()
+    giver.cancel()
     _share(dispatcher, stats)
     if not told.future.done():  # the dispatcher died: exit, and the gateway starts a new process
         log.error("the dispatcher stopped unexpectedly; the delivery process exits")
@@ -203,6 +205,13 @@ class _Reloads:
 def _share(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:
     """Copy the dispatcher's counters where the gateway reads them (DeliveryProcess.stats)."""
     stats[:] = list(astuple(dispatcher.stats))
+
+
+async def _give_back_memory() -> None:
+    """Free pages back to the system now and then: flat memory through a long run."""
+    while True:
+        await asyncio.sleep(heap.GIVE_BACK_SECONDS)
+        heap.give_back()
 
 
 async def _publish_stats(dispatcher: Dispatcher, stats: SynchronizedArray[int]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -142,8 +143,15 @@ class SettlementChannel:
 
 
 def read_settlements(connection: Connection, observer: DeliveryObserver) -> bool:
-    """Read every settlement waiting on `connection` into `observer`; False when it closed."""
+    """Read every settlement waiting on `connection` into `observer`; False when it closed.
+
+    The end is made blocking first: the event loop's `add_reader` leaves it non-blocking,
+    and a settlement larger than what the child has written so far then failed its read
+    mid-message (`BlockingIOError`), which was taken for a closed pipe: the gateway stopped
+    listening for good, and the child's queue filled to its bound (8 MB of memory).
+    """
     try:
+        os.set_blocking(connection.fileno(), True)
         while connection.poll():
             observer.settled(Settlement.from_json(orjson.loads(connection.recv_bytes())))
     except (EOFError, OSError):

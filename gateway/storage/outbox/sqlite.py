@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,38 +34,83 @@ from gateway.storage.outbox.base import (
     Prepared,
 )
 from gateway.storage.outbox.sqlite_admin import SqliteAdmin
-from gateway.storage.outbox.sqlite_migration import IN_FLIGHT, READY, SCHEMA, NewerOutbox, migrate
+from gateway.storage.outbox.sqlite_migration import (
+    FRESH,
+    IN_FLIGHT,
+    READY,
+    SCHEMA,
+    NewerOutbox,
+    migrate,
+)
 from gateway.storage.outbox.sqlite_writer import GroupCommitWriter
 
-_RELEASE_LEASES = f"UPDATE events SET state = {READY}, due = created WHERE state = {IN_FLIGHT}"
+T = TypeVar("T")
+
+_RELEASE_LEASES = (
+    # leased in place (retries) or in `leases` (fresh events): due at their arrival again
+    f"UPDATE events SET state = {READY}, due = created WHERE state = {IN_FLIGHT} "
+    "OR id IN (SELECT id FROM leases)"
+)
+_EXPIRE = (  # fresh events whose lease ran out: due at their arrival (a trigger drops the lease)
+    f"UPDATE events SET due = created WHERE due = {FRESH} "
+    "AND id IN (SELECT id FROM leases WHERE until <= ?)"
+)
 _INSERT_JSON = (
     "INSERT INTO events (pixel, source, test_code, event, event_id, event_time, data, created, "
-    "due) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
-    "value ->> 6, value ->> 7, value ->> 7 FROM json_each(?)"
+    f"due) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    f"value ->> 6, value ->> 7, {FRESH} FROM json_each(?)"
 )
-_CLAIMABLE = (
+_FRESH = f"SELECT * FROM events WHERE id > :cursor AND +due = {FRESH} ORDER BY id LIMIT :limit"
+_SCHEDULED = "SELECT * FROM events WHERE due > 0 AND due <= :now ORDER BY due, id LIMIT :limit"
+_ANY_SCHEDULED = "SELECT 1 FROM events WHERE due > 0 AND due <= ? LIMIT 1"
+_READY = (
+    # fresh events above the cursor, in id order (no sort); with retries due as well, both
+    # merged by time. A fresh event's time is the latest arrival up to its id, so that the
+    # fresh events taken are always the lowest ids: the cursor then skips none untaken
+    f"({_FRESH})",
+    "(SELECT * FROM (SELECT *, max(created) OVER (ORDER BY id) AS at FROM "
+    f"({_FRESH}) UNION ALL SELECT *, due AS at FROM ({_SCHEDULED})) "
+    "ORDER BY at, id LIMIT :limit)",
+)
+_LEASE_KIND = (
+    # which rows are leased in `leases` (the highest, for the cursor) and which in place
+    "max(iif(due = 0, id, NULL)), group_concat(iif(due > 0, id, NULL))"
+)
+_CLAIMABLE = tuple(
     # one statement, one row (every row stepped costs a GIL hand-back): a JSON array of the
     # rows' columns, and their data elements joined by a record separator (0x1E), which
     # minified JSON never holds unescaped, so they are split apart without being parsed
     "SELECT coalesce(json_group_array(json_array(id, source, pixel, test_code, event, "
-    "event_id, event_time, attempts)), '[]'), coalesce(group_concat(data, char(30)), '') "
-    "FROM (SELECT * FROM events WHERE due <= ? ORDER BY due, id LIMIT ?)"
+    "event_id, event_time, attempts)), '[]'), coalesce(group_concat(data, char(30)), ''), "
+    f"{_LEASE_KIND} FROM {ready}"
+    for ready in _READY
 )
 _SEPARATOR = "\x1e"
-_READY = "(SELECT * FROM events WHERE due <= ? ORDER BY due, id LIMIT ?)"
 _COLUMNS = (
     # in one aggregate pass, so the n-th element of every column is the same row's
     "group_concat(id), json_group_array(event), json_group_array(event_id), count(*), "
-    "json_group_array(event_time), group_concat(data, char(30)), json_group_array(attempts)"
+    "json_group_array(event_time), group_concat(data, char(30)), json_group_array(attempts), "
+    f"{_LEASE_KIND}"
 )
-_CLAIMABLE_COLUMNS = (
+_CLAIMABLE_COLUMNS = tuple(
     # one destination (the usual case) needs no grouping, which would sort the rows
     f"SELECT min(source), min(pixel), min(test_code), {_COLUMNS}, min(source) = max(source) "
     "AND min(pixel) = max(pixel) AND (count(test_code) = 0 OR count(test_code) = count(*) "
-    f"AND min(test_code) = max(test_code)) FROM {_READY}"
+    f"AND min(test_code) = max(test_code)) FROM {ready}"
+    for ready in _READY
 )
-_CLAIMABLE_GROUPED = (
-    f"SELECT source, pixel, test_code, {_COLUMNS} FROM {_READY} GROUP BY source, pixel, test_code"
+_CLAIMABLE_GROUPED = tuple(
+    f"SELECT source, pixel, test_code, {_COLUMNS} FROM {ready} GROUP BY source, pixel, test_code"
+    for ready in _READY
+)
+_LEASE_FRESH = (
+    # no event above the cursor is leased or changed by anyone else (one claimer), so the
+    # ids go in as they are, without looking their rows up again
+    "INSERT OR IGNORE INTO leases (id, until) SELECT value, ? FROM json_each(?)"
+)
+_LEASE_SCHEDULED = (
+    f"UPDATE events SET state = {IN_FLIGHT}, due = ? "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND due > 0 AND due <= ?"
 )
 
 
@@ -87,6 +133,10 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         self._max_group = max_group
         self._writer: GroupCommitWriter | None = None
         self._lock_fd: int | None = None
+        self._cursor: int | None = None
+        """The highest fresh id this outbox leased (`claim`); read from `leases` at first."""
+        self._next_expiry = 0.0
+        """When the earliest lease in `leases` can run out (`_expire`)."""
 
     def __repr__(self) -> str:
         return f"SqliteOutbox({self._path!r})"
@@ -242,14 +292,25 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         return row is not None
 
     async def claim(self, limit: int, now: float) -> list[Claimed]:
-        """Read the ready events, then lease those still due in a short write.
+        """Read the ready events, then lease those still ready in a short write.
 
-        Only this outbox's dispatcher changes existing rows, one claim at a time, and leased
-        rows are not due; the lease is written only where a row is still due, so a row an
-        acknowledgement or retry changed in between is left out, never sent twice.
+        Fresh events (never claimed, `due` = FRESH) are read in id order above a cursor and
+        leased in the `leases` table: ids grow in commit order, so every fresh event at or
+        below the cursor is leased or gone, and a lease moves neither the event's row nor
+        its index entry. Retries due (and events released) are read by `due` and leased in
+        place. A row changed in between is left out of the lease, never sent twice.
         """
-        db = self._db
-        columns, data = await db.read(lambda c: c.execute(_CLAIMABLE, (now, limit)).fetchone())
+        await self._expire(now)
+        cursor, (columns, data, fresh_max, scheduled) = await self._db.read(
+            lambda conn: _ready(
+                conn,
+                self._cursor,
+                limit,
+                now,
+                lambda merged, params: conn.execute(_CLAIMABLE[merged], params).fetchone(),
+            )
+        )
+        self._cursor = cursor
         rows = orjson.loads(columns)
         if not rows:
             return []
@@ -259,19 +320,29 @@ class SqliteOutbox(SqliteAdmin, Outbox):
                 rows, data.split(_SEPARATOR), strict=True
             )
         ]
-        held = await self._hold(orjson.dumps([row[0] for row in rows]).decode(), len(rows), now)
+        ids = ",".join(str(row[0]) for row in rows)
+        held = await self._hold(ids, scheduled, len(rows), fresh_max, now)
         return claimed if held is None else [c for c in claimed if c.id in held]
 
     async def claim_batches(self, limit: int, now: float, batch_size: int) -> list[ClaimedBatch]:
         """`claim` as columns (`ClaimedBatch`): each column read as one aggregate and split
         or parsed in C, so the delivery loop builds no object per event."""
-        groups = await self._db.read(lambda conn: _claimable_columns(conn, now, limit))
+        await self._expire(now)
+        cursor, groups = await self._db.read(
+            lambda conn: _ready(
+                conn, self._cursor, limit, now, functools.partial(_claimable_columns, conn)
+            )
+        )
+        self._cursor = cursor
         if not groups:
             return []
-        ids = "[" + ",".join(group[3] for group in groups) + "]"
-        held = await self._hold(ids, sum(group[6] for group in groups), now)
+        fresh_max = max((g[10] for g in groups if g[10] is not None), default=None)
+        scheduled = ",".join(g[11] for g in groups if g[11] is not None) or None
+        ids = ",".join(group[3] for group in groups)
+        held = await self._hold(ids, scheduled, sum(g[6] for g in groups), fresh_max, now)
         batches = []
-        for source, pixel, code, id_list, names, event_ids, _, times, data, attempts in groups:
+        for group in groups:
+            source, pixel, code, id_list, names, event_ids, _, times, data, attempts = group[:10]
             destination = Destination(source, pixel, code)
             columns = (
                 id_list.split(","),
@@ -289,29 +360,54 @@ class SqliteOutbox(SqliteAdmin, Outbox):
         kept = ((b.destination, [c for c in b.items() if c.id in held]) for b in batches)
         return [ClaimedBatch.of(destination, items) for destination, items in kept if items]
 
-    async def _hold(self, ids: str, count: int, now: float) -> set[str] | None:
-        """Lease the rows `ids` (a JSON array) that are still due; None when all `count`
-        were, else the ids this lease holds (rare: an ack or retry came in between)."""
+    async def _expire(self, now: float) -> None:
+        """Fresh events whose lease ran out are made due again (at their arrival); looked
+        for only once the earliest lease can have ended, so a claim seldom pays for it."""
+        if now < self._next_expiry:
+            return
+
+        def expire(conn: sqlite3.Connection) -> float | None:
+            conn.execute(_EXPIRE, (now,))
+            earliest: float | None = conn.execute("SELECT min(until) FROM leases").fetchone()[0]
+            return earliest
+
+        earliest = await self._db.statement(expire)
+        self._next_expiry = now + self._lease if earliest is None else earliest
+
+    async def _hold(
+        self, ids: str, scheduled: str | None, count: int, fresh_max: int | None, now: float
+    ) -> set[str] | None:
+        """Lease the rows `ids` (comma-separated) that are still ready: fresh ones in
+        `leases`, `scheduled` ones in place. None when all `count` were, else the ids this
+        lease holds (rare: an ack or retry came in between)."""
         db = self._db
         lease_end = now + self._lease
-        leased = await db.statement(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE events SET state = 1, due = ? "
-                    "WHERE id IN (SELECT value FROM json_each(?)) AND due <= ?",
-                    (lease_end, ids, now),
-                ).rowcount
+        leased = 0
+        fresh = ids
+        if scheduled is not None:
+            moved = set(scheduled.split(","))
+            fresh = ",".join(i for i in ids.split(",") if i not in moved)
+            leased += await db.statement(
+                lambda conn: (
+                    conn.execute(_LEASE_SCHEDULED, (lease_end, f"[{scheduled}]", now)).rowcount
+                )
             )
-        )
+        if fresh:
+            leased += await db.statement(
+                lambda conn: conn.execute(_LEASE_FRESH, (lease_end, f"[{fresh}]")).rowcount
+            )
+        if fresh_max is not None:  # leased (or gone): the next claim reads above it
+            self._cursor = max(self._cursor or 0, fresh_max)
         if leased == count:
             return None
         return await db.read(
             lambda conn: {
                 str(i)
                 for (i,) in conn.execute(
-                    "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) "
-                    "AND state = 1 AND due = ?",
-                    (ids, lease_end),
+                    "SELECT id FROM leases WHERE id IN (SELECT value FROM json_each(?)) "
+                    "AND until = ? UNION SELECT id FROM events WHERE id IN (SELECT value "
+                    f"FROM json_each(?)) AND state = {IN_FLIGHT} AND due = ?",
+                    (f"[{ids}]", lease_end, f"[{ids}]", lease_end),
                 )
             }
         )
@@ -410,14 +506,29 @@ def _private(path: str, *, exclusive: bool) -> None:
                     os.chmod(name, 0o600)
 
 
-def _claimable_columns(conn: sqlite3.Connection, now: float, limit: int) -> list[Any]:
+def _claimable_columns(conn: sqlite3.Connection, merged: bool, params: dict[str, Any]) -> list[Any]:
     """The ready events as columns, one row per destination (see `_COLUMNS`)."""
-    *columns, one = conn.execute(_CLAIMABLE_COLUMNS, (now, limit)).fetchone()
+    *columns, one = conn.execute(_CLAIMABLE_COLUMNS[merged], params).fetchone()
     if one is None:  # nothing ready
         return []
     if one:
         return [columns]
-    return conn.execute(_CLAIMABLE_GROUPED, (now, limit)).fetchall()
+    return conn.execute(_CLAIMABLE_GROUPED[merged], params).fetchall()
+
+
+def _ready(
+    conn: sqlite3.Connection,
+    cursor: int | None,
+    limit: int,
+    now: float,
+    query: Callable[[bool, dict[str, Any]], T],
+) -> tuple[int, T]:
+    """(the cursor, `query` of the ready events): the cursor is read from `leases` at the
+    first claim; whether retries are due besides fresh events takes one index probe."""
+    if cursor is None:
+        cursor = int(conn.execute("SELECT coalesce(max(id), 0) FROM leases").fetchone()[0])
+    merged = conn.execute(_ANY_SCHEDULED, (now,)).fetchone() is not None
+    return cursor, query(merged, {"cursor": cursor, "limit": limit, "now": now})
 
 
 def _ids(ids: Sequence[str]) -> str:

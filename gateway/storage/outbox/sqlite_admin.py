@@ -38,8 +38,8 @@ class SqliteAdmin(OutboxAdmin):
         def read(conn: sqlite3.Connection) -> OutboxCounts:
             counts = OutboxCounts()
             rows = conn.execute(
-                "SELECT pixel, state, attempts > 0, COUNT(*), MIN(created) FROM events "
-                "GROUP BY pixel, state, attempts > 0"
+                f"SELECT pixel, {_STATE}, attempts > 0, COUNT(*), MIN(created) FROM events "
+                "GROUP BY 1, 2, 3"
             ).fetchall()
             for pixel, state, retried, number, oldest in rows:
                 per = counts.pixels.setdefault(pixel, PixelCounts())
@@ -128,8 +128,11 @@ class SqliteAdmin(OutboxAdmin):
 
 
 _PAGE = 2000
+_STATE = f"iif(state = {IN_FLIGHT} OR id IN (SELECT id FROM leases), {IN_FLIGHT}, state)"
+"""An event's state: leased in place (a retry) or in `leases` (a fresh event)."""
 _COLUMNS = {
-    "events": "source, pixel, test_code, data, state, attempts, created, last_error, NULL, NULL",
+    "events": f"source, pixel, test_code, data, {_STATE}, attempts, created, last_error, NULL, "
+    "NULL",
     "dead_letters": "source, pixel, test_code, data, NULL, attempts, dead_at, reason, code, "
     "request_id",
 }

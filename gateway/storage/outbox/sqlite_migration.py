@@ -2,8 +2,10 @@
 
 Version 1 stored each event as one JSON record (`{"v": 1, "source", "source_id",
 "test_code", "data"}`); version 2 keeps the destination and `event_time` in columns beside
-the `data` element, so delivery splices stored JSON without parsing it. An upgraded gateway
-opening a version-1 file converts it in one transaction: nothing waiting is lost.
+the `data` element, so delivery splices stored JSON without parsing it; the `leases` table
+(fresh events are leased there, see sqlite.py) needs no new version: an older gateway reads
+such a file correctly. An upgraded gateway opening a version-1 file converts it in one
+transaction: nothing waiting is lost.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sqlite3
 
 VERSION = 3
 READY, IN_FLIGHT = 0, 1  # events.state: claimable when due, or leased until due
+FRESH = 0
+"""events.due of an event never claimed: claimed in id order, leased in `leases`."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -29,6 +33,11 @@ CREATE TABLE IF NOT EXISTS events (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (due, id);
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, until REAL NOT NULL);
+CREATE TRIGGER IF NOT EXISTS events_deleted AFTER DELETE ON events
+BEGIN DELETE FROM leases WHERE id = old.id; END;
+CREATE TRIGGER IF NOT EXISTS events_rescheduled AFTER UPDATE OF due ON events
+BEGIN DELETE FROM leases WHERE id = old.id; END;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     pixel TEXT NOT NULL,
