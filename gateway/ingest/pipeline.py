@@ -99,21 +99,11 @@ class Pipeline:
         """Parse every item, then store all or nothing; returns the stored events.
 
         The first item's error is raised, placed at `indexed[i]`."""
-        now, rules = self.now(), self.rules
+        now = self.now()
         results: list[Parsed] = []
         for index, item in enumerate(items):
-            try:  # parse_item's call, inline: this runs for every beacon
-                results.append(
-                    parse_event(
-                        item.raw,
-                        pixel=item.pixel,
-                        rules=rules,
-                        now=now,
-                        policy=policy,
-                        observed=item.observed,
-                        test_event_code=item.test_event_code,
-                    )
-                )
+            try:
+                results.append(parse_item(item, self.rules, policy, now))
             except EventError as exc:
                 error = placed(exc, indexed, index)
                 self.refused(error, policy.name, [i.raw for i in items], item.pixel.id)
