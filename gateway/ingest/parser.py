@@ -168,7 +168,7 @@ def parse_event(
         raise EventError("limited_data_use", "must be true or false")
     sections = (
         {k: flat_section(k, raw[k], scrub) for k in _SECTIONS if raw.get(k)}
-        if "app" in raw or "ad" in raw or "lead" in raw
+        if not raw.keys().isdisjoint(_SECTIONS)
         else {}
     )
     event_id = _event_id(raw, pixel, event_time, user, properties, sections, policy)

@@ -262,7 +262,7 @@ class BeaconEndpoint:
         pixel = (
             site.default
             if named is None
-            else pick_pixel(site.pixels, named, first=True, unknown=_NOT_THIS_SITE)
+            else pick_pixel(site.pixels, named, unknown=_NOT_THIS_SITE)
         )
         page = raw.get("page")
         page_url, referrer = (
@@ -322,12 +322,12 @@ _PREFLIGHT: Headers = [
 @lru_cache(maxsize=256)
 def _counts(accepted: int, dropped: int) -> Headers:
     """What became of the beacon's events, for whoever debugs with curl (browsers ignore it).
-    Cached, as `_cors`: the answers repeat (callers copy, never change, the list)."""
+    Cached: the answers repeat (callers copy, never change, the list)."""
     return [(b"x-accepted", str(accepted).encode()), (b"x-dropped", str(dropped).encode())]
 
 
-@lru_cache(maxsize=1024)
 def _cors(origin: str) -> Headers:
+    """An allowed origin's CORS headers, built once per configuration (`_Site`)."""
     return [
         (b"access-control-allow-origin", origin.encode("latin-1")),
         (b"access-control-allow-credentials", b"true"),
